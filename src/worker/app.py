@@ -1,0 +1,168 @@
+"""The composition root: wires settings, pool, Kafka clients, metrics and the sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from prometheus_client import CollectorRegistry
+
+from worker.core.topics import ALL_TOPICS, INPUT_TOPICS, with_prefix
+from worker.db.migrate import apply_migrations
+from worker.db.pool import open_pool
+from worker.db.queries import sql
+from worker.messaging.clients import (
+    coordinator_known,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    start_with_retry,
+)
+from worker.messaging.consume import ConsumeLoop
+from worker.messaging.outbox import OutboxRelay
+from worker.metrics import Metrics
+from worker.pipeline import Pipeline
+from worker.settings import Settings
+from worker.sidecar.app import create_app
+from worker.sidecar.server import embedded_server
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Readiness:
+    """What /readyz looks at; filled in as the worker's parts come up."""
+
+    pool: asyncpg.Pool | None = None
+    loop: ConsumeLoop | None = None
+    consumer: Any = None
+    metrics: Metrics | None = field(default=None, repr=False)
+
+    async def __call__(self) -> dict[str, bool]:
+        checks = {"database": await self._database(), "kafka_group": self._in_group()}
+        if self.metrics is not None:
+            self.metrics.ready.set(1 if all(checks.values()) else 0)
+        return checks
+
+    async def _database(self) -> bool:
+        if self.pool is None:
+            return False
+        try:
+            async with asyncio.timeout(1.0):
+                async with self.pool.acquire() as conn:
+                    await conn.fetchval(sql("ping"))
+        except Exception:  # noqa: BLE001 - any failure to answer means "not ready"
+            return False
+        return True
+
+    def _in_group(self) -> bool:
+        return bool(self.loop and self.loop.guard.joined and coordinator_known(self.consumer))
+
+
+async def migrate(settings: Settings) -> int:
+    """Apply the migrations and exit: the `migrate` command."""
+    pool = await open_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            applied = await apply_migrations(conn)
+    finally:
+        await pool.close()
+    log.info("migrations up to date", extra={"action": "migrate", "applied": len(applied)})
+    return 0
+
+
+async def run(settings: Settings) -> int:
+    """Run the worker and its sidecar until SIGTERM or SIGINT: the `run` command."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    metrics = Metrics(CollectorRegistry())
+    readiness = Readiness(metrics=metrics)
+    sidecar = embedded_server(
+        create_app(readiness, metrics.registry),
+        settings.sidecar_host,
+        settings.payment_service_port,
+    )
+    sidecar_task = asyncio.create_task(sidecar.serve(), name="sidecar")
+    worker_task = asyncio.create_task(_work(settings, metrics, readiness, stop), name="worker")
+    stop_task = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        done, _ = await asyncio.wait(
+            {worker_task, sidecar_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if stop_task in done:
+            log.info("stopping", extra={"action": "shutdown"})
+            await _finish(worker_task, settings.worker_shutdown_grace_seconds)
+        exit_code = 0 if stop.is_set() else 1
+        for task in done - {stop_task}:
+            if task.exception() is not None:
+                log.error(
+                    "stopped by an error", exc_info=task.exception(), extra={"action": "crash"}
+                )
+                exit_code = 1
+    finally:
+        stop_task.cancel()
+        sidecar.should_exit = True
+        await _finish(worker_task, 0)
+        await asyncio.gather(sidecar_task, return_exceptions=True)
+    log.info("stopped", extra={"action": "stopped", "exit_code": exit_code})
+    return exit_code
+
+
+async def _finish(task: asyncio.Task[None], grace_seconds: float) -> None:
+    """Let `task` end by itself for a while, then cancel it."""
+    with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+        await asyncio.wait_for(asyncio.shield(task), grace_seconds)
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def _work(
+    settings: Settings, metrics: Metrics, readiness: Readiness, stop: asyncio.Event
+) -> None:
+    """Bring up the pool, schema, topics and clients; consume until `stop`; close in reverse."""
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await open_pool(
+            settings.database_url.get_secret_value(),
+            min_size=2,
+            max_size=settings.worker_db_pool_size,
+        )
+        stack.push_async_callback(pool.close)
+        async with pool.acquire() as conn:
+            await apply_migrations(conn)
+        await ensure_topics(settings, with_prefix(settings.kafka_topic_prefix, ALL_TOPICS))
+
+        producer = make_producer(settings)
+        await start_with_retry(producer, "producer")
+        stack.push_async_callback(producer.stop)
+
+        relay = OutboxRelay(pool, producer, metrics, topic_prefix=settings.kafka_topic_prefix)
+        relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+        stack.push_async_callback(_finish, relay_task, 0)
+
+        consumer = make_consumer(settings)
+        topics = with_prefix(settings.kafka_topic_prefix, INPUT_TOPICS)
+        consume = ConsumeLoop(
+            consumer,
+            topics,
+            Pipeline(pool, metrics).process,
+            metrics,
+            max_records=settings.worker_batch_max_records,
+            max_wait_ms=settings.worker_batch_max_wait_ms,
+            on_committed=relay.wake,
+        )
+        await start_with_retry(consumer, "consumer")
+        stack.push_async_callback(consumer.stop)
+
+        readiness.pool, readiness.loop, readiness.consumer = pool, consume, consumer
+        log.info("worker started", extra={"action": "started", "topics": list(topics)})
+        await consume.run(stop)

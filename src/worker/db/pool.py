@@ -1,0 +1,26 @@
+"""Connection pools to PostgreSQL, opened with the transient-fault policy."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from worker.retry import transient_retry
+
+
+async def open_pool(
+    dsn: str, *, min_size: int, max_size: int, statement_timeout_ms: int | None = None
+) -> asyncpg.Pool:
+    """A pool that waits for the database to come up instead of failing the start."""
+    server_settings = {"application_name": "payment-worker"}
+    if statement_timeout_ms is not None:
+        server_settings["statement_timeout"] = str(statement_timeout_ms)
+    async for attempt in transient_retry():
+        with attempt:
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                server_settings=server_settings,
+                command_timeout=60,
+            )
+    return pool

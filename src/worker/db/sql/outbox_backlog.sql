@@ -1,0 +1,2 @@
+-- How many messages wait to be published.
+SELECT count(*) FROM outbox

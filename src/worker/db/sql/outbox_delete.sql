@@ -1,0 +1,2 @@
+-- Forgets messages the broker has acknowledged.
+DELETE FROM outbox WHERE seq = ANY($1::bigint[])

@@ -1,0 +1,47 @@
+"""Errors that know whether trying again can help."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+
+import asyncpg
+
+
+class WorkerError(Exception):
+    """Base of the worker's own errors."""
+
+    retriable = False
+
+
+class TransientError(WorkerError):
+    """A dependency is briefly unavailable; the same work will succeed later."""
+
+    retriable = True
+
+
+class PermanentError(WorkerError):
+    """Trying again gives the same failure; stop and say why."""
+
+
+# SQLSTATE classes and codes worth another attempt: the connection went away, the server is
+# starting or shutting down, or concurrency control chose us as the loser.
+_RETRIABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
+_RETRIABLE_SQLSTATE_CLASSES = frozenset({"08"})
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether `exc` is a transient fault of the database, the broker or the network."""
+    if isinstance(exc, WorkerError):
+        return exc.retriable
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state in _RETRIABLE_SQLSTATES or state[:2] in _RETRIABLE_SQLSTATE_CLASSES
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
+        # Lost or closed connections surface as interface errors.
+        return True
+    if isinstance(exc, ConnectionError | TimeoutError | asyncio.TimeoutError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.EPIPE}
+    return bool(getattr(exc, "retriable", False))  # aiokafka's errors carry the flag

@@ -1,0 +1,1 @@
+"""Adapters around aiokafka: clients, topic creation, the consume loop and the outbox relay."""

@@ -1,0 +1,85 @@
+"""Kafka clients configured the one way the worker uses them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from worker.retry import transient_retry
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A group member that never commits on its own: offsets go only after the database."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.kafka_consumer_group,
+        client_id="payment-worker",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=settings.worker_batch_max_records,
+        # A batch may wait on a database that is briefly down; don't get evicted for that.
+        max_poll_interval_ms=300_000,
+        session_timeout_ms=30_000,
+        heartbeat_interval_ms=3_000,
+    )
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    """Idempotent and fully acknowledged: a retried send is never written twice."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id="payment-worker",
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        request_timeout_ms=30_000,
+    )
+
+
+async def start_with_retry(client: Any, what: str) -> None:
+    """Start an aiokafka client, waiting for the broker instead of failing."""
+    async for attempt in transient_retry():
+        with attempt:
+            await client.start()
+    log.info("kafka client started", extra={"action": "kafka_start", "client": what})
+
+
+async def ensure_topics(settings: Settings, names: tuple[str, ...]) -> list[str]:
+    """Create the topics that are missing; never change existing ones. Returns those created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="payment-worker-admin"
+    )
+    await start_with_retry(admin, "admin")
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in names if name not in existing]
+        if missing:
+            factor = settings.kafka_topic_replication_factor
+            # Another worker starting at the same time may have created them first.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(name, settings.kafka_topic_partitions, factor) for name in missing]
+                )
+            log.info("topics created", extra={"action": "create_topics", "topics": missing})
+        return missing
+    finally:
+        await admin.close()
+
+
+def coordinator_known(consumer: AIOKafkaConsumer) -> bool:
+    """Whether the consumer currently has a live group coordinator.
+
+    aiokafka has no public call for this; its coordinator drops the id the moment a heartbeat
+    or commit finds the coordinator gone, so that attribute is the honest signal.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    return getattr(coordinator, "coordinator_id", None) is not None

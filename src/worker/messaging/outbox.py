@@ -1,0 +1,107 @@
+"""The transactional outbox: queue messages with their effect, publish them after commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from worker.core.messages import OutgoingMessage, headers_from_json
+from worker.db.queries import sql
+from worker.metrics import Metrics
+from worker.retry import transient_retry
+
+if TYPE_CHECKING:
+    from worker.db import Connection
+
+log = logging.getLogger(__name__)
+
+
+async def enqueue(conn: Connection, messages: Sequence[OutgoingMessage]) -> None:
+    """Queue `messages` inside the caller's transaction: they exist only if it commits."""
+    if not messages:
+        return
+    await conn.execute(
+        sql("outbox_enqueue"),
+        [m.topic for m in messages],
+        [m.key for m in messages],
+        [m.value for m in messages],
+        [json.dumps(m.headers_json()) for m in messages],
+    )
+
+
+class OutboxRelay:
+    """Publishes queued messages with the idempotent producer, oldest first, then forgets them.
+
+    The outbox keeps topics as event types; the relay adds the deployment's topic prefix.
+
+    Runs as one task per worker; `wake()` after a commit publishes at once, and a periodic pass
+    picks up what a crashed worker left behind. Publishing is at least once: a crash between the
+    broker's acknowledgement and the delete publishes a message again, with the same id.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        metrics: Metrics,
+        *,
+        topic_prefix: str = "",
+        chunk: int = 1000,
+        idle_seconds: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._metrics = metrics
+        self._topic_prefix = topic_prefix
+        self._chunk = chunk
+        self._idle_seconds = idle_seconds
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Publish until cancelled."""
+        while True:
+            self._wakeup.clear()
+            async for attempt in transient_retry():
+                with attempt:
+                    while await self.publish_once() == self._chunk:
+                        pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._idle_seconds)
+
+    async def publish_once(self) -> int:
+        """Publish one chunk of the queue; returns how many messages went out."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(sql("outbox_claim"), self._chunk)
+            if not rows:
+                self._metrics.outbox_backlog.set(0)
+                return 0
+            deliveries = [
+                await self._producer.send(
+                    self._topic_prefix + row["topic"],
+                    value=row["value"],
+                    key=row["key"],
+                    headers=list(headers_from_json(json.loads(row["headers"]))),
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*deliveries)
+            await conn.execute(sql("outbox_delete"), [row["seq"] for row in rows])
+        for row in rows:
+            self._metrics.published.labels(topic=row["topic"]).inc()
+        return len(rows)
+
+    async def backlog(self) -> int:
+        async with self._pool.acquire() as conn:
+            count: int = await conn.fetchval(sql("outbox_backlog"))
+        self._metrics.outbox_backlog.set(count)
+        return count

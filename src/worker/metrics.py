@@ -1,0 +1,62 @@
+"""The worker's Prometheus metrics, built on a registry handed in by the composition root."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every metric the worker exports. Labels stay low-cardinality: topic, outcome, handler."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.messages = Counter(
+            "payment_worker_messages_total",
+            "Consumed messages by topic and outcome.",
+            ["topic", "outcome"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "payment_worker_batch_size",
+            "Messages per processed batch.",
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "payment_worker_batch_processing_seconds",
+            "Time from a batch in hand to its offsets committed.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.retries = Counter(
+            "payment_worker_transient_errors_total",
+            "Transient faults met and retried, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.commits_failed = Counter(
+            "payment_worker_offset_commit_failures_total",
+            "Offset commits refused by the group coordinator (after a rebalance).",
+            registry=registry,
+        )
+        self.assigned_partitions = Gauge(
+            "payment_worker_assigned_partitions",
+            "Partitions this worker currently owns.",
+            registry=registry,
+        )
+        self.published = Counter(
+            "payment_worker_published_total",
+            "Messages the broker acknowledged from the outbox, by topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self.outbox_backlog = Gauge(
+            "payment_worker_outbox_backlog",
+            "Messages queued in the outbox, not yet acknowledged by the broker.",
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "payment_worker_ready",
+            "1 while the database answers and the consumer is in its group.",
+            registry=registry,
+        )

@@ -1,0 +1,110 @@
+"""The worker's configuration: read once at start from the environment and `.env`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+JSON_SAFE_MAX = 9_007_199_254_740_991
+
+PositiveCoins = Annotated[int, Field(ge=1, le=JSON_SAFE_MAX)]
+
+
+class Settings(BaseSettings):
+    """Every knob the worker has; field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # The CONTRACT's variables (section 8); the first four keep the old service's names.
+    payment_service_port: int = Field(8080, ge=1, le=65535)
+    payment_session_ttl_minutes: int = Field(30, ge=1, le=7 * 24 * 60)
+    coin_reward_course_completion: PositiveCoins = 100
+    coin_reward_referral: PositiveCoins = 50
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_consumer_group: str = Field("payment-worker", min_length=1, max_length=255)
+    kafka_topic_partitions: int = Field(6, ge=1, le=10_000)
+    database_url: SecretStr = SecretStr("postgresql://localhost:5432/payments")
+    sidecar_jwt_secret: SecretStr | None = None
+    payment_webhook_secret_mock: SecretStr | None = None
+    payment_webhook_secret_stripe: SecretStr | None = None
+    payment_webhook_secret_razorpay: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # The project's own (documented in the README).
+    sidecar_host: str = "0.0.0.0"  # noqa: S104 - a sidecar is reached from outside its container
+    sidecar_dev_mode: bool = False
+    kafka_topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,100}$")
+    kafka_topic_replication_factor: int = Field(1, ge=1, le=32)
+    worker_batch_max_records: int = Field(500, ge=1, le=100_000)
+    worker_batch_max_wait_ms: int = Field(200, ge=0, le=60_000)
+    worker_db_pool_size: int = Field(4, ge=2, le=100)
+    worker_shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "sidecar_jwt_secret",
+        "payment_webhook_secret_mock",
+        "payment_webhook_secret_stripe",
+        "payment_webhook_secret_razorpay",
+        mode="before",
+    )
+    @classmethod
+    def _empty_secret_is_none(cls, value: object) -> object:
+        # An empty variable (as compose passes `${VAR:-}`) means "no secret", never "".
+        return None if value == "" else value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError("expected postgresql://[user[:password]@]host[:port]/database")
+        return value
+
+    @model_validator(mode="after")
+    def _sidecar_needs_a_secret(self) -> Settings:
+        if self.sidecar_jwt_secret is None and not self.sidecar_dev_mode:
+            raise ValueError(
+                "SIDECAR_JWT_SECRET is required (or set SIDECAR_DEV_MODE=true for development)"
+            )
+        return self
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message is one line naming the variable."""
+
+
+def load_settings(env_file: str | None = ".env") -> Settings:
+    """Build the settings, turning pydantic's report into one line per the CONTRACT."""
+    try:
+        return Settings(_env_file=env_file)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """One line: `config error: VARIABLE: what is wrong` for each problem."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        variable = "_".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{variable}: {message}" if variable else message)
+    return "config error: " + "; ".join(problems)

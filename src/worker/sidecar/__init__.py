@@ -1,0 +1,1 @@
+"""The HTTP sidecar: health, readiness, metrics and (later) the read API."""

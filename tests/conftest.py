@@ -1,0 +1,71 @@
+"""Fixtures every tier may use: the local stack and its addresses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from tests.db import create_template, drop_database, fresh_database
+from tests.support import STACK
+
+
+@dataclass(frozen=True)
+class Stack:
+    database_url: str
+    kafka_bootstrap: str
+
+
+def _stack_env() -> dict[str, str]:
+    out = subprocess.run([STACK, "env"], check=True, capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        found[name] = value.strip("'\"")
+    return found
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    """The real Kafka and PostgreSQL the tests run against, started when not already up."""
+    subprocess.run([STACK, "up"], check=True)
+    local = _stack_env()
+    return Stack(
+        database_url=os.environ.get("DATABASE_URL") or local["DATABASE_URL"],
+        kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        or local["KAFKA_BOOTSTRAP_SERVERS"],
+    )
+
+
+@pytest.fixture(scope="session")
+async def migrated_template(stack: Stack) -> AsyncIterator[str]:
+    """Migrations applied once per session; each test copies the result."""
+    name = await create_template(stack.database_url)
+    yield name
+    await drop_database(stack.database_url, name)
+
+
+@pytest.fixture
+async def empty_db(stack: Stack) -> AsyncIterator[str]:
+    """A database of this test's own with nothing in it, for migration tests."""
+    async with fresh_database(stack.database_url, None) as url:
+        yield url
+
+
+@pytest.fixture
+async def db_url(stack: Stack, migrated_template: str) -> AsyncIterator[str]:
+    """A migrated database of this test's own."""
+    async with fresh_database(stack.database_url, migrated_template) as url:
+        yield url
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to this test's database."""
+    connection = await asyncpg.connect(db_url)
+    yield connection
+    await connection.close()

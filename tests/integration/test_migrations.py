@@ -1,0 +1,144 @@
+"""Migrations: the schema they build, applied once, safely from two workers at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from worker.db.migrate import apply_migrations, discover
+
+EXPECTED_COLUMNS = {
+    "coin_wallets": {
+        "student_id", "balance", "lifetime_earned", "lifetime_spent", "created_at", "updated_at",
+    },
+    "coin_transactions": {
+        "seq", "transaction_id", "student_id", "type", "reference_id", "amount",
+        "balance_after", "source_event_id", "created_at",
+    },
+    "payments": {
+        "seq", "payment_id", "student_id", "course_id", "amount", "currency", "description",
+        "status", "status_reason", "provider", "provider_payment_id", "payment_url",
+        "expires_at", "source_event_id", "created_at", "updated_at",
+    },
+    "outbox": {"seq", "topic", "key", "value", "headers", "created_at"},
+    "schema_migrations": {"version", "name", "checksum", "applied_at"},
+}  # fmt: skip
+
+EXPECTED_UNIQUE = {
+    "coin_transactions": {("student_id", "type", "reference_id"), ("transaction_id",)},
+    "payments": {("provider", "provider_payment_id"), ("seq",)},
+}
+
+
+async def _columns(conn: asyncpg.Connection) -> dict[str, set[str]]:
+    rows = await conn.fetch(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = 'public'"
+    )
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        found.setdefault(row["table_name"], set()).add(row["column_name"])
+    return found
+
+
+async def _unique_constraints(conn: asyncpg.Connection, table: str) -> set[tuple[str, ...]]:
+    rows = await conn.fetch(
+        "SELECT array_agg(a.attname ORDER BY k.ord) AS cols"
+        " FROM pg_constraint c"
+        " CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)"
+        " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum"
+        " WHERE c.conrelid = $1::regclass AND c.contype = 'u' GROUP BY c.oid",
+        table,
+    )
+    return {tuple(row["cols"]) for row in rows}
+
+
+async def test_applying_all_gives_the_expected_schema(empty_db: str) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        applied = await apply_migrations(conn)
+        assert [m.version for m in applied] == [m.version for m in discover()]
+        assert await _columns(conn) == EXPECTED_COLUMNS
+        for table, expected in EXPECTED_UNIQUE.items():
+            assert await _unique_constraints(conn, table) == expected
+    finally:
+        await conn.close()
+
+
+async def test_applying_twice_changes_nothing(empty_db: str) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await apply_migrations(conn)
+        before = await _columns(conn)
+        assert await apply_migrations(conn) == []
+        assert await _columns(conn) == before
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(discover())
+    finally:
+        await conn.close()
+
+
+async def test_two_workers_migrating_at_once_apply_each_migration_once(empty_db: str) -> None:
+    first, second = await asyncpg.connect(empty_db), await asyncpg.connect(empty_db)
+    try:
+        results = await asyncio.gather(apply_migrations(first), apply_migrations(second))
+        assert sorted(len(r) for r in results) == [0, len(discover())]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_changed_migration_is_refused(empty_db: str) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await apply_migrations(conn)
+        await conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+        with pytest.raises(Exception, match="changed after it was applied"):
+            await apply_migrations(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("statement", "violated"),
+    [
+        ("INSERT INTO coin_wallets (student_id, balance) VALUES ('s', -1)", "balance_check"),
+        (
+            "INSERT INTO coin_wallets (student_id, balance, lifetime_earned)"
+            " VALUES ('s', 9007199254740992, 9007199254740992)",
+            "json_safe_int_check",
+        ),
+        ("INSERT INTO coin_wallets (student_id) VALUES ('')", "ref_id_check"),
+        (
+            "INSERT INTO coin_wallets (student_id, balance, lifetime_earned) VALUES ('s', 5, 4)",
+            "coin_wallets_balance_is_earned_minus_spent",
+        ),
+        (
+            "INSERT INTO payments (payment_id, student_id, course_id, amount, currency, status,"
+            " provider, provider_payment_id, payment_url, expires_at, source_event_id)"
+            " VALUES ('p', 's', 'c', 100, 'INR', 'paid', 'mock', 'pp', 'u', now(), 'e')",
+            "payments_status_check",
+        ),
+    ],
+)
+async def test_constraints_refuse_impossible_rows(
+    conn: asyncpg.Connection, statement: str, violated: str
+) -> None:
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError) as caught:
+        await conn.execute(statement)
+    assert violated in str(caught.value)
+
+
+async def test_one_ledger_entry_per_student_type_and_reference(conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "INSERT INTO coin_wallets (student_id, balance, lifetime_earned) VALUES ('s', 200, 200)"
+    )
+    insert = (
+        "INSERT INTO coin_transactions (transaction_id, student_id, type, reference_id, amount,"
+        " balance_after, source_event_id) VALUES (gen_random_uuid(), 's', 'referral', 'r1', $1,"
+        " $2, 'e')"
+    )
+    await conn.execute(insert, 100, 100)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await conn.execute(insert, 100, 200)

@@ -1,0 +1,49 @@
+"""Reading what the worker published, straight from the broker."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
+
+from tests.support import eventually
+
+
+async def read_all(
+    bootstrap: str, topic: str, *, at_least: int, within: float = 30
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on `topic` from the start, once at least `at_least` have arrived."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        records: list[ConsumerRecord[bytes, bytes]] = []
+
+        async def enough() -> None:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                await consumer._client.force_metadata_update()
+            assert partitions, f"topic {topic} does not exist yet"
+            if not consumer.assignment():
+                consumer.assign([TopicPartition(topic, p) for p in partitions])
+                await consumer.seek_to_beginning()
+            batch = await consumer.getmany(timeout_ms=200)
+            records.extend(r for part in batch.values() for r in part)
+            assert len(records) >= at_least, f"{len(records)} of {at_least} on {topic}"
+
+        await eventually(enough, within=within, interval=0.05)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offset per partition of `topic` (absent: none yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}

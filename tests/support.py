@@ -1,0 +1,37 @@
+"""Helpers the tiers share: the repo's paths, free ports, waiting with a deadline."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = ROOT / "scripts" / "stack"
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, within: float = 30.0, interval: float = 0.1
+) -> T:
+    """Polls `check` until it returns without AssertionError, or re-raises the last one."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(within),
+        wait=wait_fixed(interval),
+        retry=retry_if_exception_type(AssertionError),
+        reraise=True,
+    ):
+        with attempt:
+            return await check()
+    raise AssertionError("unreachable")

@@ -1,0 +1,54 @@
+"""docker-compose.yml cannot run here; these checks keep it in step with the code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import ROOT
+from worker.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The parsed compose file, shared by the checks below."""
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def test_has_kafka_postgres_and_worker_with_health_checks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"kafka", "postgres", "worker"} <= set(services)
+    for name in ("kafka", "postgres"):
+        assert services[name]["healthcheck"]["test"]
+    assert (ROOT / "Dockerfile").read_text().count("HEALTHCHECK") == 1
+
+
+def test_kafka_runs_in_kraft_mode(compose: dict[str, Any]) -> None:
+    env = compose["services"]["kafka"]["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "ZOOKEEPER" not in " ".join(env)
+
+
+def test_worker_waits_for_healthy_dependencies(compose: dict[str, Any]) -> None:
+    depends = compose["services"]["worker"]["depends_on"]
+    assert depends == {
+        "kafka": {"condition": "service_healthy"},
+        "postgres": {"condition": "service_healthy"},
+    }
+
+
+def test_worker_environment_names_are_settings(compose: dict[str, Any]) -> None:
+    names = set(compose["services"]["worker"]["environment"])
+    fields = {name.upper() for name in Settings.model_fields}
+    assert names <= fields, names - fields
+
+
+def test_worker_reaches_services_by_their_compose_names(compose: dict[str, Any]) -> None:
+    env = compose["services"]["worker"]["environment"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"].split(":")[0] == "kafka"
+    assert "@postgres:5432/" in env["DATABASE_URL"]
+    postgres = compose["services"]["postgres"]["environment"]
+    assert f"{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}@" in env["DATABASE_URL"]

@@ -1,0 +1,129 @@
+"""Configuration: the CONTRACT's defaults, and one clear line naming a bad variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from worker.settings import ConfigError, Settings, load_settings
+
+CONTRACT_VARIABLES = (
+    "PAYMENT_SERVICE_PORT",
+    "PAYMENT_SESSION_TTL_MINUTES",
+    "COIN_REWARD_COURSE_COMPLETION",
+    "COIN_REWARD_REFERRAL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_CONSUMER_GROUP",
+    "KAFKA_TOPIC_PARTITIONS",
+    "DATABASE_URL",
+    "SIDECAR_JWT_SECRET",
+    "PAYMENT_WEBHOOK_SECRET_MOCK",
+    "PAYMENT_WEBHOOK_SECRET_STRIPE",
+    "PAYMENT_WEBHOOK_SECRET_RAZORPAY",
+    "LOG_LEVEL",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read the process environment; start each test from none of ours."""
+    for name in os.environ:
+        if name.startswith(("PAYMENT_", "COIN_", "KAFKA_", "SIDECAR_", "WORKER_", "DATABASE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
+    monkeypatch.setenv("SIDECAR_JWT_SECRET", "s3cret")
+
+
+def test_defaults_are_the_contracts() -> None:
+    settings = load_settings(env_file=None)
+    assert settings.payment_service_port == 8080
+    assert settings.payment_session_ttl_minutes == 30
+    assert settings.coin_reward_course_completion == 100
+    assert settings.coin_reward_referral == 50
+    assert settings.kafka_bootstrap_servers == "localhost:9092"
+    assert settings.kafka_consumer_group == "payment-worker"
+    assert settings.kafka_topic_partitions == 6
+    assert settings.database_url.get_secret_value() == "postgresql://localhost:5432/payments"
+    assert settings.payment_webhook_secret_mock is None
+    assert settings.log_level == "INFO"
+
+
+def test_every_contract_variable_is_a_setting() -> None:
+    fields = {name.upper() for name in Settings.model_fields}
+    assert set(CONTRACT_VARIABLES) <= fields
+
+
+def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COIN_REWARD_REFERRAL", "75")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    settings = load_settings(env_file=None)
+    assert settings.coin_reward_referral == 75
+    assert settings.log_level == "DEBUG"
+
+
+def test_dotenv_file_supplies_values(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("KAFKA_CONSUMER_GROUP=from-dotenv\n")
+    assert load_settings(env_file=str(env_file)).kafka_consumer_group == "from-dotenv"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PAYMENT_SERVICE_PORT", "not-a-port"),
+        ("PAYMENT_SERVICE_PORT", "70000"),
+        ("PAYMENT_SESSION_TTL_MINUTES", "0"),
+        ("COIN_REWARD_COURSE_COMPLETION", "-5"),
+        ("COIN_REWARD_REFERRAL", "9007199254740992"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "localhost"),
+        ("KAFKA_TOPIC_PARTITIONS", "0"),
+        ("DATABASE_URL", "mysql://localhost/payments"),
+        ("LOG_LEVEL", "LOUD"),
+        ("WORKER_BATCH_MAX_RECORDS", "0"),
+    ],
+)
+def test_bad_value_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file=None)
+    message = str(caught.value)
+    assert message.startswith(f"config error: {variable}: ")
+    assert "\n" not in message
+
+
+def test_sidecar_secret_is_required_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIDECAR_JWT_SECRET")
+    with pytest.raises(ConfigError, match="SIDECAR_JWT_SECRET"):
+        load_settings(env_file=None)
+    monkeypatch.setenv("SIDECAR_DEV_MODE", "true")
+    assert load_settings(env_file=None).sidecar_jwt_secret is None
+
+
+def test_secret_values_never_appear_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://user:hunter2@db/payments")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file=None)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_command_exits_2_with_one_line_on_bad_config(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "KAFKA_TOPIC_PARTITIONS": "many", "SIDECAR_DEV_MODE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "run"],
+        env=env,
+        cwd=tmp_path,  # no .env here
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("config error: KAFKA_TOPIC_PARTITIONS: ")
