@@ -1,4 +1,4 @@
-"""The `payment-worker` command: `run` the worker and sidecar, or `migrate` the database."""
+"""The `payment-worker` command: `run` the worker, `migrate` the database, `send` an event."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import asyncio
 import sys
 
 from worker import app, logs
-from worker.settings import ConfigError, load_settings
+from worker.send import parse_data, send_event
+from worker.settings import ConfigError, load_settings, require_sidecar_secret
 
 EXIT_CONFIG_ERROR = 2
 
@@ -17,10 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="consume events and serve the sidecar until SIGTERM")
     commands.add_parser("migrate", help="apply database migrations and exit")
+    send = commands.add_parser("send", help="send one event to the worker's topics")
+    send.add_argument("type", help="event type (= topic), e.g. course.completed")
+    send.add_argument("data", help="the event's data as a JSON object")
+    send.add_argument("--key", required=True, help="Kafka key and subject: the student id")
     args = parser.parse_args(argv)
 
     try:
         settings = load_settings()
+        if args.command == "run":
+            require_sidecar_secret(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG_ERROR
@@ -28,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "migrate":
         return asyncio.run(app.migrate(settings))
+    if args.command == "send":
+        try:
+            data = parse_data(args.data)
+        except ValueError as exc:
+            parser.error(f"data: {exc}")
+        event_id = asyncio.run(send_event(settings, args.type, data, args.key))
+        print(event_id)
+        return 0
     return asyncio.run(app.run(settings))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 JSON_SAFE_MAX = 9_007_199_254_740_991
@@ -79,14 +79,6 @@ class Settings(BaseSettings):
             raise ValueError("expected postgresql://[user[:password]@]host[:port]/database")
         return value
 
-    @model_validator(mode="after")
-    def _sidecar_needs_a_secret(self) -> Settings:
-        if self.sidecar_jwt_secret is None and not self.sidecar_dev_mode:
-            raise ValueError(
-                "SIDECAR_JWT_SECRET is required (or set SIDECAR_DEV_MODE=true for development)"
-            )
-        return self
-
 
 class ConfigError(Exception):
     """The configuration is unusable; the message is one line naming the variable."""
@@ -108,3 +100,12 @@ def describe(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{variable}: {message}" if variable else message)
     return "config error: " + "; ".join(problems)
+
+
+def require_sidecar_secret(settings: Settings) -> None:
+    """The sidecar refuses to start without a JWT secret unless development mode is on."""
+    if settings.sidecar_jwt_secret is None and not settings.sidecar_dev_mode:
+        raise ConfigError(
+            "config error: SIDECAR_JWT_SECRET: required to start the sidecar "
+            "(or set SIDECAR_DEV_MODE=true for local development)"
+        )

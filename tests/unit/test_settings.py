@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.settings import ConfigError, Settings, load_settings
+from worker.settings import ConfigError, Settings, load_settings, require_sidecar_secret
 
 CONTRACT_VARIABLES = (
     "PAYMENT_SERVICE_PORT",
@@ -98,11 +98,13 @@ def test_bad_value_names_its_variable(
 
 
 def test_sidecar_secret_is_required_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SIDECAR_JWT_SECRET")
-    with pytest.raises(ConfigError, match="SIDECAR_JWT_SECRET"):
-        load_settings(env_file=None)
+    monkeypatch.setenv("SIDECAR_JWT_SECRET", "")  # empty, as compose passes an unset one
+    settings = load_settings(env_file=None)
+    assert settings.sidecar_jwt_secret is None
+    with pytest.raises(ConfigError, match=r"^config error: SIDECAR_JWT_SECRET: required"):
+        require_sidecar_secret(settings)
     monkeypatch.setenv("SIDECAR_DEV_MODE", "true")
-    assert load_settings(env_file=None).sidecar_jwt_secret is None
+    require_sidecar_secret(load_settings(env_file=None))
 
 
 def test_secret_values_never_appear_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,3 +129,17 @@ def test_command_exits_2_with_one_line_on_bad_config(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("config error: KAFKA_TOPIC_PARTITIONS: ")
+
+
+def test_run_without_sidecar_secret_exits_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "run"],
+        env={"PATH": os.environ["PATH"]},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("config error: SIDECAR_JWT_SECRET: ")
