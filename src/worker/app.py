@@ -12,7 +12,8 @@ from typing import Any
 import asyncpg
 from prometheus_client import CollectorRegistry
 
-from worker.core.topics import ALL_TOPICS, INPUT_TOPICS, with_prefix
+from worker.core.coins import Rewards
+from worker.core.topics import ALL_TOPICS, with_prefix
 from worker.db.migrate import apply_migrations
 from worker.db.pool import open_pool
 from worker.db.queries import sql
@@ -26,7 +27,7 @@ from worker.messaging.clients import (
 from worker.messaging.consume import ConsumeLoop
 from worker.messaging.outbox import OutboxRelay
 from worker.metrics import Metrics
-from worker.pipeline import Pipeline
+from worker.pipeline import HANDLED_TYPES, Pipeline
 from worker.settings import Settings
 from worker.sidecar.app import create_app
 from worker.sidecar.server import embedded_server
@@ -150,11 +151,12 @@ async def _work(
         stack.push_async_callback(_finish, relay_task, 0)
 
         consumer = make_consumer(settings)
-        topics = with_prefix(settings.kafka_topic_prefix, INPUT_TOPICS)
+        topics = with_prefix(settings.kafka_topic_prefix, HANDLED_TYPES)
+        rewards = Rewards(settings.coin_reward_course_completion, settings.coin_reward_referral)
         consume = ConsumeLoop(
             consumer,
             topics,
-            Pipeline(pool, metrics).process,
+            Pipeline(pool, metrics, rewards, settings.kafka_topic_prefix).process,
             metrics,
             max_records=settings.worker_batch_max_records,
             max_wait_ms=settings.worker_batch_max_wait_ms,

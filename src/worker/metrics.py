@@ -12,8 +12,19 @@ class Metrics:
         self.registry = registry
         self.messages = Counter(
             "payment_worker_messages_total",
-            "Consumed messages by topic and outcome.",
-            ["topic", "outcome"],
+            "Consumed events by type and outcome (applied, duplicate, rejected).",
+            ["event_type", "outcome"],
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "payment_worker_dead_lettered_total",
+            "Consumed messages sent to the dead-letter topic as bad input.",
+            registry=registry,
+        )
+        self.coins = Counter(
+            "payment_worker_coins_total",
+            "Coins moved by applied ledger entries, by direction (credited, debited).",
+            ["direction"],
             registry=registry,
         )
         self.batch_size = Histogram(

@@ -1,0 +1,100 @@
+"""Decoding a consumed record into a CloudEvent, in structured or binary mode.
+
+Anything that cannot be decoded is `BadInput`: the pipeline dead-letters it whole.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+
+from worker.core.messages import Headers
+from worker.core.types import Id, Text
+
+
+class BadInputError(Exception):
+    """The record is not a valid event for its topic; retrying cannot help."""
+
+
+class Envelope(BaseModel):
+    """The CloudEvents attributes the worker relies on, plus the raw `data`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    specversion: Literal["1.0"]
+    id: Id
+    type: Text
+    source: Text
+    subject: Text | None = None
+    time: AwareDatetime | None = None
+    datacontenttype: Literal["application/json"] | None = None
+    data: Any
+
+
+_BINARY_PREFIX = "ce_"
+M = TypeVar("M", bound=BaseModel)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_json(raw: bytes | None, what: str) -> Any:
+    if raw is None:
+        raise BadInputError(f"{what} is empty")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadInputError(f"{what} is not UTF-8 JSON: {exc}") from None
+
+
+def _binary_attributes(headers: Headers) -> dict[str, Any] | None:
+    attributes: dict[str, Any] = {}
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered.startswith(_BINARY_PREFIX):
+            try:
+                attributes[lowered.removeprefix(_BINARY_PREFIX)] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadInputError(f"header {name} is not UTF-8") from None
+        elif lowered == "content-type":
+            content_type = value.decode("utf-8", "replace").split(";")[0].strip()
+            attributes["datacontenttype"] = content_type
+    return attributes if "specversion" in attributes else None
+
+
+def decode(value: bytes | None, headers: Headers, expected_type: str) -> Envelope:
+    """The record's event; binary mode when a `ce_specversion` header is present."""
+    attributes = _binary_attributes(headers)
+    if attributes is not None:
+        fields = {**attributes, "data": _parse_json(value, "value")}
+    else:
+        fields = _parse_json(value, "value")
+        if not isinstance(fields, dict):
+            raise BadInputError("a structured-mode value must be a JSON object")
+        if "data" not in fields:
+            raise BadInputError("the event has no data")
+    try:
+        envelope = Envelope.model_validate(fields)
+    except ValidationError as exc:
+        raise BadInputError(f"invalid envelope: {_summary(exc)}") from None
+    if envelope.type != expected_type:
+        raise BadInputError(f"type {envelope.type!r} does not match its topic ({expected_type!r})")
+    return envelope
+
+
+def parse_data(envelope: Envelope, model: type[M]) -> M:
+    """The envelope's `data` as `model`, or BadInput naming the failing fields."""
+    try:
+        return model.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise BadInputError(f"data fails its schema: {_summary(exc)}") from None
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or '(root)'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )

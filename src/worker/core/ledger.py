@@ -1,0 +1,187 @@
+"""The coin ledger's rules: decide what a sequence of coin commands does to the wallets.
+
+Pure: the adapter loads what is known (earlier decisions, wallet balances), `decide` works out
+effects and results in order, and the adapter writes them back in a few set-based statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Literal
+
+from worker.core.messages import OutgoingMessage
+from worker.core.results import (
+    CoinRejection,
+    CoinsMoved,
+    CoinsRejected,
+    LedgerType,
+    derived_id,
+    result_message,
+)
+
+Key = tuple[str, str, str]  # (student_id, ledger type, reference_id): CONTRACT section 3
+Outcome = Literal["applied", "duplicate", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class CoinCommand:
+    """One requested ledger effect; `amount` is signed (+ credit, - debit)."""
+
+    student_id: str
+    ledger_type: LedgerType
+    reference_id: str
+    amount: int
+    # The amount as the event stated it; None when it came from configuration. Replays are
+    # compared on this, so a changed reward setting does not turn a replay into a conflict.
+    requested_amount: int | None
+    source_event_id: str
+    authorized: bool = True
+
+    @property
+    def key(self) -> Key:
+        return (self.student_id, self.ledger_type, self.reference_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What was decided for a key, kept forever: replays repeat its result byte for byte."""
+
+    requested_amount: int | None
+    outcome: Literal["applied", "rejected"]
+    result: OutgoingMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Wallet:
+    balance: int = 0
+    lifetime_earned: int = 0
+    lifetime_spent: int = 0
+
+    def moved(self, amount: int) -> Wallet:
+        if amount > 0:
+            return replace(
+                self, balance=self.balance + amount, lifetime_earned=self.lifetime_earned + amount
+            )
+        return replace(
+            self, balance=self.balance + amount, lifetime_spent=self.lifetime_spent - amount
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A new row of `coin_transactions`."""
+
+    transaction_id: str
+    student_id: str
+    ledger_type: LedgerType
+    reference_id: str
+    amount: int
+    balance_after: int
+    source_event_id: str
+
+
+@dataclass
+class Plan:
+    """Everything one batch changes; the adapter persists it in one transaction."""
+
+    entries: list[Entry] = field(default_factory=list)
+    decisions: dict[Key, Decision] = field(default_factory=dict)
+    wallets: dict[str, Wallet] = field(default_factory=dict)
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    outcomes: list[tuple[CoinCommand, Outcome]] = field(default_factory=list)
+
+
+def transaction_id(key: Key) -> str:
+    return derived_id("coin-transaction", *key)
+
+
+def decide(
+    commands: Iterable[CoinCommand],
+    known: Mapping[Key, Decision],
+    wallets: Mapping[str, Wallet],
+    now: datetime,
+) -> Plan:
+    """Apply `commands` in order to `wallets`, given the `known` decisions of earlier batches."""
+    plan = Plan()
+    for command in commands:
+        wallet = plan.wallets.get(command.student_id) or wallets.get(command.student_id, Wallet())
+        earlier = plan.decisions.get(command.key) or known.get(command.key)
+        if earlier is not None:
+            _replay(plan, command, earlier, wallet, now)
+        elif not command.authorized:
+            _refuse(plan, command, "not_authorized", wallet, now)
+        elif wallet.balance + command.amount < 0:
+            _refuse(plan, command, "insufficient_balance", wallet, now)
+        else:
+            _apply(plan, command, wallet, now)
+    return plan
+
+
+def _replay(
+    plan: Plan, command: CoinCommand, earlier: Decision, wallet: Wallet, now: datetime
+) -> None:
+    if earlier.requested_amount == command.requested_amount:
+        plan.messages.append(earlier.result)
+        plan.outcomes.append((command, "duplicate"))
+        return
+    # The key is taken by another amount: refuse, remember nothing (the key stays the first's).
+    rejected = _rejection(command, "idempotency_conflict", wallet.balance)
+    event_id = derived_id("coins.rejected", *command.key, "conflict", command.source_event_id)
+    plan.messages.append(
+        result_message("coins.rejected", event_id, command.student_id, rejected, now)
+    )
+    plan.outcomes.append((command, "rejected"))
+
+
+def _refuse(
+    plan: Plan, command: CoinCommand, reason: CoinRejection, wallet: Wallet, now: datetime
+) -> None:
+    rejected = _rejection(command, reason, wallet.balance)
+    event_id = derived_id("coins.rejected", *command.key)
+    message = result_message("coins.rejected", event_id, command.student_id, rejected, now)
+    plan.decisions[command.key] = Decision(command.requested_amount, "rejected", message)
+    plan.messages.append(message)
+    plan.outcomes.append((command, "rejected"))
+
+
+def _apply(plan: Plan, command: CoinCommand, wallet: Wallet, now: datetime) -> None:
+    after = wallet.moved(command.amount)
+    entry = Entry(
+        transaction_id=transaction_id(command.key),
+        student_id=command.student_id,
+        ledger_type=command.ledger_type,
+        reference_id=command.reference_id,
+        amount=command.amount,
+        balance_after=after.balance,
+        source_event_id=command.source_event_id,
+    )
+    event_type = "coins.credited" if command.amount > 0 else "coins.debited"
+    moved = CoinsMoved(
+        transaction_id=entry.transaction_id,
+        student_id=command.student_id,
+        type=command.ledger_type,
+        reference_id=command.reference_id,
+        amount=abs(command.amount),
+        balance_after=after.balance,
+        source_event_id=command.source_event_id,
+    )
+    event_id = derived_id(event_type, *command.key)
+    message = result_message(event_type, event_id, command.student_id, moved, now)
+    plan.entries.append(entry)
+    plan.wallets[command.student_id] = after
+    plan.decisions[command.key] = Decision(command.requested_amount, "applied", message)
+    plan.messages.append(message)
+    plan.outcomes.append((command, "applied"))
+
+
+def _rejection(command: CoinCommand, reason: CoinRejection, balance: int) -> CoinsRejected:
+    return CoinsRejected(
+        student_id=command.student_id,
+        type=command.ledger_type,
+        reference_id=command.reference_id,
+        reason=reason,
+        balance=balance,
+        source_event_id=command.source_event_id,
+    )

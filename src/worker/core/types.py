@@ -1,0 +1,16 @@
+"""Field types the CONTRACT fixes for every event: ids, amounts, currencies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+JSON_SAFE_MAX = 9_007_199_254_740_991
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Text = Annotated[str, StringConstraints(max_length=1000)]
+# Amounts are integers in the JSON-safe range; strict, so "12" and 12.0 are refused.
+Amount = Annotated[int, Field(strict=True, ge=-JSON_SAFE_MAX, le=JSON_SAFE_MAX)]
+PositiveAmount = Annotated[int, Field(strict=True, ge=1, le=JSON_SAFE_MAX)]
+NonNegativeAmount = Annotated[int, Field(strict=True, ge=0, le=JSON_SAFE_MAX)]

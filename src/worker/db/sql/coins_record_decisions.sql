@@ -1,0 +1,6 @@
+-- Remembers a batch's new decisions with the result event each one answered.
+INSERT INTO coin_requests
+    (student_id, type, reference_id, requested_amount, outcome, result_topic, result_value)
+SELECT *
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+            $7::bytea[])

@@ -1,0 +1,116 @@
+"""Coin handlers: each event type becomes the CONTRACT's ledger command, or bad input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from worker.core.coins import Rewards, command_for
+from worker.core.envelope import BadInputError
+from worker.core.ledger import CoinCommand
+
+REWARDS = Rewards(course_completion=100, referral=50)
+
+
+def event(kind: str, data: dict[str, Any], event_id: str = "e-1") -> bytes:
+    envelope = {"specversion": "1.0", "id": event_id, "type": kind, "source": "t", "data": data}
+    return json.dumps(envelope).encode()
+
+
+def command(kind: str, data: dict[str, Any]) -> CoinCommand:
+    return command_for(kind, event(kind, data), (), REWARDS)
+
+
+ADMIN = {"id": "a-1", "role": "admin"}
+
+
+def test_course_completion_credits_the_configured_reward() -> None:
+    data = {"student_id": "s", "course_id": "c", "completed_at": "2026-11-26T09:00:00+05:30"}
+    assert command("course.completed", data) == CoinCommand(
+        "s", "course_completion", "c", 100, None, "e-1"
+    )
+
+
+def test_referral_credits_the_referrer_with_configured_reward_or_override() -> None:
+    data = {"referral_id": "r", "referrer_id": "s", "referred_student_id": "t"}
+    assert command("referral.succeeded", data) == CoinCommand("s", "referral", "r", 50, None, "e-1")
+    overridden = command("referral.succeeded", {**data, "reward_coins": 70})
+    assert (overridden.amount, overridden.requested_amount) == (70, 70)
+
+
+def test_adjustment_is_signed_and_authorized_only_for_admins() -> None:
+    data = {"adjustment_id": "a", "student_id": "s", "amount": -30, "reason": "fix", "actor": ADMIN}
+    assert command("coins.adjustment.requested", data) == CoinCommand(
+        "s", "manual_adjustment", "a", -30, -30, "e-1", authorized=True
+    )
+    student_actor = {**data, "actor": {"id": "s", "role": "student"}}
+    assert command("coins.adjustment.requested", student_actor).authorized is False
+
+
+def test_redemption_is_a_debit() -> None:
+    data = {"redemption_id": "d", "student_id": "s", "amount": 40, "item": "sticker"}
+    assert command("coins.redemption.requested", data) == CoinCommand(
+        "s", "redemption", "d", -40, 40, "e-1"
+    )
+
+
+VALID = {
+    "course.completed": {
+        "student_id": "s",
+        "course_id": "c",
+        "completed_at": "2026-11-26T09:00:00Z",
+    },
+    "referral.succeeded": {"referral_id": "r", "referrer_id": "s", "referred_student_id": "t"},
+    "coins.adjustment.requested": {
+        "adjustment_id": "a",
+        "student_id": "s",
+        "amount": 5,
+        "reason": "x",
+        "actor": ADMIN,
+    },
+    "coins.redemption.requested": {
+        "redemption_id": "d",
+        "student_id": "s",
+        "amount": 1,
+        "item": "x",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "change"),
+    [
+        ("course.completed", {"completed_at": None}),
+        ("course.completed", {"student_id": ""}),
+        ("course.completed", {"completed_at": "2026-11-26T09:00:00"}),  # no offset
+        ("referral.succeeded", {"reward_coins": 0}),
+        ("coins.adjustment.requested", {"amount": 0}),
+        ("coins.adjustment.requested", {"amount": 9007199254740992}),
+        ("coins.adjustment.requested", {"amount": "5"}),
+        ("coins.adjustment.requested", {"actor": {"id": "a"}}),
+        ("coins.redemption.requested", {"amount": 1.5}),
+        ("coins.redemption.requested", {"amount": -1}),
+        ("coins.redemption.requested", {"redemption_id": "d" * 129}),
+    ],
+)
+def test_data_failing_its_schema_is_bad_input(kind: str, change: dict[str, Any]) -> None:
+    data = {k: v for k, v in {**VALID[kind], **change}.items() if v is not None}
+    with pytest.raises(BadInputError, match="data fails its schema"):
+        command(kind, data)
+
+
+@pytest.mark.parametrize("kind", list(VALID))
+def test_valid_data_of_every_type_is_a_command(kind: str) -> None:
+    assert command(kind, VALID[kind]).student_id == "s"
+
+
+def test_unknown_type_is_bad_input() -> None:
+    with pytest.raises(BadInputError, match="no handler"):
+        command_for("coins.gifted", event("coins.gifted", {}), (), REWARDS)
+
+
+def test_unknown_fields_are_tolerated() -> None:
+    data = {"redemption_id": "d", "student_id": "s", "amount": 1, "item": "x", "extra": {"a": 1}}
+    assert command("coins.redemption.requested", data).amount == -1
