@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.conftest import Stack
+from tests.kafka import read_all
+from tests.worker_process import WorkerProcess, running_worker, worker_env
 
 
 @pytest.fixture
@@ -17,3 +23,33 @@ async def producer(stack: Stack) -> AsyncIterator[AIOKafkaProducer]:
     await client.start()
     yield client
     await client.stop()
+
+
+@dataclass
+class RunningWorker:
+    worker: WorkerProcess
+    prefix: str
+    group: str
+    database_url: str
+    bootstrap: str
+
+    async def results(self, kind: str, at_least: int) -> list[dict[str, Any]]:
+        """The result events of `kind` the worker published, decoded."""
+        records = await read_all(self.bootstrap, self.prefix + kind, at_least=at_least)
+        return [json.loads(r.value) for r in records if r.value is not None]
+
+
+@pytest.fixture
+async def coin_worker(stack: Stack, empty_db: str, tmp_path: Path) -> AsyncIterator[RunningWorker]:
+    """A ready worker on its own topics, group and database; stopped (exit 0) afterwards."""
+    env = worker_env(empty_db, stack.kafka_bootstrap, WORKER_BATCH_MAX_WAIT_MS="20")
+    async with running_worker(env, tmp_path) as worker:
+        await worker.wait_ready()
+        yield RunningWorker(
+            worker,
+            env["KAFKA_TOPIC_PREFIX"],
+            env["KAFKA_CONSUMER_GROUP"],
+            empty_db,
+            stack.kafka_bootstrap,
+        )
+        assert await worker.stop() == 0, worker.log_tail()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -97,7 +98,11 @@ class ConsumeLoop:
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
         started = time.perf_counter()
-        records = [to_inbound(r) for partition in batch.values() for r in partition]
+        # One student's events of different types sit on different topics; merging partitions by
+        # record timestamp (stable, so each partition keeps its own order) applies a redemption
+        # after the credits produced before it in the same batch.
+        merged = heapq.merge(*batch.values(), key=lambda record: record.timestamp)
+        records = [to_inbound(r) for r in merged]
         await self._process(records)
         await self._commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
         self._on_committed()

@@ -1,0 +1,209 @@
+"""The coin ledger through the real broker and a worker process (CONTRACT sections 1-4, 6)."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from tests.e2e.conftest import RunningWorker
+from tests.events import adjustment, completed, redemption, referral, send, structured
+from tests.kafka import read_all
+from tests.support import eventually
+
+
+async def ledger(url: str, student: str) -> tuple[int | None, list[tuple[str, str, int, int]]]:
+    conn = await asyncpg.connect(url)
+    try:
+        balance = await conn.fetchval(
+            "SELECT balance FROM coin_wallets WHERE student_id = $1", student
+        )
+        rows = await conn.fetch(
+            "SELECT type, reference_id, amount, balance_after FROM coin_transactions"
+            " WHERE student_id = $1 ORDER BY seq",
+            student,
+        )
+        return balance, [tuple(r) for r in rows]
+    finally:
+        await conn.close()
+
+
+def by_reference(events: list[dict], student: str) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {e["data"]["reference_id"]: e for e in events if e["subject"] == student}
+
+
+async def test_every_coin_input_is_applied_and_answered(
+    coin_worker: RunningWorker, producer: AIOKafkaProducer
+) -> None:
+    w, s = coin_worker, "alice"
+    await send(producer, w.prefix, "course.completed", completed(s, "c-1"), key=s)
+    await send(producer, w.prefix, "referral.succeeded", referral("ref-1", s), key=s)
+    await send(producer, w.prefix, "referral.succeeded", referral("ref-2", s, 70), key=s)
+    await send(producer, w.prefix, "coins.adjustment.requested", adjustment("adj-1", s, 30), key=s)
+    credited = by_reference(await w.results("coins.credited", at_least=4), s)
+    await send(producer, w.prefix, "coins.redemption.requested", redemption("red-1", s, 20), key=s)
+    debited = by_reference(await w.results("coins.debited", at_least=1), s)
+
+    assert {ref: e["data"]["amount"] for ref, e in credited.items()} == {
+        "c-1": 100, "ref-1": 50, "ref-2": 70, "adj-1": 30,
+    }  # fmt: skip
+    assert debited["red-1"]["data"]["amount"] == 20
+    assert debited["red-1"]["data"]["balance_after"] == 230
+    for event in (*credited.values(), *debited.values()):
+        assert event["source"] == "payment-worker"
+        assert event["specversion"] == "1.0"
+        assert event["datacontenttype"] == "application/json"
+    balance, entries = await ledger(w.database_url, s)
+    assert balance == 230
+    assert sorted(e[:3] for e in entries) == [
+        ("course_completion", "c-1", 100),
+        ("manual_adjustment", "adj-1", 30),
+        ("redemption", "red-1", -20),
+        ("referral", "ref-1", 50),
+        ("referral", "ref-2", 70),
+    ]
+    # Each entry's balance_after is the running sum of the entries before it, in ledger order.
+    running = [sum(e[2] for e in entries[: i + 1]) for i in range(len(entries))]
+    assert [e[3] for e in entries] == running
+
+
+async def test_binary_mode_events_are_applied_like_structured_ones(
+    coin_worker: RunningWorker, producer: AIOKafkaProducer
+) -> None:
+    w, s = coin_worker, "bob"
+    await send(producer, w.prefix, "course.completed", completed(s, "c-1"), key=s, binary=True)
+    await w.results("coins.credited", at_least=1)
+    await send(
+        producer, w.prefix, "coins.redemption.requested", redemption("r-1", s, 60),
+        key=s, binary=True,
+    )  # fmt: skip
+    await w.results("coins.debited", at_least=1)
+    assert await ledger(w.database_url, s) == (
+        40,
+        [("course_completion", "c-1", 100, 100), ("redemption", "r-1", -60, 40)],
+    )
+
+
+async def test_every_rejection_reason_leaves_the_ledger_as_it_was(
+    coin_worker: RunningWorker, producer: AIOKafkaProducer
+) -> None:
+    w, s = coin_worker, "carol"
+    await send(producer, w.prefix, "course.completed", completed(s, "c-1"), key=s)
+    await w.results("coins.credited", at_least=1)
+    await send(producer, w.prefix, "coins.redemption.requested", redemption("r-1", s, 500), key=s)
+    await send(
+        producer, w.prefix, "coins.adjustment.requested",
+        adjustment("a-1", s, 1000, role="student"), key=s,
+    )  # fmt: skip
+    await send(producer, w.prefix, "coins.redemption.requested", redemption("r-2", s, 10), key=s)
+    conflict_id = "conflicting-event"
+    await send(
+        producer, w.prefix, "coins.redemption.requested", redemption("r-2", s, 99),
+        key=s, event_id=conflict_id,
+    )  # fmt: skip
+
+    rejected = await w.results("coins.rejected", at_least=3)
+    reasons = {(e["data"]["reference_id"], e["data"]["reason"]) for e in rejected}
+    assert reasons == {
+        ("r-1", "insufficient_balance"),
+        ("a-1", "not_authorized"),
+        ("r-2", "idempotency_conflict"),
+    }
+    [conflict] = [e for e in rejected if e["data"]["reason"] == "idempotency_conflict"]
+    assert conflict["data"]["source_event_id"] == conflict_id
+    assert conflict["data"]["balance"] == 90
+    assert await ledger(w.database_url, s) == (
+        90,
+        [("course_completion", "c-1", 100, 100), ("redemption", "r-2", -10, 90)],
+    )
+
+
+async def test_replay_with_new_event_ids_changes_nothing_and_repeats_the_result(
+    coin_worker: RunningWorker, producer: AIOKafkaProducer
+) -> None:
+    w, s = coin_worker, "dave"
+    await send(producer, w.prefix, "course.completed", completed(s, "c-1"), key=s, event_id="e1")
+    [first] = await w.results("coins.credited", at_least=1)
+    await send(producer, w.prefix, "course.completed", completed(s, "c-1"), key=s, event_id="e2")
+    await send(
+        producer, w.prefix, "course.completed", completed(s, "c-1"), key=s, event_id="e3",
+        binary=True,
+    )  # fmt: skip
+
+    answers = await w.results("coins.credited", at_least=3)
+    assert answers == [first, first, first]
+    assert first["data"]["source_event_id"] == "e1"
+    assert await ledger(w.database_url, s) == (100, [("course_completion", "c-1", 100, 100)])
+
+
+async def test_replayed_refusal_is_the_same_refusal_after_the_balance_grows(
+    coin_worker: RunningWorker, producer: AIOKafkaProducer
+) -> None:
+    w, s = coin_worker, "erin"
+    await send(producer, w.prefix, "coins.redemption.requested", redemption("r-1", s, 50), key=s)
+    [refusal] = await w.results("coins.rejected", at_least=1)
+    await send(producer, w.prefix, "course.completed", completed(s, "c-1"), key=s)
+    await w.results("coins.credited", at_least=1)
+    await send(producer, w.prefix, "coins.redemption.requested", redemption("r-1", s, 50), key=s)
+
+    assert await w.results("coins.rejected", at_least=2) == [refusal, refusal]
+    assert refusal["data"]["balance"] == 0
+    assert (await ledger(w.database_url, s))[0] == 100
+
+
+async def test_redemption_sees_credits_sent_just_before_it(
+    coin_worker: RunningWorker, producer: AIOKafkaProducer
+) -> None:
+    w, s = coin_worker, "frank"
+    topic = w.prefix + "course.completed"
+    # Sent without waiting, so that the worker is likely to take all three in one batch.
+    for course in ("c-1", "c-2"):
+        await producer.send(
+            topic, structured("course.completed", completed(s, course)), key=s.encode()
+        )
+    await send(producer, w.prefix, "coins.redemption.requested", redemption("r-1", s, 200), key=s)
+
+    [debit] = await w.results("coins.debited", at_least=1)
+    assert debit["data"]["balance_after"] == 0
+
+
+async def test_bad_input_is_dead_lettered_whole_and_the_partition_moves_on(
+    coin_worker: RunningWorker, producer: AIOKafkaProducer
+) -> None:
+    w, s = coin_worker, "grace"
+    topic = w.prefix + "coins.redemption.requested"
+    bad_values = [
+        b"not json at all",
+        b"\xc3\x28 invalid utf-8",
+        b'{"specversion": "1.0"}',
+        structured(
+            "course.completed", completed(s, "c-9")
+        ),  # a course.completed on the redemption topic
+        b'{"specversion":"1.0","id":"x","type":"coins.redemption.requested","source":"t",'
+        b'"data":{"redemption_id":"r","student_id":"grace","amount":9007199254740992,"item":"m"}}',
+        b'{"specversion":"1.0","id":"x","type":"coins.redemption.requested","source":"t",'
+        b'"data":{"redemption_id":"'
+        + b"r" * 129
+        + b'","student_id":"grace","amount":1,"item":"m"}}',
+    ]
+    for value in bad_values:
+        await producer.send_and_wait(topic, value, key=s.encode(), headers=[("x-trace", b"t1")])
+    await send(producer, w.prefix, "course.completed", completed(s, "c-1"), key=s)
+    await w.results("coins.credited", at_least=1)
+    await send(producer, w.prefix, "coins.redemption.requested", redemption("r-ok", s, 1), key=s)
+
+    dead = await read_all(w.bootstrap, w.prefix + "payment-worker.dlq", at_least=len(bad_values))
+    assert sorted(d.value for d in dead) == sorted(bad_values)
+    for record in dead:
+        headers = dict(record.headers)
+        assert record.key == s.encode()
+        assert headers["x-trace"] == b"t1"
+        assert headers["dlq.source.topic"] == topic.encode()
+        assert headers["dlq.error.class"] == b"BadInputError"
+        for name in ("dlq.error.message", "dlq.source.partition", "dlq.source.offset"):
+            assert headers[name]
+        assert headers["dlq.failed.at"]
+
+    async def redeemed() -> None:
+        assert (await ledger(w.database_url, s))[0] == 99
+
+    await eventually(redeemed)
