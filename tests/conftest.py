@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from tests.db import create_template, drop_database, fresh_database
 from tests.support import STACK
@@ -69,3 +70,12 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(db_url)
     yield connection
     await connection.close()
+
+
+@pytest.fixture
+async def producer(stack: Stack) -> AsyncIterator[AIOKafkaProducer]:
+    """Plays the other services: sends events to the worker's topics."""
+    client = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    await client.start()
+    yield client
+    await client.stop()

@@ -9,20 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from tests.conftest import Stack
 from tests.kafka import read_all
 from tests.worker_process import WorkerProcess, running_worker, worker_env
-
-
-@pytest.fixture
-async def producer(stack: Stack) -> AsyncIterator[AIOKafkaProducer]:
-    """Plays the other services: sends events to the worker's topics."""
-    client = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
-    await client.start()
-    yield client
-    await client.stop()
 
 
 @dataclass

@@ -22,6 +22,10 @@ EXPECTED_COLUMNS = {
         "status", "status_reason", "provider", "provider_payment_id", "payment_url",
         "expires_at", "source_event_id", "created_at", "updated_at",
     },
+    "coin_requests": {
+        "student_id", "type", "reference_id", "requested_amount", "outcome", "result_topic",
+        "result_value", "created_at",
+    },
     "outbox": {"seq", "topic", "key", "value", "headers", "created_at"},
     "schema_migrations": {"version", "name", "checksum", "applied_at"},
 }  # fmt: skip

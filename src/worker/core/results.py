@@ -73,3 +73,11 @@ def result_message(
         value=value,
         headers=tuple(cloudevents.structured_headers()),
     )
+
+
+# The `data` model of every result event type the worker publishes (the topic is the type).
+COIN_RESULTS: dict[str, type[OutboundData]] = {
+    "coins.credited": CoinsMoved,
+    "coins.debited": CoinsMoved,
+    "coins.rejected": CoinsRejected,
+}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -68,22 +67,25 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Publish until cancelled."""
+        """Publish until cancelled; when idle, refresh the backlog gauge once a second."""
         while True:
             self._wakeup.clear()
             async for attempt in transient_retry():
                 with attempt:
                     while await self.publish_once() == self._chunk:
                         pass
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wakeup.wait(), self._idle_seconds)
+            except TimeoutError:
+                async for attempt in transient_retry():
+                    with attempt:
+                        await self.backlog()
 
     async def publish_once(self) -> int:
         """Publish one chunk of the queue; returns how many messages went out."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(sql("outbox_claim"), self._chunk)
             if not rows:
-                self._metrics.outbox_backlog.set(0)
                 return 0
             deliveries = [
                 await self._producer.send(

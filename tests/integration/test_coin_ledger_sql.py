@@ -1,0 +1,100 @@
+"""The ledger adapter against the real PostgreSQL: set-based writes, locks, invariants."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.test_ledger import commands as coin_commands
+from worker.core.ledger import CoinCommand
+from worker.db.coins import apply_coin_commands
+
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+async def apply(conn: asyncpg.Connection, batch: list[CoinCommand]) -> None:
+    async with conn.transaction():
+        await apply_coin_commands(conn, batch, NOW)
+
+
+async def assert_invariants(conn: asyncpg.Connection) -> None:
+    mismatched = await conn.fetch(
+        "SELECT w.student_id, w.balance, coalesce(sum(t.amount), 0) AS total"
+        " FROM coin_wallets w LEFT JOIN coin_transactions t USING (student_id)"
+        " GROUP BY w.student_id, w.balance HAVING w.balance <> coalesce(sum(t.amount), 0)"
+    )
+    assert mismatched == []
+    assert await conn.fetchval("SELECT count(*) FROM coin_wallets WHERE balance < 0") == 0
+    # Every entry's balance_after is the running sum of the student's entries up to it.
+    drift = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT balance_after, sum(amount) OVER"
+        " (PARTITION BY student_id ORDER BY seq) AS running FROM coin_transactions) AS e"
+        " WHERE balance_after <> running"
+    )
+    assert drift == 0
+
+
+async def test_applied_batch_writes_entries_decisions_and_wallets(
+    conn: asyncpg.Connection,
+) -> None:
+    batch = [
+        CoinCommand("s", "course_completion", "c1", 100, None, "e1"),
+        CoinCommand("s", "redemption", "r1", -30, 30, "e2"),
+        CoinCommand("s", "redemption", "r2", -500, 500, "e3"),
+    ]
+    await apply(conn, batch)
+    wallet = await conn.fetchrow("SELECT * FROM coin_wallets WHERE student_id = 's'")
+    assert (wallet["balance"], wallet["lifetime_earned"], wallet["lifetime_spent"]) == (70, 100, 30)
+    decisions = await conn.fetch(
+        "SELECT reference_id, outcome, result_topic FROM coin_requests ORDER BY reference_id"
+    )
+    assert [tuple(d) for d in decisions] == [
+        ("c1", "applied", "coins.credited"),
+        ("r1", "applied", "coins.debited"),
+        ("r2", "rejected", "coins.rejected"),
+    ]
+    await assert_invariants(conn)
+
+
+async def test_replayed_batch_changes_nothing(conn: asyncpg.Connection) -> None:
+    batch = [CoinCommand("s", "referral", "f1", 50, None, "e1")]
+    await apply(conn, batch)
+    before = await conn.fetch("SELECT * FROM coin_transactions")
+    await apply(conn, [CoinCommand("s", "referral", "f1", 50, None, "e-other")])
+    assert await conn.fetch("SELECT * FROM coin_transactions") == before
+    assert await conn.fetchval("SELECT balance FROM coin_wallets") == 50
+
+
+async def test_two_transactions_on_one_wallet_serialise_on_its_lock(db_url: str) -> None:
+    first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
+    try:
+        await apply(first, [CoinCommand("s", "course_completion", "c1", 100, None, "e")])
+        spend = [CoinCommand("s", "redemption", f"r{i}", -80, 80, "e") for i in range(2)]
+        await asyncio.gather(apply(first, spend[:1]), apply(second, spend[1:]))
+        assert await first.fetchval("SELECT balance FROM coin_wallets") == 20
+        await assert_invariants(first)
+    finally:
+        await first.close()
+        await second.close()
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(batches=st.lists(st.lists(coin_commands, max_size=10), max_size=5))
+async def test_any_sequence_of_batches_keeps_the_database_invariants(
+    conn: asyncpg.Connection, batches: list[list[CoinCommand]]
+) -> None:
+    async with conn.transaction():
+        savepoint = conn.transaction()
+        await savepoint.start()
+        for batch in batches:
+            await apply_coin_commands(conn, batch, NOW)
+        await assert_invariants(conn)
+        await savepoint.rollback()
