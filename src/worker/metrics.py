@@ -39,12 +39,6 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
-        self.retries = Counter(
-            "payment_worker_transient_errors_total",
-            "Transient faults met and retried, by operation.",
-            ["operation"],
-            registry=registry,
-        )
         self.commits_failed = Counter(
             "payment_worker_offset_commit_failures_total",
             "Offset commits refused by the group coordinator (after a rebalance).",

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_delay,
     stop_never,
     wait_random_exponential,
 )
@@ -26,7 +24,6 @@ def _log_attempt(state: RetryCallState) -> None:
         "retrying after transient error",
         extra={
             "action": "retry",
-            "operation": getattr(state.fn, "__qualname__", None) or state.kwargs.get("what"),
             "attempt": state.attempt_number,
             "error": f"{type(error).__name__}: {error}",
             "sleep_seconds": round(state.next_action.sleep, 3) if state.next_action else None,
@@ -34,18 +31,17 @@ def _log_attempt(state: RetryCallState) -> None:
     )
 
 
-def transient_retry(*, max_seconds: float | None = None, **overrides: Any) -> AsyncRetrying:
+def transient_retry() -> AsyncRetrying:
     """Retry transient errors (see `errors.is_retriable`) with capped exponential backoff.
 
-    With no `max_seconds` it retries until the dependency is back: a payments worker waits for
-    its database rather than skipping work. Non-retriable errors are raised at once.
+    It retries until the dependency is back: a payments worker waits for its database or broker
+    rather than skipping work. Non-retriable errors are raised at once; a stop signal cancels
+    the waiting task.
     """
-    options: dict[str, Any] = {
-        "retry": retry_if_exception(is_retriable),
-        "wait": wait_random_exponential(multiplier=0.1, max=5.0),
-        "stop": stop_after_delay(max_seconds) if max_seconds is not None else stop_never,
-        "before_sleep": _log_attempt,
-        "reraise": True,
-    }
-    options.update(overrides)
-    return AsyncRetrying(**options)
+    return AsyncRetrying(
+        retry=retry_if_exception(is_retriable),
+        wait=wait_random_exponential(multiplier=0.1, max=5.0),
+        stop=stop_never,
+        before_sleep=_log_attempt,
+        reraise=True,
+    )
