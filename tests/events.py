@@ -27,13 +27,14 @@ def structured(kind: str, data: dict[str, Any], *, event_id: str | None = None) 
     ).encode()
 
 
-def binary_headers(kind: str, event_id: str | None = None) -> list[tuple[str, bytes]]:
+def binary_headers(kind: str, subject: str, event_id: str | None = None) -> list[tuple[str, bytes]]:
     return [
         ("ce_specversion", b"1.0"),
         ("ce_id", (event_id or str(uuid.uuid4())).encode()),
         ("ce_type", kind.encode()),
         ("ce_source", b"tests"),
         ("ce_time", b"2026-11-26T09:00:00Z"),
+        ("ce_subject", subject.encode()),
         ("content-type", b"application/json"),
     ]
 
@@ -50,7 +51,7 @@ async def send(
 ) -> RecordMetadata:
     """Send one event of `kind` to the worker's topic, keyed by `key`."""
     if binary:
-        value, headers = json.dumps(data).encode(), binary_headers(kind, event_id)
+        value, headers = json.dumps(data).encode(), binary_headers(kind, key, event_id)
     else:
         value, headers = structured(kind, data, event_id=event_id), STRUCTURED
     return await producer.send_and_wait(prefix + kind, value, key=key.encode(), headers=headers)

@@ -1,12 +1,13 @@
-"""The `payment-worker` command: `run` the worker, `migrate` the database, `send` an event."""
+"""The `payment-worker` command: `run`, `migrate` the database, `send` an event, write `schemas`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
-from worker import app, logs
+from worker import app, logs, schemas
 from worker.send import parse_data, send_event
 from worker.settings import ConfigError, load_settings, require_sidecar_secret
 
@@ -22,7 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("type", help="event type (= topic), e.g. course.completed")
     send.add_argument("data", help="the event's data as a JSON object")
     send.add_argument("--key", required=True, help="Kafka key and subject: the student id")
+    generate = commands.add_parser("schemas", help="write the events' JSON Schemas and AsyncAPI")
+    generate.add_argument("--out", type=Path, default=Path("schemas"), help="default: schemas")
     args = parser.parse_args(argv)
+
+    if args.command == "schemas":  # reads only the models: no settings, no environment
+        for path in schemas.write(args.out):
+            print(path)
+        return 0
 
     try:
         settings = load_settings()

@@ -178,12 +178,8 @@ async def test_bad_input_is_dead_lettered_whole_and_the_partition_moves_on(
         structured(
             "course.completed", completed(s, "c-9")
         ),  # a course.completed on the redemption topic
-        b'{"specversion":"1.0","id":"x","type":"coins.redemption.requested","source":"t",'
-        b'"data":{"redemption_id":"r","student_id":"grace","amount":9007199254740992,"item":"m"}}',
-        b'{"specversion":"1.0","id":"x","type":"coins.redemption.requested","source":"t",'
-        b'"data":{"redemption_id":"'
-        + b"r" * 129
-        + b'","student_id":"grace","amount":1,"item":"m"}}',
+        structured("coins.redemption.requested", {**redemption("r", s, 1), "amount": 2**53}),
+        structured("coins.redemption.requested", redemption("r" * 129, s, 1)),
     ]
     for value in bad_values:
         await producer.send_and_wait(topic, value, key=s.encode(), headers=[("x-trace", b"t1")])

@@ -15,7 +15,16 @@ REWARDS = Rewards(course_completion=100, referral=50)
 
 
 def event(kind: str, data: dict[str, Any], event_id: str = "e-1") -> bytes:
-    envelope = {"specversion": "1.0", "id": event_id, "type": kind, "source": "t", "data": data}
+    envelope = {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": kind,
+        "source": "t",
+        "subject": "s",
+        "time": "2026-11-26T09:00:00Z",
+        "datacontenttype": "application/json",
+        "data": data,
+    }
     return json.dumps(envelope).encode()
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from worker.core.messages import Headers
-from worker.core.types import Id, Text
+from worker.core.types import Attribute, Id
 
 
 class BadInputError(Exception):
@@ -23,13 +23,14 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
+    # CONTRACT section 1: every one of these is required; a missing one is bad input.
     specversion: Literal["1.0"]
     id: Id
-    type: Text
-    source: Text
-    subject: Text | None = None
-    time: AwareDatetime | None = None
-    datacontenttype: Literal["application/json"] | None = None
+    type: Attribute
+    source: Attribute
+    subject: Attribute
+    time: AwareDatetime
+    datacontenttype: Literal["application/json"]
     data: Any
 
 
@@ -56,11 +57,11 @@ def _binary_attributes(headers: Headers) -> dict[str, Any] | None:
         lowered = name.lower()
         if lowered.startswith(_BINARY_PREFIX):
             try:
-                attributes[lowered.removeprefix(_BINARY_PREFIX)] = value.decode("utf-8")
+                attributes[lowered.removeprefix(_BINARY_PREFIX)] = (value or b"").decode("utf-8")
             except UnicodeDecodeError:
                 raise BadInputError(f"header {name} is not UTF-8") from None
         elif lowered == "content-type":
-            content_type = value.decode("utf-8", "replace").split(";")[0].strip()
+            content_type = (value or b"").decode("utf-8", "replace").split(";")[0].strip()
             attributes["datacontenttype"] = content_type
     return attributes if "specversion" in attributes else None
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-Headers = tuple[tuple[str, bytes], ...]
+# Kafka allows a header without a value; it is kept as None so dead letters stay byte for byte.
+Headers = tuple[tuple[str, bytes | None], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,11 +18,16 @@ class OutgoingMessage:
     value: bytes | None
     headers: Headers = ()
 
-    def headers_json(self) -> list[list[str]]:
-        """Headers in the outbox's storage form: [[name, base64 value], ...]."""
-        return [[name, base64.b64encode(value).decode("ascii")] for name, value in self.headers]
+    def headers_json(self) -> list[list[str | None]]:
+        """Headers in the outbox's storage form: [[name, base64 value or null], ...]."""
+        return [
+            [name, None if value is None else base64.b64encode(value).decode("ascii")]
+            for name, value in self.headers
+        ]
 
 
 def headers_from_json(stored: list[list[str]]) -> Headers:
     """The inverse of `OutgoingMessage.headers_json`."""
-    return tuple((name, base64.b64decode(value)) for name, value in stored)
+    return tuple(
+        (name, None if value is None else base64.b64decode(value)) for name, value in stored
+    )

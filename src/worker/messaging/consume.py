@@ -27,7 +27,7 @@ def to_inbound(record: ConsumerRecord[bytes, bytes]) -> InboundRecord:
         offset=record.offset,
         key=record.key,
         value=record.value,
-        headers=tuple((name, value or b"") for name, value in record.headers),
+        headers=tuple(record.headers),
     )
 
 

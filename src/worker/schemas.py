@@ -1,0 +1,279 @@
+"""The events' published shapes: a JSON Schema of each event's `data`, and an AsyncAPI document.
+
+The `data` schemas are generated from the pydantic models the worker validates input and builds
+results with; the envelope and headers around them follow the CONTRACT. `payment-worker schemas`
+writes everything to `schemas/`; a unit test fails when those files drift from the models.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from worker.core.cloudevents import STRUCTURED_CONTENT_TYPE
+from worker.core.events import COIN_EVENTS
+from worker.core.results import COIN_RESULTS, SOURCE
+from worker.core.topics import DLQ_TOPIC
+
+Schema = dict[str, Any]
+
+# Event type (= topic) -> model of its `data`. Payment events join these when their models land.
+INBOUND: dict[str, type[BaseModel]] = {**COIN_EVENTS}
+OUTBOUND: dict[str, type[BaseModel]] = {**COIN_RESULTS}
+
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+ASYNCAPI_FILE = "asyncapi.json"
+STRUCTURED = STRUCTURED_CONTENT_TYPE.decode()
+_KAFKA_BINDING_VERSION = "0.5.0"
+
+# Rules a model enforces in a field validator, which pydantic cannot see when it builds a schema.
+_VALIDATOR_RULES: dict[tuple[str, str], Schema] = {
+    ("coins.adjustment.requested", "amount"): {"not": {"const": 0}},
+}
+
+_ID = {"type": "string", "minLength": 1, "maxLength": 128}
+
+_ENVELOPE: Schema = {
+    "type": "object",
+    "description": (
+        "A structured-mode CloudEvents 1.0 event: the Kafka value. In binary mode (accepted on "
+        "input) the attributes travel in `ce_*` headers and the value is `data` alone. Every "
+        "published event carries all of these attributes; on input the worker currently also "
+        "accepts an event without `time`, `subject` or `datacontenttype`."
+    ),
+    "properties": {
+        "specversion": {"const": "1.0"},
+        "id": _ID,
+        "type": {"type": "string", "description": "The event type, equal to the topic."},
+        "source": {"type": "string", "minLength": 1},
+        "time": {"type": "string", "format": "date-time"},
+        "subject": {"type": "string", "description": "The student id, equal to the Kafka key."},
+        "datacontenttype": {"const": "application/json"},
+        "data": {"type": "object"},
+    },
+    "required": [
+        "specversion",
+        "id",
+        "type",
+        "source",
+        "time",
+        "subject",
+        "datacontenttype",
+        "data",
+    ],
+}
+
+_OUTBOUND_HEADERS: Schema = {
+    "type": "object",
+    "properties": {"content-type": {"const": STRUCTURED}},
+    "required": ["content-type"],
+}
+
+_INBOUND_HEADERS: Schema = {
+    "type": "object",
+    "description": (
+        f"Structured mode: `content-type: {STRUCTURED}` and the value is the whole event. "
+        "Binary mode, chosen by the presence of `ce_specversion`: each attribute is a `ce_*` "
+        "header, `content-type: application/json` is `datacontenttype`, and the value is the "
+        "event's `data`."
+    ),
+    "properties": {
+        "content-type": {"type": "string"},
+        **{
+            f"ce_{name}": {"type": "string", "description": f"Binary mode: `{name}`."}
+            for name in ("specversion", "id", "type", "source", "time", "subject")
+        },
+    },
+}
+
+
+def data_schema(event_type: str, model: type[BaseModel], *, inbound: bool) -> Schema:
+    """The JSON Schema of the `data` of `event_type` events."""
+    generated = model.model_json_schema(mode="validation" if inbound else "serialization")
+    for (kind, field), rule in _VALIDATOR_RULES.items():
+        if kind == event_type:
+            generated["properties"][field].update(rule)
+    if inbound:
+        role = (
+            "which payment-worker consumes. Unknown fields are ignored; an event whose data "
+            f"fails this schema is dead-lettered to `{DLQ_TOPIC}`."
+        )
+    else:
+        role = "which payment-worker publishes."
+    notes = generated.pop("description", None)
+    generated.pop("title", None)
+    description = f"The `data` of a `{event_type}` CloudEvent, {role}"
+    return {
+        "$schema": DRAFT_2020_12,
+        "$id": f"urn:payment-worker:schema:{event_type}",
+        "title": event_type,
+        "description": f"{description} {notes}" if notes else description,
+        **generated,
+    }
+
+
+def asyncapi() -> Schema:
+    """The AsyncAPI 3.0.0 document of every topic the worker consumes or publishes."""
+    channels: Schema = {}
+    operations: Schema = {}
+    messages: Schema = {}
+
+    def add(topic: str, action: str, message_id: str, message: Schema) -> None:
+        messages[message_id] = message
+        channels[topic] = {
+            "address": topic,
+            "description": f"{'Consumed' if action == 'receive' else 'Published'} by the worker.",
+            "messages": {message_id: {"$ref": f"#/components/messages/{message_id}"}},
+        }
+        operations[f"{action}.{topic}"] = {
+            "action": action,
+            "channel": {"$ref": f"#/channels/{topic}"},
+            "messages": [{"$ref": f"#/channels/{topic}/messages/{message_id}"}],
+        }
+
+    for inbound, table in ((True, INBOUND), (False, OUTBOUND)):
+        for event_type, model in table.items():
+            description = data_schema(event_type, model, inbound=inbound)["description"]
+            message = _event_message(event_type, description, inbound=inbound)
+            add(event_type, "receive" if inbound else "send", event_type, message)
+    add(DLQ_TOPIC, "send", "dead-letter", _dead_letter_message())
+
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "payment-worker",
+            "version": metadata.version("payment-worker"),
+            "description": (
+                "Every message is a CloudEvents 1.0 event whose `type` equals its topic. The "
+                "worker publishes in structured mode and accepts structured and binary mode. "
+                "Deployed topic names carry `KAFKA_TOPIC_PREFIX` (empty by default) in front."
+            ),
+        },
+        "defaultContentType": STRUCTURED,
+        "servers": {
+            "default": {
+                "host": "localhost:9092",
+                "protocol": "kafka",
+                "description": "The local broker (`KAFKA_BOOTSTRAP_SERVERS` default).",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {
+            "messages": messages,
+            "schemas": {
+                "CloudEvent": _ENVELOPE,
+                "InboundHeaders": _INBOUND_HEADERS,
+                "OutboundHeaders": _OUTBOUND_HEADERS,
+            },
+        },
+    }
+
+
+def render() -> dict[str, str]:
+    """File name -> text of every file `write` produces."""
+    documents = {
+        **{f"{t}.json": data_schema(t, m, inbound=True) for t, m in INBOUND.items()},
+        **{f"{t}.json": data_schema(t, m, inbound=False) for t, m in OUTBOUND.items()},
+        ASYNCAPI_FILE: asyncapi(),
+    }
+    return {name: json.dumps(doc, indent=2) + "\n" for name, doc in documents.items()}
+
+
+def write(directory: Path) -> list[Path]:
+    """Write every schema and the AsyncAPI document into `directory`; returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in render().items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def _event_message(event_type: str, description: str, *, inbound: bool) -> Schema:
+    attributes: Schema = {"type": {"const": event_type}, "data": {"$ref": f"./{event_type}.json"}}
+    if not inbound:
+        attributes["source"] = {"const": SOURCE}
+    return {
+        "name": event_type,
+        "title": event_type,
+        "description": description,
+        "contentType": STRUCTURED,
+        "headers": {"$ref": f"#/components/schemas/{'In' if inbound else 'Out'}boundHeaders"},
+        "payload": {
+            "allOf": [{"$ref": "#/components/schemas/CloudEvent"}],
+            "properties": attributes,
+        },
+        "bindings": {
+            "kafka": {
+                "key": {
+                    "type": "string",
+                    "description": (
+                        "The student id the event is about, equal to `subject` (for "
+                        "`referral.succeeded` the referrer): one student's events stay in "
+                        "order on one partition."
+                    ),
+                },
+                "bindingVersion": _KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def _dead_letter_message() -> Schema:
+    header = {"type": "string"}
+    return {
+        "name": "dead-letter",
+        "title": "Dead-lettered record",
+        "summary": "A consumed record that is bad input, byte for byte with its key and headers.",
+        "description": (
+            "A record that cannot be decoded, has no valid envelope, has an unknown type or "
+            "whose `data` fails its schema. Its value, key and headers are the original ones; "
+            "the `dlq.*` headers are added and say why and where it came from."
+        ),
+        "contentType": "application/octet-stream",
+        "headers": {
+            "type": "object",
+            "properties": {
+                "dlq.error.class": {**header, "description": "The error's class name."},
+                "dlq.error.message": {
+                    **header,
+                    "description": "What was wrong (one line, at most 1000 characters).",
+                },
+                "dlq.source.topic": {**header, "description": "The topic it was consumed from."},
+                "dlq.source.partition": {**header, "description": "Its partition, in decimal."},
+                "dlq.source.offset": {**header, "description": "Its offset, in decimal."},
+                "dlq.failed.at": {
+                    **header,
+                    "format": "date-time",
+                    "description": "When the worker refused it (ISO 8601, UTC).",
+                },
+            },
+            "required": [
+                "dlq.error.class",
+                "dlq.error.message",
+                "dlq.source.topic",
+                "dlq.source.partition",
+                "dlq.source.offset",
+                "dlq.failed.at",
+            ],
+            "additionalProperties": True,
+        },
+        "payload": {
+            "description": "The original bytes of the record's value: no schema, maybe not JSON."
+        },
+        "bindings": {
+            "kafka": {
+                "key": {
+                    "type": "string",
+                    "description": "The original record's key, unchanged (absent if it had none).",
+                },
+                "bindingVersion": _KAFKA_BINDING_VERSION,
+            }
+        },
+    }
