@@ -42,13 +42,12 @@ _ENVELOPE: Schema = {
     "description": (
         "A structured-mode CloudEvents 1.0 event: the Kafka value. In binary mode (accepted on "
         "input) the attributes travel in `ce_*` headers and the value is `data` alone. Every "
-        "published event carries all of these attributes; on input the worker currently also "
-        "accepts an event without `time`, `subject` or `datacontenttype`."
+        "attribute is required, in and out; an input event missing one is dead-lettered."
     ),
     "properties": {
         "specversion": {"const": "1.0"},
         "id": _ID,
-        "type": {"type": "string", "description": "The event type, equal to the topic."},
+        "type": {"type": "string", "minLength": 1, "description": "The event type = topic."},
         "source": {"type": "string", "minLength": 1},
         "time": {"type": "string", "format": "date-time"},
         "subject": {"type": "string", "description": "The student id, equal to the Kafka key."},
