@@ -8,7 +8,12 @@ import sys
 from datetime import UTC, datetime
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is a field.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn adds an ANSI-coloured copy of the message
+}
 
 
 class JsonFormatter(logging.Formatter):
