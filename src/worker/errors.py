@@ -14,12 +14,6 @@ class WorkerError(Exception):
     retriable = False
 
 
-class TransientError(WorkerError):
-    """A dependency is briefly unavailable; the same work will succeed later."""
-
-    retriable = True
-
-
 class PermanentError(WorkerError):
     """Trying again gives the same failure; stop and say why."""
 
