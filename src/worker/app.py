@@ -7,16 +7,23 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from worker.core.coins import Rewards
+from worker.core.commands import HANDLED_TYPES, Policies
+from worker.core.gateway import MockGateway
+from worker.core.signatures import WebhookVerifier
 from worker.core.topics import ALL_TOPICS, with_prefix
+from worker.core.types import Provider
 from worker.db.migrate import apply_migrations
 from worker.db.pool import open_pool
 from worker.db.queries import sql
+from worker.expiry import ExpirySweeper
 from worker.messaging.clients import (
     coordinator_known,
     ensure_topics,
@@ -27,7 +34,7 @@ from worker.messaging.clients import (
 from worker.messaging.consume import ConsumeLoop
 from worker.messaging.outbox import OutboxRelay
 from worker.metrics import Metrics
-from worker.pipeline import HANDLED_TYPES, Pipeline
+from worker.pipeline import Pipeline
 from worker.settings import Settings
 from worker.sidecar.app import create_app
 from worker.sidecar.server import embedded_server
@@ -127,6 +134,28 @@ async def _finish(task: asyncio.Task[None], grace_seconds: float) -> None:
             await task
 
 
+def policies(settings: Settings) -> Policies:
+    """The rewards and webhook secrets the handlers apply."""
+    secrets: dict[Provider, SecretStr | None] = {
+        "mock": settings.payment_webhook_secret_mock,
+        "stripe": settings.payment_webhook_secret_stripe,
+        "razorpay": settings.payment_webhook_secret_razorpay,
+    }
+    keys = {p: None if s is None else s.get_secret_value().encode() for p, s in secrets.items()}
+    return Policies(
+        rewards=Rewards(settings.coin_reward_course_completion, settings.coin_reward_referral),
+        webhooks=WebhookVerifier(keys, settings.payment_webhook_tolerance_seconds),
+    )
+
+
+def gateway(settings: Settings) -> MockGateway:
+    """The payment gateway: the mock, the only one that opens sessions so far."""
+    return MockGateway(
+        settings.payment_mock_url_base,
+        timedelta(minutes=settings.payment_session_ttl_minutes),
+    )
+
+
 async def _work(
     settings: Settings, metrics: Metrics, readiness: Readiness, stop: asyncio.Event
 ) -> None:
@@ -150,13 +179,24 @@ async def _work(
         relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
         stack.push_async_callback(_finish, relay_task, 0)
 
+        sweeper = ExpirySweeper(
+            pool,
+            metrics,
+            interval_seconds=settings.payment_expiry_interval_seconds,
+            on_committed=relay.wake,
+        )
+        sweeper_task = asyncio.create_task(sweeper.run(), name="expiry-sweep")
+        stack.push_async_callback(_finish, sweeper_task, 0)
+
         consumer = make_consumer(settings)
         topics = with_prefix(settings.kafka_topic_prefix, HANDLED_TYPES)
-        rewards = Rewards(settings.coin_reward_course_completion, settings.coin_reward_referral)
+        pipeline = Pipeline(
+            pool, metrics, policies(settings), gateway(settings), settings.kafka_topic_prefix
+        )
         consume = ConsumeLoop(
             consumer,
             topics,
-            Pipeline(pool, metrics, rewards, settings.kafka_topic_prefix).process,
+            pipeline.process,
             metrics,
             max_records=settings.worker_batch_max_records,
             max_wait_ms=settings.worker_batch_max_wait_ms,

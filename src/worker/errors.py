@@ -18,6 +18,12 @@ class PermanentError(WorkerError):
     """Trying again gives the same failure; stop and say why."""
 
 
+class ConcurrentWriteError(WorkerError):
+    """Another worker wrote the same key first; the batch is tried again and sees its row."""
+
+    retriable = True
+
+
 # SQLSTATE classes and codes worth another attempt: the connection went away, the server is
 # starting or shutting down, or concurrency control chose us as the loser.
 _RETRIABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})

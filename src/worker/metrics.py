@@ -27,6 +27,23 @@ class Metrics:
             ["direction"],
             registry=registry,
         )
+        self.payment_transitions = Counter(
+            "payment_worker_payment_transitions_total",
+            "Payment status changes by from and to status (from_status=new: a session opened).",
+            ["from_status", "to_status"],
+            registry=registry,
+        )
+        self.webhook_refusals = Counter(
+            "payment_worker_webhook_refusals_total",
+            "Provider webhooks refused, by provider and reason (invalid_signature, ...).",
+            ["provider", "reason"],
+            registry=registry,
+        )
+        self.late_successes = Counter(
+            "payment_worker_payment_late_successes_total",
+            "Verified successes that moved a failed, cancelled or expired payment to succeeded.",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "payment_worker_batch_size",
             "Messages per processed batch.",

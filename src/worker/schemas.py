@@ -15,15 +15,15 @@ from typing import Any
 from pydantic import BaseModel
 
 from worker.core.cloudevents import STRUCTURED_CONTENT_TYPE
-from worker.core.events import COIN_EVENTS
-from worker.core.results import COIN_RESULTS, SOURCE
+from worker.core.events import COIN_EVENTS, PAYMENT_EVENTS
+from worker.core.results import COIN_RESULTS, PAYMENT_RESULTS, SOURCE
 from worker.core.topics import DLQ_TOPIC
 
 Schema = dict[str, Any]
 
-# Event type (= topic) -> model of its `data`. Payment events join these when their models land.
-INBOUND: dict[str, type[BaseModel]] = {**COIN_EVENTS}
-OUTBOUND: dict[str, type[BaseModel]] = {**COIN_RESULTS}
+# Event type (= topic) -> model of its `data`.
+INBOUND: dict[str, type[BaseModel]] = {**COIN_EVENTS, **PAYMENT_EVENTS}
+OUTBOUND: dict[str, type[BaseModel]] = {**COIN_RESULTS, **PAYMENT_RESULTS}
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 ASYNCAPI_FILE = "asyncapi.json"
@@ -210,18 +210,28 @@ def _event_message(event_type: str, description: str, *, inbound: bool) -> Schem
         },
         "bindings": {
             "kafka": {
-                "key": {
-                    "type": "string",
-                    "description": (
-                        "The student id the event is about, equal to `subject` (for "
-                        "`referral.succeeded` the referrer): one student's events stay in "
-                        "order on one partition."
-                    ),
-                },
+                "key": {"type": "string", "description": _key_description(event_type)},
                 "bindingVersion": _KAFKA_BINDING_VERSION,
             }
         },
     }
+
+
+def _key_description(event_type: str) -> str:
+    if event_type == "payment.webhook.received":
+        return (
+            "The provider's payment id, equal to `subject`: the ingress knows no student. One "
+            "payment's notifications stay in order on one partition."
+        )
+    if event_type == "payment.rejected":
+        return (
+            "The student id of the payment, equal to `subject`; when the payment is unknown "
+            "(or a webhook's signature fails), the key of the refused event."
+        )
+    return (
+        "The student id the event is about, equal to `subject` (for `referral.succeeded` the "
+        "referrer): one student's events stay in order on one partition."
+    )
 
 
 def _dead_letter_message() -> Schema:

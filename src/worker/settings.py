@@ -22,7 +22,8 @@ class Settings(BaseSettings):
 
     # The CONTRACT's variables (section 8); the first four keep the old service's names.
     payment_service_port: int = Field(8080, ge=1, le=65535)
-    payment_session_ttl_minutes: int = Field(30, ge=1, le=7 * 24 * 60)
+    # Minutes, as the old service had it; fractions are allowed (tests use a few seconds).
+    payment_session_ttl_minutes: float = Field(30, gt=0, le=7 * 24 * 60)
     coin_reward_course_completion: PositiveCoins = 100
     coin_reward_referral: PositiveCoins = 50
     kafka_bootstrap_servers: str = "localhost:9092"
@@ -44,6 +45,12 @@ class Settings(BaseSettings):
     worker_batch_max_wait_ms: int = Field(200, ge=0, le=60_000)
     worker_db_pool_size: int = Field(4, ge=2, le=100)
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
+    payment_webhook_tolerance_seconds: int = Field(300, ge=1, le=86_400)
+    # At most a minute, so an unpaid session is expired within a minute of its deadline.
+    payment_expiry_interval_seconds: float = Field(10.0, gt=0, le=60)
+    payment_mock_url_base: str = Field(
+        "https://mock-gateway.invalid/checkout", pattern=r"^https?://[^\s/]+(/\S*)?$"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

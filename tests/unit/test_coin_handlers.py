@@ -7,11 +7,14 @@ from typing import Any
 
 import pytest
 
-from worker.core.coins import Rewards, command_for
+from worker.core.coins import Rewards
+from worker.core.commands import Policies, command_for
 from worker.core.envelope import BadInputError
 from worker.core.ledger import CoinCommand
+from worker.core.signatures import WebhookVerifier
 
 REWARDS = Rewards(course_completion=100, referral=50)
+POLICIES = Policies(REWARDS, WebhookVerifier({}))
 
 
 def event(kind: str, data: dict[str, Any], event_id: str = "e-1") -> bytes:
@@ -29,7 +32,7 @@ def event(kind: str, data: dict[str, Any], event_id: str = "e-1") -> bytes:
 
 
 def command(kind: str, data: dict[str, Any]) -> CoinCommand:
-    return command_for(kind, event(kind, data), (), REWARDS)
+    return command_for(kind, event(kind, data), (), POLICIES)
 
 
 ADMIN = {"id": "a-1", "role": "admin"}
@@ -117,7 +120,7 @@ def test_valid_data_of_every_type_is_a_command(kind: str) -> None:
 
 def test_unknown_type_is_bad_input() -> None:
     with pytest.raises(BadInputError, match="no handler"):
-        command_for("coins.gifted", event("coins.gifted", {}), (), REWARDS)
+        command_for("coins.gifted", event("coins.gifted", {}), (), POLICIES)
 
 
 def test_unknown_fields_are_tolerated() -> None:

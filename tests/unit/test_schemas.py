@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,18 +13,25 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from worker import cli, schemas
+from worker.core.gateway import Session
 from worker.core.ledger import CoinCommand, Wallet, decide
-from worker.core.topics import DLQ_TOPIC
+from worker.core.lifecycle import (
+    Known,
+    OpenPayment,
+    RefundPayment,
+    RefuseWebhook,
+    ReportStatus,
+    decide_payments,
+    expire_payments,
+)
+from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
+from worker.core.webhooks import Notification
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 REGENERATE = "run `.venv/bin/payment-worker schemas` to regenerate schemas/"
-INBOUND_TYPES = (
-    "course.completed",
-    "referral.succeeded",
-    "coins.adjustment.requested",
-    "coins.redemption.requested",
-)
-OUTBOUND_TYPES = ("coins.credited", "coins.debited", "coins.rejected")
+# Every topic of CONTRACT sections 2 and 4 has a schema.
+INBOUND_TYPES = INPUT_TOPICS
+OUTBOUND_TYPES = OUTPUT_TOPICS
 DATA_FILES = [f"{t}.json" for t in (*INBOUND_TYPES, *OUTBOUND_TYPES)]
 MAX = 2**53 - 1
 LONG_ID = "x" * 129
@@ -89,6 +97,25 @@ def valid(kind: str) -> dict[str, Any]:
             "amount": 30,
             "item": "sticker-pack",
         },
+        "payment.requested": {
+            "payment_id": "pay-1",
+            "student_id": "stu-1",
+            "course_id": "course-101",
+            "amount": 49900,
+            "currency": "INR",
+            "description": "Python 101",
+        },
+        "payment.webhook.received": {
+            "provider": "stripe",
+            "headers": {"Stripe-Signature": "t=1,v1=00"},
+            "body": '{"id": "evt_1"}',
+        },
+        "payment.refund.requested": {
+            "refund_id": "rf-1",
+            "payment_id": "pay-1",
+            "reason": "duplicate purchase",
+            "actor": {"id": "staff-7", "role": "admin"},
+        },
     }[kind]
 
 
@@ -149,6 +176,20 @@ EXAMPLES: list[tuple[str, dict[str, Any], bool]] = [
         variant("coins.redemption.requested", student_id=LONG_ID),
         False,
     ),
+    ("payment.requested", variant("payment.requested", description=...), True),
+    ("payment.requested", variant("payment.requested", currency="inr"), True),
+    ("payment.requested", variant("payment.requested", currency="RUPEE"), False),
+    ("payment.requested", variant("payment.requested", currency=...), False),
+    ("payment.requested", variant("payment.requested", amount=0), False),
+    ("payment.requested", variant("payment.requested", amount=499.5), False),
+    ("payment.requested", variant("payment.requested", amount=2**53), False),
+    ("payment.requested", variant("payment.requested", course_id=LONG_ID), False),
+    ("payment.webhook.received", variant("payment.webhook.received", provider="paypal"), False),
+    ("payment.webhook.received", variant("payment.webhook.received", headers=...), False),
+    ("payment.webhook.received", variant("payment.webhook.received", headers={"a": 1}), False),
+    ("payment.webhook.received", variant("payment.webhook.received", body={"id": 1}), False),
+    ("payment.refund.requested", variant("payment.refund.requested", actor=...), False),
+    ("payment.refund.requested", variant("payment.refund.requested", refund_id=""), False),
 ]
 
 
@@ -173,8 +214,37 @@ def test_published_results_match_their_schemas() -> None:
         CoinCommand("stu-1", "redemption", "red-2", -500, 500, "e-3"),
     ]
     plan = decide(commands, {}, {"stu-1": Wallet()}, datetime(2026, 11, 26, 9, tzinfo=UTC))
-    assert [m.topic for m in plan.messages] == list(OUTBOUND_TYPES)
+    assert [m.topic for m in plan.messages] == ["coins.credited", "coins.debited", "coins.rejected"]
     for message in plan.messages:
+        assert message.value is not None
+        event = json.loads(message.value)
+        Draft202012Validator(load(f"{message.topic}.json")).validate(event["data"])
+
+
+def test_published_payment_results_match_their_schemas() -> None:
+    now = datetime(2026, 11, 26, 9, tzinfo=UTC)
+    session = Session("mock", "mock_1", "https://pay.test/mock_1", now)
+
+    def opened(pid: str) -> OpenPayment:
+        return OpenPayment(pid, "stu-1", "course-101", 49900, "INR", None, f"e-{pid}")
+
+    def reported(status: str, ppid: str) -> ReportStatus:
+        return ReportStatus("mock", Notification(ppid, status, 49900, "INR"), "e-w", ppid)  # type: ignore[arg-type]
+
+    sessions = {pid: replace(session, provider_payment_id=f"mock_{pid}") for pid in "abcd"}
+    commands = [
+        *(opened(pid) for pid in "abcd"),
+        reported("succeeded", "mock_a"),
+        reported("failed", "mock_b"),
+        reported("cancelled", "mock_c"),
+        RefundPayment("rf-1", "a", "duplicate", "staff-7", True, "e-rf", "stu-1"),
+        RefuseWebhook("mock", "invalid_signature", "", "e-bad", "mock_x"),
+    ]
+    plan = decide_payments(commands, Known(), sessions, now)
+    expired = expire_payments([plan.created["d"]], now)
+    messages = [*plan.messages, *expired.messages]
+    assert {m.topic for m in messages} == {t for t in OUTBOUND_TYPES if t.startswith("payment.")}
+    for message in messages:
         assert message.value is not None
         event = json.loads(message.value)
         Draft202012Validator(load(f"{message.topic}.json")).validate(event["data"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from worker.core.envelope import BadInputError, Envelope, decode, parse_data
+from worker.core.envelope import Envelope, parse_data
 from worker.core.events import (
     CoinsAdjustmentRequested,
     CoinsRedemptionRequested,
@@ -13,7 +13,6 @@ from worker.core.events import (
     ReferralSucceeded,
 )
 from worker.core.ledger import CoinCommand
-from worker.core.messages import Headers
 
 
 @dataclass(frozen=True)
@@ -87,11 +86,3 @@ COIN_TYPES: dict[str, str] = {
     "manual_adjustment": "coins.adjustment.requested",
     "redemption": "coins.redemption.requested",
 }
-
-
-def command_for(kind: str, value: bytes | None, headers: Headers, rewards: Rewards) -> CoinCommand:
-    """The command a consumed record asks for; BadInputError if it is not a valid coin event."""
-    handler = COIN_HANDLERS.get(kind)
-    if handler is None:
-        raise BadInputError(f"no handler for event type {kind!r}")
-    return handler(decode(value, headers, kind), rewards)

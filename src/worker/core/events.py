@@ -6,9 +6,9 @@ CONTRACT's: ids of 1..128 characters, integer amounts in the JSON-safe range.
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from worker.core.types import Amount, Id, PositiveAmount, Text
+from worker.core.types import Amount, Currency, Id, PositiveAmount, Provider, Text
 
 
 class InboundData(BaseModel):
@@ -61,4 +61,37 @@ COIN_EVENTS: dict[str, type[InboundData]] = {
     "referral.succeeded": ReferralSucceeded,
     "coins.adjustment.requested": CoinsAdjustmentRequested,
     "coins.redemption.requested": CoinsRedemptionRequested,
+}
+
+
+class PaymentRequested(InboundData):
+    payment_id: Id
+    student_id: Id
+    course_id: Id
+    amount: PositiveAmount
+    currency: Currency
+    description: Text | None = None
+
+
+class PaymentWebhookReceived(InboundData):
+    """A provider's webhook as the ingress received it: verified and parsed by the worker."""
+
+    provider: Provider
+    headers: dict[str, str] = Field(
+        description="The provider's HTTP headers; names compare without regard to case."
+    )
+    body: str = Field(description="The raw request body, exactly as signed (UTF-8).")
+
+
+class PaymentRefundRequested(InboundData):
+    refund_id: Id
+    payment_id: Id
+    reason: Text
+    actor: Actor
+
+
+PAYMENT_EVENTS: dict[str, type[InboundData]] = {
+    "payment.requested": PaymentRequested,
+    "payment.webhook.received": PaymentWebhookReceived,
+    "payment.refund.requested": PaymentRefundRequested,
 }

@@ -14,13 +14,23 @@ from pydantic import BaseModel, ConfigDict
 
 from worker.core import cloudevents
 from worker.core.messages import OutgoingMessage
-from worker.core.types import Id, NonNegativeAmount, PositiveAmount
+from worker.core.types import Id, NonNegativeAmount, PositiveAmount, Provider
 
 SOURCE = "payment-worker"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:payment-worker:results")
 
 LedgerType = Literal["course_completion", "referral", "manual_adjustment", "redemption"]
 CoinRejection = Literal["insufficient_balance", "idempotency_conflict", "not_authorized"]
+PaymentStatus = Literal["initiated", "succeeded", "failed", "cancelled", "expired", "refunded"]
+PaymentRejection = Literal[
+    "idempotency_conflict",
+    "invalid_signature",
+    "stale_signature",
+    "unknown_payment",
+    "invalid_transition",
+    "amount_mismatch",
+    "not_authorized",
+]
 
 
 class OutboundData(BaseModel):
@@ -47,6 +57,80 @@ class CoinsRejected(OutboundData):
     reference_id: Id
     reason: CoinRejection
     balance: NonNegativeAmount
+    source_event_id: Id
+
+
+class PaymentSessionCreated(OutboundData):
+    """`data` of `payment.session.created`: pay at `payment_url` before `expires_at`."""
+
+    payment_id: Id
+    student_id: Id
+    course_id: Id
+    amount: PositiveAmount
+    currency: str
+    provider: Provider
+    provider_payment_id: Id
+    payment_url: str
+    expires_at: datetime
+
+
+class PaymentConfirmed(OutboundData):
+    """`data` of `payment.confirmed`."""
+
+    payment_id: Id
+    student_id: Id
+    course_id: Id
+    amount: PositiveAmount
+    currency: str
+    provider_payment_id: Id
+    confirmed_at: datetime
+
+
+class PaymentFailed(OutboundData):
+    """`data` of `payment.failed`; `reason` is the provider's, when it gave one."""
+
+    payment_id: Id
+    student_id: Id
+    status: Literal["failed"]
+    reason: str
+    failed_at: datetime
+
+
+class PaymentCancelled(OutboundData):
+    """`data` of `payment.cancelled`."""
+
+    payment_id: Id
+    student_id: Id
+    status: Literal["cancelled"]
+    reason: str
+    cancelled_at: datetime
+
+
+class PaymentExpired(OutboundData):
+    """`data` of `payment.expired`: the session passed `expires_at` unpaid."""
+
+    payment_id: Id
+    student_id: Id
+    status: Literal["expired"]
+    reason: str
+    expired_at: datetime
+
+
+class PaymentRefunded(OutboundData):
+    """`data` of `payment.refunded`; `reason` is the refund request's."""
+
+    payment_id: Id
+    student_id: Id
+    status: Literal["refunded"]
+    reason: str
+    refunded_at: datetime
+
+
+class PaymentRejected(OutboundData):
+    """`data` of `payment.rejected`: a payment request, webhook or refund was refused."""
+
+    payment_id: Id | None
+    reason: PaymentRejection
     source_event_id: Id
 
 
@@ -80,4 +164,14 @@ COIN_RESULTS: dict[str, type[OutboundData]] = {
     "coins.credited": CoinsMoved,
     "coins.debited": CoinsMoved,
     "coins.rejected": CoinsRejected,
+}
+
+PAYMENT_RESULTS: dict[str, type[OutboundData]] = {
+    "payment.session.created": PaymentSessionCreated,
+    "payment.confirmed": PaymentConfirmed,
+    "payment.failed": PaymentFailed,
+    "payment.cancelled": PaymentCancelled,
+    "payment.expired": PaymentExpired,
+    "payment.refunded": PaymentRefunded,
+    "payment.rejected": PaymentRejected,
 }

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 JSON_SAFE_MAX = 9_007_199_254_740_991
 
@@ -15,3 +15,9 @@ Attribute = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 Amount = Annotated[int, Field(strict=True, ge=-JSON_SAFE_MAX, le=JSON_SAFE_MAX)]
 PositiveAmount = Annotated[int, Field(strict=True, ge=1, le=JSON_SAFE_MAX)]
 NonNegativeAmount = Annotated[int, Field(strict=True, ge=0, le=JSON_SAFE_MAX)]
+# An ISO 4217 code; accepted in any case (Stripe writes "inr") and kept in upper case.
+Currency = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z]{3}$"), AfterValidator(lambda code: code.upper())
+]
+# The payment providers whose webhooks the worker verifies (CONTRACT section 5).
+Provider = Literal["mock", "stripe", "razorpay"]

@@ -1,0 +1,178 @@
+"""Payments in PostgreSQL: lock what a batch names, decide in the core, write back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from worker.core import cloudevents
+from worker.core.gateway import Gateway, Session
+from worker.core.lifecycle import (
+    Known,
+    OpenPayment,
+    Payment,
+    PaymentCommand,
+    PaymentPlan,
+    RefundDecision,
+    RefundPayment,
+    ReportStatus,
+    decide_payments,
+    expire_payments,
+)
+from worker.core.messages import OutgoingMessage
+from worker.db.queries import sql
+from worker.errors import ConcurrentWriteError
+
+if TYPE_CHECKING:
+    from worker.db import Connection
+
+
+async def apply_payment_commands(
+    conn: Connection, commands: Sequence[PaymentCommand], gateway: Gateway, now: datetime
+) -> PaymentPlan:
+    """Apply `commands` in order inside the caller's transaction, in a fixed few statements."""
+    if not commands:
+        return PaymentPlan()
+    payment_ids = {c.payment_id for c in commands if isinstance(c, OpenPayment | RefundPayment)}
+    references: set[tuple[str, str]] = {
+        (c.provider, c.notification.provider_payment_id)
+        for c in commands
+        if isinstance(c, ReportStatus)
+    }
+    payments = await _lock(conn, payment_ids, references)
+    refund_ids = [c.refund_id for c in commands if isinstance(c, RefundPayment)]
+    known = Known(
+        payments=payments,
+        results=await _known_results(conn, list(payments)),
+        refunds=await _known_refunds(conn, refund_ids),
+    )
+    # Only a payment id seen for the first time opens a session (once, whatever the replays).
+    sessions: dict[str, Session] = {}
+    for command in commands:
+        if not isinstance(command, OpenPayment) or command.payment_id in payments:
+            continue
+        if command.payment_id not in sessions:
+            request = command.session_request()
+            sessions[command.payment_id] = await gateway.open_session(request, now)
+    plan = decide_payments(commands, known, sessions, now)
+    for payment, refund_id in plan.gateway_refunds:
+        await gateway.refund(payment.provider_payment_id, payment.amount, refund_id)
+    await write_payment_plan(conn, plan)
+    return plan
+
+
+async def expire_due(conn: Connection, now: datetime, limit: int) -> PaymentPlan:
+    """Expire up to `limit` overdue payments that no other transaction holds."""
+    rows = await conn.fetch(sql("payments_due"), now, limit)
+    plan = expire_payments([_payment(row) for row in rows], now)
+    await write_payment_plan(conn, plan)
+    return plan
+
+
+async def write_payment_plan(conn: Connection, plan: PaymentPlan) -> None:
+    if plan.created:
+        await _insert(conn, list(plan.created.values()))
+    if plan.changed:
+        changed = list(plan.changed.values())
+        await conn.execute(
+            sql("payments_update"),
+            [p.payment_id for p in changed],
+            [p.status for p in changed],
+            [p.status_reason for p in changed],
+        )
+    if plan.transitions:
+        moves = plan.transitions
+        await conn.execute(
+            sql("payment_transitions_insert"),
+            [t.payment_id for t in moves],
+            [t.to_status for t in moves],
+            [t.from_status for t in moves],
+            [t.result.topic for t in moves],
+            [t.result.key for t in moves],
+            [t.result.value for t in moves],
+            [t.source_event_id for t in moves],
+        )
+    if plan.refunds:
+        ids, refunds = list(plan.refunds), list(plan.refunds.values())
+        inserted = await conn.fetch(
+            sql("payment_refunds_insert"),
+            ids,
+            [r.payment_id for r in refunds],
+            [r.outcome for r in refunds],
+            [r.actor_id for r in refunds],
+            [r.reason for r in refunds],
+            [r.result.topic for r in refunds],
+            [r.result.key for r in refunds],
+            [r.result.value for r in refunds],
+        )
+        if len(inserted) != len(ids):
+            raise ConcurrentWriteError("a refund id was decided by another worker meanwhile")
+
+
+async def _insert(conn: Connection, created: list[Payment]) -> None:
+    inserted = await conn.fetch(
+        sql("payments_insert"),
+        [p.payment_id for p in created],
+        [p.student_id for p in created],
+        [p.course_id for p in created],
+        [p.amount for p in created],
+        [p.currency for p in created],
+        [p.description for p in created],
+        [p.status for p in created],
+        [p.status_reason for p in created],
+        [p.provider for p in created],
+        [p.provider_payment_id for p in created],
+        [p.payment_url for p in created],
+        [p.expires_at for p in created],
+        [p.source_event_id for p in created],
+    )
+    if len(inserted) != len(created):
+        raise ConcurrentWriteError("a payment id was opened by another worker meanwhile")
+
+
+async def _lock(
+    conn: Connection, payment_ids: set[str], references: set[tuple[str, str]]
+) -> dict[str, Payment]:
+    providers = [provider for provider, _ in references]
+    provider_ids = [provider_payment_id for _, provider_payment_id in references]
+    rows = await conn.fetch(sql("payments_lock"), list(payment_ids), providers, provider_ids)
+    return {row["payment_id"]: _payment(row) for row in rows}
+
+
+async def _known_results(
+    conn: Connection, payment_ids: list[str]
+) -> dict[tuple[str, Any], OutgoingMessage]:
+    if not payment_ids:
+        return {}
+    rows = await conn.fetch(sql("payment_transitions_known"), payment_ids)
+    return {(row["payment_id"], row["status"]): _message(row) for row in rows}
+
+
+async def _known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, RefundDecision]:
+    if not refund_ids:
+        return {}
+    rows = await conn.fetch(sql("payment_refunds_known"), refund_ids)
+    return {
+        row["refund_id"]: RefundDecision(
+            payment_id=row["payment_id"],
+            outcome=row["outcome"],
+            actor_id=row["actor_id"],
+            reason=row["reason"],
+            result=_message(row),
+        )
+        for row in rows
+    }
+
+
+def _message(row: Any) -> OutgoingMessage:
+    return OutgoingMessage(
+        topic=row["result_topic"],
+        key=row["result_key"],
+        value=row["result_value"],
+        headers=tuple(cloudevents.structured_headers()),
+    )
+
+
+def _payment(row: Any) -> Payment:
+    return Payment(**{name: row[name] for name in Payment.__slots__})

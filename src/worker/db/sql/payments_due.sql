@@ -1,0 +1,9 @@
+-- Locks up to $2 open payments whose deadline ($1 is now) has passed, oldest deadline first.
+-- SKIP LOCKED: a payment another worker's sweep or batch holds is left to that worker.
+SELECT payment_id, student_id, course_id, amount, currency, description, provider,
+       provider_payment_id, payment_url, expires_at, status, status_reason, source_event_id
+FROM payments
+WHERE status = 'initiated' AND expires_at <= $1
+ORDER BY expires_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED
