@@ -26,6 +26,14 @@ EXPECTED_COLUMNS = {
         "student_id", "type", "reference_id", "requested_amount", "outcome", "result_topic",
         "result_value", "created_at",
     },
+    "payment_transitions": {
+        "payment_id", "status", "from_status", "result_topic", "result_key", "result_value",
+        "source_event_id", "created_at",
+    },
+    "payment_refunds": {
+        "refund_id", "payment_id", "outcome", "actor_id", "reason", "result_topic", "result_key",
+        "result_value", "created_at",
+    },
     "outbox": {"seq", "topic", "key", "value", "headers", "created_at"},
     "schema_migrations": {"version", "name", "checksum", "applied_at"},
 }  # fmt: skip

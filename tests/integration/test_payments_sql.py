@@ -1,0 +1,264 @@
+"""The payments adapter against the real PostgreSQL: writes, locks, sweeps and races."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from worker.core.coins import Rewards
+from worker.core.commands import Policies, command_for
+from worker.core.gateway import MockGateway, Session, SessionRequest
+from worker.core.ledger import CoinCommand
+from worker.core.lifecycle import OpenPayment, PaymentCommand, PaymentPlan, RefundPayment
+from worker.core.signatures import WebhookVerifier, razorpay_signature, stripe_signature
+from worker.core.types import Provider
+from worker.db.payments import apply_payment_commands, expire_due
+from worker.errors import ConcurrentWriteError, is_retriable
+from worker.messaging import outbox
+
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+SECRET = "whsec_integration"
+POLICIES = Policies(
+    Rewards(100, 50),
+    WebhookVerifier({"mock": SECRET.encode(), "stripe": SECRET.encode(), "razorpay": b"rzp"}),
+)
+MOCK = MockGateway("https://pay.test/checkout", timedelta(minutes=30))
+
+
+class ProviderGateway:
+    """A gateway that opens sessions as another provider would (stripe, razorpay)."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider: Provider = provider
+        self.refunds: list[str] = []
+
+    async def open_session(self, request: SessionRequest, now: datetime) -> Session:
+        ppid = f"{self.provider}_{request.payment_id}"
+        return Session(self.provider, ppid, f"https://{self.provider}.test/{ppid}", now)
+
+    async def refund(self, provider_payment_id: str, amount: int, refund_id: str) -> None:
+        self.refunds.append(refund_id)
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=6)
+    yield pool
+    await pool.close()
+
+
+def requested(pid: str, student: str = "stu-1", amount: int = 49900) -> OpenPayment:
+    return OpenPayment(pid, student, "course-1", amount, "INR", None, f"evt-{pid}")
+
+
+def webhook(provider: str, body: dict[str, Any], *, signed_at: datetime = NOW) -> PaymentCommand:
+    """A signed `payment.webhook.received` event, through the real handler."""
+    raw = json.dumps(body)
+    if provider == "razorpay":
+        headers = {"X-Razorpay-Signature": razorpay_signature(raw, "rzp")}
+    else:
+        headers = {"Stripe-Signature": stripe_signature(raw, SECRET, int(signed_at.timestamp()))}
+    event = {
+        "specversion": "1.0", "id": f"evt-{json.dumps(body, sort_keys=True)}"[:128],
+        "type": "payment.webhook.received", "source": "ingress", "time": NOW.isoformat(),
+        "subject": "ppid", "datacontenttype": "application/json",
+        "data": {"provider": provider, "headers": headers, "body": raw},
+    }  # fmt: skip
+    command = command_for("payment.webhook.received", json.dumps(event).encode(), (), POLICIES)
+    assert not isinstance(command, CoinCommand)
+    return command
+
+
+def mock_event(kind: str, ppid: str, amount: int = 49900, currency: str = "INR") -> dict[str, Any]:
+    data = {"provider_payment_id": ppid, "amount": amount, "currency": currency}
+    return {"id": f"ntf-{kind}-{ppid}", "type": kind, "data": data}
+
+
+def stripe_event(kind: str, intent: str, amount: int = 49900) -> dict[str, Any]:
+    return {
+        "id": f"evt_{kind}", "object": "event", "type": kind,
+        "data": {"object": {"id": intent, "object": "payment_intent", "amount": amount,
+                            "currency": "inr"}},
+    }  # fmt: skip
+
+
+def razorpay_event(kind: str, payment: str, amount: int = 49900) -> dict[str, Any]:
+    return {
+        "entity": "event", "event": kind, "contains": ["payment"],
+        "payload": {"payment": {"entity": {"id": payment, "amount": amount, "currency": "INR"}}},
+    }  # fmt: skip
+
+
+async def apply(
+    pool: asyncpg.Pool, commands: list[PaymentCommand], gateway: Any = MOCK, now: datetime = NOW
+) -> PaymentPlan:
+    async with pool.acquire() as conn, conn.transaction():
+        plan = await apply_payment_commands(conn, commands, gateway, now)
+        await outbox.enqueue(conn, plan.messages)
+    return plan
+
+
+async def status(pool: asyncpg.Pool, pid: str) -> str:
+    value: str = await pool.fetchval("SELECT status FROM payments WHERE payment_id = $1", pid)
+    return value
+
+
+async def transitions(pool: asyncpg.Pool, pid: str) -> list[tuple[str | None, str]]:
+    rows = await pool.fetch(
+        "SELECT from_status, status FROM payment_transitions WHERE payment_id = $1"
+        " ORDER BY created_at, status",
+        pid,
+    )
+    return [(r["from_status"], r["status"]) for r in rows]
+
+
+async def test_a_payment_is_opened_paid_and_refunded_with_every_step_recorded(
+    pool: asyncpg.Pool,
+) -> None:
+    opened = await apply(pool, [requested("pay-1")])
+    ppid = opened.created["pay-1"].provider_payment_id
+    row = await pool.fetchrow("SELECT * FROM payments WHERE payment_id = 'pay-1'")
+    assert row["status"] == "initiated"
+    assert row["payment_url"] == f"https://pay.test/checkout/{ppid}"
+    assert row["expires_at"] == NOW + timedelta(minutes=30)
+
+    succeeded = mock_event("payment.succeeded", ppid, currency="inr")
+    await apply(pool, [webhook("mock", succeeded)])
+    refund = RefundPayment("rf-1", "pay-1", "duplicate", "staff-1", True, "evt-rf", "stu-1")
+    await apply(pool, [refund])
+    assert await status(pool, "pay-1") == "refunded"
+    assert await transitions(pool, "pay-1") == [
+        (None, "initiated"), ("initiated", "succeeded"), ("succeeded", "refunded"),
+    ]  # fmt: skip
+    refunds = await pool.fetch("SELECT refund_id, outcome FROM payment_refunds")
+    assert [tuple(r) for r in refunds] == [("rf-1", "applied")]
+    topics = [r["topic"] for r in await pool.fetch("SELECT topic FROM outbox ORDER BY seq")]
+    assert topics == ["payment.session.created", "payment.confirmed", "payment.refunded"]
+
+
+async def test_replays_write_nothing_and_queue_the_stored_result_again(pool: asyncpg.Pool) -> None:
+    first = await apply(pool, [requested("pay-1")])
+    replay = await apply(pool, [requested("pay-1")], now=NOW + timedelta(minutes=5))
+    assert replay.messages == first.messages
+    assert await pool.fetchval("SELECT count(*) FROM payments") == 1
+    assert await pool.fetchval("SELECT count(*) FROM payment_transitions") == 1
+
+
+@pytest.mark.parametrize(
+    ("provider", "paid", "failed"),
+    [
+        ("stripe", "payment_intent.succeeded", "payment_intent.payment_failed"),
+        ("razorpay", "payment.captured", "payment.failed"),
+    ],
+)
+async def test_stripe_and_razorpay_webhooks_move_their_own_payments(
+    pool: asyncpg.Pool, provider: Provider, paid: str, failed: str
+) -> None:
+    gateway = ProviderGateway(provider)
+    await apply(pool, [requested("pay-a"), requested("pay-b")], gateway)
+    event = stripe_event if provider == "stripe" else razorpay_event
+    plan = await apply(
+        pool,
+        [
+            webhook(provider, event(paid, f"{provider}_pay-a")),
+            webhook(provider, event(failed, f"{provider}_pay-b")),
+            webhook(provider, event(paid, f"{provider}_pay-c")),
+            webhook(provider, event(paid, f"{provider}_pay-b", amount=1)),
+        ],
+        gateway,
+    )
+    assert await status(pool, "pay-a") == "succeeded"
+    assert await status(pool, "pay-b") == "failed"
+    assert plan.webhook_refusals == [(provider, "unknown_payment"), (provider, "amount_mismatch")]
+    # A mock webhook naming the same provider payment id moves nothing: another provider's.
+    mock_body = mock_event("payment.succeeded", f"{provider}_pay-b")
+    crossed = await apply(pool, [webhook("mock", mock_body)], gateway)
+    assert crossed.webhook_refusals == [("mock", "unknown_payment")]
+    assert await status(pool, "pay-b") == "failed"
+
+
+async def test_a_late_success_after_expiry_wins(pool: asyncpg.Pool) -> None:
+    opened = await apply(pool, [requested("pay-1")])
+    ppid = opened.created["pay-1"].provider_payment_id
+    async with pool.acquire() as conn, conn.transaction():
+        expired = await expire_due(conn, NOW + timedelta(minutes=31), 100)
+    assert list(expired.changed) == ["pay-1"]
+    body = mock_event("payment.succeeded", ppid)
+    plan = await apply(pool, [webhook("mock", body)])
+    assert [t.from_status for t in plan.late_successes] == ["expired"]
+    assert await transitions(pool, "pay-1") == [
+        (None, "initiated"), ("initiated", "expired"), ("expired", "succeeded"),
+    ]  # fmt: skip
+
+
+async def test_concurrent_sweeps_expire_each_payment_exactly_once(pool: asyncpg.Pool) -> None:
+    await apply(pool, [requested(f"pay-{i:03}") for i in range(300)])
+    await apply(pool, [requested("pay-fresh")], now=NOW + timedelta(hours=1))
+    later = NOW + timedelta(minutes=45)
+
+    async def sweep() -> int:
+        expired = 0
+        while True:
+            async with pool.acquire() as conn, conn.transaction():
+                plan = await expire_due(conn, later, 25)
+                await outbox.enqueue(conn, plan.messages)
+                await asyncio.sleep(0.01)  # hold the locks a moment, as a real batch would
+            expired += len(plan.transitions)
+            if not plan.transitions:
+                return expired
+
+    counts = await asyncio.gather(*(sweep() for _ in range(4)))
+    assert sum(counts) == 300
+    assert sum(1 for c in counts if c) >= 2  # the sweeps did share the work
+    expired = await pool.fetch("SELECT value FROM outbox WHERE topic = 'payment.expired'")
+    ids = [json.loads(r["value"])["id"] for r in expired]
+    assert len(ids) == len(set(ids)) == 300
+    assert await pool.fetchval("SELECT count(*) FROM payments WHERE status = 'expired'") == 300
+    assert await status(pool, "pay-fresh") == "initiated"
+
+
+async def test_a_sweep_leaves_a_payment_a_batch_holds_and_the_batch_wins(
+    pool: asyncpg.Pool,
+) -> None:
+    opened = await apply(pool, [requested("pay-1")])
+    ppid = opened.created["pay-1"].provider_payment_id
+    body = mock_event("payment.succeeded", ppid)
+    later = NOW + timedelta(minutes=31)
+    async with pool.acquire() as batch, batch.transaction():
+        await apply_payment_commands(batch, [webhook("mock", body)], MOCK, later)
+        async with pool.acquire() as conn, conn.transaction():
+            skipped = await expire_due(conn, later, 100)
+        assert not skipped.transitions
+    async with pool.acquire() as conn, conn.transaction():
+        assert not (await expire_due(conn, later, 100)).transitions
+    assert await status(pool, "pay-1") == "succeeded"
+
+
+async def test_a_payment_opened_by_two_workers_at_once_retries_the_slower(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as first, pool.acquire() as second:
+        async with first.transaction():
+            await apply_payment_commands(first, [requested("pay-1")], MOCK, NOW)
+            slower = asyncio.create_task(_open_in(second, requested("pay-1", student="stu-2")))
+            await asyncio.sleep(0.2)  # blocked on the first's uncommitted row
+            assert not slower.done()
+        with pytest.raises(ConcurrentWriteError) as raised:
+            await slower
+    assert is_retriable(raised.value)
+    # The retry sees the first payment and answers a conflict.
+    retried = await apply(pool, [requested("pay-1", student="stu-2")])
+    assert json.loads(retried.messages[0].value or b"")["data"]["reason"] == (
+        "idempotency_conflict"
+    )
+
+
+async def _open_in(conn: Any, command: OpenPayment) -> None:
+    async with conn.transaction():
+        await apply_payment_commands(conn, [command], MOCK, NOW)
