@@ -9,18 +9,26 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
+from worker.core.signatures import stripe_signature
+
 STRUCTURED = [("content-type", b"application/cloudevents+json; charset=UTF-8")]
 
 
-def structured(kind: str, data: dict[str, Any], *, event_id: str | None = None) -> bytes:
+TIME = "2026-11-26T09:00:00Z"
+TIME_UNIX = 1795683600  # TIME in Unix seconds: when the ingress "received" a test webhook
+
+
+def structured(
+    kind: str, data: dict[str, Any], *, event_id: str | None = None, subject: str | None = None
+) -> bytes:
     return json.dumps(
         {
             "specversion": "1.0",
             "id": event_id or str(uuid.uuid4()),
             "type": kind,
             "source": "tests",
-            "time": "2026-11-26T09:00:00Z",
-            "subject": data.get("student_id") or data.get("referrer_id"),
+            "time": TIME,
+            "subject": subject or data.get("student_id") or data.get("referrer_id"),
             "datacontenttype": "application/json",
             "data": data,
         }
@@ -33,7 +41,7 @@ def binary_headers(kind: str, subject: str, event_id: str | None = None) -> list
         ("ce_id", (event_id or str(uuid.uuid4())).encode()),
         ("ce_type", kind.encode()),
         ("ce_source", b"tests"),
-        ("ce_time", b"2026-11-26T09:00:00Z"),
+        ("ce_time", TIME.encode()),
         ("ce_subject", subject.encode()),
         ("content-type", b"application/json"),
     ]
@@ -53,7 +61,7 @@ async def send(
     if binary:
         value, headers = json.dumps(data).encode(), binary_headers(kind, key, event_id)
     else:
-        value, headers = structured(kind, data, event_id=event_id), STRUCTURED
+        value, headers = structured(kind, data, event_id=event_id, subject=key), STRUCTURED
     return await producer.send_and_wait(prefix + kind, value, key=key.encode(), headers=headers)
 
 
@@ -86,3 +94,52 @@ def adjustment(
 
 def redemption(redemption_id: str, student: str, amount: int) -> dict[str, Any]:
     return {"redemption_id": redemption_id, "student_id": student, "amount": amount, "item": "mug"}
+
+
+def payment_request(
+    payment_id: str, student: str, amount: int = 49900, currency: str = "INR"
+) -> dict[str, Any]:
+    return {
+        "payment_id": payment_id,
+        "student_id": student,
+        "course_id": "course-py-101",
+        "amount": amount,
+        "currency": currency,
+    }
+
+
+def mock_webhook(
+    provider_payment_id: str,
+    status: str,
+    secret: str,
+    *,
+    amount: int = 49900,
+    currency: str = "INR",
+    signed_at: int = TIME_UNIX,
+) -> dict[str, Any]:
+    """The data of a `payment.webhook.received` carrying a signed mock notification."""
+    body = json.dumps(
+        {
+            "id": f"ntf-{uuid.uuid4().hex[:8]}",
+            "type": f"payment.{status}",
+            "data": {
+                "provider_payment_id": provider_payment_id,
+                "amount": amount,
+                "currency": currency,
+            },
+        }
+    )
+    return {
+        "provider": "mock",
+        "headers": {"Stripe-Signature": stripe_signature(body, secret, signed_at)},
+        "body": body,
+    }
+
+
+def refund_request(refund_id: str, payment_id: str, role: str = "admin") -> dict[str, Any]:
+    return {
+        "refund_id": refund_id,
+        "payment_id": payment_id,
+        "reason": "duplicate purchase",
+        "actor": {"id": "staff-1", "role": role},
+    }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,3 +44,45 @@ async def coin_worker(stack: Stack, empty_db: str, tmp_path: Path) -> AsyncItera
             stack.kafka_bootstrap,
         )
         assert await worker.stop() == 0, worker.log_tail()
+
+
+WEBHOOK_SECRET = "whsec_e2e_mock"
+StartWorker = Callable[..., Awaitable[RunningWorker]]
+
+
+@pytest.fixture
+async def start_worker(stack: Stack, empty_db: str, tmp_path: Path) -> AsyncIterator[StartWorker]:
+    """Starts ready workers with a mock webhook secret and the given settings; each is
+    stopped (exit 0) afterwards."""
+    async with AsyncExitStack() as workers:
+
+        async def start(**overrides: str) -> RunningWorker:
+            env = worker_env(
+                empty_db,
+                stack.kafka_bootstrap,
+                WORKER_BATCH_MAX_WAIT_MS="20",
+                PAYMENT_WEBHOOK_SECRET_MOCK=WEBHOOK_SECRET,
+                **overrides,
+            )
+            worker = await workers.enter_async_context(running_worker(env, tmp_path))
+            workers.push_async_callback(_stopped_cleanly, worker)
+            await worker.wait_ready()
+            return RunningWorker(
+                worker,
+                env["KAFKA_TOPIC_PREFIX"],
+                env["KAFKA_CONSUMER_GROUP"],
+                empty_db,
+                stack.kafka_bootstrap,
+            )
+
+        yield start
+
+
+async def _stopped_cleanly(worker: WorkerProcess) -> None:
+    assert await worker.stop() == 0, worker.log_tail()
+
+
+@pytest.fixture
+async def payment_worker(start_worker: StartWorker) -> RunningWorker:
+    """A ready worker with the mock provider's webhook secret and the default 30-minute TTL."""
+    return await start_worker()
