@@ -22,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     send = commands.add_parser("send", help="send one event to the worker's topics")
     send.add_argument("type", help="event type (= topic), e.g. course.completed")
     send.add_argument("data", help="the event's data as a JSON object")
-    send.add_argument("--key", required=True, help="Kafka key and subject: the student id")
+    send.add_argument(
+        "--key",
+        required=True,
+        help="Kafka key and subject: the student id (for webhooks, the provider payment id)",
+    )
     generate = commands.add_parser("schemas", help="write the events' JSON Schemas and AsyncAPI")
     generate.add_argument("--out", type=Path, default=Path("schemas"), help="default: schemas")
     args = parser.parse_args(argv)
