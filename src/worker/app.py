@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -207,4 +208,17 @@ async def _work(
 
         readiness.pool, readiness.loop, readiness.consumer = pool, consume, consumer
         log.info("worker started", extra={"action": "started", "topics": list(topics)})
-        await consume.run(stop)
+        await _alongside(consume.run(stop), [relay_task, sweeper_task])
+
+
+async def _alongside(main: Coroutine[Any, Any, None], helpers: list[asyncio.Task[None]]) -> None:
+    """Run `main` to its end; a helper task that ends first (they never should) is a crash."""
+    main_task = asyncio.create_task(main, name="consume")
+    try:
+        done, _ = await asyncio.wait({main_task, *helpers}, return_when=asyncio.FIRST_COMPLETED)
+        if main_task in done:
+            return main_task.result()
+        helper = done.pop()
+        raise RuntimeError(f"{helper.get_name()} stopped") from helper.exception()
+    finally:
+        await _finish(main_task, 0)

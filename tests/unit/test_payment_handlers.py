@@ -1,0 +1,138 @@
+"""Payment events to commands: decoding, signature first, provider bodies, bad input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from worker.core.coins import Rewards
+from worker.core.commands import Command, Policies, command_for
+from worker.core.envelope import BadInputError
+from worker.core.lifecycle import (
+    IgnoreWebhook,
+    OpenPayment,
+    RefundPayment,
+    RefuseWebhook,
+    ReportStatus,
+)
+from worker.core.signatures import WebhookVerifier, razorpay_signature, stripe_signature
+from worker.core.webhooks import Notification
+
+T = 1795683600
+POLICIES = Policies(
+    Rewards(100, 50),
+    WebhookVerifier({"mock": b"m", "stripe": b"s", "razorpay": b"r"}),
+)
+SECRETS = {"mock": "m", "stripe": "s", "razorpay": "r"}
+
+
+def event(kind: str, data: dict[str, Any], subject: str = "stu-1") -> bytes:
+    return json.dumps({
+        "specversion": "1.0", "id": "evt-1", "type": kind, "source": "tests",
+        "time": "2026-11-26T09:00:00Z", "subject": subject,
+        "datacontenttype": "application/json", "data": data,
+    }).encode()  # fmt: skip
+
+
+def webhook(provider: str, body: Any, *, signed: bool = True) -> Command:
+    raw = body if isinstance(body, str) else json.dumps(body)
+    secret = SECRETS[provider] if signed else "forged"
+    if provider == "razorpay":
+        headers = {"X-Razorpay-Signature": razorpay_signature(raw, secret)}
+    else:
+        headers = {"Stripe-Signature": stripe_signature(raw, secret, T)}
+    data = {"provider": provider, "headers": headers, "body": raw}
+    return command_for(
+        "payment.webhook.received", event("payment.webhook.received", data, "pp"), (), POLICIES
+    )
+
+
+def test_a_payment_request_becomes_an_open_payment_with_an_upper_case_currency() -> None:
+    data = {"payment_id": "p-1", "student_id": "stu-1", "course_id": "c-1", "amount": 49900,
+            "currency": "inr"}  # fmt: skip
+    command = command_for("payment.requested", event("payment.requested", data), (), POLICIES)
+    assert command == OpenPayment("p-1", "stu-1", "c-1", 49900, "INR", None, "evt-1")
+
+
+@pytest.mark.parametrize(("role", "authorized"), [("admin", True), ("support", False)])
+def test_a_refund_request_is_authorized_only_for_admins(role: str, authorized: bool) -> None:
+    data = {"refund_id": "rf-1", "payment_id": "p-1", "reason": "r",
+            "actor": {"id": "staff-1", "role": role}}  # fmt: skip
+    command = command_for(
+        "payment.refund.requested", event("payment.refund.requested", data), (), POLICIES
+    )
+    assert command == RefundPayment("rf-1", "p-1", "r", "staff-1", authorized, "evt-1", "stu-1")
+
+
+def test_the_signature_is_checked_before_the_body_is_read() -> None:
+    # A forged webhook with a body that is not even JSON is refused, not dead-lettered.
+    command = webhook("mock", "not json at all", signed=False)
+    assert isinstance(command, RefuseWebhook)
+    assert (command.reason, command.subject) == ("invalid_signature", "pp")
+
+
+def test_a_signed_body_that_is_not_its_providers_is_bad_input() -> None:
+    for body in (
+        "not json",
+        {"id": "n", "type": "payment.succeeded"},
+        {"id": "n", "type": "payment.refunded", "data": {}},
+    ):
+        with pytest.raises(BadInputError, match="webhook body"):
+            webhook("mock", body)
+
+
+MOCK = {
+    "id": "n1", "type": "payment.failed",
+    "data": {"provider_payment_id": "mp_1", "amount": 100, "currency": "inr", "reason": "declined"},
+}  # fmt: skip
+STRIPE_FAILED = {
+    "id": "evt_1", "object": "event", "type": "payment_intent.payment_failed",
+    "data": {"object": {"id": "pi_1", "object": "payment_intent", "amount": 100, "currency": "usd",
+                        "last_payment_error": {"message": "Your card was declined."}}},
+}  # fmt: skip
+STRIPE_CANCELED = {
+    "id": "evt_2", "type": "payment_intent.canceled",
+    "data": {"object": {"id": "pi_1", "amount": 100, "currency": "usd",
+                        "cancellation_reason": "abandoned"}},
+}  # fmt: skip
+RAZORPAY_CAPTURED = {
+    "entity": "event", "event": "payment.captured", "contains": ["payment"],
+    "payload": {"payment": {"entity": {"id": "pay_1", "amount": 100, "currency": "INR"}}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("provider", "body", "notification"),
+    [
+        ("mock", MOCK, Notification("mp_1", "failed", 100, "INR", "declined")),
+        ("stripe", STRIPE_FAILED,
+         Notification("pi_1", "failed", 100, "USD", "Your card was declined.")),
+        ("stripe", STRIPE_CANCELED, Notification("pi_1", "cancelled", 100, "USD", "abandoned")),
+        ("razorpay", RAZORPAY_CAPTURED, Notification("pay_1", "succeeded", 100, "INR")),
+    ],
+)  # fmt: skip
+def test_each_providers_body_reports_a_status(
+    provider: str, body: dict[str, Any], notification: Notification
+) -> None:
+    command = webhook(provider, body)
+    assert command == ReportStatus(provider, notification, "evt-1", "pp")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("provider", "body"),
+    [
+        ("stripe", {"id": "evt_3", "type": "charge.succeeded", "data": {"object": {"id": "ch_1"}}}),
+        ("razorpay", {"event": "order.paid", "payload": {"order": {}}}),
+    ],
+)
+def test_a_verified_event_type_not_acted_on_is_ignored(provider: str, body: dict[str, Any]) -> None:
+    assert isinstance(webhook(provider, body), IgnoreWebhook)
+
+
+def test_a_stripe_amount_that_is_not_an_integer_is_bad_input() -> None:
+    body = json.loads(json.dumps(STRIPE_FAILED))
+    body["data"]["object"]["amount"] = 100.0
+    with pytest.raises(BadInputError, match="stripe webhook body"):
+        webhook("stripe", body)
