@@ -50,6 +50,8 @@ def test_defaults_are_the_contracts() -> None:
     assert settings.database_url.get_secret_value() == "postgresql://localhost:5432/payments"
     assert settings.payment_webhook_secret_mock is None
     assert settings.log_level == "INFO"
+    assert settings.payment_webhook_tolerance_seconds == 300
+    assert settings.payment_expiry_interval_seconds <= 60
 
 
 def test_every_contract_variable_is_a_setting() -> None:
@@ -84,6 +86,11 @@ def test_dotenv_file_supplies_values(tmp_path: Path) -> None:
         ("DATABASE_URL", "mysql://localhost/payments"),
         ("LOG_LEVEL", "LOUD"),
         ("WORKER_BATCH_MAX_RECORDS", "0"),
+        ("PAYMENT_SESSION_TTL_MINUTES", "-1"),
+        ("PAYMENT_WEBHOOK_TOLERANCE_SECONDS", "0"),
+        ("PAYMENT_EXPIRY_INTERVAL_SECONDS", "61"),  # a sweep at least once a minute
+        ("PAYMENT_MOCK_URL_BASE", "ftp://pay.example"),
+        ("PAYMENT_MOCK_URL_BASE", "not a url"),
     ],
 )
 def test_bad_value_names_its_variable(
