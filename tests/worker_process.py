@@ -16,6 +16,8 @@ import httpx
 
 from tests.support import eventually, free_port
 
+JWT_SECRET = "tests-only-jwt-secret-of-32-bytes-or-more"
+
 
 @dataclass
 class WorkerProcess:
@@ -62,7 +64,7 @@ def worker_env(database_url: str, kafka_bootstrap: str, **overrides: str) -> dic
         "KAFKA_TOPIC_PREFIX": f"t{run}.",
         "KAFKA_CONSUMER_GROUP": f"g{run}",
         "KAFKA_TOPIC_PARTITIONS": "3",
-        "SIDECAR_JWT_SECRET": "test-secret",
+        "SIDECAR_JWT_SECRET": JWT_SECRET,
         "SIDECAR_HOST": "127.0.0.1",
         "WORKER_BATCH_MAX_WAIT_MS": "50",
         "LOG_LEVEL": "INFO",

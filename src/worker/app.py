@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import signal
 from collections.abc import Coroutine
@@ -36,8 +38,10 @@ from worker.messaging.consume import ConsumeLoop
 from worker.messaging.outbox import OutboxRelay
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
-from worker.settings import Settings
+from worker.settings import Settings, jwt_secret
+from worker.sidecar.api import ReadApi
 from worker.sidecar.app import create_app
+from worker.sidecar.cursors import Cursors
 from worker.sidecar.server import embedded_server
 
 log = logging.getLogger(__name__)
@@ -94,13 +98,16 @@ async def run(settings: Settings) -> int:
 
     metrics = Metrics(CollectorRegistry())
     readiness = Readiness(metrics=metrics)
+    read_api = make_read_api(settings)
     sidecar = embedded_server(
-        create_app(readiness, metrics.registry),
+        create_app(readiness, metrics, read_api),
         settings.sidecar_host,
         settings.payment_service_port,
     )
     sidecar_task = asyncio.create_task(sidecar.serve(), name="sidecar")
-    worker_task = asyncio.create_task(_work(settings, metrics, readiness, stop), name="worker")
+    worker_task = asyncio.create_task(
+        _work(settings, metrics, readiness, read_api, stop), name="worker"
+    )
     stop_task = asyncio.create_task(stop.wait(), name="stop")
     try:
         done, _ = await asyncio.wait(
@@ -157,8 +164,24 @@ def gateway(settings: Settings) -> MockGateway:
     )
 
 
+def make_read_api(settings: Settings) -> ReadApi:
+    """The read API's secrets; its pool is opened with the worker's."""
+    if settings.sidecar_jwt_secret is None:
+        log.warning(
+            "SIDECAR_DEV_MODE: read-API tokens use the public development secret",
+            extra={"action": "dev_mode"},
+        )
+    secret = jwt_secret(settings)
+    cursor_key = hmac.new(secret.encode(), b"payment-worker cursors", hashlib.sha256).digest()
+    return ReadApi(jwt_secret=secret, cursors=Cursors(cursor_key))
+
+
 async def _work(
-    settings: Settings, metrics: Metrics, readiness: Readiness, stop: asyncio.Event
+    settings: Settings,
+    metrics: Metrics,
+    readiness: Readiness,
+    read_api: ReadApi,
+    stop: asyncio.Event,
 ) -> None:
     """Bring up the pool, schema, topics and clients; consume until `stop`; close in reverse."""
     async with contextlib.AsyncExitStack() as stack:
@@ -170,6 +193,17 @@ async def _work(
         stack.push_async_callback(pool.close)
         async with pool.acquire() as conn:
             await apply_migrations(conn)
+        # The read API's own pool: read-only, with a statement timeout, apart from the consumer's.
+        read_pool = await open_pool(
+            settings.database_url.get_secret_value(),
+            min_size=1,
+            max_size=settings.sidecar_db_pool_size,
+            statement_timeout_ms=settings.sidecar_statement_timeout_ms,
+            read_only=True,
+            name="payment-worker-reads",
+        )
+        stack.push_async_callback(read_pool.close)
+        read_api.pool = read_pool
         await ensure_topics(settings, with_prefix(settings.kafka_topic_prefix, ALL_TOPICS))
 
         producer = make_producer(settings)

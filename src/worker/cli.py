@@ -1,15 +1,17 @@
-"""The `payment-worker` command: `run`, `migrate` the database, `send` an event, write `schemas`."""
+"""The `payment-worker` command: `run`, `migrate`, `send` an event, mint a `token`, `schemas`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from worker import app, logs, schemas
 from worker.send import parse_data, send_event
-from worker.settings import ConfigError, load_settings, require_sidecar_secret
+from worker.settings import ConfigError, jwt_secret, load_settings, require_sidecar_secret
+from worker.sidecar.auth import ROLES, mint_token
 
 EXIT_CONFIG_ERROR = 2
 
@@ -27,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="Kafka key and subject: the student id (for webhooks, the provider payment id)",
     )
+    token = commands.add_parser("token", help="mint a read-API token (SIDECAR_JWT_SECRET)")
+    token.add_argument("--sub", required=True, help="the caller: a student id, or a service name")
+    token.add_argument("--role", required=True, choices=ROLES)
+    token.add_argument("--minutes", type=float, default=60.0, help="lifetime (default: 60)")
     generate = commands.add_parser("schemas", help="write the events' JSON Schemas and AsyncAPI")
     generate.add_argument("--out", type=Path, default=Path("schemas"), help="default: schemas")
     args = parser.parse_args(argv)
@@ -38,13 +44,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings()
-        if args.command == "run":
+        if args.command in ("run", "token"):
             require_sidecar_secret(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG_ERROR
     logs.configure(settings.log_level)
 
+    if args.command == "token":
+        print(
+            mint_token(jwt_secret(settings), args.sub, args.role, timedelta(minutes=args.minutes))
+        )
+        return 0
     if args.command == "migrate":
         return asyncio.run(app.migrate(settings))
     if args.command == "send":

@@ -77,6 +77,19 @@ class Metrics:
             "Messages queued in the outbox, not yet acknowledged by the broker.",
             registry=registry,
         )
+        self.http_requests = Counter(
+            "payment_worker_http_requests_total",
+            "Sidecar requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.http_seconds = Histogram(
+            "payment_worker_http_request_duration_seconds",
+            "Sidecar request latency by route template.",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
         self.ready = Gauge(
             "payment_worker_ready",
             "1 while the database answers and the consumer is in its group.",

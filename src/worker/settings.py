@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     worker_batch_max_wait_ms: int = Field(200, ge=0, le=60_000)
     worker_db_pool_size: int = Field(4, ge=2, le=100)
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
+    sidecar_db_pool_size: int = Field(2, ge=1, le=50)
+    sidecar_statement_timeout_ms: int = Field(2000, ge=1, le=600_000)
     payment_webhook_tolerance_seconds: int = Field(300, ge=1, le=86_400)
     # At most a minute, so an unpaid session is expired within a minute of its deadline.
     payment_expiry_interval_seconds: float = Field(10.0, gt=0, le=60)
@@ -68,6 +70,14 @@ class Settings(BaseSettings):
     def _empty_secret_is_none(cls, value: object) -> object:
         # An empty variable (as compose passes `${VAR:-}`) means "no secret", never "".
         return None if value == "" else value
+
+    @field_validator("sidecar_jwt_secret")
+    @classmethod
+    def _long_enough_for_hs256(cls, value: SecretStr | None) -> SecretStr | None:
+        # RFC 7518 section 3.2: an HS256 key must be at least as long as the hash (32 bytes).
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes long (HS256 key, RFC 7518 section 3.2)")
+        return value
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -107,6 +117,18 @@ def describe(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{variable}: {message}" if variable else message)
     return "config error: " + "; ".join(problems)
+
+
+# Signs and checks read-API tokens when SIDECAR_DEV_MODE is on and no secret is set. It is in
+# the README on purpose: anyone can mint tokens for it, so it is for a developer's machine only.
+DEV_JWT_SECRET = "payment-worker-development-only-secret"  # noqa: S105 - public on purpose
+
+
+def jwt_secret(settings: Settings) -> str:
+    """The secret of the read API's tokens: SIDECAR_JWT_SECRET, or the development one."""
+    if settings.sidecar_jwt_secret is not None:
+        return settings.sidecar_jwt_secret.get_secret_value()
+    return DEV_JWT_SECRET
 
 
 def require_sidecar_secret(settings: Settings) -> None:

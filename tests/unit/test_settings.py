@@ -35,7 +35,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(("PAYMENT_", "COIN_", "KAFKA_", "SIDECAR_", "WORKER_", "DATABASE_")):
             monkeypatch.delenv(name)
     monkeypatch.delenv("LOG_LEVEL", raising=False)
-    monkeypatch.setenv("SIDECAR_JWT_SECRET", "s3cret")
+    monkeypatch.setenv("SIDECAR_JWT_SECRET", "a-settings-test-secret-of-32-bytes")
 
 
 def test_defaults_are_the_contracts() -> None:
@@ -91,6 +91,9 @@ def test_dotenv_file_supplies_values(tmp_path: Path) -> None:
         ("PAYMENT_EXPIRY_INTERVAL_SECONDS", "61"),  # a sweep at least once a minute
         ("PAYMENT_MOCK_URL_BASE", "ftp://pay.example"),
         ("PAYMENT_MOCK_URL_BASE", "not a url"),
+        ("SIDECAR_JWT_SECRET", "short"),  # an HS256 key needs 32 bytes
+        ("SIDECAR_STATEMENT_TIMEOUT_MS", "0"),
+        ("SIDECAR_DB_POOL_SIZE", "0"),
     ],
 )
 def test_bad_value_names_its_variable(

@@ -8,8 +8,10 @@ from pydantic import AfterValidator, Field, StringConstraints
 
 JSON_SAFE_MAX = 9_007_199_254_740_991
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Text = Annotated[str, StringConstraints(max_length=1000)]
+# PostgreSQL text cannot hold NUL, so stored strings refuse it at the edge (bad input).
+NO_NUL = r"^[^\x00]*$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
+Text = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
 Attribute = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 # Amounts are integers in the JSON-safe range; strict, so "12" and 12.0 are refused.
 Amount = Annotated[int, Field(strict=True, ge=-JSON_SAFE_MAX, le=JSON_SAFE_MAX)]

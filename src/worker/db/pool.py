@@ -8,12 +8,20 @@ from worker.retry import transient_retry
 
 
 async def open_pool(
-    dsn: str, *, min_size: int, max_size: int, statement_timeout_ms: int | None = None
+    dsn: str,
+    *,
+    min_size: int,
+    max_size: int,
+    statement_timeout_ms: int | None = None,
+    read_only: bool = False,
+    name: str = "payment-worker",
 ) -> asyncpg.Pool:
     """A pool that waits for the database to come up instead of failing the start."""
-    server_settings = {"application_name": "payment-worker"}
+    server_settings = {"application_name": name}
     if statement_timeout_ms is not None:
         server_settings["statement_timeout"] = str(statement_timeout_ms)
+    if read_only:
+        server_settings["default_transaction_read_only"] = "on"
     async for attempt in transient_retry():
         with attempt:
             pool: asyncpg.Pool = await asyncpg.create_pool(

@@ -2,24 +2,53 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import FastAPI, Response
+import asyncpg
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from worker.metrics import Metrics
+from worker.sidecar.api import ReadApi, ServiceUnavailableError, router
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+log = logging.getLogger(__name__)
+
+# Faults of the database behind a read: the client should try again later (503).
+_UNAVAILABLE = (
+    ServiceUnavailableError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
 
 
-def create_app(readiness: ReadinessCheck, registry: CollectorRegistry) -> FastAPI:
-    app = FastAPI(title="payment-worker sidecar", version="0.1.0")
+def create_app(readiness: ReadinessCheck, metrics: Metrics, read_api: ReadApi) -> FastAPI:
+    app = FastAPI(
+        title="payment-worker sidecar",
+        version="1.0.0",
+        description="Health, readiness, metrics and the read API of payment-worker.",
+    )
+    app.state.read_api = read_api
+    app.include_router(router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         """200 while the process runs."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        responses={503: {"description": "not ready: the database or the consumer group is down"}},
+    )
     async def readyz() -> JSONResponse:
         """200 only while the database answers and the consumer is in its group."""
         checks = await readiness()
@@ -29,9 +58,68 @@ def create_app(readiness: ReadinessCheck, registry: CollectorRegistry) -> FastAP
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics", tags=["operations"])
-    async def metrics() -> Response:
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
+    async def prometheus() -> Response:
         """Prometheus text format."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        return JSONResponse({"detail": problems}, status_code=400)
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning(
+            "read failed",
+            extra={"action": "read_unavailable", "path": request.url.path, "error": repr(exc)},
+        )
+        return JSONResponse(
+            {"detail": "the database cannot answer now; try again"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    for fault in _UNAVAILABLE:
+        app.add_exception_handler(fault, unavailable)
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.http_requests.labels(
+            route=template, method=request.method, status=str(response.status_code)
+        ).inc()
+        metrics.http_seconds.labels(route=template).observe(time.perf_counter() - started)
+        return response
+
+    def openapi() -> dict[str, Any]:
+        """The generated document, with 400 (this API's answer to bad input) in place of 422."""
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            for path in document["paths"].values():
+                for operation in path.values():
+                    operation["responses"].pop("422", None)
+            schemas = document.get("components", {}).get("schemas", {})
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -1,0 +1,277 @@
+"""The read API, `/api/v1` (CONTRACT section 7): wallets, ledgers and payments, newest first.
+
+Every route needs a bearer token (`auth.py`). Lists are keyset-paginated by opaque cursors
+(`cursors.py`) over each table's `seq`, so entries written while a client pages never shift a
+page: nothing is skipped and nothing is repeated. Reads run on the sidecar's own small pool,
+with a statement timeout, so they never hold up the consumer's connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.core.results import LedgerType, PaymentStatus
+from worker.core.types import NO_NUL, Provider
+from worker.db import reads
+from worker.sidecar.auth import AuthError, Caller, verify_token
+from worker.sidecar.cursors import CursorError, Cursors
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from worker.db import Connection
+
+
+class ServiceUnavailableError(Exception):
+    """The database cannot answer now (down, or the statement timed out): 503."""
+
+
+@dataclass
+class ReadApi:
+    """What the routes need; the pool is set once the database is reachable."""
+
+    jwt_secret: str
+    cursors: Cursors
+    pool: asyncpg.Pool | None = field(default=None, repr=False)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        if self.pool is None:
+            raise ServiceUnavailableError("the read pool is not open yet")
+        async with self.pool.acquire() as conn:
+            yield conn
+
+
+# --- shapes -----------------------------------------------------------------------------------
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Problem(Model):
+    """Every error: a human-readable `detail`."""
+
+    detail: str
+
+
+class Wallet(Model):
+    student_id: str
+    balance: int = Field(ge=0)
+    lifetime_earned: int = Field(ge=0)
+    lifetime_spent: int = Field(ge=0)
+    updated_at: datetime | None = Field(description="null while the student has no wallet")
+
+
+class Transaction(Model):
+    transaction_id: str
+    type: LedgerType
+    reference_id: str
+    amount: int = Field(description="signed: + credit, - debit")
+    balance_after: int = Field(ge=0)
+    created_at: datetime
+
+
+class Payment(Model):
+    payment_id: str
+    student_id: str
+    course_id: str
+    amount: int = Field(gt=0, description="minor units (cents, paise)")
+    currency: str
+    status: PaymentStatus
+    provider: Provider
+    provider_payment_id: str
+    payment_url: str
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+class TransactionPage(Model):
+    items: list[Transaction]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
+
+
+class PaymentPage(Model):
+    items: list[Payment]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
+
+
+# --- parameters and auth ----------------------------------------------------------------------
+
+StudentId = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=NO_NUL, description="the student's id")
+]
+PaymentId = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=NO_NUL, description="the payment's id")
+]
+Limit = Annotated[int, Query(ge=1, le=100, description="items per page, 1..100")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=512, description="`next_cursor` of the previous page; omit for the first"),
+]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="HS256 JWT under SIDECAR_JWT_SECRET with `exp`, `sub` and `role` "
+    "(student, admin or service).",
+)
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+def _api(request: Request) -> ReadApi:
+    api: ReadApi = request.app.state.read_api
+    return api
+
+
+async def _caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", _UNAUTHORIZED)
+    try:
+        return verify_token(credentials.credentials, _api(request).jwt_secret)
+    except AuthError as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), _UNAUTHORIZED) from None
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+ApiDep = Annotated[ReadApi, Depends(_api)]
+
+
+def _own_data(caller: Caller, student_id: str) -> None:
+    if not caller.may_read(student_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a student may read only their own data")
+
+
+def _position(api: ReadApi, cursor: str | None, scope: str) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        return api.cursors.decode(cursor, scope)
+    except CursorError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+
+
+def _page(
+    api: ReadApi, rows: Sequence[Any], limit: int, scope: str
+) -> tuple[Sequence[Any], str | None]:
+    """The page's rows and the cursor after them; one extra row was fetched to know if more."""
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], api.cursors.encode(scope, rows[limit - 1]["seq"])
+
+
+def _payment(row: Any) -> Payment:
+    return Payment(**{name: row[name] for name in Payment.model_fields})
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    what = {
+        400: "a parameter or cursor is not valid",
+        401: "no token, or a bad or expired one",
+        403: "a student asking for another student's data",
+        404: "no such payment (or not the caller's)",
+        503: "the database cannot answer now; try again",
+    }
+    return {code: {"model": Problem, "description": what[code]} for code in codes}
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+router = APIRouter(prefix="/api/v1", tags=["read API"])
+
+
+@router.get(
+    "/wallets/{student_id}", response_model=Wallet, responses=_responses(400, 401, 403, 503)
+)
+async def get_wallet(student_id: StudentId, caller: CallerDep, api: ApiDep) -> Wallet:
+    """A student's balance; a student with no wallet yet has balance 0."""
+    _own_data(caller, student_id)
+    async with api.connection() as conn:
+        row = await reads.wallet(conn, student_id)
+    if row is None:
+        return Wallet(
+            student_id=student_id, balance=0, lifetime_earned=0, lifetime_spent=0, updated_at=None
+        )
+    return Wallet(**dict(row))
+
+
+@router.get(
+    "/wallets/{student_id}/transactions",
+    response_model=TransactionPage,
+    responses=_responses(400, 401, 403, 503),
+)
+async def list_transactions(
+    student_id: StudentId,
+    caller: CallerDep,
+    api: ApiDep,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> TransactionPage:
+    """A student's ledger entries, newest first."""
+    _own_data(caller, student_id)
+    scope = f"transactions\x1f{student_id}"
+    before = _position(api, cursor, scope)
+    async with api.connection() as conn:
+        rows = await reads.transactions(conn, student_id, before, limit + 1)
+    page, next_cursor = _page(api, rows, limit, scope)
+    items = [
+        Transaction(
+            transaction_id=str(row["transaction_id"]),
+            type=row["type"],
+            reference_id=row["reference_id"],
+            amount=row["amount"],
+            balance_after=row["balance_after"],
+            created_at=row["created_at"],
+        )
+        for row in page
+    ]
+    return TransactionPage(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/students/{student_id}/payments",
+    response_model=PaymentPage,
+    responses=_responses(400, 401, 403, 503),
+)
+async def list_payments(
+    student_id: StudentId,
+    caller: CallerDep,
+    api: ApiDep,
+    status_filter: Annotated[
+        PaymentStatus | None, Query(alias="status", description="only payments in this status")
+    ] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> PaymentPage:
+    """A student's payments, newest first, optionally of one status."""
+    _own_data(caller, student_id)
+    scope = f"payments\x1f{student_id}\x1f{status_filter or ''}"
+    before = _position(api, cursor, scope)
+    async with api.connection() as conn:
+        rows = await reads.student_payments(conn, student_id, status_filter, before, limit + 1)
+    page, next_cursor = _page(api, rows, limit, scope)
+    return PaymentPage(items=[_payment(row) for row in page], next_cursor=next_cursor)
+
+
+@router.get(
+    "/payments/{payment_id}", response_model=Payment, responses=_responses(400, 401, 404, 503)
+)
+async def get_payment(payment_id: PaymentId, caller: CallerDep, api: ApiDep) -> Payment:
+    """One payment; 404 when it is unknown or, for a student, not theirs."""
+    async with api.connection() as conn:
+        row = await reads.payment(conn, payment_id)
+    if row is None or not caller.may_read(row["student_id"]):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such payment")
+    return _payment(row)
