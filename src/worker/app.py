@@ -226,7 +226,12 @@ async def _work(
         consumer = make_consumer(settings)
         topics = with_prefix(settings.kafka_topic_prefix, HANDLED_TYPES)
         pipeline = Pipeline(
-            pool, metrics, policies(settings), gateway(settings), settings.kafka_topic_prefix
+            pool,
+            metrics,
+            policies(settings),
+            gateway(settings),
+            settings.kafka_topic_prefix,
+            on_durable=relay.wake,
         )
         consume = ConsumeLoop(
             consumer,
@@ -235,7 +240,6 @@ async def _work(
             metrics,
             max_records=settings.worker_batch_max_records,
             max_wait_ms=settings.worker_batch_max_wait_ms,
-            on_committed=relay.wake,
         )
         await start_with_retry(consumer, "consumer")
         stack.push_async_callback(consumer.stop)

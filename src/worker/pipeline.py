@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -42,7 +42,9 @@ class Pipeline:
         policies: Policies,
         gateway: Gateway,
         topic_prefix: str,
+        on_durable: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_durable = on_durable
         self._pool = pool
         self._metrics = metrics
         self._policies = policies
@@ -62,6 +64,8 @@ class Pipeline:
                         conn, payment_commands, self._gateway, now
                     )
                     await outbox.enqueue(conn, [*coins.messages, *payments.messages, *rejects])
+        # The results are durable in the outbox now: publishing need not wait for the offsets.
+        self._on_durable()
         self._count(coins, payments, len(rejects))
 
     def _validate(

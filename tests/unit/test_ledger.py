@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.core.ledger import CoinCommand, Decision, Plan, Wallet, decide
-from worker.core.results import LedgerType
+from worker.core.results import LedgerType, derived_id
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
@@ -184,3 +185,13 @@ def test_any_sequence_of_batches_keeps_balances_non_negative_and_equal_to_entrie
         assert wallet.balance >= 0
         assert wallet.balance == sum(entries[student])
         assert wallet.balance == wallet.lifetime_earned - wallet.lifetime_spent
+
+
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=5))
+def test_derived_ids_are_uuid5_of_the_joined_parts(parts: list[str]) -> None:
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "urn:payment-worker:results")
+    try:
+        expected = str(uuid.uuid5(namespace, "\x1f".join(parts)))
+    except UnicodeEncodeError:  # lone surrogates: no event can carry them (pydantic refuses)
+        return
+    assert derived_id(*parts) == expected

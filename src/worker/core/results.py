@@ -6,6 +6,7 @@ same outcome always carries the same id and consumers can drop repeats.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from typing import Literal
@@ -18,6 +19,7 @@ from worker.core.types import Id, NonNegativeAmount, PositiveAmount, Provider
 
 SOURCE = "payment-worker"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:payment-worker:results")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
 
 LedgerType = Literal["course_completion", "referral", "manual_adjustment", "redemption"]
 CoinRejection = Literal["insufficient_balance", "idempotency_conflict", "not_authorized"]
@@ -135,21 +137,30 @@ class PaymentRejected(OutboundData):
 
 
 def derived_id(*parts: str) -> str:
-    """A stable UUID for the parts; the separator keeps ("a", "bc") apart from ("ab", "c")."""
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+    """A stable UUID for the parts; the separator keeps ("a", "bc") apart from ("ab", "c").
+
+    It is `str(uuid.uuid5(namespace, "\x1f".join(parts)))`, computed without building UUID
+    objects (the worker derives two or three per event; this is twice as fast).
+    """
+    name = _NAMESPACE_BYTES + "\x1f".join(parts).encode()
+    digest = bytearray(hashlib.sha1(name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def result_message(
     event_type: str, event_id: str, subject: str, data: OutboundData, time: datetime
 ) -> OutgoingMessage:
     """A structured-mode result event keyed by its subject (the student)."""
-    value = cloudevents.structured(
+    value = cloudevents.structured_json(
         event_id=event_id,
         event_type=event_type,
         source=SOURCE,
         subject=subject,
         time=time,
-        data=data.model_dump(mode="json"),
+        data_json=data.model_dump_json().encode(),
     )
     return OutgoingMessage(
         topic=event_type,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -31,7 +30,7 @@ async def enqueue(conn: Connection, messages: Sequence[OutgoingMessage]) -> None
         [m.topic for m in messages],
         [m.key for m in messages],
         [m.value for m in messages],
-        [json.dumps(m.headers_json()) for m in messages],
+        [m.headers_json() for m in messages],
     )
 
 
@@ -92,7 +91,7 @@ class OutboxRelay:
                     self._topic_prefix + row["topic"],
                     value=row["value"],
                     key=row["key"],
-                    headers=list(headers_from_json(json.loads(row["headers"]))),
+                    headers=list(headers_from_json(row["headers"])),
                 )
                 for row in rows
             ]

@@ -1,0 +1,736 @@
+"""The throughput and latency benchmark: `scripts/bench` (see docs/performance.md).
+
+One run measures, on the same generated workload (`bench/workload.py`):
+
+1. the worker as built: events/s from the first event consumed to the last result published,
+   and the worker's peak RSS;
+2. the same worker with one event per transaction (`WORKER_BATCH_MAX_RECORDS=1`), on the first
+   `--per-event-sample` events of the same stream;
+3. the raw limits: an aiokafka `getmany` drain plus JSON decode of the same topics, and the same
+   SQL effects written as one set-based statement per 1,000 events with no Kafka;
+4. latency under open-loop load (events produced on a fixed schedule, whatever the worker does)
+   at fractions of the measured maximum: p50, p99, p99.9 from the scheduled production time to
+   the broker's append time of the result.
+
+It checks that the ledger and payments are what the input implies, prints one table and the
+ratios, and writes `bench/results/latest.json` and the latency plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import socket
+import statistics
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.workload import (
+    GATEWAY,
+    SEED_COINS,
+    WEBHOOK_SECRET,
+    Event,
+    Expected,
+    Workload,
+    expected,
+    generate,
+)
+from worker.core.ledger import CoinCommand
+from worker.core.lifecycle import Known, OpenPayment, decide_payments
+from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
+from worker.db.coins import apply_coin_commands
+from worker.db.migrate import apply_migrations
+from worker.db.payments import write_payment_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"  # --out changes it
+PARTITIONS = 6
+JWT_SECRET = "bench-only-jwt-secret-of-32-bytes-or-more"
+RAW_SQL = (ROOT / "bench" / "raw_effects.sql").read_text()
+EXTRA_ENV: dict[str, str] = {}  # --worker-env: settings for every worker of the run
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- the environment: databases, topics, worker processes -------------------------------------
+
+
+@dataclass
+class Scenario:
+    """One isolated run: its own database (seeded), topic prefix and consumer group."""
+
+    name: str
+    server_url: str
+    bootstrap: str
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def prefix(self) -> str:
+        return f"bench{self.tag}."
+
+    @property
+    def database(self) -> str:
+        return f"bench_{self.tag}"
+
+    @property
+    def database_url(self) -> str:
+        return urlunsplit(urlsplit(self.server_url)._replace(path=f"/{self.database}"))
+
+    async def create(self, workload: Workload) -> None:
+        conn = await asyncpg.connect(self.server_url)
+        try:
+            await conn.execute(f"CREATE DATABASE {self.database}")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await apply_migrations(conn)
+            await seed(conn, workload)
+        finally:
+            await conn.close()
+        await create_topics(self.bootstrap, self.prefix)
+
+    async def drop(self) -> None:
+        conn = await asyncpg.connect(self.server_url)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+        finally:
+            await conn.close()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            topics = [t for t in await admin.list_topics() if t.startswith(self.prefix)]
+            await admin.delete_topics(topics)
+        finally:
+            await admin.close()
+
+
+async def seed(conn: asyncpg.Connection, workload: Workload) -> None:
+    """Every student's starting balance, and the payments the webhooks report on."""
+    now = datetime.now(UTC)
+    async with conn.transaction():
+        commands = [
+            CoinCommand(s, "manual_adjustment", f"seed-{s}", SEED_COINS, SEED_COINS, "seed")
+            for s in workload.students
+        ]
+        await apply_coin_commands(conn, commands, now)
+        opens = [
+            OpenPayment(pid, student, "course-seed", 49900, "INR", None, f"seed-{pid}")
+            for pid, student in workload.seeded_payments.items()
+        ]
+        sessions = {
+            o.payment_id: await GATEWAY.open_session(o.session_request(), now) for o in opens
+        }
+        for session in sessions.values():  # long enough for any run: nothing expires mid-run
+            object.__setattr__(session, "expires_at", now + timedelta(days=1))
+        await write_payment_plan(conn, decide_payments(opens, Known(), sessions, now))
+
+
+async def create_topics(bootstrap: str, prefix: str) -> None:
+    """Inputs keep the producer's time; results carry the broker's append time (latency)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        append_time = {"message.timestamp.type": "LogAppendTime"}
+        await admin.create_topics(
+            [NewTopic(prefix + t, PARTITIONS, 1) for t in (*INPUT_TOPICS, DLQ_TOPIC)]
+            + [
+                NewTopic(prefix + t, PARTITIONS, 1, topic_configs=append_time)
+                for t in OUTPUT_TOPICS
+            ]
+        )
+    finally:
+        await admin.close()
+
+
+@dataclass
+class Worker:
+    process: asyncio.subprocess.Process
+    port: int
+    client: httpx.AsyncClient | None = None
+
+    async def metrics(self) -> dict[str, float]:
+        """Consumed, published (results), backlog: summed from /metrics."""
+        if self.client is None:
+            self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=5)
+        text = (await self.client.get("/metrics")).text
+        totals = {"consumed": 0.0, "published": 0.0, "backlog": 0.0}
+        for line in text.splitlines():
+            if line.startswith(
+                ("payment_worker_messages_total{", "payment_worker_dead_lettered_total ")
+            ):
+                totals["consumed"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("payment_worker_published_total{") and DLQ_TOPIC not in line:
+                totals["published"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("payment_worker_outbox_backlog "):
+                totals["backlog"] = float(line.rsplit(" ", 1)[1])
+        return totals
+
+    def peak_rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(match.group(1)) / 1024 if match else float("nan")
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+        if self.process.returncode is None:
+            self.process.terminate()
+            await asyncio.wait_for(self.process.wait(), 60)
+
+
+async def start_worker(scenario: Scenario, **overrides: str) -> Worker:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "PATH": os.environ["PATH"],
+        "DATABASE_URL": scenario.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": scenario.bootstrap,
+        "KAFKA_TOPIC_PREFIX": scenario.prefix,
+        "KAFKA_CONSUMER_GROUP": f"bench-{scenario.tag}-{scenario.name}",
+        "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
+        "PAYMENT_WEBHOOK_SECRET_MOCK": WEBHOOK_SECRET,
+        "SIDECAR_JWT_SECRET": JWT_SECRET,
+        "SIDECAR_HOST": "127.0.0.1",
+        "PAYMENT_SERVICE_PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+        **EXTRA_ENV,
+        **overrides,
+    }
+    log = (RESULTS / f"worker-{scenario.name}.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "run", env=env, stdout=log, stderr=log
+    )
+    worker = Worker(process, port)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"worker exited {process.returncode}; see {log.name}")
+        try:
+            async with httpx.AsyncClient(timeout=2) as client:
+                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return worker
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError("worker not ready after 90 s")
+
+
+# --- producing --------------------------------------------------------------------------------
+
+
+def make_producer(bootstrap: str, linger_ms: int = 5) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        max_batch_size=256 * 1024,
+    )
+
+
+HEADERS = [("content-type", b"application/cloudevents+json; charset=UTF-8")]
+
+
+async def produce_all(bootstrap: str, prefix: str, events: list[Event]) -> float:
+    """Fill the topics as fast as the broker takes them; returns the seconds it took."""
+    producer = make_producer(bootstrap)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for n, event in enumerate(events, 1):
+            pending.append(
+                await producer.send(
+                    prefix + event.kind, event.value, key=event.key, headers=HEADERS
+                )
+            )
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            if n % 50_000 == 0:
+                say(f"  produced {n:,} / {len(events):,}")
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def produce_at(bootstrap: str, prefix: str, events: list[Event], rate: float) -> list[float]:
+    """Open loop: event i is due at start + i / rate, whatever the worker does. Returns each
+    event's scheduled time (Unix seconds): latency is measured from there, so a producer that
+    falls behind its schedule shows up in the latency instead of hiding it. No linger: the
+    latency measured is the worker's, not the producer's batching."""
+    producer = make_producer(bootstrap, linger_ms=0)
+    await producer.start()
+    loop = asyncio.get_running_loop()
+    start_loop, start_wall = loop.time() + 0.05, time.time() + 0.05
+    due_times, pending = [], []
+    try:
+        for n, event in enumerate(events):
+            due = n / rate
+            ahead = start_loop + due - loop.time()
+            if ahead > 0.002:
+                await asyncio.sleep(ahead)
+            due_wall = start_wall + due
+            due_times.append(due_wall)
+            pending.append(
+                await producer.send(
+                    prefix + event.kind, event.value, key=event.key, headers=HEADERS,
+                    timestamp_ms=int(due_wall * 1000),
+                )
+            )  # fmt: skip
+            if len(pending) >= 2000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return due_times
+
+
+# --- measuring --------------------------------------------------------------------------------
+
+
+async def run_to_completion(worker: Worker, total: int, label: str) -> tuple[float, float]:
+    """Seconds from the first event consumed to the last result published, and the rate."""
+    first = last = None
+    report = time.monotonic()
+    while True:
+        now = time.perf_counter()
+        totals = await worker.metrics()
+        if first is None and totals["consumed"] > 0:
+            first = now
+        if totals["published"] >= total and totals["backlog"] == 0:
+            last = now
+            break
+        if worker.process.returncode is not None:
+            raise RuntimeError(f"{label}: worker exited {worker.process.returncode}")
+        if time.monotonic() - report > 5:
+            say(
+                f"  {label}: consumed {totals['consumed']:,.0f}, published {totals['published']:,.0f} / {total:,}"
+            )
+            report = time.monotonic()
+        await asyncio.sleep(0.1)  # the resolution of the measure: 0.1 s (under 1% of a run)
+    assert first is not None
+    seconds = max(last - first, 1e-9)
+    return seconds, total / seconds
+
+
+async def check_ledger(scenario: Scenario, want: Expected) -> list[str]:
+    """Every difference between the database and what the input implies (empty: correct)."""
+    problems: list[str] = []
+    conn = await asyncpg.connect(scenario.database_url)
+    try:
+        rows = await conn.fetch("SELECT student_id, balance FROM coin_wallets")
+        balances = {r["student_id"]: r["balance"] for r in rows}
+        wrong = [s for s, b in want.balances.items() if balances.get(s) != b]
+        if wrong or len(balances) != len(want.balances):
+            problems.append(f"{len(wrong)} balances differ (e.g. {wrong[:3]})")
+        entries = dict(
+            await conn.fetch("SELECT type, count(*) FROM coin_transactions GROUP BY type")
+        )
+        if entries != dict(want.entries):
+            problems.append(f"ledger entries {entries} != expected {dict(want.entries)}")
+        drift = await conn.fetchval(
+            "SELECT count(*) FROM coin_wallets w WHERE w.balance <> (SELECT coalesce(sum(amount), 0)"
+            " FROM coin_transactions t WHERE t.student_id = w.student_id) OR w.balance < 0"
+        )
+        if drift:
+            problems.append(f"{drift} wallets differ from their entries or are negative")
+        statuses = dict(await conn.fetch("SELECT status, count(*) FROM payments GROUP BY status"))
+        if statuses != {k: v for k, v in want.payment_statuses.items() if v}:
+            problems.append(f"payments {statuses} != expected {dict(want.payment_statuses)}")
+        if backlog := await conn.fetchval("SELECT count(*) FROM outbox"):
+            problems.append(f"{backlog} messages still in the outbox")
+    finally:
+        await conn.close()
+    published = await count_results(scenario)
+    if published < want.results:
+        problems.append(f"{published} results on the result topics, expected {want.results}")
+    return problems
+
+
+async def count_results(scenario: Scenario) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=scenario.bootstrap)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(scenario.prefix + t, p) for t in OUTPUT_TOPICS for p in range(PARTITIONS)
+        ]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+
+
+async def raw_kafka_drain(scenario: Scenario, total: int) -> float:
+    """getmany + json.loads of every input record, nothing else: events/s."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=scenario.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(
+            [
+                TopicPartition(scenario.prefix + t, p)
+                for t in INPUT_TOPICS
+                for p in range(PARTITIONS)
+            ]
+        )
+        await consumer.seek_to_beginning()
+        seen, started = 0, time.perf_counter()
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batch.values():
+                for record in records:
+                    json.loads(record.value)
+                seen += len(records)
+        return total / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def raw_sql(scenario: Scenario, workload: Workload, events: list[Event]) -> float:
+    """The effects the worker writes for `events`, as one statement per 1,000: events/s."""
+    rows = raw_effects(workload, events)
+    conn = await asyncpg.connect(scenario.database_url)
+    try:
+        await conn.execute("TRUNCATE outbox")
+        started = time.perf_counter()
+        for start in range(0, len(events), 1000):
+            chunk = [row[start : start + 1000] for row in rows]
+            await conn.execute(RAW_SQL, *chunk)
+        return len(events) / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+def raw_effects(workload: Workload, events: list[Event]) -> list[list[Any]]:
+    """Per event (in order): its ledger row (if any), its payment change (if any), its result."""
+    balances = dict.fromkeys(workload.students, SEED_COINS)
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    for n, event in enumerate(events):
+        data = json.loads(event.value)["data"]
+        student = amount = reference = ledger_type = payment = status = None
+        if event.duplicate:
+            pass  # a repeat writes only its result
+        elif event.kind == "course.completed":
+            student, ledger_type, reference, amount = (
+                data["student_id"],
+                "course_completion",
+                data["course_id"],
+                100,
+            )
+        elif event.kind == "referral.succeeded":
+            student, ledger_type, reference = data["referrer_id"], "referral", data["referral_id"]
+            amount = data.get("reward_coins") or 50
+        elif event.kind == "coins.redemption.requested":
+            student, ledger_type, reference = (
+                data["student_id"],
+                "redemption",
+                data["redemption_id"],
+            )
+            amount = -data["amount"] if balances[student] >= data["amount"] else 0
+        elif event.kind == "payment.requested":
+            payment, status = data["payment_id"], "initiated"
+        else:
+            body = json.loads(data["body"])
+            payment = body["data"]["provider_payment_id"]
+            status = body["type"].removeprefix("payment.")
+        if student is not None:
+            balances[student] += amount or 0
+        for column, value in zip(
+            columns,
+            (student, ledger_type, f"{reference}#{n}" if reference else None, amount,
+             balances.get(student or "", 0), str(uuid.uuid4()), payment, status,
+             event.kind, event.key, event.value),
+            strict=True,
+        ):  # fmt: skip
+            column.append(value)
+    return columns
+
+
+async def latency(
+    scenario: Scenario, workload: Workload, loads: list[float], seconds: float
+) -> list[dict[str, float]]:
+    """Open-loop runs at each rate in `loads` (events/s) against one worker: percentiles."""
+    worker = await start_worker(scenario)
+    try:
+        offset, phases = 0, []
+        for rate in loads:
+            events = workload.events[offset : offset + int(rate * seconds)]
+            offset += len(events)
+            say(f"  latency: {rate:,.0f} events/s for {seconds:g} s ({len(events):,} events)")
+            due = await produce_at(scenario.bootstrap, scenario.prefix, events, rate)
+            await run_to_completion(worker, offset, f"latency {rate:,.0f}/s")
+            phases.append((rate, events, due))
+    finally:
+        await worker.stop()
+    appended = await result_times(scenario, offset)
+    report = []
+    for rate, events, due in phases:
+        samples = []
+        for event, sent in zip(events, due, strict=True):
+            times = appended[event.result_id]
+            samples.append(max(0.0, (times.pop(0) if len(times) > 1 else times[0]) - sent) * 1000)
+        report.append({"offered": rate, **percentiles(samples)})
+    return report
+
+
+async def result_times(scenario: Scenario, total: int) -> dict[str, list[float]]:
+    """Result id -> the broker's append times of its records, oldest first."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=scenario.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: dict[str, list[float]] = defaultdict(list)
+    try:
+        consumer.assign(
+            [
+                TopicPartition(scenario.prefix + t, p)
+                for t in OUTPUT_TOPICS
+                for p in range(PARTITIONS)
+            ]
+        )
+        await consumer.seek_to_beginning()
+        seen = 0
+        while seen < total:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                for record in records:
+                    found[json.loads(record.value)["id"]].append(record.timestamp / 1000)
+                    seen += 1
+    finally:
+        await consumer.stop()
+    for times in found.values():
+        times.sort()
+    return found
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {
+        "p50_ms": at(0.50),
+        "p99_ms": at(0.99),
+        "p999_ms": at(0.999),
+        "mean_ms": statistics.fmean(ordered),
+    }
+
+
+# --- the whole run ----------------------------------------------------------------------------
+
+
+async def main(args: argparse.Namespace) -> int:
+    global RESULTS  # noqa: PLW0603 - set once, from --out, before anything writes there
+    RESULTS = args.out
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    EXTRA_ENV.update(item.split("=", 1) for item in args.worker_env)
+    server_url = os.environ["DATABASE_URL"]
+    bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    say(f"generating {args.events:,} events over {args.students:,} students")
+    workload = generate(args.events, args.students)
+    want = expected(workload, workload.events)
+    scenarios: list[Scenario] = []
+    results: dict[str, Any] = {"events": args.events, "students": args.students}
+    try:
+        main_run = Scenario("batched", server_url, bootstrap)
+        scenarios.append(main_run)
+        await main_run.create(workload)
+        fill = await produce_all(bootstrap, main_run.prefix, workload.events)
+        say(f"topics filled in {fill:.1f} s; starting the worker (as built)")
+        worker = await start_worker(main_run)
+        seconds, rate = await run_to_completion(worker, args.events, "as built")
+        results["batched"] = {
+            "seconds": seconds,
+            "events_per_s": rate,
+            "peak_rss_mb": worker.peak_rss_mb(),
+        }
+        await worker.stop()
+        say(f"as built: {rate:,.0f} events/s, peak RSS {results['batched']['peak_rss_mb']:.0f} MB")
+        problems = await check_ledger(main_run, want)
+        results["ledger_check"] = problems or "ok"
+        say(f"ledger check: {'ok' if not problems else problems}")
+
+        sample = workload.events[: args.per_event_sample]
+        single = Scenario("per-event", server_url, bootstrap)
+        scenarios.append(single)
+        await single.create(workload)
+        await produce_all(bootstrap, single.prefix, sample)
+        say(f"per-event mode on the first {len(sample):,} events")
+        worker = await start_worker(single, WORKER_BATCH_MAX_RECORDS="1")
+        seconds, single_rate = await run_to_completion(worker, len(sample), "per event")
+        await worker.stop()
+        single_problems = await check_ledger(single, expected(workload, sample))
+        results["per_event"] = {
+            "events": len(sample),
+            "seconds": seconds,
+            "events_per_s": single_rate,
+            "ledger_check": single_problems or "ok",
+        }
+        say(f"per event: {single_rate:,.0f} events/s")
+
+        say("raw limits: Kafka drain + JSON decode")
+        results["raw_kafka"] = {"events_per_s": await raw_kafka_drain(main_run, args.events)}
+        say(f"  {results['raw_kafka']['events_per_s']:,.0f} events/s")
+        say("raw limits: the same SQL effects, one statement per 1,000 events")
+        raw = Scenario("raw-sql", server_url, bootstrap)
+        scenarios.append(raw)
+        await raw.create(workload)
+        results["raw_sql"] = {"events_per_s": await raw_sql(raw, workload, workload.events)}
+        say(f"  {results['raw_sql']['events_per_s']:,.0f} events/s")
+
+        loads = [rate * share for share in args.loads]
+        needed = int(sum(loads) * args.latency_seconds) + 1
+        say(
+            f"latency under open-loop load at {', '.join(f'{s:.0%}' for s in args.loads)} of {rate:,.0f} events/s"
+        )
+        lat_workload = generate(needed, args.students, seed=7)
+        lat = Scenario("latency", server_url, bootstrap)
+        scenarios.append(lat)
+        await lat.create(lat_workload)
+        results["latency"] = await latency(lat, lat_workload, loads, args.latency_seconds)
+    finally:
+        if not args.keep:
+            for scenario in scenarios:
+                await scenario.drop()
+
+    report(results, args)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    if not args.no_plot:
+        plot(results, RESULTS / "latency.png")
+    return (
+        0 if results["ledger_check"] == "ok" and results["per_event"]["ledger_check"] == "ok" else 1
+    )
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> None:
+    batched = results["batched"]["events_per_s"]
+    rows = [
+        (
+            "worker as built (end to end)",
+            f"{batched:,.0f} events/s",
+            f"peak RSS {results['batched']['peak_rss_mb']:.0f} MB",
+        ),
+        (
+            "worker, one event per transaction",
+            f"{results['per_event']['events_per_s']:,.0f} events/s",
+            f"first {results['per_event']['events']:,} events",
+        ),
+        (
+            "raw: getmany + JSON decode",
+            f"{results['raw_kafka']['events_per_s']:,.0f} events/s",
+            "no processing",
+        ),
+        (
+            "raw: SQL effects, 1 statement / 1,000",
+            f"{results['raw_sql']['events_per_s']:,.0f} events/s",
+            "no Kafka",
+        ),
+    ]
+    for phase in results["latency"]:
+        rows.append(
+            (
+                f"latency at {phase['offered']:,.0f} events/s",
+                f"p50 {phase['p50_ms']:.0f} ms",
+                f"p99 {phase['p99_ms']:.0f} ms, p99.9 {phase['p999_ms']:.0f} ms",
+            )
+        )
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(f"{'measure':<{width}}  {'result':>18}  notes")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>18}  {note}")
+    print()
+    print(f"as built / per event:      {batched / results['per_event']['events_per_s']:.1f}x")
+    print(f"as built / raw SQL limit:  {batched / results['raw_sql']['events_per_s']:.0%}")
+    print(f"as built / raw Kafka drain: {batched / results['raw_kafka']['events_per_s']:.0%}")
+    print(
+        f"ledger check: {results['ledger_check']}; per-event ledger check: {results['per_event']['ledger_check']}"
+    )
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    phases = results["latency"]
+    offered = [p["offered"] for p in phases]
+    figure, axes = pyplot.subplots(figsize=(7, 4.2), dpi=120)
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+        axes.plot(offered, [p[key] for p in phases], marker="o", label=label)
+    axes.axhline(50, color="grey", linestyle="--", linewidth=0.8, label="50 ms target (p99 at 50%)")
+    axes.set_xlabel("offered load (events/s, open loop)")
+    axes.set_ylabel("production to result published (ms)")
+    axes.set_yscale("log")
+    axes.set_title(
+        f"payment-worker latency (max measured {results['batched']['events_per_s']:,.0f} events/s)"
+    )
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    say(f"plot written to {path}")
+
+
+def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--events", type=int, default=200_000, help="events in the main run (default 200,000)"
+    )
+    parser.add_argument("--students", type=int, default=40_000, help="students (default 40,000)")
+    parser.add_argument(
+        "--per-event-sample",
+        type=int,
+        default=10_000,
+        help="events for the one-per-transaction run (default 10,000)",
+    )
+    parser.add_argument(
+        "--loads",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.25, 0.5, 0.8],
+        help="latency loads as fractions of the measured maximum (default 0.25,0.5,0.8)",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=15.0,
+        help="seconds of production per load (default 15)",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE", help="a setting for the workers (repeatable), e.g. WORKER_BATCH_MAX_RECORDS=1000")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where results, plot and worker logs go (default bench/results)")
+    parser.add_argument("--keep", action="store_true", help="keep the databases and topics")
+    return parser.parse_args(list(argv) if argv is not None else None)
+
+
+if __name__ == "__main__":
+    # A new topic's partitions take a moment to get leaders; the producer retries meanwhile.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    sys.exit(asyncio.run(main(parse())))
