@@ -1,0 +1,36 @@
+"""The benchmark still works: a small run end to end (no timings are asserted, only that it
+completes and finds the ledger the input implies)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from tests.conftest import Stack
+from tests.support import ROOT
+
+
+async def test_a_small_benchmark_run_completes_with_a_correct_ledger(
+    stack: Stack, tmp_path: Path
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.run",
+        "--events", "3000", "--students", "400", "--per-event-sample", "150",
+        "--loads", "0.25,0.5", "--latency-seconds", "2", "--out", str(tmp_path),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "DATABASE_URL": stack.database_url,
+             "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap},
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), 600)
+    report = output.decode(errors="replace")
+    assert process.returncode == 0, report[-5000:]
+    assert "ledger check: ok; per-event ledger check: ok" in report
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert results["ledger_check"] == "ok"
+    assert results["batched"]["events_per_s"] > 0
+    assert [p["offered"] > 0 for p in results["latency"]] == [True, True]
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
