@@ -35,7 +35,7 @@ UNAFFORDABLE = 10**12  # more than any wallet here ever holds
 COURSE_REWARD = 100  # the worker's default COIN_REWARD_COURSE_COMPLETION
 REFERRAL_REWARD = 50  # ... and COIN_REWARD_REFERRAL
 REFERRAL_OVERRIDE = 70
-WEBHOOK_SECRET = "whsec_bench"
+WEBHOOK_SECRET = "whsec_bench"  # noqa: S105 - the bench's own mock provider
 TIME = "2026-11-26T09:00:00Z"
 TIME_UNIX = 1795683600
 GATEWAY = MockGateway("https://mock-gateway.invalid/checkout", timedelta(minutes=30))
