@@ -240,6 +240,7 @@ async def _work(
             metrics,
             max_records=settings.worker_batch_max_records,
             max_wait_ms=settings.worker_batch_max_wait_ms,
+            failpoint_after_db_commit=settings.worker_failpoint_after_db_commit,
         )
         await start_with_retry(consumer, "consumer")
         stack.push_async_callback(consumer.stop)

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     sidecar_dev_mode: bool = False
     kafka_topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,100}$")
     kafka_topic_replication_factor: int = Field(1, ge=1, le=32)
+    # How soon the group notices a worker that died without leaving (the broker allows 6..1800 s).
+    kafka_session_timeout_ms: int = Field(30_000, ge=6_000, le=1_800_000)
+    # Fault tests only: SIGKILL this process right after its Nth batch's database commit,
+    # before the batch's offset commit (0: never). Proves that window loses and doubles nothing.
+    worker_failpoint_after_db_commit: int = Field(0, ge=0)
     worker_batch_max_records: int = Field(500, ge=1, le=100_000)
     worker_batch_max_wait_ms: int = Field(200, ge=0, le=60_000)
     worker_db_pool_size: int = Field(4, ge=2, le=100)

@@ -28,8 +28,8 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         max_poll_records=settings.worker_batch_max_records,
         # A batch may wait on a database that is briefly down; don't get evicted for that.
         max_poll_interval_ms=300_000,
-        session_timeout_ms=30_000,
-        heartbeat_interval_ms=3_000,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(1_000, settings.kafka_session_timeout_ms // 10),
     )
 
 

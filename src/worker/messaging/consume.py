@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -73,7 +75,10 @@ class ConsumeLoop:
         max_records: int,
         max_wait_ms: int,
         on_committed: Callable[[], None] = lambda: None,
+        failpoint_after_db_commit: int = 0,
     ) -> None:
+        self._failpoint = failpoint_after_db_commit
+        self._batches = 0
         self._consumer = consumer
         self._process = process
         self._metrics = metrics
@@ -104,6 +109,10 @@ class ConsumeLoop:
         merged = heapq.merge(*batch.values(), key=lambda record: record.timestamp)
         records = [to_inbound(r) for r in merged]
         await self._process(records)
+        self._batches += 1
+        if self._batches == self._failpoint:
+            log.warning("failpoint: killed after a database commit", extra={"action": "failpoint"})
+            os.kill(os.getpid(), signal.SIGKILL)
         await self._commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
         self._on_committed()
         self._metrics.batch_size.observe(len(records))

@@ -1,0 +1,62 @@
+"""SIGKILL at random moments, and right after a database commit before the offset commit."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from tests.conftest import Stack
+from tests.faults.stream import (
+    SCALE,
+    assert_outcome,
+    make_stream,
+    produce,
+    seed_database,
+    worker_settings,
+)
+from tests.worker_process import running_worker, worker_env
+
+KILLS = 10 * SCALE
+
+
+async def test_killed_workers_lose_nothing_and_apply_nothing_twice(
+    stack: Stack, db_url: str, tmp_path: Path, producer: AIOKafkaProducer
+) -> None:
+    stream = make_stream(20_000 * SCALE, 2_000 * SCALE)
+    await seed_database(db_url, stream)
+    env = worker_env(db_url, stack.kafka_bootstrap, **worker_settings())
+    prefix, rng = env["KAFKA_TOPIC_PREFIX"], random.Random(7)  # noqa: S311 - reproducible choices
+    producing: asyncio.Task[None] | None = None
+    killed, injected = 0, 0
+    while killed < KILLS:
+        # Every third crash is injected at the worst moment: the batch's effects and results
+        # are committed in PostgreSQL, its offsets are not.
+        inject = killed % 3 == 2
+        extra = {"WORKER_FAILPOINT_AFTER_DB_COMMIT": str(rng.randint(1, 4))} if inject else {}
+        async with running_worker({**env, **extra}, tmp_path) as worker:
+            await worker.wait_ready(within=90)
+            if producing is None:  # the first worker created the topics
+                producing = asyncio.create_task(produce(producer, prefix, stream, per_second=2_000))
+            if inject:
+                try:
+                    code = await asyncio.wait_for(worker.process.wait(), 30)
+                    injected += code == -signal.SIGKILL
+                except TimeoutError:
+                    worker.process.kill()
+            else:
+                await asyncio.sleep(rng.uniform(0.3, 2.0))
+                worker.process.kill()
+            await worker.process.wait()
+            killed += 1
+    assert producing is not None
+    await producing
+    async with running_worker(env, tmp_path) as worker:
+        await worker.wait_ready(within=90)
+        figures = await assert_outcome(db_url, stack.kafka_bootstrap, prefix, stream)
+        assert await worker.stop() == 0, worker.log_tail()
+    assert injected >= 1, "no crash landed between a database commit and its offset commit"
+    print(f"\nfaults: {killed} SIGKILLs ({injected} after a database commit), {figures}")
