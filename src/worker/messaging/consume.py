@@ -98,6 +98,8 @@ class ConsumeLoop:
             if batch:
                 async with self._lock:
                     await self._handle(batch)
+        # No batch is processed after this line: the partitions are free for their next owner.
+        log.info("consuming stopped", extra={"action": "consume_end"})
 
     async def _handle(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
