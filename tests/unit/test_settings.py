@@ -94,6 +94,8 @@ def test_dotenv_file_supplies_values(tmp_path: Path) -> None:
         ("SIDECAR_JWT_SECRET", "short"),  # an HS256 key needs 32 bytes
         ("SIDECAR_STATEMENT_TIMEOUT_MS", "0"),
         ("SIDECAR_DB_POOL_SIZE", "0"),
+        ("KAFKA_SESSION_TIMEOUT_MS", "1000"),  # the broker refuses under 6 s
+        ("WORKER_FAILPOINT_AFTER_DB_COMMIT", "-1"),
     ],
 )
 def test_bad_value_names_its_variable(
