@@ -118,7 +118,10 @@ async def run(settings: Settings) -> int:
             await _finish(worker_task, settings.worker_shutdown_grace_seconds)
         exit_code = 0 if stop.is_set() else 1
         for task in done - {stop_task}:
-            if task.exception() is not None:
+            if task.cancelled():
+                log.error("stopped: %s was cancelled", task.get_name(), extra={"action": "crash"})
+                exit_code = 1
+            elif task.exception() is not None:
                 log.error(
                     "stopped by an error", exc_info=task.exception(), extra={"action": "crash"}
                 )
@@ -130,6 +133,14 @@ async def run(settings: Settings) -> int:
         await asyncio.gather(sidecar_task, return_exceptions=True)
     log.info("stopped", extra={"action": "stopped", "exit_code": exit_code})
     return exit_code
+
+
+async def _close(client: Any, name: str) -> None:
+    """Stop an aiokafka client; a failure to stop must not hide why the worker is stopping."""
+    try:
+        await client.stop()
+    except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - logged, then ignored
+        log.warning("%s did not stop cleanly: %r", name, exc, extra={"action": "close"})
 
 
 async def _finish(task: asyncio.Task[None], grace_seconds: float) -> None:
@@ -206,11 +217,14 @@ async def _work(
         read_api.pool = read_pool
         await ensure_topics(settings, with_prefix(settings.kafka_topic_prefix, ALL_TOPICS))
 
-        producer = make_producer(settings)
-        await start_with_retry(producer, "producer")
-        stack.push_async_callback(producer.stop)
-
-        relay = OutboxRelay(pool, producer, metrics, topic_prefix=settings.kafka_topic_prefix)
+        relay = OutboxRelay(
+            pool,
+            lambda: make_producer(settings),
+            metrics,
+            topic_prefix=settings.kafka_topic_prefix,
+        )
+        await relay.start()
+        stack.push_async_callback(relay.close)
         relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
         stack.push_async_callback(_finish, relay_task, 0)
 
@@ -243,7 +257,7 @@ async def _work(
             failpoint_after_db_commit=settings.worker_failpoint_after_db_commit,
         )
         await start_with_retry(consumer, "consumer")
-        stack.push_async_callback(consumer.stop)
+        stack.push_async_callback(_close, consumer, "consumer")
 
         readiness.pool, readiness.loop, readiness.consumer = pool, consume, consumer
         log.info("worker started", extra={"action": "started", "topics": list(topics)})

@@ -6,6 +6,7 @@ import asyncio
 import errno
 
 import asyncpg
+from aiokafka import errors as kafka_errors
 
 
 class WorkerError(Exception):
@@ -29,6 +30,15 @@ class ConcurrentWriteError(WorkerError):
 _RETRIABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
 _RETRIABLE_SQLSTATE_CLASSES = frozenset({"08"})
 
+# Broker faults aiokafka does not flag as retriable but which pass when the broker is back: a
+# send that timed out in the accumulator while the broker was away, a connection that failed.
+_TRANSIENT_KAFKA_ERRORS = (
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.RequestTimedOutError,
+)
+
 
 def is_retriable(exc: BaseException) -> bool:
     """Whether `exc` is a transient fault of the database, the broker or the network."""
@@ -39,6 +49,8 @@ def is_retriable(exc: BaseException) -> bool:
         return state in _RETRIABLE_SQLSTATES or state[:2] in _RETRIABLE_SQLSTATE_CLASSES
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
         # Lost or closed connections surface as interface errors.
+        return True
+    if isinstance(exc, _TRANSIENT_KAFKA_ERRORS):
         return True
     if isinstance(exc, ConnectionError | TimeoutError | asyncio.TimeoutError):
         return True

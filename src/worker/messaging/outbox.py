@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kafka_errors
 
 from worker.core.messages import OutgoingMessage, headers_from_json
 from worker.db.queries import sql
+from worker.messaging.clients import start_with_retry
 from worker.metrics import Metrics
 from worker.retry import transient_retry
+
+# Errors after which an idempotent producer cannot be used again.
+FATAL_PRODUCER_ERRORS = (
+    kafka_errors.OutOfOrderSequenceNumber,
+    kafka_errors.UnknownProducerId,
+    kafka_errors.InvalidProducerEpoch,
+    kafka_errors.ProducerFenced,
+)
 
 if TYPE_CHECKING:
     from worker.db import Connection
@@ -47,7 +58,7 @@ class OutboxRelay:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        producer: AIOKafkaProducer,
+        new_producer: Callable[[], AIOKafkaProducer],
         metrics: Metrics,
         *,
         topic_prefix: str = "",
@@ -55,7 +66,8 @@ class OutboxRelay:
         idle_seconds: float = 1.0,
     ) -> None:
         self._pool = pool
-        self._producer = producer
+        self._new_producer = new_producer
+        self._producer: AIOKafkaProducer | None = None
         self._metrics = metrics
         self._topic_prefix = topic_prefix
         self._chunk = chunk
@@ -65,14 +77,36 @@ class OutboxRelay:
     def wake(self) -> None:
         self._wakeup.set()
 
+    async def start(self) -> None:
+        """Start the idempotent producer, waiting for the broker."""
+        self._producer = self._new_producer()
+        await start_with_retry(self._producer, "producer")
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._producer.stop()
+
     async def run(self) -> None:
         """Publish until cancelled; when idle, refresh the backlog gauge once a second."""
         while True:
             self._wakeup.clear()
-            async for attempt in transient_retry():
-                with attempt:
-                    while await self.publish_once() == self._chunk:
-                        pass
+            try:
+                async for attempt in transient_retry():
+                    with attempt:
+                        while await self.publish_once() == self._chunk:
+                            pass
+            except FATAL_PRODUCER_ERRORS as exc:
+                # An idempotent producer whose sequence broke (a broker restart during retries)
+                # cannot send again. The chunk rolled back, so nothing is lost: start a new
+                # producer (a new producer id) and publish the chunk again, with the same ids.
+                log.warning(
+                    "replacing the producer",
+                    extra={"action": "producer_reset", "error": f"{type(exc).__name__}: {exc}"},
+                )
+                await self.close()
+                await self.start()
+                continue
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self._idle_seconds)
             except TimeoutError:
@@ -82,12 +116,15 @@ class OutboxRelay:
 
     async def publish_once(self) -> int:
         """Publish one chunk of the queue; returns how many messages went out."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the relay's producer is not started")
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(sql("outbox_claim"), self._chunk)
             if not rows:
                 return 0
             deliveries = [
-                await self._producer.send(
+                await producer.send(
                     self._topic_prefix + row["topic"],
                     value=row["value"],
                     key=row["key"],
