@@ -84,6 +84,14 @@ class Pipeline:
                     "dead-lettered",
                     extra={"action": "dead_letter", "error": str(exc), **record.coordinates},
                 )
+            except Exception as exc:
+                # Decoding is pure, so this is deterministic: retrying or crashing would stick
+                # the partition on this record for ever. Dead-letter it whole and say so loudly.
+                rejects.append(dead_letter(record, exc, now))
+                log.exception(
+                    "dead-lettered after an unexpected error",
+                    extra={"action": "dead_letter", "error": repr(exc), **record.coordinates},
+                )
         return commands, rejects
 
     def _count(self, coins: Plan, payments: PaymentPlan, dead_lettered: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -65,7 +66,7 @@ def webhook(provider: str, body: dict[str, Any], *, signed_at: datetime = NOW) -
     else:
         headers = {"Stripe-Signature": stripe_signature(raw, SECRET, int(signed_at.timestamp()))}
     event = {
-        "specversion": "1.0", "id": f"evt-{json.dumps(body, sort_keys=True)}"[:128],
+        "specversion": "1.0", "id": "evt-" + hashlib.sha256(raw.encode()).hexdigest(),
         "type": "payment.webhook.received", "source": "ingress", "time": NOW.isoformat(),
         "subject": "ppid", "datacontenttype": "application/json",
         "data": {"provider": provider, "headers": headers, "body": raw},
@@ -262,3 +263,45 @@ async def test_a_payment_opened_by_two_workers_at_once_retries_the_slower(
 async def _open_in(conn: Any, command: OpenPayment) -> None:
     async with conn.transaction():
         await apply_payment_commands(conn, [command], MOCK, NOW)
+
+
+async def test_a_webhook_delivered_again_after_later_moves_repeats_its_result(
+    pool: asyncpg.Pool,
+) -> None:
+    opened = await apply(pool, [requested("pay-1")])
+    ppid = opened.created["pay-1"].provider_payment_id
+    failed = webhook("mock", mock_event("payment.failed", ppid))
+    first = await apply(pool, [failed, webhook("mock", mock_event("payment.succeeded", ppid))])
+    again = await apply(pool, [failed])  # the same CloudEvent, after a crash before its offset
+    assert again.messages == [first.messages[0]]
+    assert not again.webhook_refusals
+    assert await status(pool, "pay-1") == "succeeded"
+
+
+async def test_no_refund_reaches_the_gateway_when_the_database_refuses_the_decision(
+    pool: asyncpg.Pool,
+) -> None:
+    gateway = ProviderGateway("stripe")
+    await apply(pool, [requested("pay-a"), requested("pay-b")], gateway)
+    paid = [webhook("stripe", stripe_event("payment_intent.succeeded", f"stripe_pay-{x}"))
+            for x in "ab"]  # fmt: skip
+    await apply(pool, paid, gateway)
+    async with pool.acquire() as other, pool.acquire() as conn:
+        async with other.transaction():
+            # Another worker has decided refund rf-1 (for another payment), not yet committed.
+            await apply_payment_commands(
+                other, [RefundPayment("rf-1", "pay-a", "r", "staff", True, "e1", "stu-1")],
+                gateway, NOW,
+            )  # fmt: skip
+            assert gateway.refunds == ["rf-1"]
+            racing = asyncio.create_task(_refund_in(conn, gateway, "pay-b"))
+            await asyncio.sleep(0.2)  # blocked on the other's uncommitted refund row
+        with pytest.raises(ConcurrentWriteError):
+            await racing
+    assert gateway.refunds == ["rf-1"]  # pay-b's refund never reached the gateway
+
+
+async def _refund_in(conn: Any, gateway: Any, payment_id: str) -> None:
+    async with conn.transaction():
+        command = RefundPayment("rf-1", payment_id, "r", "staff", True, "e2", "stu-1")
+        await apply_payment_commands(conn, [command], gateway, NOW)

@@ -322,3 +322,28 @@ def test_expiry_moves_only_open_payments_past_their_deadline() -> None:
 
 def _with(payment: Payment, **changes: Any) -> Payment:
     return replace(payment, **changes)
+
+
+def test_a_redelivered_webhook_repeats_its_result_even_after_the_payment_moved_on() -> None:
+    # One batch applies a failure and then a late success; the worker dies before its offset
+    # commit, so the failure's event is delivered again: it must get its first answer back,
+    # not a new invalid_transition refusal.
+    failed = report("failed", event="evt-failed")
+    first = run(open_payment(), failed, report("succeeded", event="evt-ok"))
+    assert first.created["pay-1"].status == "succeeded"
+    again = decide_payments([failed], known_after_webhooks(first), {}, NOW)
+    assert again.messages == [first.messages[1]]  # the payment.failed result, byte for byte
+    assert again.outcomes == [("payment.webhook.received", "duplicate")]
+    assert not again.webhook_refusals
+    assert not again.changed
+
+
+def known_after_webhooks(plan: PaymentPlan) -> Known:
+    known = known_after(plan)
+    reported = ("succeeded", "failed", "cancelled")
+    by_event = {
+        (t.source_event_id, t.payment_id): t.result
+        for t in plan.transitions
+        if t.source_event_id and t.to_status in reported
+    }
+    return Known(known.payments, known.results, known.refunds, by_event)

@@ -136,3 +136,23 @@ def test_a_stripe_amount_that_is_not_an_integer_is_bad_input() -> None:
     body["data"]["object"]["amount"] = 100.0
     with pytest.raises(BadInputError, match="stripe webhook body"):
         webhook("stripe", body)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"provider": "mock", "headers": {}, "body": "\ud800"},
+        {"provider": "mock", "headers": {"Stripe-Signature": "t=1,v1=\ud800"}, "body": "{}"},
+        {"provider": "mock", "headers": {"\udc00": "x"}, "body": "{}"},
+    ],
+)
+def test_a_webhook_that_no_http_request_could_carry_is_bad_input(data: dict[str, Any]) -> None:
+    with pytest.raises(BadInputError, match="data fails its schema"):
+        command_for(
+            "payment.webhook.received", event("payment.webhook.received", data, "pp"), (), POLICIES
+        )
+
+
+def test_json_nested_too_deep_is_bad_input() -> None:
+    with pytest.raises(BadInputError, match="RecursionError"):
+        command_for("course.completed", b"[" * 100_000, (), POLICIES)

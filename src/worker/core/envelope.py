@@ -47,8 +47,8 @@ def _parse_json(raw: bytes | None, what: str) -> Any:
         raise BadInputError(f"{what} is empty")
     try:
         return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadInputError(f"{what} is not UTF-8 JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadInputError(f"{what} is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
 
 
 def _binary_attributes(headers: Headers) -> dict[str, Any] | None:

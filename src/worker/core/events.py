@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from worker.core.types import Amount, Currency, Id, PositiveAmount, Provider, Text
+from worker.core.types import Amount, Currency, Id, PositiveAmount, Provider, Text, Utf8
 
 
 class InboundData(BaseModel):
@@ -77,10 +77,10 @@ class PaymentWebhookReceived(InboundData):
     """A provider's webhook as the ingress received it: verified and parsed by the worker."""
 
     provider: Provider
-    headers: dict[str, str] = Field(
+    headers: dict[Utf8, Utf8] = Field(
         description="The provider's HTTP headers; names compare without regard to case."
     )
-    body: str = Field(description="The raw request body, exactly as signed (UTF-8).")
+    body: Utf8 = Field(description="The raw request body, exactly as signed (UTF-8).")
 
 
 class PaymentRefundRequested(InboundData):

@@ -210,6 +210,9 @@ class Known:
     payments: Mapping[str, Payment] = field(default_factory=dict)
     results: Mapping[tuple[str, Status], OutgoingMessage] = field(default_factory=dict)
     refunds: Mapping[str, RefundDecision] = field(default_factory=dict)
+    # The result each applied webhook event got, by (CloudEvent id, payment id): a redelivery
+    # repeats it even when the payment has moved on since (say, to a late success).
+    webhooks: Mapping[tuple[str, str], OutgoingMessage] = field(default_factory=dict)
 
 
 @dataclass
@@ -274,6 +277,7 @@ class _Book:
             (p.provider, p.provider_payment_id): p.payment_id for p in known.payments.values()
         }
         self.results: dict[tuple[str, Status], OutgoingMessage] = dict(known.results)
+        self.webhooks: dict[tuple[str, str], OutgoingMessage] = dict(known.webhooks)
 
     def open(self, command: OpenPayment, sessions: Mapping[str, Session]) -> Outcome:
         payment = self.current.get(command.payment_id)
@@ -318,6 +322,10 @@ class _Book:
         if payment is None:
             self.reject_webhook(command, "unknown_payment", None, command.subject)
             return "rejected"
+        applied_before = self.webhooks.get((command.source_event_id, payment.payment_id))
+        if applied_before is not None:
+            self.plan.messages.append(applied_before)
+            return "duplicate"
         if (notification.amount, notification.currency) != (payment.amount, payment.currency):
             self.reject_webhook(command, "amount_mismatch", payment.payment_id, payment.student_id)
             return "rejected"
@@ -333,6 +341,7 @@ class _Book:
                 return "rejected"
         reason = None if target == "succeeded" else notification.reason or _DEFAULT_REASONS[target]
         transition = self.move(payment, target, reason, command.source_event_id)
+        self.webhooks[(command.source_event_id, payment.payment_id)] = transition.result
         if is_late_success(payment.status, target):
             self.plan.late_successes.append(transition)
         return "applied"

@@ -23,3 +23,12 @@ Currency = Annotated[
 ]
 # The payment providers whose webhooks the worker verifies (CONTRACT section 5).
 Provider = Literal["mock", "stripe", "razorpay"]
+
+
+def _utf8(text: str) -> str:
+    text.encode("utf-8")  # a lone surrogate (JSON "\ud800") raises: no HTTP body can hold one
+    return text
+
+
+# Text that is exactly encodable as UTF-8: what a provider signed, bytes for bytes.
+Utf8 = Annotated[str, AfterValidator(_utf8)]

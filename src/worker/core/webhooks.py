@@ -126,7 +126,7 @@ def parse_notification(provider: Provider, body: str) -> Notification | None:
 def _json(body: str) -> Any:
     try:
         return json.loads(body, parse_constant=_reject_constant)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadInputError(f"webhook body is not JSON: {exc}") from None
 
 

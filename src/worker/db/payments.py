@@ -42,10 +42,12 @@ async def apply_payment_commands(
     }
     payments = await _lock(conn, payment_ids, references)
     refund_ids = [c.refund_id for c in commands if isinstance(c, RefundPayment)]
+    webhook_events = [c.source_event_id for c in commands if isinstance(c, ReportStatus)]
     known = Known(
         payments=payments,
         results=await _known_results(conn, list(payments)),
         refunds=await _known_refunds(conn, refund_ids),
+        webhooks=await _known_webhooks(conn, webhook_events),
     )
     # Only a payment id seen for the first time opens a session (once, whatever the replays).
     sessions: dict[str, Session] = {}
@@ -56,9 +58,12 @@ async def apply_payment_commands(
             request = command.session_request()
             sessions[command.payment_id] = await gateway.open_session(request, now)
     plan = decide_payments(commands, known, sessions, now)
+    await write_payment_plan(conn, plan)
+    # Money moves only once the database has accepted every decision of the batch (a refund id
+    # taken by another worker meanwhile has raised by now). Should the commit still fail, the
+    # retried batch asks again with the same refund id, the gateway's idempotency key.
     for payment, refund_id in plan.gateway_refunds:
         await gateway.refund(payment.provider_payment_id, payment.amount, refund_id)
-    await write_payment_plan(conn, plan)
     return plan
 
 
@@ -147,6 +152,15 @@ async def _known_results(
         return {}
     rows = await conn.fetch(sql("payment_transitions_known"), payment_ids)
     return {(row["payment_id"], row["status"]): _message(row) for row in rows}
+
+
+async def _known_webhooks(
+    conn: Connection, event_ids: list[str]
+) -> dict[tuple[str, str], OutgoingMessage]:
+    if not event_ids:
+        return {}
+    rows = await conn.fetch(sql("payment_transitions_by_event"), event_ids)
+    return {(row["source_event_id"], row["payment_id"]): _message(row) for row in rows}
 
 
 async def _known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, RefundDecision]:
