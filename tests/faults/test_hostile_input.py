@@ -98,6 +98,9 @@ async def test_racing_redemptions_never_overdraw_and_apply_exactly_the_affordabl
         await producer.send_and_wait(
             prefix + "coins.adjustment.requested", seed, key=student.encode(), headers=HEADERS
         )
+        # Events of different types sit on different topics, whose order the worker does not
+        # promise across batches: let the funding land before the race starts.
+        await eventually(lambda: _balance_is(db_url, student, funds), within=30)
         topic = prefix + "coins.redemption.requested"
         sent: list[str] = []
         for n in range(count):
@@ -156,5 +159,16 @@ async def test_racing_redemptions_never_overdraw_and_apply_exactly_the_affordabl
             await conn.fetchval("SELECT balance FROM coin_wallets WHERE student_id = $1", student)
             == funds - affordable * price
         )
+    finally:
+        await conn.close()
+
+
+async def _balance_is(url: str, student: str, expected: int) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        balance = await conn.fetchval(
+            "SELECT balance FROM coin_wallets WHERE student_id = $1", student
+        )
+        assert balance == expected, balance
     finally:
         await conn.close()
