@@ -19,17 +19,14 @@ def structured(
     data: dict[str, Any],
 ) -> bytes:
     """The Kafka value of a structured-mode event; send it with `structured_headers()`."""
-    envelope = {
-        "specversion": "1.0",
-        "id": event_id,
-        "type": event_type,
-        "source": source,
-        "time": time.isoformat().replace("+00:00", "Z"),
-        "subject": subject,
-        "datacontenttype": "application/json",
-        "data": data,
-    }
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    return structured_json(
+        event_id=event_id,
+        event_type=event_type,
+        source=source,
+        subject=subject,
+        time=time,
+        data_json=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
+    )
 
 
 def structured_json(

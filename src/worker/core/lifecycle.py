@@ -285,13 +285,9 @@ class _Book:
             if command.same_request(payment):
                 self.plan.messages.append(self.results[(payment.payment_id, "initiated")])
                 return "duplicate"
-            event_id = derived_id(
-                "payment.rejected", "payment.requested", command.payment_id, "conflict",
-                command.source_event_id,
-            )  # fmt: skip
-            self._reject(
-                event_id, command.payment_id, "idempotency_conflict", command.source_event_id,
-                command.student_id,
+            self._conflict(
+                ("payment.requested", command.payment_id), command.payment_id,
+                command.source_event_id, command.student_id,
             )  # fmt: skip
             return "rejected"
         session = sessions[command.payment_id]
@@ -354,12 +350,8 @@ class _Book:
             if earlier.payment_id == command.payment_id:
                 self.plan.messages.append(earlier.result)
                 return "duplicate"
-            event_id = derived_id(
-                "payment.rejected", "refund", command.refund_id, "conflict",
-                command.source_event_id,
-            )  # fmt: skip
-            self._reject(
-                event_id, command.payment_id, "idempotency_conflict", command.source_event_id,
+            self._conflict(
+                ("refund", command.refund_id), command.payment_id, command.source_event_id,
                 command.subject,
             )  # fmt: skip
             return "rejected"
@@ -418,6 +410,14 @@ class _Book:
         self.plan.transitions.append(transition)
         self.plan.messages.append(message)
         return transition
+
+    def _conflict(
+        self, key: tuple[str, str], payment_id: str, source_event_id: str, subject: str
+    ) -> None:
+        """A replay of `key` with other parameters: refused, and nothing remembered (the key
+        stays the first request's). The id names the refused event, so it repeats if that does."""
+        event_id = derived_id("payment.rejected", *key, "conflict", source_event_id)
+        self._reject(event_id, payment_id, "idempotency_conflict", source_event_id, subject)
 
     def _reject(
         self,
