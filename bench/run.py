@@ -135,7 +135,7 @@ async def seed(conn: asyncpg.Connection, workload: Workload) -> None:
         ]
         await apply_coin_commands(conn, commands, now)
         opens = [
-            OpenPayment(pid, student, "course-seed", 49900, "INR", None, f"seed-{pid}")
+            OpenPayment(pid, student, "course-seed", 49900, "INR", None, f"seed-{pid}", "seed")
             for pid, student in workload.seeded_payments.items()
         ]
         sessions = {

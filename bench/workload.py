@@ -31,7 +31,9 @@ from worker.core.signatures import stripe_signature
 
 SEED_COINS = 1_000
 REDEMPTION = 10  # affordable: the seed covers far more of them than any student gets
-UNAFFORDABLE = 10**12  # more than any wallet here ever holds
+# More than any wallet here ever holds, and no more than one request may ask for (the default
+# COIN_MAX_AMOUNT): refused as insufficient_balance, not limit_exceeded.
+UNAFFORDABLE = 1_000_000
 COURSE_REWARD = 100  # the worker's default COIN_REWARD_COURSE_COMPLETION
 REFERRAL_REWARD = 50  # ... and COIN_REWARD_REFERRAL
 REFERRAL_OVERRIDE = 70

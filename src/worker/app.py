@@ -162,7 +162,11 @@ def policies(settings: Settings) -> Policies:
     }
     keys = {p: None if s is None else s.get_secret_value().encode() for p, s in secrets.items()}
     return Policies(
-        rewards=Rewards(settings.coin_reward_course_completion, settings.coin_reward_referral),
+        rewards=Rewards(
+            settings.coin_reward_course_completion,
+            settings.coin_reward_referral,
+            settings.coin_max_amount,
+        ),
         webhooks=WebhookVerifier(keys, settings.payment_webhook_tolerance_seconds),
     )
 
@@ -252,6 +256,7 @@ async def _work(
             topics,
             pipeline.process,
             metrics,
+            unreadable=pipeline.dead_letter_unreadable,
             max_records=settings.worker_batch_max_records,
             max_wait_ms=settings.worker_batch_max_wait_ms,
             failpoint_after_db_commit=settings.worker_failpoint_after_db_commit,

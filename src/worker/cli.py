@@ -1,4 +1,5 @@
-"""The `payment-worker` command: `run`, `migrate`, `send` an event, mint a `token`, `schemas`."""
+"""The `payment-worker` command: `run`, `migrate`, `send` an event, mint a `token`, `schemas`,
+and `parked` (list or re-drive the messages that could not be published)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from worker import app, logs, schemas
+import asyncpg
+
+from worker import admin, app, logs, schemas
 from worker.send import parse_data, send_event
-from worker.settings import ConfigError, jwt_secret, load_settings, require_sidecar_secret
+from worker.settings import (
+    ConfigError,
+    Settings,
+    jwt_secret,
+    load_settings,
+    require_sidecar_secret,
+)
 from worker.sidecar.auth import ROLES, mint_token
 
 EXIT_CONFIG_ERROR = 2
@@ -35,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--minutes", type=float, default=60.0, help="lifetime (default: 60)")
     generate = commands.add_parser("schemas", help="write the events' JSON Schemas and AsyncAPI")
     generate.add_argument("--out", type=Path, default=Path("schemas"), help="default: schemas")
+    park = commands.add_parser("parked", help="messages that could not be published")
+    park_commands = park.add_subparsers(dest="action", required=True)
+    listing = park_commands.add_parser("list", help="one line per parked message, oldest first")
+    listing.add_argument("--limit", type=int, default=100, help="at most (default: 100)")
+    again = park_commands.add_parser("redrive", help="queue parked messages for publishing again")
+    chosen = again.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("seqs", nargs="*", type=int, default=[], help="parked seqs to re-drive")
+    chosen.add_argument("--all", action="store_true", help="re-drive every parked message")
     args = parser.parse_args(argv)
 
     if args.command == "schemas":  # reads only the models: no settings, no environment
@@ -58,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "migrate":
         return asyncio.run(app.migrate(settings))
+    if args.command == "parked":
+        return _parked(settings, args)
     if args.command == "send":
         try:
             data = parse_data(args.data)
@@ -67,6 +86,20 @@ def main(argv: list[str] | None = None) -> int:
         print(event_id)
         return 0
     return asyncio.run(app.run(settings))
+
+
+def _parked(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        if args.action == "list":
+            for message in asyncio.run(admin.parked(settings, args.limit)):
+                print(admin.describe(message))
+            return 0
+        moved = asyncio.run(admin.redrive(settings, None if args.all else args.seqs))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        print(f"payment-worker: the database cannot be used: {exc}", file=sys.stderr)
+        return 1
+    print(f"re-queued {len(moved)} parked message(s): {' '.join(map(str, moved)) or '-'}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,18 +1,36 @@
-"""Errors that know whether trying again can help."""
+"""Errors that know whether trying again can help, and how long it is worth trying.
+
+Three kinds of fault are worth another attempt:
+- an **outage**: the database or the broker is unreachable, restarting or out of resources. It
+  passes by itself, so the worker waits for as long as it takes.
+- the **environment**: the database cannot serve the schema the worker needs until an operator
+  acts (a missing table or column, a revoked privilege, the server's own errors). No record
+  causes one, so the worker waits for the operator too: dead-lettering every record because
+  the schema is broken would be worse than waiting. A reader gets 500, not "try again".
+- **contention**: concurrency control chose this transaction as the loser (a serialization
+  failure, a deadlock, a key another worker wrote first). Another attempt sees the winner's
+  work and succeeds; a bounded number of attempts is enough, and one that keeps failing is
+  treated as the record's own fault.
+
+Everything else is permanent: the same input fails the same way, so the caller isolates it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+from typing import Literal
 
 import asyncpg
 from aiokafka import errors as kafka_errors
+
+Fault = Literal["outage", "environment", "contention"]
 
 
 class WorkerError(Exception):
     """Base of the worker's own errors."""
 
-    retriable = False
+    fault: Fault | None = None
 
 
 class PermanentError(WorkerError):
@@ -22,13 +40,19 @@ class PermanentError(WorkerError):
 class ConcurrentWriteError(WorkerError):
     """Another worker wrote the same key first; the batch is tried again and sees its row."""
 
-    retriable = True
+    fault = "contention"
 
 
-# SQLSTATE classes and codes worth another attempt: the connection went away, the server is
-# starting or shutting down, or concurrency control chose us as the loser.
-_RETRIABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
-_RETRIABLE_SQLSTATE_CLASSES = frozenset({"08"})
+_CONTENTION_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+# The connection went away (08), the server is shutting down or starting (57P01-3), a query was
+# cancelled by a statement timeout or an operator (57014), resources ran short (53: no free
+# connection slot, memory, disk).
+_OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57014"})
+_OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53"})
+# A missing table or column, a revoked privilege, a missing database or role, the server's
+# own errors (58: system, XX: internal).
+_ENVIRONMENT_SQLSTATES = frozenset({"42P01", "42703", "42501"})
+_ENVIRONMENT_SQLSTATE_CLASSES = frozenset({"3D", "28", "58", "XX"})
 
 # Broker faults aiokafka does not flag as retriable but which pass when the broker is back: a
 # send that timed out in the accumulator while the broker was away, a connection that failed.
@@ -40,20 +64,40 @@ _TRANSIENT_KAFKA_ERRORS = (
 )
 
 
-def is_retriable(exc: BaseException) -> bool:
-    """Whether `exc` is a transient fault of the database, the broker or the network."""
+def fault_of(exc: BaseException) -> Fault | None:
+    """What kind of passing fault `exc` is; None when trying again cannot help."""
     if isinstance(exc, WorkerError):
-        return exc.retriable
+        return exc.fault
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
-        return state in _RETRIABLE_SQLSTATES or state[:2] in _RETRIABLE_SQLSTATE_CLASSES
-    if isinstance(exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
-        # Lost or closed connections surface as interface errors.
-        return True
+        if state in _CONTENTION_SQLSTATES:
+            return "contention"
+        if state in _OUTAGE_SQLSTATES or state[:2] in _OUTAGE_SQLSTATE_CLASSES:
+            return "outage"
+        if state in _ENVIRONMENT_SQLSTATES or state[:2] in _ENVIRONMENT_SQLSTATE_CLASSES:
+            return "environment"
+        return None
+    if isinstance(exc, asyncpg.InterfaceError):
+        # Only a lost connection passes; the other interface errors ("another operation is in
+        # progress", a value the driver cannot encode) are the program's or the record's fault.
+        return "outage" if "connection is closed" in str(exc) else None
+    if isinstance(exc, asyncpg.exceptions.OutdatedSchemaCacheError):
+        return "outage"  # a migration changed a type under a prepared statement: prepare again
     if isinstance(exc, _TRANSIENT_KAFKA_ERRORS):
-        return True
+        return "outage"
     if isinstance(exc, ConnectionError | TimeoutError | asyncio.TimeoutError):
-        return True
+        return "outage"
     if isinstance(exc, OSError):
-        return exc.errno in {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.EPIPE}
-    return bool(getattr(exc, "retriable", False))  # aiokafka's errors carry the flag
+        lost = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.EPIPE}
+        return "outage" if exc.errno in lost else None
+    return "outage" if getattr(exc, "retriable", False) else None  # aiokafka's errors' flag
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether another attempt may succeed (after an operator's fix, for the environment)."""
+    return fault_of(exc) is not None
+
+
+def passes_by_itself(exc: BaseException) -> bool:
+    """Whether `exc` is a passing fault, worth a client's "try again" (503)."""
+    return fault_of(exc) in ("outage", "contention")

@@ -21,6 +21,28 @@ class Metrics:
             "Consumed messages sent to the dead-letter topic as bad input.",
             registry=registry,
         )
+        self.poison = Counter(
+            "payment_worker_poison_messages_total",
+            "Valid-looking records whose processing failed for a reason retrying cannot cure,"
+            " isolated from their batch and dead-lettered, by event type.",
+            ["event_type"],
+            registry=registry,
+        )
+        self.parked = Counter(
+            "payment_worker_parked_total",
+            "Outbox messages parked because they cannot be published (never retried alone).",
+            registry=registry,
+        )
+        self.parked_messages = Gauge(
+            "payment_worker_parked_messages",
+            "Messages parked now, waiting for an operator (`payment-worker parked`).",
+            registry=registry,
+        )
+        self.expiry_failures = Counter(
+            "payment_worker_expiry_failures_total",
+            "Payments the expiry sweep could not expire for a reason retrying cannot cure.",
+            registry=registry,
+        )
         self.coins = Counter(
             "payment_worker_coins_total",
             "Coins moved by applied ledger entries, by direction (credited, debited).",

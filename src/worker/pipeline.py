@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -16,10 +17,10 @@ from worker.core.gateway import Gateway
 from worker.core.ledger import CoinCommand, Plan
 from worker.core.lifecycle import PaymentPlan
 from worker.core.messages import OutgoingMessage
-from worker.core.records import InboundRecord, dead_letter
+from worker.core.records import InboundRecord, dead_letter, unreadable_record
 from worker.core.topics import event_type
 from worker.db.coins import apply_coin_commands
-from worker.db.payments import apply_payment_commands
+from worker.db.payments import apply_payment_commands, refund_at_gateway
 from worker.messaging import outbox
 from worker.metrics import Metrics
 from worker.retry import transient_retry
@@ -27,12 +28,24 @@ from worker.retry import transient_retry
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """A consumed record and the command it asks for."""
+
+    record: InboundRecord
+    command: Command
+
+
 class Pipeline:
     """Turns a batch into effects and outgoing messages inside one transaction.
 
     Coin and payment commands touch disjoint tables, so each kind is applied as one group, in
-    consumption order within it. The whole batch is retried on a transient fault; effects are
+    consumption order within it. The whole batch is retried on a passing fault; effects are
     keyed by business reference, so a retry after an ambiguous commit changes nothing.
+
+    A batch is a speed device, never a blast radius: when it fails for a reason retrying cannot
+    cure, the records that cause it are found by halving the batch (each half in its own
+    transaction, in order) and dead-lettered one by one; every other record is applied.
     """
 
     def __init__(
@@ -52,32 +65,88 @@ class Pipeline:
         self._topic_prefix = topic_prefix
 
     async def process(self, records: Sequence[InboundRecord]) -> None:
-        commands, rejects = self._validate(records, datetime.now(UTC))
-        coin_commands = [c for c in commands if isinstance(c, CoinCommand)]
-        payment_commands = [c for c in commands if not isinstance(c, CoinCommand)]
+        items, rejects = self._validate(records, datetime.now(UTC))
+        try:
+            await self._apply(items, rejects)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, one record must not stop all
+            log.warning(
+                "batch failed; isolating the records that cause it",
+                extra={"action": "isolate", "records": len(items), "error": _describe(exc)},
+            )
+            if rejects:  # bad input alone: dead letters are bytes, which nothing refuses
+                await self._apply([], rejects)
+            await self._bisect(items, exc)
+
+    async def dead_letter_unreadable(
+        self, topic: str, partition: int, offset: int, error: BaseException
+    ) -> None:
+        """Dead-letter a record the Kafka client cannot parse, by its coordinates."""
+        await self._apply([], [unreadable_record(topic, partition, offset, error, _now())])
+        self._count_poison(event_type(self._topic_prefix, topic))
+        log.error(
+            "unreadable record dead-lettered",
+            extra={
+                "action": "poison",
+                "error": _describe(error),
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+            },
+        )
+
+    async def _bisect(self, items: Sequence[_Item], error: Exception) -> None:
+        """`items` fail together with `error`: apply what passes, dead-letter what does not."""
+        if not items:
+            return
+        if len(items) == 1:
+            await self._dead_letter(items[0], error)
+            return
+        middle = len(items) // 2
+        for half in (items[:middle], items[middle:]):
+            try:
+                await self._apply(half, [])
+            except Exception as exc:  # noqa: BLE001 - narrowed down further, then dead-lettered
+                await self._bisect(half, exc)
+
+    async def _dead_letter(self, item: _Item, error: Exception) -> None:
+        record = item.record
+        await self._apply([], [dead_letter(record, error, _now())])
+        fields = {"action": "dead_letter", "error": _describe(error), **record.coordinates}
+        if isinstance(error, BadInputError):  # found by the rules, not by the decoder
+            log.warning("dead-lettered", extra=fields)
+            return
+        self._count_poison(event_type(self._topic_prefix, record.topic))
+        log.error("poison message isolated and dead-lettered", exc_info=error, extra=fields)
+
+    async def _apply(self, items: Sequence[_Item], rejects: Sequence[OutgoingMessage]) -> None:
+        coin_commands = [i.command for i in items if isinstance(i.command, CoinCommand)]
+        payment_commands = [i.command for i in items if not isinstance(i.command, CoinCommand)]
         async for attempt in transient_retry():
             with attempt:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    now = datetime.now(UTC)
+                    now = _now()
                     coins = await apply_coin_commands(conn, coin_commands, now)
                     payments = await apply_payment_commands(
                         conn, payment_commands, self._gateway, now
                     )
                     await outbox.enqueue(conn, [*coins.messages, *payments.messages, *rejects])
+                    await refund_at_gateway(self._gateway, payments)
         # The results are durable in the outbox now: publishing need not wait for the offsets.
         self._on_durable()
         self._count(coins, payments, len(rejects))
 
     def _validate(
         self, records: Sequence[InboundRecord], now: datetime
-    ) -> tuple[list[Command], list[OutgoingMessage]]:
+    ) -> tuple[list[_Item], list[OutgoingMessage]]:
         """Bytes to commands at the edge; what fails goes to the dead-letter topic whole."""
-        commands = []
+        items = []
         rejects = []
         for record in records:
             kind = event_type(self._topic_prefix, record.topic)
             try:
-                commands.append(command_for(kind, record.value, record.headers, self._policies))
+                command = command_for(
+                    kind, record.key, record.value, record.headers, self._policies
+                )
             except BadInputError as exc:
                 rejects.append(dead_letter(record, exc, now))
                 log.warning(
@@ -88,11 +157,17 @@ class Pipeline:
                 # Decoding is pure, so this is deterministic: retrying or crashing would stick
                 # the partition on this record for ever. Dead-letter it whole and say so loudly.
                 rejects.append(dead_letter(record, exc, now))
+                self._count_poison(kind)
                 log.exception(
                     "dead-lettered after an unexpected error",
-                    extra={"action": "dead_letter", "error": repr(exc), **record.coordinates},
+                    extra={"action": "poison", "error": repr(exc), **record.coordinates},
                 )
-        return commands, rejects
+            else:
+                items.append(_Item(record, command))
+        return items, rejects
+
+    def _count_poison(self, kind: str) -> None:
+        self._metrics.poison.labels(event_type=kind).inc()
 
     def _count(self, coins: Plan, payments: PaymentPlan, dead_lettered: int) -> None:
         """Metrics and notable logs after the commit, so a retried batch is counted once."""
@@ -106,6 +181,14 @@ class Pipeline:
         count_payment_plan(self._metrics, payments)
         if dead_lettered:
             self._metrics.dead_lettered.inc(dead_lettered)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def count_payment_plan(metrics: Metrics, plan: PaymentPlan) -> None:

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_never,
-    wait_random_exponential,
-)
+from tenacity import AsyncRetrying, RetryCallState, stop_never, wait_random_exponential
 
-from worker.errors import is_retriable
+from worker.errors import fault_of
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +14,10 @@ log = logging.getLogger(__name__)
 def _log_attempt(state: RetryCallState) -> None:
     outcome = state.outcome
     error = outcome.exception() if outcome else None
-    log.warning(
-        "retrying after transient error",
+    waiting_for_operator = error is not None and fault_of(error) == "environment"
+    log.log(
+        logging.ERROR if waiting_for_operator else logging.WARNING,
+        "retrying: the database needs an operator" if waiting_for_operator else "retrying",
         extra={
             "action": "retry",
             "attempt": state.attempt_number,
@@ -31,15 +27,31 @@ def _log_attempt(state: RetryCallState) -> None:
     )
 
 
-def transient_retry() -> AsyncRetrying:
-    """Retry transient errors (see `errors.is_retriable`) with capped exponential backoff.
+# Contention passes within a few attempts; a conflict that outlives these is the input's own
+# fault, and the caller isolates it (`errors` explains the kinds).
+CONTENTION_ATTEMPTS = 8
 
-    It retries until the dependency is back: a payments worker waits for its database or broker
-    rather than skipping work. Non-retriable errors are raised at once; a stop signal cancels
-    the waiting task.
+
+def _worth_another_attempt(state: RetryCallState) -> bool:
+    error = state.outcome.exception() if state.outcome else None
+    if error is None:
+        return False
+    fault = fault_of(error)
+    if fault == "contention":
+        return state.attempt_number < CONTENTION_ATTEMPTS
+    return fault is not None
+
+
+def transient_retry() -> AsyncRetrying:
+    """Retry passing faults (see `worker.errors`) with capped exponential backoff.
+
+    An outage, or a fault of the environment, is waited out for as long as it lasts: a payments
+    worker waits for its database or broker rather than skipping work. Contention is tried
+    `CONTENTION_ATTEMPTS` times. Other errors are raised at once; a stop signal cancels the
+    waiting task.
     """
     return AsyncRetrying(
-        retry=retry_if_exception(is_retriable),
+        retry=_worth_another_attempt,
         wait=wait_random_exponential(multiplier=0.1, max=5.0),
         stop=stop_never,
         before_sleep=_log_attempt,

@@ -18,6 +18,7 @@ from worker.core.cloudevents import STRUCTURED_CONTENT_TYPE
 from worker.core.events import COIN_EVENTS, PAYMENT_EVENTS
 from worker.core.results import COIN_RESULTS, PAYMENT_RESULTS, SOURCE
 from worker.core.topics import DLQ_TOPIC
+from worker.core.types import NO_CONTROL
 
 Schema = dict[str, Any]
 
@@ -35,7 +36,8 @@ _VALIDATOR_RULES: dict[tuple[str, str], Schema] = {
     ("coins.adjustment.requested", "amount"): {"not": {"const": 0}},
 }
 
-_ID = {"type": "string", "minLength": 1, "maxLength": 128}
+_ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": NO_CONTROL}
+_ATTRIBUTE = {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": NO_CONTROL}
 
 _ENVELOPE: Schema = {
     "type": "object",
@@ -47,10 +49,20 @@ _ENVELOPE: Schema = {
     "properties": {
         "specversion": {"const": "1.0"},
         "id": _ID,
-        "type": {"type": "string", "minLength": 1, "description": "The event type = topic."},
-        "source": {"type": "string", "minLength": 1},
+        "type": {**_ATTRIBUTE, "description": "The event type = topic."},
+        "source": {
+            **_ATTRIBUTE,
+            "description": "With `id`, what identifies the event: a redelivery repeats its answer.",
+        },
         "time": {"type": "string", "format": "date-time"},
-        "subject": {"type": "string", "description": "The student id, equal to the Kafka key."},
+        "subject": {
+            **_ATTRIBUTE,
+            "description": (
+                "Whom the event is about, equal to the Kafka key: the student (for a referral, the"
+                " referrer; for a webhook, the provider payment id). Key, subject and data must"
+                " agree."
+            ),
+        },
         "datacontenttype": {"const": "application/json"},
         "data": {"type": "object"},
     },
@@ -242,8 +254,12 @@ def _dead_letter_message() -> Schema:
         "summary": "A consumed record that is bad input, byte for byte with its key and headers.",
         "description": (
             "A record that cannot be decoded, has no valid envelope, has an unknown type or "
-            "whose `data` fails its schema. Its value, key and headers are the original ones; "
-            "the `dlq.*` headers are added and say why and where it came from."
+            "whose `data` fails its schema; or a record whose processing failed for a reason "
+            "retrying cannot cure (isolated from its batch). Its value, key and headers are the "
+            "original ones, less input headers named `dlq.*`; the `dlq.*` headers are added and "
+            "say why and where it came from. A copy that would not fit the broker's limit is "
+            "truncated (value first), and says so with `dlq.truncated` and `dlq.original.size`. "
+            "A record the Kafka client cannot parse is copied without key, value or headers."
         ),
         "contentType": "application/octet-stream",
         "headers": {
@@ -261,6 +277,15 @@ def _dead_letter_message() -> Schema:
                     **header,
                     "format": "date-time",
                     "description": "When the worker refused it (ISO 8601, UTC).",
+                },
+                "dlq.truncated": {
+                    "const": "true",
+                    "description": "Present when the copy is not the whole record.",
+                },
+                "dlq.original.size": {
+                    **header,
+                    "description": "With dlq.truncated: bytes of the original key, value and "
+                    "headers, in decimal.",
                 },
             },
             "required": [

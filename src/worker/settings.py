@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     payment_webhook_secret_stripe: SecretStr | None = None
     payment_webhook_secret_razorpay: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The largest amount one adjustment, redemption or referral override may state.
+    coin_max_amount: PositiveCoins = 1_000_000
 
     # The project's own (documented in the README).
     sidecar_host: str = "0.0.0.0"  # noqa: S104 - a sidecar is reached from outside its container

@@ -17,10 +17,12 @@ from worker.core.ledger import CoinCommand
 
 @dataclass(frozen=True)
 class Rewards:
-    """The configured rewards (COIN_REWARD_COURSE_COMPLETION, COIN_REWARD_REFERRAL)."""
+    """The configured rewards (COIN_REWARD_COURSE_COMPLETION, COIN_REWARD_REFERRAL) and the
+    largest amount one request may state (COIN_MAX_AMOUNT)."""
 
     course_completion: int
     referral: int
+    max_amount: int
 
 
 def reward_course_completion(event: Envelope, rewards: Rewards) -> CoinCommand:
@@ -32,6 +34,7 @@ def reward_course_completion(event: Envelope, rewards: Rewards) -> CoinCommand:
         amount=rewards.course_completion,
         requested_amount=None,
         source_event_id=event.id,
+        event_source=event.source,
     )
 
 
@@ -44,10 +47,12 @@ def reward_referral(event: Envelope, rewards: Rewards) -> CoinCommand:
         amount=data.reward_coins or rewards.referral,
         requested_amount=data.reward_coins,
         source_event_id=event.id,
+        exceeds_limit=(data.reward_coins or 0) > rewards.max_amount,
+        event_source=event.source,
     )
 
 
-def adjust_coins(event: Envelope, _: Rewards) -> CoinCommand:
+def adjust_coins(event: Envelope, rewards: Rewards) -> CoinCommand:
     data = parse_data(event, CoinsAdjustmentRequested)
     return CoinCommand(
         student_id=data.student_id,
@@ -57,10 +62,12 @@ def adjust_coins(event: Envelope, _: Rewards) -> CoinCommand:
         requested_amount=data.amount,
         source_event_id=event.id,
         authorized=data.actor.role == "admin",
+        exceeds_limit=abs(data.amount) > rewards.max_amount,
+        event_source=event.source,
     )
 
 
-def redeem_coins(event: Envelope, _: Rewards) -> CoinCommand:
+def redeem_coins(event: Envelope, rewards: Rewards) -> CoinCommand:
     data = parse_data(event, CoinsRedemptionRequested)
     return CoinCommand(
         student_id=data.student_id,
@@ -69,6 +76,8 @@ def redeem_coins(event: Envelope, _: Rewards) -> CoinCommand:
         amount=-data.amount,
         requested_amount=data.amount,
         source_event_id=event.id,
+        exceeds_limit=data.amount > rewards.max_amount,
+        event_source=event.source,
     )
 
 

@@ -5,11 +5,11 @@ Anything that cannot be decoded is `BadInput`: the pipeline dead-letters it whol
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
+from worker.core import jsontext
 from worker.core.messages import Headers
 from worker.core.types import Attribute, Id
 
@@ -38,16 +38,12 @@ _BINARY_PREFIX = "ce_"
 M = TypeVar("M", bound=BaseModel)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _parse_json(raw: bytes | None, what: str) -> Any:
     if raw is None:
         raise BadInputError(f"{what} is empty")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return jsontext.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
         raise BadInputError(f"{what} is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
 
 
@@ -56,13 +52,20 @@ def _binary_attributes(headers: Headers) -> dict[str, Any] | None:
     for name, value in headers:
         lowered = name.lower()
         if lowered.startswith(_BINARY_PREFIX):
+            attribute = lowered.removeprefix(_BINARY_PREFIX)
             try:
-                attributes[lowered.removeprefix(_BINARY_PREFIX)] = (value or b"").decode("utf-8")
+                text = (value or b"").decode("utf-8")
             except UnicodeDecodeError:
                 raise BadInputError(f"header {name} is not UTF-8") from None
         elif lowered == "content-type":
-            content_type = (value or b"").decode("utf-8", "replace").split(";")[0].strip()
-            attributes["datacontenttype"] = content_type
+            attribute = "datacontenttype"
+            text = (value or b"").decode("utf-8", "replace").split(";")[0].strip()
+        else:
+            continue
+        # Like a repeated JSON member name: readers would disagree about which copy counts.
+        if attribute in attributes:
+            raise BadInputError(f"header {name} is given more than once")
+        attributes[attribute] = text
     return attributes if "specversion" in attributes else None
 
 

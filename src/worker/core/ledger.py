@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
+from worker.core.answers import Answers, EventKey
 from worker.core.messages import OutgoingMessage
 from worker.core.results import (
     CoinRejection,
@@ -20,6 +21,7 @@ from worker.core.results import (
     derived_id,
     result_message,
 )
+from worker.core.types import JSON_SAFE_MAX
 
 Key = tuple[str, str, str]  # (student_id, ledger type, reference_id): CONTRACT section 3
 Outcome = Literal["applied", "duplicate", "rejected"]
@@ -38,10 +40,18 @@ class CoinCommand:
     requested_amount: int | None
     source_event_id: str
     authorized: bool = True
+    # The stated amount is above COIN_MAX_AMOUNT (CONTRACT section 3): refused, remembered.
+    exceeds_limit: bool = False
+    # The event's CloudEvents `source`: with its id, what a redelivery is recognised by.
+    event_source: str = ""
 
     @property
     def key(self) -> Key:
         return (self.student_id, self.ledger_type, self.reference_id)
+
+    @property
+    def event(self) -> EventKey:
+        return (self.event_source, self.source_event_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,12 @@ class Wallet:
     balance: int = 0
     lifetime_earned: int = 0
     lifetime_spent: int = 0
+
+    def can_move(self, amount: int) -> bool:
+        """Whether no total would leave the JSON-safe range (CONTRACT section 3)."""
+        if amount > 0:  # the balance never exceeds lifetime_earned
+            return self.lifetime_earned + amount <= JSON_SAFE_MAX
+        return self.lifetime_spent - amount <= JSON_SAFE_MAX
 
     def moved(self, amount: int) -> Wallet:
         if amount > 0:
@@ -91,6 +107,9 @@ class Plan:
     wallets: dict[str, Wallet] = field(default_factory=dict)
     messages: list[OutgoingMessage] = field(default_factory=list)
     outcomes: list[tuple[CoinCommand, Outcome]] = field(default_factory=list)
+    # Answers that no decision repeats (conflicts, `not_authorized`), kept by the event that got
+    # them so that its redelivery repeats them byte for byte.
+    answers: Answers = field(default_factory=dict)
 
 
 def transaction_id(key: Key) -> str:
@@ -102,16 +121,28 @@ def decide(
     known: Mapping[Key, Decision],
     wallets: Mapping[str, Wallet],
     now: datetime,
+    answered: Answers | None = None,
 ) -> Plan:
-    """Apply `commands` in order to `wallets`, given the `known` decisions of earlier batches."""
+    """Apply `commands` in order to `wallets`, given the `known` decisions of earlier batches
+    and the answers earlier batches gave by event (`answered`)."""
     plan = Plan()
+    answered = answered or {}
     for command in commands:
         wallet = plan.wallets.get(command.student_id) or wallets.get(command.student_id, Wallet())
+        first_answer = plan.answers.get(command.event) or answered.get(command.event)
+        if first_answer is not None:
+            plan.messages.append(first_answer)
+            plan.outcomes.append((command, "duplicate"))
+            continue
         earlier = plan.decisions.get(command.key) or known.get(command.key)
-        if earlier is not None:
+        if not command.authorized:
+            # Answered every time and reserves nothing: a sender without the right must not
+            # take a key away from the real request (CONTRACT section 3).
+            _answer_once(plan, command, "not_authorized", wallet, now)
+        elif earlier is not None:
             _replay(plan, command, earlier, wallet, now)
-        elif not command.authorized:
-            _refuse(plan, command, "not_authorized", wallet, now)
+        elif command.exceeds_limit or not wallet.can_move(command.amount):
+            _refuse(plan, command, "limit_exceeded", wallet, now)
         elif wallet.balance + command.amount < 0:
             _refuse(plan, command, "insufficient_balance", wallet, now)
         else:
@@ -126,13 +157,29 @@ def _replay(
         plan.messages.append(earlier.result)
         plan.outcomes.append((command, "duplicate"))
         return
-    # The key is taken by another amount: refuse, remember nothing (the key stays the first's).
-    rejected = _rejection(command, "idempotency_conflict", wallet.balance)
-    event_id = derived_id("coins.rejected", *command.key, "conflict", command.source_event_id)
-    plan.messages.append(
-        result_message("coins.rejected", event_id, command.student_id, rejected, now)
-    )
+    # The key is taken by another amount: refuse; the key stays the first request's.
+    _answer_once(plan, command, "idempotency_conflict", wallet, now)
+
+
+def _answer_once(
+    plan: Plan, command: CoinCommand, reason: CoinRejection, wallet: Wallet, now: datetime
+) -> None:
+    """A refusal that is not the key's decision: its id names the refused event, and the
+    answer is kept by that event alone."""
+    rejected = _rejection(command, reason, wallet.balance)
+    event_id = derived_id("coins.rejected", *command.key, _ONCE[reason], command.source_event_id)
+    message = result_message("coins.rejected", event_id, command.student_id, rejected, now)
+    plan.answers[command.event] = message
+    plan.messages.append(message)
     plan.outcomes.append((command, "rejected"))
+
+
+# What the id of a once-only refusal says besides the key and the event (the first is the name
+# earlier versions gave conflicts, so their ids stay as they were).
+_ONCE: Mapping[CoinRejection, str] = {
+    "idempotency_conflict": "conflict",
+    "not_authorized": "not_authorized",
+}
 
 
 def _refuse(

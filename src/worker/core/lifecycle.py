@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
+from worker.core.answers import Answers, EventKey
+from worker.core.envelope import BadInputError
 from worker.core.gateway import Session, SessionRequest
 from worker.core.messages import OutgoingMessage
 from worker.core.results import (
@@ -106,6 +108,7 @@ class OpenPayment:
     currency: str
     description: str | None
     source_event_id: str
+    event_source: str
 
     def session_request(self) -> SessionRequest:
         return SessionRequest(
@@ -135,6 +138,7 @@ class ReportStatus:
     notification: Notification
     source_event_id: str
     subject: str
+    event_source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +150,7 @@ class RefuseWebhook:
     detail: str
     source_event_id: str
     subject: str
+    event_source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +172,12 @@ class RefundPayment:
     authorized: bool
     source_event_id: str
     subject: str
+    event_source: str
 
 
 PaymentCommand = OpenPayment | ReportStatus | RefuseWebhook | IgnoreWebhook | RefundPayment
+# The commands that get an answer (an ignored webhook gets none).
+AnsweredCommand = OpenPayment | ReportStatus | RefuseWebhook | RefundPayment
 
 # The consumed event type behind each command, for metrics labelled by what was consumed.
 COMMAND_EVENT_TYPES: Mapping[type, str] = {
@@ -213,6 +221,8 @@ class Known:
     # The result each applied webhook event got, by (CloudEvent id, payment id): a redelivery
     # repeats it even when the payment has moved on since (say, to a late success).
     webhooks: Mapping[tuple[str, str], OutgoingMessage] = field(default_factory=dict)
+    # Every other answer, by the event that got it (see `worker.core.answers`).
+    answered: Mapping[EventKey, OutgoingMessage] = field(default_factory=dict)
 
 
 @dataclass
@@ -228,6 +238,7 @@ class PaymentPlan:
     outcomes: list[tuple[str, Outcome]] = field(default_factory=list)
     webhook_refusals: list[tuple[Provider, PaymentRejection]] = field(default_factory=list)
     late_successes: list[Transition] = field(default_factory=list)
+    answers: Answers = field(default_factory=dict)
 
 
 def decide_payments(
@@ -239,18 +250,12 @@ def decide_payments(
     """Apply `commands` in order; `sessions` holds the gateway's session for each new payment."""
     book = _Book(known, now)
     for command in commands:
-        match command:
-            case OpenPayment():
-                outcome = book.open(command, sessions)
-            case ReportStatus():
-                outcome = book.report(command)
-            case RefuseWebhook():
-                book.reject_webhook(command, command.reason, None, command.subject)
-                outcome = "rejected"
-            case IgnoreWebhook():
-                outcome = "ignored"
-            case RefundPayment():
-                outcome = book.refund(command)
+        first_answer = None if isinstance(command, IgnoreWebhook) else book.answered(command)
+        if first_answer is not None:
+            book.plan.messages.append(first_answer)
+            outcome: Outcome = "duplicate"
+        else:
+            outcome = book.decide(command, sessions)
         book.plan.outcomes.append((COMMAND_EVENT_TYPES[type(command)], outcome))
     return book.plan
 
@@ -279,6 +284,25 @@ class _Book:
         self.results: dict[tuple[str, Status], OutgoingMessage] = dict(known.results)
         self.webhooks: dict[tuple[str, str], OutgoingMessage] = dict(known.webhooks)
 
+    def answered(self, command: AnsweredCommand) -> OutgoingMessage | None:
+        """The first answer of a redelivered event, when no decision repeats it by itself."""
+        event = (command.event_source, command.source_event_id)
+        return self.plan.answers.get(event) or self.known.answered.get(event)
+
+    def decide(self, command: PaymentCommand, sessions: Mapping[str, Session]) -> Outcome:
+        match command:
+            case OpenPayment():
+                return self.open(command, sessions)
+            case ReportStatus():
+                return self.report(command)
+            case RefuseWebhook():
+                self.reject_webhook(command, command.reason, None, command.subject)
+                return "rejected"
+            case IgnoreWebhook():
+                return "ignored"
+            case RefundPayment():
+                return self.refund(command)
+
     def open(self, command: OpenPayment, sessions: Mapping[str, Session]) -> Outcome:
         payment = self.current.get(command.payment_id)
         if payment is not None:
@@ -286,8 +310,8 @@ class _Book:
                 self.plan.messages.append(self.results[(payment.payment_id, "initiated")])
                 return "duplicate"
             self._conflict(
-                ("payment.requested", command.payment_id), command.payment_id,
-                command.source_event_id, command.student_id,
+                command, ("payment.requested", command.payment_id), command.payment_id,
+                command.student_id,
             )  # fmt: skip
             return "rejected"
         session = sessions[command.payment_id]
@@ -328,7 +352,9 @@ class _Book:
         target = notification.status
         match verdict(payment.status, target):
             case "repeat":
-                self.plan.messages.append(self.results[(payment.payment_id, target)])
+                repeated = self.results[(payment.payment_id, target)]
+                self.plan.messages.append(repeated)
+                self._answer(command, repeated)
                 return "duplicate"
             case "refuse":
                 self.reject_webhook(
@@ -343,6 +369,25 @@ class _Book:
         return "applied"
 
     def refund(self, command: RefundPayment) -> Outcome:
+        payment = self.current.get(command.payment_id)
+        if payment is not None and payment.student_id != command.subject:
+            # The key and subject must name the payment's student, or the refund would not be
+            # ordered with that student's other events (CONTRACT section 1).
+            raise BadInputError(
+                f"subject {command.subject!r} is not the student of payment {payment.payment_id!r}"
+            )
+        if not command.authorized:
+            # Answered every time, reserving nothing: the refund id stays free for an admin.
+            event_id = derived_id(
+                "payment.rejected", "refund", command.refund_id, "not_authorized",
+                command.source_event_id,
+            )  # fmt: skip
+            refused = self._reject(
+                event_id, command.payment_id, "not_authorized", command.source_event_id,
+                command.subject,
+            )  # fmt: skip
+            self._answer(command, refused)
+            return "rejected"
         earlier = self.plan.refunds.get(command.refund_id) or self.known.refunds.get(
             command.refund_id
         )
@@ -351,15 +396,11 @@ class _Book:
                 self.plan.messages.append(earlier.result)
                 return "duplicate"
             self._conflict(
-                ("refund", command.refund_id), command.payment_id, command.source_event_id,
-                command.subject,
-            )  # fmt: skip
+                command, ("refund", command.refund_id), command.payment_id, command.subject
+            )
             return "rejected"
-        payment = self.current.get(command.payment_id)
         refusal: PaymentRejection
-        if not command.authorized:
-            refusal = "not_authorized"
-        elif payment is None:
+        if payment is None:
             refusal = "unknown_payment"
         elif verdict(payment.status, "refunded") != "apply":
             refusal = "invalid_transition"
@@ -385,7 +426,8 @@ class _Book:
         subject: str,
     ) -> None:
         event_id = derived_id("payment.rejected", "webhook", reason, command.source_event_id)
-        self._reject(event_id, payment_id, reason, command.source_event_id, subject)
+        message = self._reject(event_id, payment_id, reason, command.source_event_id, subject)
+        self._answer(command, message)
         self.plan.webhook_refusals.append((command.provider, reason))
 
     def move(
@@ -412,12 +454,26 @@ class _Book:
         return transition
 
     def _conflict(
-        self, key: tuple[str, str], payment_id: str, source_event_id: str, subject: str
+        self,
+        command: OpenPayment | RefundPayment,
+        key: tuple[str, str],
+        payment_id: str,
+        subject: str,
     ) -> None:
-        """A replay of `key` with other parameters: refused, and nothing remembered (the key
-        stays the first request's). The id names the refused event, so it repeats if that does."""
-        event_id = derived_id("payment.rejected", *key, "conflict", source_event_id)
-        self._reject(event_id, payment_id, "idempotency_conflict", source_event_id, subject)
+        """A replay of `key` with other parameters: refused, and the key stays the first
+        request's. The id names the refused event, whose redelivery repeats the answer."""
+        event_id = derived_id("payment.rejected", *key, "conflict", command.source_event_id)
+        self._answer(
+            command,
+            self._reject(
+                event_id, payment_id, "idempotency_conflict", command.source_event_id, subject
+            ),
+        )
+
+    def _answer(self, command: AnsweredCommand, message: OutgoingMessage) -> None:
+        """Keep `message` (already among the plan's messages) as the answer to `command`'s
+        event, for its redelivery."""
+        self.plan.answers[(command.event_source, command.source_event_id)] = message
 
     def _reject(
         self,

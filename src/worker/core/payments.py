@@ -28,6 +28,7 @@ def open_payment(event: Envelope, _: WebhookVerifier) -> PaymentCommand:
         currency=data.currency,
         description=data.description,
         source_event_id=event.id,
+        event_source=event.source,
     )
 
 
@@ -37,11 +38,13 @@ def receive_webhook(event: Envelope, verifier: WebhookVerifier) -> PaymentComman
     try:
         verifier.verify(data.provider, data.headers, data.body, received_at=event.time)
     except SignatureError as refused:
-        return RefuseWebhook(data.provider, refused.reason, str(refused), event.id, event.subject)
+        return RefuseWebhook(
+            data.provider, refused.reason, str(refused), event.id, event.subject, event.source
+        )
     notification = parse_notification(data.provider, data.body)
     if notification is None:
         return IgnoreWebhook(data.provider, event.id)
-    return ReportStatus(data.provider, notification, event.id, event.subject)
+    return ReportStatus(data.provider, notification, event.id, event.subject, event.source)
 
 
 def refund_payment(event: Envelope, _: WebhookVerifier) -> PaymentCommand:
@@ -54,6 +57,7 @@ def refund_payment(event: Envelope, _: WebhookVerifier) -> PaymentCommand:
         authorized=data.actor.role == "admin",
         source_event_id=event.id,
         subject=event.subject,
+        event_source=event.source,
     )
 
 

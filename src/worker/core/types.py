@@ -10,9 +10,12 @@ JSON_SAFE_MAX = 9_007_199_254_740_991
 
 # PostgreSQL text cannot hold NUL, so stored strings refuse it at the edge (bad input).
 NO_NUL = r"^[^\x00]*$"
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_NUL)]
+# Ids and CloudEvents attributes refuse every control character (CONTRACT section 2): they are
+# keys, log fields and parts of derived ids, where an invisible separator only causes harm.
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL)]
 Text = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
-Attribute = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+Attribute = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=NO_CONTROL)]
 # Amounts are integers in the JSON-safe range; strict, so "12" and 12.0 are refused.
 Amount = Annotated[int, Field(strict=True, ge=-JSON_SAFE_MAX, le=JSON_SAFE_MAX)]
 PositiveAmount = Annotated[int, Field(strict=True, ge=1, le=JSON_SAFE_MAX)]

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 from worker.core import cloudevents
 from worker.core.ledger import CoinCommand, Decision, Key, Plan, Wallet, decide
 from worker.core.messages import OutgoingMessage
+from worker.db.answers import known_answers, record_answers
 from worker.db.queries import sql
+from worker.errors import ConcurrentWriteError
 
 if TYPE_CHECKING:
     from worker.db import Connection
@@ -18,17 +20,23 @@ if TYPE_CHECKING:
 async def apply_coin_commands(
     conn: Connection, commands: Sequence[CoinCommand], now: datetime
 ) -> Plan:
-    """Apply `commands` in order inside the caller's transaction: six statements per batch."""
+    """Apply `commands` in order inside the caller's transaction: a few statements per batch.
+
+    The wallets are locked before anything earlier is read: a batch that holds the same key as
+    one in another transaction (a rebalance, a member evicted while it waited on the database)
+    waits for it, then sees its decision and repeats it.
+    """
     if not commands:
         return Plan()
-    known = await _known_decisions(conn, {c.key for c in commands})
     students = sorted({c.student_id for c in commands})
     await conn.execute(sql("coins_ensure_wallets"), students)
     wallets = {
         row["student_id"]: Wallet(row["balance"], row["lifetime_earned"], row["lifetime_spent"])
         for row in await conn.fetch(sql("coins_lock_wallets"), students)
     }
-    plan = decide(commands, known, wallets, now)
+    known = await _known_decisions(conn, {c.key for c in commands})
+    answered = await known_answers(conn, {c.event for c in commands})
+    plan = decide(commands, known, wallets, now, answered)
     await _write(conn, plan)
     return plan
 
@@ -52,6 +60,22 @@ async def _known_decisions(conn: Connection, keys: set[Key]) -> dict[Key, Decisi
 
 
 async def _write(conn: Connection, plan: Plan) -> None:
+    # Decisions first: a key decided meanwhile is a retriable conflict, not a unique violation
+    # of the ledger below.
+    if plan.decisions:
+        keys, decisions = list(plan.decisions), list(plan.decisions.values())
+        kept = await conn.fetchval(
+            sql("coins_record_decisions"),
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [d.requested_amount for d in decisions],
+            [d.outcome for d in decisions],
+            [d.result.topic for d in decisions],
+            [d.result.value for d in decisions],
+        )
+        if kept != len(decisions):
+            raise ConcurrentWriteError("a coin request was decided by another worker meanwhile")
     if plan.entries:
         entries = plan.entries
         await conn.execute(
@@ -64,18 +88,7 @@ async def _write(conn: Connection, plan: Plan) -> None:
             [e.balance_after for e in entries],
             [e.source_event_id for e in entries],
         )
-    if plan.decisions:
-        keys, decisions = list(plan.decisions), list(plan.decisions.values())
-        await conn.execute(
-            sql("coins_record_decisions"),
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [d.requested_amount for d in decisions],
-            [d.outcome for d in decisions],
-            [d.result.topic for d in decisions],
-            [d.result.value for d in decisions],
-        )
+    await record_answers(conn, plan.answers)
     if plan.wallets:
         students, wallets = list(plan.wallets), list(plan.wallets.values())
         await conn.execute(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from worker.core import cloudevents
 from worker.core.gateway import Gateway, Session
 from worker.core.lifecycle import (
+    IgnoreWebhook,
     Known,
     OpenPayment,
     Payment,
@@ -21,8 +22,10 @@ from worker.core.lifecycle import (
     expire_payments,
 )
 from worker.core.messages import OutgoingMessage
+from worker.db.answers import known_answers, record_answers
 from worker.db.queries import sql
 from worker.errors import ConcurrentWriteError
+from worker.messaging import outbox
 
 if TYPE_CHECKING:
     from worker.db import Connection
@@ -48,6 +51,14 @@ async def apply_payment_commands(
         results=await _known_results(conn, list(payments)),
         refunds=await _known_refunds(conn, refund_ids),
         webhooks=await _known_webhooks(conn, webhook_events),
+        answered=await known_answers(
+            conn,
+            {
+                (c.event_source, c.source_event_id)
+                for c in commands
+                if not isinstance(c, IgnoreWebhook)
+            },
+        ),
     )
     # Only a payment id seen for the first time opens a session (once, whatever the replays).
     sessions: dict[str, Session] = {}
@@ -59,19 +70,39 @@ async def apply_payment_commands(
             sessions[command.payment_id] = await gateway.open_session(request, now)
     plan = decide_payments(commands, known, sessions, now)
     await write_payment_plan(conn, plan)
-    # Money moves only once the database has accepted every decision of the batch (a refund id
-    # taken by another worker meanwhile has raised by now). Should the commit still fail, the
-    # retried batch asks again with the same refund id, the gateway's idempotency key.
-    for payment, refund_id in plan.gateway_refunds:
-        await gateway.refund(payment.provider_payment_id, payment.amount, refund_id)
+    await record_answers(conn, plan.answers)
     return plan
 
 
-async def expire_due(conn: Connection, now: datetime, limit: int) -> PaymentPlan:
-    """Expire up to `limit` overdue payments that no other transaction holds."""
-    rows = await conn.fetch(sql("payments_due"), now, limit)
-    plan = expire_payments([_payment(row) for row in rows], now)
+async def refund_at_gateway(gateway: Gateway, plan: PaymentPlan) -> None:
+    """Ask the gateway for the plan's refunds: the last step of a batch's transaction, once the
+    database has accepted every write of it (a refund id taken by another worker meanwhile has
+    raised by now). Should the commit still fail, the retried batch asks again with the same
+    refund id, the gateway's idempotency key."""
+    for payment, refund_id in plan.gateway_refunds:
+        await gateway.refund(payment.provider_payment_id, payment.amount, refund_id)
+
+
+async def expire_due(
+    conn: Connection, now: datetime, limit: int, skip: Sequence[str] = ()
+) -> PaymentPlan:
+    """Expire up to `limit` overdue payments that no other transaction holds, but for `skip`."""
+    return await expire(conn, await lock_due(conn, now, limit, skip), now)
+
+
+async def lock_due(
+    conn: Connection, now: datetime, limit: int, skip: Sequence[str] = ()
+) -> list[Payment]:
+    """Lock up to `limit` overdue payments that no other transaction holds, but for `skip`."""
+    rows = await conn.fetch(sql("payments_due"), now, limit, list(skip))
+    return [_payment(row) for row in rows]
+
+
+async def expire(conn: Connection, payments: Sequence[Payment], now: datetime) -> PaymentPlan:
+    """Expire the (locked) `payments` and queue their results."""
+    plan = expire_payments(payments, now)
     await write_payment_plan(conn, plan)
+    await outbox.enqueue(conn, plan.messages)
     return plan
 
 

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from worker.core.messages import MAX_MESSAGE_BYTES
 from worker.retry import transient_retry
 from worker.settings import Settings
 
@@ -42,6 +43,8 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         linger_ms=5,
         request_timeout_ms=30_000,
+        # Dead letters are cut to fit this (worker.core.records.dead_letter).
+        max_request_size=MAX_MESSAGE_BYTES,
     )
 
 

@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
-from worker.core.messages import OutgoingMessage, headers_from_json
+from worker.core.messages import OutgoingMessage, decode_headers
 from worker.db.queries import sql
+from worker.errors import is_retriable
 from worker.messaging.clients import start_with_retry
 from worker.metrics import Metrics
 from worker.retry import transient_retry
@@ -25,6 +26,9 @@ FATAL_PRODUCER_ERRORS = (
     kafka_errors.InvalidProducerEpoch,
     kafka_errors.ProducerFenced,
 )
+
+# Any fixed 64-bit number: the advisory lock that makes one relay at a time the publisher.
+PUBLISHER_LOCK_KEY = 0x6F7574626F78  # "outbox"
 
 if TYPE_CHECKING:
     from worker.db import Connection
@@ -41,7 +45,7 @@ async def enqueue(conn: Connection, messages: Sequence[OutgoingMessage]) -> None
         [m.topic for m in messages],
         [m.key for m in messages],
         [m.value for m in messages],
-        [m.headers_json() for m in messages],
+        [m.headers_bytes() for m in messages],
     )
 
 
@@ -50,9 +54,15 @@ class OutboxRelay:
 
     The outbox keeps topics as event types; the relay adds the deployment's topic prefix.
 
-    Runs as one task per worker; `wake()` after a commit publishes at once, and a periodic pass
-    picks up what a crashed worker left behind. Publishing is at least once: a crash between the
-    broker's acknowledgement and the delete publishes a message again, with the same id.
+    Runs as one task per worker, but only one relay publishes at a time (a transaction-scoped
+    advisory lock), chunk after chunk in queue order: so one student's results reach their
+    partition in the order they were decided, also when several workers drain a backlog.
+    `wake()` after a commit publishes at once, and a periodic pass picks up what a crashed
+    worker left behind. Publishing is at least once: a crash between the broker's
+    acknowledgement and the delete publishes a message again, with the same id.
+
+    A message the broker or the producer refuses for a reason retrying cannot cure is parked
+    (moved to `parked_messages`, counted and logged), so it never blocks the ones behind it.
     """
 
     def __init__(
@@ -64,6 +74,7 @@ class OutboxRelay:
         topic_prefix: str = "",
         chunk: int = 1000,
         idle_seconds: float = 1.0,
+        busy_seconds: float = 0.05,
     ) -> None:
         self._pool = pool
         self._new_producer = new_producer
@@ -72,6 +83,7 @@ class OutboxRelay:
         self._topic_prefix = topic_prefix
         self._chunk = chunk
         self._idle_seconds = idle_seconds
+        self._busy_seconds = busy_seconds
         self._wakeup = asyncio.Event()
 
     def wake(self) -> None:
@@ -88,14 +100,13 @@ class OutboxRelay:
                 await self._producer.stop()
 
     async def run(self) -> None:
-        """Publish until cancelled; when idle, refresh the backlog gauge once a second."""
+        """Publish until cancelled; when idle, refresh the backlog gauges once a second."""
         while True:
             self._wakeup.clear()
             try:
                 async for attempt in transient_retry():
                     with attempt:
-                        while await self.publish_once() == self._chunk:
-                            pass
+                        await self.drain()
             except FATAL_PRODUCER_ERRORS as exc:
                 # An idempotent producer whose sequence broke (a broker restart during retries)
                 # cannot send again. The chunk rolled back, so nothing is lost: start a new
@@ -114,32 +125,100 @@ class OutboxRelay:
                     with attempt:
                         await self.backlog()
 
-    async def publish_once(self) -> int:
-        """Publish one chunk of the queue; returns how many messages went out."""
-        producer = self._producer
-        if producer is None:
-            raise RuntimeError("the relay's producer is not started")
+    async def drain(self) -> None:
+        """Publish until the queue is empty; while another relay publishes, wait for it (its
+        last pass may have missed what this worker queued just now)."""
+        while True:
+            sent = await self.publish_once()
+            if sent is None:
+                await asyncio.sleep(self._busy_seconds)
+            elif sent == 0:
+                return
+
+    async def publish_once(self) -> int | None:
+        """Publish one chunk of the queue, oldest first. Returns how many messages left the
+        queue (published or parked), or None when another relay is the publisher now."""
         async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(sql("outbox_publisher_lock"), PUBLISHER_LOCK_KEY):
+                return None
             rows = await conn.fetch(sql("outbox_claim"), self._chunk)
             if not rows:
                 return 0
-            deliveries = [
-                await producer.send(
+            parked = await self._send(rows)
+            published = [row for row in rows if row["seq"] not in parked]
+            await conn.execute(sql("outbox_delete"), [row["seq"] for row in published])
+            if parked:
+                await conn.execute(
+                    sql("outbox_park"),
+                    list(parked),
+                    [type(error).__name__ for error in parked.values()],
+                    [_message(error) for error in parked.values()],
+                )
+        for row in published:
+            self._metrics.published.labels(topic=row["topic"]).inc()
+        for row in rows:
+            if row["seq"] in parked:
+                self._count_parked(row, parked[row["seq"]])
+        return len(rows)
+
+    async def _send(self, rows: Sequence[Any]) -> dict[int, Exception]:
+        """Send `rows` in order and wait for every acknowledgement. Returns the messages that
+        cannot be published, by outbox seq; a passing fault is raised (the chunk rolls back and
+        is sent again, whole and in order)."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the relay's producer is not started")
+        refused: dict[int, Exception] = {}
+        deliveries: list[tuple[int, asyncio.Future[Any]]] = []
+        for row in rows:
+            try:
+                delivery = await producer.send(
                     self._topic_prefix + row["topic"],
                     value=row["value"],
                     key=row["key"],
-                    headers=list(headers_from_json(row["headers"])),
+                    headers=list(decode_headers(row["headers"])),
                 )
-                for row in rows
-            ]
-            await asyncio.gather(*deliveries)
-            await conn.execute(sql("outbox_delete"), [row["seq"] for row in rows])
-        for row in rows:
-            self._metrics.published.labels(topic=row["topic"]).inc()
-        return len(rows)
+            except Exception as exc:  # noqa: BLE001 - a permanent refusal parks this message
+                _raise_unless_permanent(exc)
+                refused[row["seq"]] = exc
+            else:
+                deliveries.append((row["seq"], delivery))
+        outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
+        for (seq, _), outcome in zip(deliveries, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                _raise_unless_permanent(outcome)
+                refused[seq] = outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return refused
+
+    def _count_parked(self, row: Any, error: Exception) -> None:
+        self._metrics.parked.inc()
+        log.error(
+            "message parked: it cannot be published",
+            extra={
+                "action": "park",
+                "outbox_seq": row["seq"],
+                "topic": row["topic"],
+                "error": f"{type(error).__name__}: {error}",
+            },
+        )
 
     async def backlog(self) -> int:
+        """Refresh the queued and parked gauges; returns how many messages are queued."""
         async with self._pool.acquire() as conn:
-            count: int = await conn.fetchval(sql("outbox_backlog"))
-        self._metrics.outbox_backlog.set(count)
+            queued, parked = await conn.fetchrow(sql("outbox_backlog")) or (0, 0)
+        self._metrics.outbox_backlog.set(queued)
+        self._metrics.parked_messages.set(parked)
+        count: int = queued
         return count
+
+
+def _raise_unless_permanent(error: Exception) -> None:
+    """A passing fault, or a producer that must be replaced, is the whole chunk's problem."""
+    if is_retriable(error) or isinstance(error, FATAL_PRODUCER_ERRORS):
+        raise error
+
+
+def _message(error: Exception) -> str:
+    return str(error).replace("\x00", "")[:1000] or type(error).__name__

@@ -14,17 +14,24 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from worker.errors import passes_by_itself
 from worker.metrics import Metrics
 from worker.sidecar.api import ReadApi, ServiceUnavailableError, router
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 log = logging.getLogger(__name__)
 
-# Faults of the database behind a read: the client should try again later (503).
-_UNAVAILABLE = (
+# The methods a metric label may take; any other token a client sends is counted as "other",
+# so a client cannot grow the number of series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# Faults of the database behind a read. (Starlette hands `Exception` itself to its outermost
+# middleware, past the request metrics, so the classes are named.)
+_DATABASE_FAULTS = (
     ServiceUnavailableError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,
 )
@@ -75,19 +82,29 @@ def create_app(readiness: ReadinessCheck, metrics: Metrics, read_api: ReadApi) -
         )
         return JSONResponse({"detail": problems}, status_code=400)
 
-    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        log.warning(
-            "read failed",
-            extra={"action": "read_unavailable", "path": request.url.path, "error": repr(exc)},
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        """503 only for a passing fault (the database is down or the read timed out): a client
+        should try again. Anything else is a fault of the service (500), logged as one, so an
+        SQL bug never looks like an outage."""
+        if isinstance(exc, ServiceUnavailableError) or passes_by_itself(exc):
+            log.warning(
+                "read failed",
+                extra={"action": "read_unavailable", "path": request.url.path, "error": repr(exc)},
+            )
+            return JSONResponse(
+                {"detail": "the database cannot answer now; try again"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        log.error(
+            "read failed by a fault of the service",
+            exc_info=exc,
+            extra={"action": "read_error", "path": request.url.path},
         )
-        return JSONResponse(
-            {"detail": "the database cannot answer now; try again"},
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
+        return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    for fault in _UNAVAILABLE:
-        app.add_exception_handler(fault, unavailable)
+    for fault in _DATABASE_FAULTS:
+        app.add_exception_handler(fault, failed)
 
     @app.middleware("http")
     async def count_requests(
@@ -97,8 +114,9 @@ def create_app(readiness: ReadinessCheck, metrics: Metrics, read_api: ReadApi) -
         response = await call_next(request)
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
+        method = request.method if request.method in _METHODS else "other"
         metrics.http_requests.labels(
-            route=template, method=request.method, status=str(response.status_code)
+            route=template, method=method, status=str(response.status_code)
         ).inc()
         metrics.http_seconds.labels(route=template).observe(time.perf_counter() - started)
         return response

@@ -1,6 +1,13 @@
--- Remembers a batch's new decisions with the result event each one answered.
-INSERT INTO coin_requests
-    (student_id, type, reference_id, requested_amount, outcome, result_topic, result_value)
-SELECT *
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-            $7::bytea[])
+-- Remembers a batch's new decisions with the result event each one answered. A key another
+-- transaction decided meanwhile is skipped; the caller compares the count and retries the
+-- batch, which then repeats that decision (a unique violation is never fatal).
+WITH kept AS (
+    INSERT INTO coin_requests
+        (student_id, type, reference_id, requested_amount, outcome, result_topic, result_value)
+    SELECT *
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                $7::bytea[])
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM kept

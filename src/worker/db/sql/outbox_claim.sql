@@ -1,6 +1,7 @@
--- Takes the oldest queued messages that no other relay is publishing right now.
-SELECT seq, topic, key, value, headers
+-- Takes the oldest queued messages, in the order they were queued (the caller holds the
+-- publisher lock, so no other relay is publishing).
+SELECT seq, topic, key, value, headers, created_at
 FROM outbox
 ORDER BY seq
 LIMIT $1
-FOR UPDATE SKIP LOCKED
+FOR UPDATE

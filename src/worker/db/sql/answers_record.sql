@@ -1,0 +1,11 @@
+-- Keeps a batch's answers by event. An answer another worker kept meanwhile is skipped; the
+-- caller compares the count and retries the batch, which then repeats that answer.
+WITH kept AS (
+    INSERT INTO event_answers
+        (answer_id, event_source, event_id, result_topic, result_key, result_value)
+    SELECT *
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[])
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM kept
