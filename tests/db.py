@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from worker.db.migrate import apply_migrations
 
@@ -31,7 +32,16 @@ async def create_database(server_url: str, name: str, template: str | None = Non
 async def drop_database(server_url: str, name: str) -> None:
     conn = await asyncpg.connect(server_url)
     try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        # FORCE ends the test's own sessions, but it may not end an autovacuum worker (a
+        # superuser's process) that happens to be in the database: that one ends by itself.
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(30),
+            wait=wait_fixed(0.2),
+            retry=retry_if_exception_type(asyncpg.InsufficientPrivilegeError),
+            reraise=True,
+        ):
+            with attempt:
+                await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await conn.close()
 

@@ -38,16 +38,20 @@ async def test_killed_workers_lose_nothing_and_apply_nothing_twice(
         inject = killed % 3 == 2
         extra = {"WORKER_FAILPOINT_AFTER_DB_COMMIT": str(rng.randint(1, 4))} if inject else {}
         async with running_worker({**env, **extra}, tmp_path) as worker:
-            await worker.wait_ready(within=90)
-            if producing is None:  # the first worker created the topics
-                producing = asyncio.create_task(produce(producer, prefix, stream, per_second=2_000))
             if inject:
+                # The failpoint may fire before the worker is seen ready (after its first batch,
+                # say): wait for the process to end, not for readiness.
                 try:
-                    code = await asyncio.wait_for(worker.process.wait(), 30)
+                    code = await asyncio.wait_for(worker.process.wait(), 90)
                     injected += code == -signal.SIGKILL
                 except TimeoutError:
                     worker.process.kill()
             else:
+                await worker.wait_ready(within=90)
+                if producing is None:  # the first worker created the topics
+                    producing = asyncio.create_task(
+                        produce(producer, prefix, stream, per_second=2_000)
+                    )
                 await asyncio.sleep(rng.uniform(0.3, 2.0))
                 worker.process.kill()
             await worker.process.wait()

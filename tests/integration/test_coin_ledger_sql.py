@@ -9,8 +9,9 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support import eventually
 from tests.unit.test_ledger import commands as coin_commands
-from worker.core.ledger import CoinCommand
+from worker.core.ledger import CoinCommand, Plan
 from worker.db.coins import apply_coin_commands
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -98,3 +99,39 @@ async def test_any_sequence_of_batches_keeps_the_database_invariants(
             await apply_coin_commands(conn, batch, NOW)
         await assert_invariants(conn)
         await savepoint.rollback()
+
+
+async def test_the_same_key_in_two_transactions_at_once_repeats_the_first_decision(
+    db_url: str,
+) -> None:
+    # Two batches hold one key at once: a rebalance, or a member evicted while its batch waited
+    # on the database. The second must wait for the first, then repeat its decision.
+    first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
+    try:
+        original = CoinCommand("s", "course_completion", "c1", 100, None, "e1")
+        again = CoinCommand("s", "course_completion", "c1", 100, None, "e2")
+        async with first.transaction():
+            applied = await apply_coin_commands(first, [original], NOW)
+            racing = asyncio.create_task(_decide(second, [again]))
+            await eventually(lambda: _waits_on_a_lock(first, second), within=10)
+        repeated = await racing
+        assert repeated.outcomes == [(again, "duplicate")]
+        assert repeated.messages == applied.messages
+        assert await first.fetchval("SELECT count(*) FROM coin_transactions") == 1
+        assert await first.fetchval("SELECT balance FROM coin_wallets") == 100
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def _decide(conn: asyncpg.Connection, batch: list[CoinCommand]) -> Plan:
+    async with conn.transaction():
+        return await apply_coin_commands(conn, batch, NOW)
+
+
+async def _waits_on_a_lock(observer: asyncpg.Connection, waiting: asyncpg.Connection) -> None:
+    pid = waiting.get_server_pid()
+    kind = await observer.fetchval(
+        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
+    )
+    assert kind == "Lock", kind

@@ -7,7 +7,9 @@ import asyncio
 import asyncpg
 import pytest
 
+from worker.core.messages import decode_headers
 from worker.db.migrate import apply_migrations, discover
+from worker.db.queries import sql
 
 EXPECTED_COLUMNS = {
     "coin_wallets": {
@@ -35,6 +37,14 @@ EXPECTED_COLUMNS = {
         "result_value", "created_at",
     },
     "outbox": {"seq", "topic", "key", "value", "headers", "created_at"},
+    "event_answers": {
+        "answer_id", "event_source", "event_id", "result_topic", "result_key", "result_value",
+        "created_at",
+    },
+    "parked_messages": {
+        "seq", "outbox_seq", "topic", "key", "value", "headers", "error_class", "error_message",
+        "queued_at", "parked_at",
+    },
     "schema_migrations": {"version", "name", "checksum", "applied_at"},
 }  # fmt: skip
 
@@ -99,6 +109,33 @@ async def test_two_workers_migrating_at_once_apply_each_migration_once(empty_db:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_messages_queued_before_headers_became_bytes_keep_their_headers(
+    empty_db: str,
+) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await conn.execute(sql("migrations_table"))
+        for migration in discover()[:4]:  # the schema as it was, headers as JSON text
+            await conn.execute(migration.sql)
+            await conn.execute(
+                sql("migrations_record"), migration.version, migration.name, migration.checksum
+            )
+        stored = '[["content-type", "YXBwbGljYXRpb24vanNvbg=="], ["x-nothing", null], ["é", ""]]'
+        await conn.execute(
+            "INSERT INTO outbox (topic, key, value, headers) VALUES ('t', 'k', 'v', $1::jsonb)",
+            stored,
+        )
+        await conn.execute("INSERT INTO outbox (topic, key, value) VALUES ('t', 'k', 'v')")
+        await apply_migrations(conn)
+        rows = await conn.fetch("SELECT headers FROM outbox ORDER BY seq")
+        assert [decode_headers(r["headers"]) for r in rows] == [
+            (("content-type", b"application/json"), ("x-nothing", None), ("é", b"")),
+            (),
+        ]
+    finally:
+        await conn.close()
 
 
 async def test_changed_migration_is_refused(empty_db: str) -> None:

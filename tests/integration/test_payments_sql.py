@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -11,7 +12,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 
+from tests.support import eventually
 from worker.core.coins import Rewards
 from worker.core.commands import Policies, command_for
 from worker.core.gateway import MockGateway, Session, SessionRequest
@@ -19,14 +22,16 @@ from worker.core.ledger import CoinCommand
 from worker.core.lifecycle import OpenPayment, PaymentCommand, PaymentPlan, RefundPayment
 from worker.core.signatures import WebhookVerifier, razorpay_signature, stripe_signature
 from worker.core.types import Provider
-from worker.db.payments import apply_payment_commands, expire_due
+from worker.db.payments import apply_payment_commands, expire_due, refund_at_gateway
 from worker.errors import ConcurrentWriteError, is_retriable
+from worker.expiry import ExpirySweeper
 from worker.messaging import outbox
+from worker.metrics import Metrics
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 SECRET = "whsec_integration"
 POLICIES = Policies(
-    Rewards(100, 50),
+    Rewards(100, 50, 1_000_000),
     WebhookVerifier({"mock": SECRET.encode(), "stripe": SECRET.encode(), "razorpay": b"rzp"}),
 )
 MOCK = MockGateway("https://pay.test/checkout", timedelta(minutes=30))
@@ -55,7 +60,7 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 def requested(pid: str, student: str = "stu-1", amount: int = 49900) -> OpenPayment:
-    return OpenPayment(pid, student, "course-1", amount, "INR", None, f"evt-{pid}")
+    return OpenPayment(pid, student, "course-1", amount, "INR", None, f"evt-{pid}", "t")
 
 
 def webhook(provider: str, body: dict[str, Any], *, signed_at: datetime = NOW) -> PaymentCommand:
@@ -68,12 +73,27 @@ def webhook(provider: str, body: dict[str, Any], *, signed_at: datetime = NOW) -
     event = {
         "specversion": "1.0", "id": "evt-" + hashlib.sha256(raw.encode()).hexdigest(),
         "type": "payment.webhook.received", "source": "ingress", "time": NOW.isoformat(),
-        "subject": "ppid", "datacontenttype": "application/json",
+        "subject": _reported(provider, body), "datacontenttype": "application/json",
         "data": {"provider": provider, "headers": headers, "body": raw},
     }  # fmt: skip
-    command = command_for("payment.webhook.received", json.dumps(event).encode(), (), POLICIES)
+    command = command_for(
+        "payment.webhook.received",
+        event["subject"].encode(),
+        json.dumps(event).encode(),
+        (),
+        POLICIES,
+    )
     assert not isinstance(command, CoinCommand)
     return command
+
+
+def _reported(provider: str, body: dict[str, Any]) -> str:
+    """The provider payment id a webhook body reports on: the event's key and subject."""
+    if provider == "mock":
+        return str(body["data"]["provider_payment_id"])
+    if provider == "stripe":
+        return str(body["data"]["object"]["id"])
+    return str(body["payload"]["payment"]["entity"]["id"])
 
 
 def mock_event(kind: str, ppid: str, amount: int = 49900, currency: str = "INR") -> dict[str, Any]:
@@ -102,6 +122,7 @@ async def apply(
     async with pool.acquire() as conn, conn.transaction():
         plan = await apply_payment_commands(conn, commands, gateway, now)
         await outbox.enqueue(conn, plan.messages)
+        await refund_at_gateway(gateway, plan)
     return plan
 
 
@@ -131,7 +152,7 @@ async def test_a_payment_is_opened_paid_and_refunded_with_every_step_recorded(
 
     succeeded = mock_event("payment.succeeded", ppid, currency="inr")
     await apply(pool, [webhook("mock", succeeded)])
-    refund = RefundPayment("rf-1", "pay-1", "duplicate", "staff-1", True, "evt-rf", "stu-1")
+    refund = RefundPayment("rf-1", "pay-1", "duplicate", "staff-1", True, "evt-rf", "stu-1", "t")
     await apply(pool, [refund])
     assert await status(pool, "pay-1") == "refunded"
     assert await transitions(pool, "pay-1") == [
@@ -208,7 +229,6 @@ async def test_concurrent_sweeps_expire_each_payment_exactly_once(pool: asyncpg.
         while True:
             async with pool.acquire() as conn, conn.transaction():
                 plan = await expire_due(conn, later, 25)
-                await outbox.enqueue(conn, plan.messages)
                 await asyncio.sleep(0.01)  # hold the locks a moment, as a real batch would
             expired += len(plan.transitions)
             if not plan.transitions:
@@ -289,10 +309,11 @@ async def test_no_refund_reaches_the_gateway_when_the_database_refuses_the_decis
     async with pool.acquire() as other, pool.acquire() as conn:
         async with other.transaction():
             # Another worker has decided refund rf-1 (for another payment), not yet committed.
-            await apply_payment_commands(
-                other, [RefundPayment("rf-1", "pay-a", "r", "staff", True, "e1", "stu-1")],
+            decided = await apply_payment_commands(
+                other, [RefundPayment("rf-1", "pay-a", "r", "staff", True, "e1", "stu-1", "t")],
                 gateway, NOW,
             )  # fmt: skip
+            await refund_at_gateway(gateway, decided)
             assert gateway.refunds == ["rf-1"]
             racing = asyncio.create_task(_refund_in(conn, gateway, "pay-b"))
             await asyncio.sleep(0.2)  # blocked on the other's uncommitted refund row
@@ -303,5 +324,34 @@ async def test_no_refund_reaches_the_gateway_when_the_database_refuses_the_decis
 
 async def _refund_in(conn: Any, gateway: Any, payment_id: str) -> None:
     async with conn.transaction():
-        command = RefundPayment("rf-1", payment_id, "r", "staff", True, "e2", "stu-1")
-        await apply_payment_commands(conn, [command], gateway, NOW)
+        command = RefundPayment("rf-1", payment_id, "r", "staff", True, "e2", "stu-1", "t")
+        plan = await apply_payment_commands(conn, [command], gateway, NOW)
+        await refund_at_gateway(gateway, plan)
+
+
+async def test_a_payment_that_cannot_be_expired_is_set_aside_and_the_sweep_goes_on(
+    pool: asyncpg.Pool,
+) -> None:
+    await apply(pool, [requested(f"pay-{i}") for i in range(5)])  # all overdue by now
+    # A rule the sweep does not know, enforced by the database alone: pay-2 can never expire.
+    await pool.execute(
+        "ALTER TABLE payment_transitions ADD CONSTRAINT trap"
+        " CHECK (NOT (payment_id = 'pay-2' AND status = 'expired'))"
+    )
+    metrics = Metrics(CollectorRegistry())
+    sweeper = ExpirySweeper(pool, metrics, interval_seconds=0.05)
+    sweeping = asyncio.create_task(sweeper.run())
+
+    async def the_others_expired() -> None:
+        assert not sweeping.done(), sweeping
+        statuses = dict(await pool.fetch("SELECT payment_id, status FROM payments"))
+        assert statuses == {f"pay-{i}": "initiated" if i == 2 else "expired" for i in range(5)}
+
+    try:
+        await eventually(the_others_expired, within=30)
+        assert metrics.registry.get_sample_value("payment_worker_expiry_failures_total") == 1
+        assert not sweeping.done()
+    finally:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping

@@ -13,7 +13,7 @@ from worker.core.envelope import BadInputError
 from worker.core.ledger import CoinCommand
 from worker.core.signatures import WebhookVerifier
 
-REWARDS = Rewards(course_completion=100, referral=50)
+REWARDS = Rewards(course_completion=100, referral=50, max_amount=1_000_000)
 POLICIES = Policies(REWARDS, WebhookVerifier({}))
 
 
@@ -32,7 +32,7 @@ def event(kind: str, data: dict[str, Any], event_id: str = "e-1") -> bytes:
 
 
 def command(kind: str, data: dict[str, Any]) -> CoinCommand:
-    return command_for(kind, event(kind, data), (), POLICIES)
+    return command_for(kind, b"s", event(kind, data), (), POLICIES)
 
 
 ADMIN = {"id": "a-1", "role": "admin"}
@@ -41,13 +41,15 @@ ADMIN = {"id": "a-1", "role": "admin"}
 def test_course_completion_credits_the_configured_reward() -> None:
     data = {"student_id": "s", "course_id": "c", "completed_at": "2026-11-26T09:00:00+05:30"}
     assert command("course.completed", data) == CoinCommand(
-        "s", "course_completion", "c", 100, None, "e-1"
+        "s", "course_completion", "c", 100, None, "e-1", event_source="t"
     )
 
 
 def test_referral_credits_the_referrer_with_configured_reward_or_override() -> None:
     data = {"referral_id": "r", "referrer_id": "s", "referred_student_id": "t"}
-    assert command("referral.succeeded", data) == CoinCommand("s", "referral", "r", 50, None, "e-1")
+    assert command("referral.succeeded", data) == CoinCommand(
+        "s", "referral", "r", 50, None, "e-1", event_source="t"
+    )
     overridden = command("referral.succeeded", {**data, "reward_coins": 70})
     assert (overridden.amount, overridden.requested_amount) == (70, 70)
 
@@ -55,7 +57,7 @@ def test_referral_credits_the_referrer_with_configured_reward_or_override() -> N
 def test_adjustment_is_signed_and_authorized_only_for_admins() -> None:
     data = {"adjustment_id": "a", "student_id": "s", "amount": -30, "reason": "fix", "actor": ADMIN}
     assert command("coins.adjustment.requested", data) == CoinCommand(
-        "s", "manual_adjustment", "a", -30, -30, "e-1", authorized=True
+        "s", "manual_adjustment", "a", -30, -30, "e-1", authorized=True, event_source="t"
     )
     student_actor = {**data, "actor": {"id": "s", "role": "student"}}
     assert command("coins.adjustment.requested", student_actor).authorized is False
@@ -64,7 +66,7 @@ def test_adjustment_is_signed_and_authorized_only_for_admins() -> None:
 def test_redemption_is_a_debit() -> None:
     data = {"redemption_id": "d", "student_id": "s", "amount": 40, "item": "sticker"}
     assert command("coins.redemption.requested", data) == CoinCommand(
-        "s", "redemption", "d", -40, 40, "e-1"
+        "s", "redemption", "d", -40, 40, "e-1", event_source="t"
     )
 
 
@@ -120,7 +122,50 @@ def test_valid_data_of_every_type_is_a_command(kind: str) -> None:
 
 def test_unknown_type_is_bad_input() -> None:
     with pytest.raises(BadInputError, match="no handler"):
-        command_for("coins.gifted", event("coins.gifted", {}), (), POLICIES)
+        command_for("coins.gifted", b"s", event("coins.gifted", {}), (), POLICIES)
+
+
+@pytest.mark.parametrize(
+    ("key", "subject", "student", "complaint"),
+    [
+        (b"s", "s", "t", "does not name 't'"),  # the data is about another student
+        (b"t", "s", "s", "is not the event's subject"),  # the key names another
+        (None, "s", "s", "is not the event's subject"),
+        (b"\xff", "s", "s", "is not the event's subject"),
+    ],
+)
+def test_key_subject_and_student_must_agree(
+    key: bytes | None, subject: str, student: str, complaint: str
+) -> None:
+    data = {"redemption_id": "d", "student_id": student, "amount": 1, "item": "x"}
+    value = json.loads(event("coins.redemption.requested", data))
+    value["subject"] = subject
+    with pytest.raises(BadInputError, match=complaint):
+        command_for("coins.redemption.requested", key, json.dumps(value).encode(), (), POLICIES)
+
+
+@pytest.mark.parametrize(
+    ("kind", "amount_field", "amount", "over"),
+    [
+        ("coins.redemption.requested", "amount", 1_000_000, False),
+        ("coins.redemption.requested", "amount", 1_000_001, True),
+        ("coins.adjustment.requested", "amount", -1_000_001, True),
+        ("coins.adjustment.requested", "amount", 1_000_000, False),
+        ("referral.succeeded", "reward_coins", 1_000_001, True),
+        ("referral.succeeded", "reward_coins", 1_000_000, False),
+    ],
+)
+def test_a_stated_amount_above_coin_max_amount_is_marked_for_refusal(
+    kind: str, amount_field: str, amount: int, over: bool
+) -> None:
+    assert command(kind, {**VALID[kind], amount_field: amount}).exceeds_limit is over
+
+
+def test_a_configured_reward_is_never_over_the_limit() -> None:
+    small = Policies(Rewards(course_completion=500, referral=50, max_amount=10), POLICIES.webhooks)
+    data = VALID["course.completed"]
+    built = command_for("course.completed", b"s", event("course.completed", data), (), small)
+    assert not built.exceeds_limit
 
 
 def test_unknown_fields_are_tolerated() -> None:

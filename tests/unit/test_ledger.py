@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.core.ledger import CoinCommand, Decision, Plan, Wallet, decide
+from worker.core.messages import OutgoingMessage
 from worker.core.results import LedgerType, derived_id
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -187,11 +189,140 @@ def test_any_sequence_of_batches_keeps_balances_non_negative_and_equal_to_entrie
         assert wallet.balance == wallet.lifetime_earned - wallet.lifetime_spent
 
 
-@given(st.lists(st.text(max_size=40), min_size=1, max_size=5))
-def test_derived_ids_are_uuid5_of_the_joined_parts(parts: list[str]) -> None:
+# Text as events carry it: no lone surrogates (pydantic refuses them at the edge).
+TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+SEPARATORS = st.text(st.sampled_from("ab\x1b\x1f"), max_size=6)
+
+
+@given(st.lists(TEXT.filter(lambda t: "\x1b" not in t and "\x1f" not in t), min_size=1, max_size=5))
+def test_derived_ids_of_valid_ids_are_uuid5_of_the_joined_parts(parts: list[str]) -> None:
+    # Ids refuse control characters, so the ids of earlier versions hold for every valid input.
     namespace = uuid.uuid5(uuid.NAMESPACE_URL, "urn:payment-worker:results")
-    try:
-        expected = str(uuid.uuid5(namespace, "\x1f".join(parts)))
-    except UnicodeEncodeError:  # lone surrogates: no event can carry them (pydantic refuses)
-        return
-    assert derived_id(*parts) == expected
+    assert derived_id(*parts) == str(uuid.uuid5(namespace, "\x1f".join(parts)))
+
+
+def test_a_separator_inside_a_part_cannot_forge_another_tuples_id() -> None:
+    # The collision of issue 11: (student, type, course) with the separator inside an id.
+    first = derived_id("coins.credited", "a", "course_completion", "b\x1fcourse_completion\x1fc")
+    second = derived_id("coins.credited", "a\x1fcourse_completion\x1fb", "course_completion", "c")
+    assert first != second
+
+
+@given(st.lists(st.one_of(TEXT, SEPARATORS), min_size=1, max_size=4),
+       st.lists(st.one_of(TEXT, SEPARATORS), min_size=1, max_size=4))  # fmt: skip
+def test_different_parts_always_give_different_ids(a: list[str], b: list[str]) -> None:
+    assert (derived_id(*a) == derived_id(*b)) == (a == b)
+
+
+# -- limits (CONTRACT section 3: limit_exceeded) ------------------------------------------------
+
+MAX = 9_007_199_254_740_991
+
+
+def referral(student: str, ref: str, amount: int, event: str = "e") -> CoinCommand:
+    return CoinCommand(student, "referral", ref, amount, amount, event)
+
+
+def reason(plan: Plan, index: int = 0) -> object:
+    return payload(plan.messages[index].value)["data"]["reason"]  # type: ignore[index]
+
+
+def test_a_credit_past_the_json_safe_range_is_refused_as_limit_exceeded() -> None:
+    plan = decide([referral("s", "r1", MAX), credit("s", "c1")], {}, {}, NOW)
+    assert [o for _, o in plan.outcomes] == ["applied", "rejected"]
+    assert reason(plan, 1) == "limit_exceeded"
+    assert plan.wallets["s"] == Wallet(MAX, MAX, 0)
+
+
+def test_lifetime_earned_past_the_range_is_refused_though_the_balance_fits() -> None:
+    batch = [referral("s", "r1", MAX), redeem("s", "d1", MAX), credit("s", "c1")]
+    plan = decide(batch, {}, {}, NOW)
+    assert [o for _, o in plan.outcomes] == ["applied", "applied", "rejected"]
+    assert reason(plan, 2) == "limit_exceeded"
+    assert plan.wallets["s"] == Wallet(0, MAX, MAX)
+
+
+def test_a_stated_amount_above_the_configured_limit_is_refused_and_remembered() -> None:
+    big = replace(referral("s", "r1", 2_000_000), exceeds_limit=True)
+    refused = decide([big], {}, {}, NOW)
+    assert reason(refused) == "limit_exceeded"
+    assert refused.entries == []
+    replay = decide([replace(big, source_event_id="e2")], refused.decisions, {}, NOW)
+    assert replay.messages == refused.messages
+
+
+# -- answers that reserve nothing, and redeliveries ----------------------------------------------
+
+
+def test_a_refusal_for_want_of_the_right_reserves_nothing() -> None:
+    squat = CoinCommand("s", "manual_adjustment", "a1", 30, 30, "e1", authorized=False)
+    refused = decide([squat], {}, {}, NOW)
+    assert reason(refused) == "not_authorized"
+    assert refused.decisions == {}
+    real = CoinCommand("s", "manual_adjustment", "a1", 30, 30, "e2")
+    applied = decide([real], refused.decisions, {}, NOW, refused.answers)
+    assert [o for _, o in applied.outcomes] == ["applied"]
+    assert applied.wallets["s"].balance == 30
+
+
+def test_a_redelivered_refusal_repeats_its_first_answer_byte_for_byte() -> None:
+    first = decide([redeem("s", "r1", 10)], {}, {"s": Wallet(50, 50, 0)}, NOW)
+    conflicting = redeem("s", "r1", 20, event="e9")
+    answered = decide([conflicting], first.decisions, first.wallets, NOW)
+    later, richer = datetime(2026, 12, 1, tzinfo=UTC), {"s": Wallet(500, 500, 0)}
+    again = decide([conflicting], first.decisions, richer, later, answered.answers)
+    assert again.messages == answered.messages
+    assert again.outcomes == [(conflicting, "duplicate")]
+    # Another event with the same conflict is answered afresh (its own id and time).
+    other = decide([redeem("s", "r1", 20, event="e10")], first.decisions, richer, later)
+    assert payload(other.messages[0].value)["id"] != payload(answered.messages[0].value)["id"]
+
+
+amounts = st.one_of(
+    st.integers(-300, 300).filter(bool),
+    st.sampled_from([MAX, -MAX, MAX - 1, 1_000_000, 1_000_001]),
+)
+
+extreme_commands = st.builds(
+    lambda student, kind, ref, amount, authorized, event, over: CoinCommand(
+        student,
+        kind,
+        ref,
+        -abs(amount) if kind == "redemption" else amount,
+        abs(amount) if kind == "redemption" else amount,
+        event,
+        authorized,
+        over,
+        "source",
+    ),
+    student=st.sampled_from(["s1", "s2"]),
+    kind=st.sampled_from(LEDGER_TYPES),
+    ref=st.sampled_from(["r1", "r2", "r3"]),
+    amount=amounts,
+    authorized=st.booleans(),
+    event=st.sampled_from(["e1", "e2", "e3"]),
+    over=st.booleans(),
+)
+
+
+@given(batches=st.lists(st.lists(extreme_commands, max_size=12), max_size=6))
+def test_no_sequence_of_amounts_makes_decide_fail_or_leave_the_json_safe_range(
+    batches: list[list[CoinCommand]],
+) -> None:
+    known: dict[tuple[str, str, str], Decision] = {}
+    wallets: dict[str, Wallet] = {}
+    answered: dict[tuple[str, str], OutgoingMessage] = {}
+    for batch in batches:
+        plan = decide(batch, known, wallets, NOW, answered)
+        known.update(plan.decisions)
+        wallets.update(plan.wallets)
+        answered.update(plan.answers)
+        assert len(plan.messages) == len(batch)  # every command answered, exactly once
+        for command, outcome in plan.outcomes:
+            if outcome == "applied":
+                assert command.authorized
+                assert not command.exceeds_limit
+    for wallet in wallets.values():
+        assert 0 <= wallet.balance <= wallet.lifetime_earned <= MAX
+        assert 0 <= wallet.lifetime_spent <= MAX
+        assert wallet.balance == wallet.lifetime_earned - wallet.lifetime_spent

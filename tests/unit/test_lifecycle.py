@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from worker.core.envelope import BadInputError
 from worker.core.gateway import Session
 from worker.core.lifecycle import (
     TRANSITIONS,
@@ -79,6 +80,7 @@ def open_payment(pid: str = "pay-1", amount: int = 49900, **changes: Any) -> Ope
         "currency": "INR",
         "description": None,
         "source_event_id": f"evt-{pid}",
+        "event_source": "tests",
         **changes,
     }
     return OpenPayment(**fields)
@@ -95,14 +97,15 @@ def report(
         ppid, status, amount, kw.pop("currency", "INR"), kw.pop("reason", None)
     )  # type: ignore[arg-type]
     return ReportStatus(
-        kw.pop("provider", "mock"), notification, kw.pop("event", f"evt-{status}"), ppid
+        kw.pop("provider", "mock"), notification, kw.pop("event", f"evt-{status}"), ppid, "tests"
     )
 
 
 def refund(refund_id: str = "rf-1", pid: str = "pay-1", *, admin: bool = True) -> RefundPayment:
     return RefundPayment(
-        refund_id, pid, "duplicate purchase", "staff-1", admin, f"evt-{refund_id}", "stu-1"
-    )
+        refund_id, pid, "duplicate purchase", "staff-1", admin, f"evt-{refund_id}", "stu-1",
+        "tests",
+    )  # fmt: skip
 
 
 def run(*commands: PaymentCommand, known: Known | None = None) -> PaymentPlan:
@@ -119,7 +122,13 @@ def known_after(plan: PaymentPlan, known: Known | None = None) -> Known:
     known = known or Known()
     payments = {**known.payments, **plan.created, **plan.changed}
     results = {**known.results, **{(t.payment_id, t.to_status): t.result for t in plan.transitions}}
-    return Known(payments, results, {**known.refunds, **plan.refunds})
+    return Known(
+        payments,
+        results,
+        {**known.refunds, **plan.refunds},
+        known.webhooks,
+        {**known.answered, **plan.answers},
+    )
 
 
 def test_a_request_opens_a_session_and_answers_it() -> None:
@@ -245,7 +254,7 @@ def test_a_webhook_for_an_unknown_payment_or_another_provider_is_refused() -> No
 
 
 def test_a_signature_refusal_is_answered_and_counted() -> None:
-    plan = run(RefuseWebhook("stripe", "stale_signature", "old", "evt-w", "pi_1"))
+    plan = run(RefuseWebhook("stripe", "stale_signature", "old", "evt-w", "pi_1", "tests"))
     assert body(plan)["data"] == {
         "payment_id": None, "reason": "stale_signature", "source_event_id": "evt-w",
     }  # fmt: skip
@@ -253,9 +262,9 @@ def test_a_signature_refusal_is_answered_and_counted() -> None:
 
 
 def test_rejection_ids_are_deterministic() -> None:
-    command = RefuseWebhook("mock", "invalid_signature", "", "evt-w", "x")
+    command = RefuseWebhook("mock", "invalid_signature", "", "evt-w", "x", "tests")
     assert body(run(command))["id"] == body(run(command))["id"]
-    other = RefuseWebhook("mock", "invalid_signature", "", "evt-v", "x")
+    other = RefuseWebhook("mock", "invalid_signature", "", "evt-v", "x", "tests")
     assert body(run(command))["id"] != body(run(other))["id"]
 
 
@@ -279,7 +288,6 @@ def test_an_admin_refunds_a_succeeded_payment_once() -> None:
 
 
 @pytest.mark.parametrize(("setup", "command", "reason"), [
-    ("succeeded", refund(admin=False), "not_authorized"),
     ("initiated", refund(), "invalid_transition"),
     ("failed", refund(), "invalid_transition"),
     ("succeeded", refund(pid="pay-404"), "unknown_payment"),
@@ -347,3 +355,43 @@ def known_after_webhooks(plan: PaymentPlan) -> Known:
         if t.source_event_id and t.to_status in reported
     }
     return Known(known.payments, known.results, known.refunds, by_event)
+
+
+def test_a_refund_refused_for_want_of_the_right_reserves_nothing() -> None:
+    paid = known_after(run(open_payment(), report("succeeded")))
+    squat = decide_payments([refund(admin=False)], paid, {}, NOW)
+    assert body(squat)["data"]["reason"] == "not_authorized"
+    assert not squat.refunds
+    real = replace(refund(), source_event_id="evt-admin")
+    plan = decide_payments([real], known_after(squat, paid), {}, NOW)
+    assert plan.changed["pay-1"].status == "refunded"
+    assert [r for _, r in plan.gateway_refunds] == ["rf-1"]
+
+
+def test_a_redelivered_repeat_keeps_its_first_answer_after_the_payment_moved_on() -> None:
+    paid = run(open_payment(), report("succeeded", event="evt-ok"))
+    confirmed = paid.messages[-1]
+    again = report("succeeded", event="evt-again")  # the provider notifies twice
+    repeated = decide_payments([again], known_after(paid), {}, NOW)
+    assert repeated.messages == [confirmed]
+    refunded = decide_payments([refund()], known_after(repeated, known_after(paid)), {}, NOW)
+    later = known_after(refunded, known_after(repeated, known_after(paid)))
+    redelivered = decide_payments([again], later, {}, NOW + timedelta(hours=1))
+    assert redelivered.messages == [confirmed]  # not an invalid_transition: its first answer
+    assert not redelivered.webhook_refusals
+
+
+def test_a_redelivered_payment_conflict_repeats_its_first_answer_byte_for_byte() -> None:
+    opened = known_after(run(open_payment()))
+    conflicting = open_payment(amount=1, source_event_id="evt-conflict")
+    first = decide_payments([conflicting], opened, {}, NOW)
+    assert body(first)["data"]["reason"] == "idempotency_conflict"
+    again = decide_payments([conflicting], known_after(first, opened), {}, NOW + timedelta(1))
+    assert again.messages == first.messages
+    assert again.outcomes == [("payment.requested", "duplicate")]
+
+
+def test_a_refund_whose_subject_is_not_the_payments_student_is_bad_input() -> None:
+    paid = known_after(run(open_payment(), report("succeeded")))
+    with pytest.raises(BadInputError, match="is not the student of payment"):
+        decide_payments([replace(refund(), subject="someone-else")], paid, {}, NOW)

@@ -22,7 +22,7 @@ from worker.core.webhooks import Notification
 
 T = 1795683600
 POLICIES = Policies(
-    Rewards(100, 50),
+    Rewards(100, 50, 1_000_000),
     WebhookVerifier({"mock": b"m", "stripe": b"s", "razorpay": b"r"}),
 )
 SECRETS = {"mock": "m", "stripe": "s", "razorpay": "r"}
@@ -36,7 +36,7 @@ def event(kind: str, data: dict[str, Any], subject: str = "stu-1") -> bytes:
     }).encode()  # fmt: skip
 
 
-def webhook(provider: str, body: Any, *, signed: bool = True) -> Command:
+def webhook(provider: str, body: Any, *, signed: bool = True, subject: str = "pp") -> Command:
     raw = body if isinstance(body, str) else json.dumps(body)
     secret = SECRETS[provider] if signed else "forged"
     if provider == "razorpay":
@@ -45,15 +45,21 @@ def webhook(provider: str, body: Any, *, signed: bool = True) -> Command:
         headers = {"Stripe-Signature": stripe_signature(raw, secret, T)}
     data = {"provider": provider, "headers": headers, "body": raw}
     return command_for(
-        "payment.webhook.received", event("payment.webhook.received", data, "pp"), (), POLICIES
+        "payment.webhook.received",
+        subject.encode(),
+        event("payment.webhook.received", data, subject),
+        (),
+        POLICIES,
     )
 
 
 def test_a_payment_request_becomes_an_open_payment_with_an_upper_case_currency() -> None:
     data = {"payment_id": "p-1", "student_id": "stu-1", "course_id": "c-1", "amount": 49900,
             "currency": "inr"}  # fmt: skip
-    command = command_for("payment.requested", event("payment.requested", data), (), POLICIES)
-    assert command == OpenPayment("p-1", "stu-1", "c-1", 49900, "INR", None, "evt-1")
+    command = command_for(
+        "payment.requested", b"stu-1", event("payment.requested", data), (), POLICIES
+    )
+    assert command == OpenPayment("p-1", "stu-1", "c-1", 49900, "INR", None, "evt-1", "tests")
 
 
 @pytest.mark.parametrize(("role", "authorized"), [("admin", True), ("support", False)])
@@ -61,9 +67,11 @@ def test_a_refund_request_is_authorized_only_for_admins(role: str, authorized: b
     data = {"refund_id": "rf-1", "payment_id": "p-1", "reason": "r",
             "actor": {"id": "staff-1", "role": role}}  # fmt: skip
     command = command_for(
-        "payment.refund.requested", event("payment.refund.requested", data), (), POLICIES
+        "payment.refund.requested", b"stu-1", event("payment.refund.requested", data), (), POLICIES
     )
-    assert command == RefundPayment("rf-1", "p-1", "r", "staff-1", authorized, "evt-1", "stu-1")
+    assert command == RefundPayment(
+        "rf-1", "p-1", "r", "staff-1", authorized, "evt-1", "stu-1", "tests"
+    )
 
 
 def test_the_signature_is_checked_before_the_body_is_read() -> None:
@@ -116,8 +124,9 @@ RAZORPAY_CAPTURED = {
 def test_each_providers_body_reports_a_status(
     provider: str, body: dict[str, Any], notification: Notification
 ) -> None:
-    command = webhook(provider, body)
-    assert command == ReportStatus(provider, notification, "evt-1", "pp")  # type: ignore[arg-type]
+    subject = notification.provider_payment_id
+    command = webhook(provider, body, subject=subject)
+    assert command == ReportStatus(provider, notification, "evt-1", subject, "tests")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -149,10 +158,14 @@ def test_a_stripe_amount_that_is_not_an_integer_is_bad_input() -> None:
 def test_a_webhook_that_no_http_request_could_carry_is_bad_input(data: dict[str, Any]) -> None:
     with pytest.raises(BadInputError, match="data fails its schema"):
         command_for(
-            "payment.webhook.received", event("payment.webhook.received", data, "pp"), (), POLICIES
+            "payment.webhook.received",
+            b"pp",
+            event("payment.webhook.received", data, "pp"),
+            (),
+            POLICIES,
         )
 
 
 def test_json_nested_too_deep_is_bad_input() -> None:
-    with pytest.raises(BadInputError, match="RecursionError"):
-        command_for("course.completed", b"[" * 100_000, (), POLICIES)
+    with pytest.raises(BadInputError, match="nested too deeply"):
+        command_for("course.completed", b"s", b"[" * 100_000, (), POLICIES)

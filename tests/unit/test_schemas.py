@@ -226,10 +226,10 @@ def test_published_payment_results_match_their_schemas() -> None:
     session = Session("mock", "mock_1", "https://pay.test/mock_1", now)
 
     def opened(pid: str) -> OpenPayment:
-        return OpenPayment(pid, "stu-1", "course-101", 49900, "INR", None, f"e-{pid}")
+        return OpenPayment(pid, "stu-1", "course-101", 49900, "INR", None, f"e-{pid}", "t")
 
     def reported(status: str, ppid: str) -> ReportStatus:
-        return ReportStatus("mock", Notification(ppid, status, 49900, "INR"), "e-w", ppid)  # type: ignore[arg-type]
+        return ReportStatus("mock", Notification(ppid, status, 49900, "INR"), "e-w", ppid, "t")  # type: ignore[arg-type]
 
     sessions = {pid: replace(session, provider_payment_id=f"mock_{pid}") for pid in "abcd"}
     commands = [
@@ -237,8 +237,8 @@ def test_published_payment_results_match_their_schemas() -> None:
         reported("succeeded", "mock_a"),
         reported("failed", "mock_b"),
         reported("cancelled", "mock_c"),
-        RefundPayment("rf-1", "a", "duplicate", "staff-7", True, "e-rf", "stu-1"),
-        RefuseWebhook("mock", "invalid_signature", "", "e-bad", "mock_x"),
+        RefundPayment("rf-1", "a", "duplicate", "staff-7", True, "e-rf", "stu-1", "t"),
+        RefuseWebhook("mock", "invalid_signature", "", "e-bad", "mock_x", "t"),
     ]
     plan = decide_payments(commands, Known(), sessions, now)
     expired = expire_payments([plan.created["d"]], now)

@@ -52,6 +52,7 @@ def test_defaults_are_the_contracts() -> None:
     assert settings.log_level == "INFO"
     assert settings.payment_webhook_tolerance_seconds == 300
     assert settings.payment_expiry_interval_seconds <= 60
+    assert settings.coin_max_amount == 1_000_000
 
 
 def test_every_contract_variable_is_a_setting() -> None:
@@ -96,6 +97,8 @@ def test_dotenv_file_supplies_values(tmp_path: Path) -> None:
         ("SIDECAR_DB_POOL_SIZE", "0"),
         ("KAFKA_SESSION_TIMEOUT_MS", "1000"),  # the broker refuses under 6 s
         ("WORKER_FAILPOINT_AFTER_DB_COMMIT", "-1"),
+        ("COIN_MAX_AMOUNT", "0"),
+        ("COIN_MAX_AMOUNT", "9007199254740992"),
     ],
 )
 def test_bad_value_names_its_variable(

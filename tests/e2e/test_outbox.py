@@ -1,0 +1,165 @@
+"""The outbox relay against the real broker: order kept by several relays, parking, re-driving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import CollectorRegistry
+
+from tests.conftest import Stack
+from tests.kafka import read_all
+from tests.support import eventually
+from worker.core.messages import MAX_MESSAGE_BYTES, OutgoingMessage
+from worker.messaging import outbox
+from worker.messaging.outbox import OutboxRelay
+from worker.metrics import Metrics
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """Connections to the test's migrated database, for the relays and the checks."""
+    connections = await asyncpg.create_pool(db_url, min_size=1, max_size=8)
+    yield connections
+    await connections.close()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int, **config: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
+    finally:
+        await admin.close()
+
+
+def producer_factory(bootstrap: str, **options: Any) -> Callable[[], AIOKafkaProducer]:
+    return lambda: AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", **options
+    )
+
+
+@contextlib.asynccontextmanager
+async def relays(
+    pool: asyncpg.Pool,
+    new_producer: Callable[[], AIOKafkaProducer],
+    prefix: str,
+    count: int,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[list[OutboxRelay]]:
+    """`count` relays running as tasks, as `count` workers would run them."""
+    started = [
+        OutboxRelay(
+            pool,
+            new_producer,
+            metrics or Metrics(CollectorRegistry()),
+            topic_prefix=prefix,
+            chunk=50,
+        )
+        for _ in range(count)
+    ]
+    for relay in started:
+        await relay.start()
+    tasks = [asyncio.create_task(relay.run()) for relay in started]
+    for relay in started:
+        relay.wake()
+    try:
+        yield started
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for relay in started:
+            await relay.close()
+
+
+async def queue(pool: asyncpg.Pool, messages: list[OutgoingMessage]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await outbox.enqueue(conn, messages)
+
+
+async def drained(pool: asyncpg.Pool) -> None:
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_several_relays_draining_a_backlog_keep_each_students_results_in_order(
+    stack: Stack, pool: asyncpg.Pool
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    await create_topic(stack.kafka_bootstrap, prefix + "coins.credited", 3)
+    students = [f"s{n}" for n in range(6)]
+    backlog = [  # what a broker outage leaves: each student's results, in decision order
+        OutgoingMessage("coins.credited", s.encode(), json.dumps({"n": n}).encode())
+        for n in range(3_000)
+        for s in [students[n % len(students)]]
+    ]
+    await queue(pool, backlog)
+    async with relays(pool, producer_factory(stack.kafka_bootstrap), prefix, 3):
+        await eventually(lambda: drained(pool), within=60)
+    records = await read_all(stack.kafka_bootstrap, prefix + "coins.credited", at_least=3_000)
+    by_student: dict[bytes, list[int]] = {}
+    for record in records:  # read_all keeps each partition's order
+        by_student.setdefault(record.key, []).append(json.loads(record.value)["n"])
+    for student, seen in by_student.items():
+        assert seen == sorted(seen), f"{student!r}'s results out of the order decided"
+    assert sorted(n for seen in by_student.values() for n in seen) == list(range(3_000))
+
+
+async def test_a_message_that_cannot_be_published_is_parked_and_redriven_after_a_fix(
+    stack: Stack, db_url: str, pool: asyncpg.Pool
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    # The fix an operator makes: the topic accepts larger messages (the producer too, below).
+    await create_topic(stack.kafka_bootstrap, prefix + "coins.credited", 1,
+                       **{"max.message.bytes": str(4 * MAX_MESSAGE_BYTES)})  # fmt: skip
+    too_large = b"x" * (2 * MAX_MESSAGE_BYTES)
+    await queue(pool, [
+        OutgoingMessage("coins.credited", b"s", b"before"),
+        OutgoingMessage("coins.credited", b"s", too_large),
+        OutgoingMessage("coins.credited", b"s", b"after"),
+    ])  # fmt: skip
+    metrics = Metrics(CollectorRegistry())
+    async with relays(pool, producer_factory(stack.kafka_bootstrap), prefix, 1, metrics) as [relay]:
+        await eventually(lambda: drained(pool), within=30)
+        await relay.backlog()
+    assert metrics.registry.get_sample_value("payment_worker_parked_messages") == 1
+    assert metrics.registry.get_sample_value("payment_worker_parked_total") == 1
+    published = await read_all(stack.kafka_bootstrap, prefix + "coins.credited", at_least=2)
+    assert [r.value for r in published] == [b"before", b"after"]
+
+    listed = payment_worker(db_url, "parked", "list")
+    assert listed.returncode == 0, listed.stderr
+    [line] = listed.stdout.splitlines()
+    assert "coins.credited" in line
+    assert "MessageSizeTooLargeError" in line
+    seq = line.split("\t")[0]
+    redriven = payment_worker(db_url, "parked", "redrive", seq)
+    assert redriven.stdout.strip() == f"re-queued 1 parked message(s): {seq}"
+    assert await pool.fetchval("SELECT count(*) FROM parked_messages") == 0
+
+    larger = producer_factory(stack.kafka_bootstrap, max_request_size=4 * MAX_MESSAGE_BYTES)
+    async with relays(pool, larger, prefix, 1):
+        await eventually(lambda: drained(pool), within=30)
+    published = await read_all(stack.kafka_bootstrap, prefix + "coins.credited", at_least=3)
+    assert [len(r.value or b"") for r in published] == [6, 5, len(too_large)]
+    assert payment_worker(db_url, "parked", "list").stdout == ""
+
+
+def payment_worker(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The admin command, as an operator runs it."""
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
