@@ -18,7 +18,6 @@ Everything else is permanent: the same input fails the same way, so the caller i
 from __future__ import annotations
 
 import asyncio
-import errno
 from typing import Literal
 
 import asyncpg
@@ -54,6 +53,10 @@ _OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53"})
 _ENVIRONMENT_SQLSTATES = frozenset({"42P01", "42703", "42501"})
 _ENVIRONMENT_SQLSTATE_CLASSES = frozenset({"3D", "28", "58", "XX"})
 
+# How asyncpg's interface errors end when the connection or the pool went away. (Its ValueError
+# kind, a value it cannot encode, quotes the value: never taken for one of these.)
+_CLOSED = ("connection is closed", "pool is closing", "pool is closed")
+
 # Broker faults aiokafka does not flag as retriable but which pass when the broker is back: a
 # send that timed out in the accumulator while the broker was away, a connection that failed.
 _TRANSIENT_KAFKA_ERRORS = (
@@ -78,18 +81,19 @@ def fault_of(exc: BaseException) -> Fault | None:
             return "environment"
         return None
     if isinstance(exc, asyncpg.InterfaceError):
-        # Only a lost connection passes; the other interface errors ("another operation is in
-        # progress", a value the driver cannot encode) are the program's or the record's fault.
-        return "outage" if "connection is closed" in str(exc) else None
-    if isinstance(exc, asyncpg.exceptions.OutdatedSchemaCacheError):
-        return "outage"  # a migration changed a type under a prepared statement: prepare again
+        # Only a closed connection or pool passes; the other interface errors ("another
+        # operation is in progress", a value the driver cannot encode) are the program's or the
+        # record's fault, and would fail the same way for ever.
+        closed = str(exc).endswith(_CLOSED)
+        return "outage" if closed and not isinstance(exc, ValueError) else None
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # The driver's protocol state broke: seen when the server ends a connection under it
+        # (and a migration changing a type under a prepared statement): a new connection cures.
+        return "outage"
     if isinstance(exc, _TRANSIENT_KAFKA_ERRORS):
         return "outage"
-    if isinstance(exc, ConnectionError | TimeoutError | asyncio.TimeoutError):
-        return "outage"
-    if isinstance(exc, OSError):
-        lost = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.EPIPE}
-        return "outage" if exc.errno in lost else None
+    if isinstance(exc, OSError | asyncio.TimeoutError):
+        return "outage"  # the network: refused, reset, unreachable, a name not resolved
     return "outage" if getattr(exc, "retriable", False) else None  # aiokafka's errors' flag
 
 

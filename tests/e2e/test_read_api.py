@@ -268,7 +268,8 @@ async def test_reads_have_their_own_pool_and_time_out_without_holding_the_consum
             await w.results("coins.credited", at_least=1)  # the consumer went on meanwhile
             answers = await asyncio.gather(*reads)
             readers = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = $1 AND datname = current_database()",
                 "payment-worker-reads",
             )
     finally:
