@@ -256,7 +256,7 @@ async def _work(
             topics,
             pipeline.process,
             metrics,
-            unreadable=pipeline.dead_letter_unreadable,
+            dead_letter=pipeline.dead_letter_unreadable,
             max_records=settings.worker_batch_max_records,
             max_wait_ms=settings.worker_batch_max_wait_ms,
             failpoint_after_db_commit=settings.worker_failpoint_after_db_commit,

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     park = commands.add_parser("parked", help="messages that could not be published")
     park_commands = park.add_subparsers(dest="action", required=True)
     listing = park_commands.add_parser("list", help="one line per parked message, oldest first")
-    listing.add_argument("--limit", type=int, default=100, help="at most (default: 100)")
+    listing.add_argument("--limit", type=_positive, default=100, help="at most (default: 100)")
     again = park_commands.add_parser("redrive", help="queue parked messages for publishing again")
     chosen = again.add_mutually_exclusive_group(required=True)
     chosen.add_argument("seqs", nargs="*", type=int, default=[], help="parked seqs to re-drive")
@@ -86,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         print(event_id)
         return 0
     return asyncio.run(app.run(settings))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _parked(settings: Settings, args: argparse.Namespace) -> int:

@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from worker.core.coins import COIN_TYPES
 from worker.core.commands import Command, Policies, command_for
 from worker.core.envelope import BadInputError
 from worker.core.gateway import Gateway
-from worker.core.ledger import CoinCommand, Plan
+from worker.core.ledger import COIN_TYPES, CoinCommand, Plan
 from worker.core.lifecycle import PaymentPlan
 from worker.core.messages import OutgoingMessage
 from worker.core.records import InboundRecord, dead_letter, unreadable_record
@@ -129,11 +128,19 @@ class Pipeline:
                     payments = await apply_payment_commands(
                         conn, payment_commands, self._gateway, now
                     )
-                    await outbox.enqueue(conn, [*coins.messages, *payments.messages, *rejects])
+                    late = _late_bad_input(items, payments)
+                    letters = [dead_letter(r, BadInputError(why), now) for r, why in late]
+                    messages = [*coins.messages, *payments.messages, *rejects, *letters]
+                    await outbox.enqueue(conn, messages)
                     await refund_at_gateway(self._gateway, payments)
         # The results are durable in the outbox now: publishing need not wait for the offsets.
         self._on_durable()
-        self._count(coins, payments, len(rejects))
+        self._count(coins, payments, len(rejects) + len(late))
+        for record, why in late:
+            log.warning(
+                "dead-lettered",
+                extra={"action": "dead_letter", "error": why, **record.coordinates},
+            )
 
     def _validate(
         self, records: Sequence[InboundRecord], now: datetime
@@ -181,6 +188,17 @@ class Pipeline:
         count_payment_plan(self._metrics, payments)
         if dead_lettered:
             self._metrics.dead_lettered.inc(dead_lettered)
+
+
+def _late_bad_input(
+    items: Sequence[_Item], payments: PaymentPlan
+) -> list[tuple[InboundRecord, str]]:
+    """The records of commands the rules found to be bad input once the database was read (a
+    refund whose subject is not the payment's student), with why."""
+    if not payments.bad_input:
+        return []
+    records = {id(item.command): item.record for item in items}
+    return [(records[id(command)], why) for command, why in payments.bad_input]
 
 
 def _now() -> datetime:

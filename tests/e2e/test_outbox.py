@@ -163,3 +163,25 @@ def payment_worker(database_url: str, *args: str) -> subprocess.CompletedProcess
         [sys.executable, "-m", "worker", *args],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+
+
+async def test_a_message_the_broker_refuses_is_parked_alone_and_the_rest_keep_their_order(
+    stack: Stack, pool: asyncpg.Pool
+) -> None:
+    # The broker refuses a whole producer batch, and the idempotent producer's sequence breaks
+    # with it: the messages around the refused one must still go out, in order.
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    await create_topic(stack.kafka_bootstrap, prefix + "coins.credited", 1,
+                       **{"max.message.bytes": "2000"})  # fmt: skip
+    values = [b"a", b"b", b"x" * 20_000, b"c", b"d"]
+    await queue(pool, [OutgoingMessage("coins.credited", b"s", v) for v in values])
+    metrics = Metrics(CollectorRegistry())
+    async with relays(pool, producer_factory(stack.kafka_bootstrap), prefix, 1, metrics):
+        await eventually(lambda: drained(pool), within=60)
+    published = await read_all(stack.kafka_bootstrap, prefix + "coins.credited", at_least=4)
+    assert [r.value for r in published] == [b"a", b"b", b"c", b"d"]
+    parked = await pool.fetch(
+        "SELECT octet_length(value) AS size, error_class FROM parked_messages"
+    )
+    assert [tuple(p) for p in parked] == [(20_000, "MessageSizeTooLargeError")]
+    assert metrics.registry.get_sample_value("payment_worker_parked_total") == 1

@@ -346,3 +346,45 @@ async def test_a_redelivered_refusal_repeats_its_first_answer_byte_for_byte(
 def _payload(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
     decoded: dict[str, Any] = json.loads(record.value or b"")
     return decoded
+
+
+async def test_an_unreadable_record_costs_no_record_of_any_other_partition(
+    stack: Stack, empty_db: str, tmp_path: Path, producer: AIOKafkaProducer
+) -> None:
+    # aiokafka drops the records of every partition taken in the call that meets the record it
+    # cannot parse (their positions moved on): they must be read again, not skipped.
+    env = worker_env(empty_db, stack.kafka_bootstrap)
+    prefix = env["KAFKA_TOPIC_PREFIX"]
+    async with running_worker(env, tmp_path) as worker:  # creates the topics
+        await worker.wait_ready()
+        assert await worker.stop() == 0, worker.log_tail()
+    students = [f"s{n}" for n in range(12)]
+    for student in students:  # a backlog on every partition
+        for course in range(5):
+            await producer.send(
+                prefix + "course.completed",
+                structured("course.completed", completed(student, f"c{course}")),
+                key=student.encode(),
+                headers=STRUCTURED,
+            )
+    await producer.flush()
+    [(partition, offset)] = await send_unreadable(
+        stack.kafka_bootstrap, prefix + "course.completed", "mallory", ["!x"]
+    )
+    async with running_worker(env, tmp_path) as worker:
+        await worker.wait_ready()
+        w = RunningWorker(
+            worker, prefix, env["KAFKA_CONSUMER_GROUP"], empty_db, stack.kafka_bootstrap
+        )
+        [dead] = await dead_letters(w, 1)
+        headers = dict(dead.headers)
+        assert (int(headers["dlq.source.partition"]), int(headers["dlq.source.offset"])) == (
+            partition, offset,
+        )  # fmt: skip
+        await eventually(lambda: _every_balance_is(empty_db, students, 500), within=30)
+        assert await worker.stop() == 0, worker.log_tail()
+
+
+async def _every_balance_is(url: str, students: list[str], expected: int) -> None:
+    for student in students:
+        await _balance_is(url, student, expected)

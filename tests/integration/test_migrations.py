@@ -38,8 +38,8 @@ EXPECTED_COLUMNS = {
     },
     "outbox": {"seq", "topic", "key", "value", "headers", "created_at"},
     "event_answers": {
-        "answer_id", "event_source", "event_id", "result_topic", "result_key", "result_value",
-        "created_at",
+        "answer_id", "event_type", "event_source", "event_id", "result_topic", "result_key",
+        "result_value", "created_at",
     },
     "parked_messages": {
         "seq", "outbox_seq", "topic", "key", "value", "headers", "error_class", "error_message",

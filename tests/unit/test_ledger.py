@@ -311,7 +311,7 @@ def test_no_sequence_of_amounts_makes_decide_fail_or_leave_the_json_safe_range(
 ) -> None:
     known: dict[tuple[str, str, str], Decision] = {}
     wallets: dict[str, Wallet] = {}
-    answered: dict[tuple[str, str], OutgoingMessage] = {}
+    answered: dict[tuple[str, str, str], OutgoingMessage] = {}
     for batch in batches:
         plan = decide(batch, known, wallets, NOW, answered)
         known.update(plan.decisions)
@@ -326,3 +326,13 @@ def test_no_sequence_of_amounts_makes_decide_fail_or_leave_the_json_safe_range(
         assert 0 <= wallet.balance <= wallet.lifetime_earned <= MAX
         assert 0 <= wallet.lifetime_spent <= MAX
         assert wallet.balance == wallet.lifetime_earned - wallet.lifetime_spent
+
+
+def test_an_event_id_reused_by_another_type_gets_no_answer_of_the_other_type() -> None:
+    # A producer numbering each type's events on its own: "1" is a refused adjustment and a
+    # course completion. The completion must be decided, not answered with the refusal.
+    refused = CoinCommand("s", "manual_adjustment", "a1", 5, 5, "1", False, event_source="lms")
+    first = decide([refused], {}, {}, NOW)
+    completion = CoinCommand("s", "course_completion", "c1", 100, None, "1", event_source="lms")
+    later = decide([completion], first.decisions, {}, NOW, first.answers)
+    assert later.outcomes == [(completion, "applied")]

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from worker.core.envelope import BadInputError
 from worker.core.gateway import Session
 from worker.core.lifecycle import (
     TRANSITIONS,
@@ -393,5 +392,8 @@ def test_a_redelivered_payment_conflict_repeats_its_first_answer_byte_for_byte()
 
 def test_a_refund_whose_subject_is_not_the_payments_student_is_bad_input() -> None:
     paid = known_after(run(open_payment(), report("succeeded")))
-    with pytest.raises(BadInputError, match="is not the student of payment"):
-        decide_payments([replace(refund(), subject="someone-else")], paid, {}, NOW)
+    foreign = replace(refund(), subject="someone-else")
+    plan = decide_payments([foreign, refund("rf-2")], paid, {}, NOW)
+    assert plan.bad_input == [(foreign, "subject 'someone-else' is not the student of 'pay-1'")]
+    assert plan.outcomes == [("payment.refund.requested", "applied")]  # the rest goes on
+    assert [r for _, r in plan.gateway_refunds] == ["rf-2"]

@@ -1,7 +1,9 @@
 """Answers kept by the event that got them, so that a redelivery repeats its first answer.
 
 CloudEvents identify an event by `source` and `id`; a redelivered event (the same pair) repeats
-its first answer byte for byte, whatever it was (CONTRACT section 3). Most answers are kept with
+its first answer byte for byte, whatever it was (CONTRACT section 3). The event's type is part
+of the key too: a producer that numbers each type's events on its own cannot make a credit
+answer for a refusal of another type. Most answers are kept with
 the decision they report (a ledger entry, a payment's status, a refund) and found again by its
 business key; the others (conflicts, `not_authorized`, a webhook's refusal or repeat) are kept
 here, by event.
@@ -11,5 +13,5 @@ from __future__ import annotations
 
 from worker.core.messages import OutgoingMessage
 
-EventKey = tuple[str, str]  # (source, id)
+EventKey = tuple[str, str, str]  # (type, source, id)
 Answers = dict[EventKey, OutgoingMessage]

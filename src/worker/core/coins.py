@@ -87,11 +87,3 @@ COIN_HANDLERS: dict[str, Callable[[Envelope, Rewards], CoinCommand]] = {
     "coins.adjustment.requested": adjust_coins,
     "coins.redemption.requested": redeem_coins,
 }
-
-# The event type behind each ledger type, for metrics labelled by what was consumed.
-COIN_TYPES: dict[str, str] = {
-    "course_completion": "course.completed",
-    "referral": "referral.succeeded",
-    "manual_adjustment": "coins.adjustment.requested",
-    "redemption": "coins.redemption.requested",
-}

@@ -24,6 +24,14 @@ from worker.core.results import (
 from worker.core.types import JSON_SAFE_MAX
 
 Key = tuple[str, str, str]  # (student_id, ledger type, reference_id): CONTRACT section 3
+
+# The event type behind each ledger type.
+COIN_TYPES: Mapping[LedgerType, str] = {
+    "course_completion": "course.completed",
+    "referral": "referral.succeeded",
+    "manual_adjustment": "coins.adjustment.requested",
+    "redemption": "coins.redemption.requested",
+}
 Outcome = Literal["applied", "duplicate", "rejected"]
 
 
@@ -51,7 +59,7 @@ class CoinCommand:
 
     @property
     def event(self) -> EventKey:
-        return (self.event_source, self.source_event_id)
+        return (COIN_TYPES[self.ledger_type], self.event_source, self.source_event_id)
 
 
 @dataclass(frozen=True, slots=True)

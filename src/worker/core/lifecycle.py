@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Literal
 
 from worker.core.answers import Answers, EventKey
-from worker.core.envelope import BadInputError
 from worker.core.gateway import Session, SessionRequest
 from worker.core.messages import OutgoingMessage
 from worker.core.results import (
@@ -36,7 +35,7 @@ from worker.core.webhooks import Notification
 
 Status = PaymentStatus
 Verdict = Literal["apply", "repeat", "refuse"]
-Outcome = Literal["applied", "duplicate", "rejected", "ignored"]
+Outcome = Literal["applied", "duplicate", "rejected", "ignored", "bad_input"]
 
 # Every move a payment may make. The provider is authoritative about money: a verified success
 # moves a failed, cancelled or expired payment to succeeded; only a refund leaves succeeded.
@@ -189,6 +188,11 @@ COMMAND_EVENT_TYPES: Mapping[type, str] = {
 }
 
 
+def event_of(command: AnsweredCommand) -> EventKey:
+    """The consumed event behind `command`, as answers are kept by."""
+    return (COMMAND_EVENT_TYPES[type(command)], command.event_source, command.source_event_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """A status a payment reached, with the result that announced it (kept for repeats)."""
@@ -239,6 +243,9 @@ class PaymentPlan:
     webhook_refusals: list[tuple[Provider, PaymentRejection]] = field(default_factory=list)
     late_successes: list[Transition] = field(default_factory=list)
     answers: Answers = field(default_factory=dict)
+    # Commands found to be bad input only once the database was read: dead-lettered, not
+    # answered (see `_Book.refund`).
+    bad_input: list[tuple[PaymentCommand, str]] = field(default_factory=list)
 
 
 def decide_payments(
@@ -256,7 +263,8 @@ def decide_payments(
             outcome: Outcome = "duplicate"
         else:
             outcome = book.decide(command, sessions)
-        book.plan.outcomes.append((COMMAND_EVENT_TYPES[type(command)], outcome))
+        if outcome != "bad_input":
+            book.plan.outcomes.append((COMMAND_EVENT_TYPES[type(command)], outcome))
     return book.plan
 
 
@@ -286,7 +294,7 @@ class _Book:
 
     def answered(self, command: AnsweredCommand) -> OutgoingMessage | None:
         """The first answer of a redelivered event, when no decision repeats it by itself."""
-        event = (command.event_source, command.source_event_id)
+        event = event_of(command)
         return self.plan.answers.get(event) or self.known.answered.get(event)
 
     def decide(self, command: PaymentCommand, sessions: Mapping[str, Session]) -> Outcome:
@@ -373,9 +381,9 @@ class _Book:
         if payment is not None and payment.student_id != command.subject:
             # The key and subject must name the payment's student, or the refund would not be
             # ordered with that student's other events (CONTRACT section 1).
-            raise BadInputError(
-                f"subject {command.subject!r} is not the student of payment {payment.payment_id!r}"
-            )
+            why = f"subject {command.subject!r} is not the student of {payment.payment_id!r}"
+            self.plan.bad_input.append((command, why))
+            return "bad_input"
         if not command.authorized:
             # Answered every time, reserving nothing: the refund id stays free for an admin.
             event_id = derived_id(
@@ -473,7 +481,7 @@ class _Book:
     def _answer(self, command: AnsweredCommand, message: OutgoingMessage) -> None:
         """Keep `message` (already among the plan's messages) as the answer to `command`'s
         event, for its redelivery."""
-        self.plan.answers[(command.event_source, command.source_event_id)] = message
+        self.plan.answers[event_of(command)] = message
 
     def _reject(
         self,

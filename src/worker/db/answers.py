@@ -45,8 +45,9 @@ async def record_answers(conn: Connection, answers: Answers) -> None:
     kept = await conn.fetchval(
         sql("answers_record"),
         [answer_id(event) for event in events],
-        [source for source, _ in events],
-        [event_id for _, event_id in events],
+        [kind for kind, _, _ in events],
+        [source for _, source, _ in events],
+        [event_id for _, _, event_id in events],
         [m.topic for m in messages],
         [m.key for m in messages],
         [m.value for m in messages],

@@ -19,6 +19,7 @@ from worker.core.lifecycle import (
     RefundPayment,
     ReportStatus,
     decide_payments,
+    event_of,
     expire_payments,
 )
 from worker.core.messages import OutgoingMessage
@@ -52,12 +53,7 @@ async def apply_payment_commands(
         refunds=await _known_refunds(conn, refund_ids),
         webhooks=await _known_webhooks(conn, webhook_events),
         answered=await known_answers(
-            conn,
-            {
-                (c.event_source, c.source_event_id)
-                for c in commands
-                if not isinstance(c, IgnoreWebhook)
-            },
+            conn, {event_of(c) for c in commands if not isinstance(c, IgnoreWebhook)}
         ),
     )
     # Only a payment id seen for the first time opens a session (once, whatever the replays).

@@ -11,22 +11,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, CorruptRecordException
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 
 from worker.core.records import InboundRecord
+from worker.messaging.unreadable import UNREADABLE, UnreadableHandler, UnreadableRecords
 from worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 BatchProcessor = Callable[[Sequence[InboundRecord]], Awaitable[None]]
-# Dead-letters a record the client cannot parse, by topic, partition and offset.
-UnreadableHandler = Callable[[str, int, int, BaseException], Awaitable[None]]
-
-# What aiokafka raises from getmany for a record it cannot parse: a header name that is not
-# UTF-8 (its C parser), a corrupt batch. It does not say which partition, and raises again on
-# every call until the record is stepped past.
-UNREADABLE = (UnicodeDecodeError, CorruptRecordException)
 
 
 def to_inbound(record: ConsumerRecord[bytes, bytes]) -> InboundRecord:
@@ -79,7 +73,7 @@ class ConsumeLoop:
         process: BatchProcessor,
         metrics: Metrics,
         *,
-        unreadable: UnreadableHandler,
+        dead_letter: UnreadableHandler,
         max_records: int,
         max_wait_ms: int,
         on_committed: Callable[[], None] = lambda: None,
@@ -89,13 +83,15 @@ class ConsumeLoop:
         self._batches = 0
         self._consumer = consumer
         self._process = process
-        self._unreadable = unreadable
         self._metrics = metrics
         self._max_records = max_records
         self._max_wait_ms = max_wait_ms
         self._on_committed = on_committed
         self._lock = asyncio.Lock()
         self.guard = PartitionGuard(self._lock, metrics)
+        self._unreadable = UnreadableRecords(
+            consumer, self._lock, self._handle, dead_letter, self._commit, max_records
+        )
         consumer.subscribe(list(topics), listener=self.guard)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -110,8 +106,7 @@ class ConsumeLoop:
                     "a record cannot be parsed; finding it",
                     extra={"action": "unreadable", "error": f"{type(exc).__name__}: {exc}"},
                 )
-                async with self._lock:
-                    await self._find_unreadable()
+                await self._unreadable.find()
                 continue
             if batch:
                 async with self._lock:
@@ -137,54 +132,6 @@ class ConsumeLoop:
         self._on_committed()
         self._metrics.batch_size.observe(len(records))
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
-
-    async def _find_unreadable(self, within: float = 10.0) -> None:
-        """Read each partition alone until one raises, then step past its unreadable record.
-
-        The failing partition's records were dropped by the failed call and are being fetched
-        again, so it may take a few passes; the others' records are applied meanwhile. Found
-        nothing within `within` seconds: consuming goes on as usual (and comes back here if the
-        record is still there).
-        """
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            for tp in sorted(self._consumer.assignment()):
-                try:
-                    batch = await self._consumer.getmany(
-                        tp, timeout_ms=0, max_records=self._max_records
-                    )
-                except UNREADABLE:
-                    await self._step_past(tp)
-                    return
-                if batch:
-                    await self._handle(batch)
-            await asyncio.sleep(0.05)
-
-    async def _step_past(self, tp: TopicPartition) -> None:
-        """Read `tp` one record at a time up to the record that cannot be parsed; dead-letter it
-        by its coordinates and seek past it. aiokafka parses a whole producer batch to reach any
-        record of it, so the records after it in the same batch cannot be read either: each is
-        dead-lettered the same way, until a record is read again."""
-        held: list[ConsumerRecord[bytes, bytes]] = []
-        stepped = False
-        while True:
-            try:
-                batch = await self._consumer.getmany(tp, timeout_ms=1_000, max_records=1)
-            except UNREADABLE as exc:
-                if held:
-                    await self._handle({tp: held})
-                    held = []
-                offset = await self._consumer.position(tp)
-                await self._unreadable(tp.topic, tp.partition, offset, exc)
-                await self._commit({tp: offset + 1})
-                self._consumer.seek(tp, offset + 1)
-                stepped = True
-                continue
-            held.extend(batch.get(tp, []))
-            if not batch or stepped or len(held) >= self._max_records:
-                break
-        if held:
-            await self._handle({tp: held})
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit after the database commit; partitions lost meanwhile are left to their owner."""

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka import errors as kafka_errors
 
 from worker.core.messages import OutgoingMessage, decode_headers
 from worker.db.queries import sql
@@ -18,14 +17,6 @@ from worker.errors import is_retriable
 from worker.messaging.clients import start_with_retry
 from worker.metrics import Metrics
 from worker.retry import transient_retry
-
-# Errors after which an idempotent producer cannot be used again.
-FATAL_PRODUCER_ERRORS = (
-    kafka_errors.OutOfOrderSequenceNumber,
-    kafka_errors.UnknownProducerId,
-    kafka_errors.InvalidProducerEpoch,
-    kafka_errors.ProducerFenced,
-)
 
 # Any fixed 64-bit number: the advisory lock that makes one relay at a time the publisher.
 PUBLISHER_LOCK_KEY = 0x6F7574626F78  # "outbox"
@@ -62,7 +53,10 @@ class OutboxRelay:
     acknowledgement and the delete publishes a message again, with the same id.
 
     A message the broker or the producer refuses for a reason retrying cannot cure is parked
-    (moved to `parked_messages`, counted and logged), so it never blocks the ones behind it.
+    (moved to `parked_messages`, counted and logged), so it never blocks the ones behind it. The
+    broker refuses a whole producer batch, and the idempotent producer's sequence breaks with
+    it (the batches after it fail too): so every message of the chunk that was not taken is
+    sent again on its own, in order, with a new producer, and only one refused alone is parked.
     """
 
     def __init__(
@@ -103,21 +97,9 @@ class OutboxRelay:
         """Publish until cancelled; when idle, refresh the backlog gauges once a second."""
         while True:
             self._wakeup.clear()
-            try:
-                async for attempt in transient_retry():
-                    with attempt:
-                        await self.drain()
-            except FATAL_PRODUCER_ERRORS as exc:
-                # An idempotent producer whose sequence broke (a broker restart during retries)
-                # cannot send again. The chunk rolled back, so nothing is lost: start a new
-                # producer (a new producer id) and publish the chunk again, with the same ids.
-                log.warning(
-                    "replacing the producer",
-                    extra={"action": "producer_reset", "error": f"{type(exc).__name__}: {exc}"},
-                )
-                await self.close()
-                await self.start()
-                continue
+            async for attempt in transient_retry():
+                with attempt:
+                    await self.drain()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self._idle_seconds)
             except TimeoutError:
@@ -144,7 +126,8 @@ class OutboxRelay:
             rows = await conn.fetch(sql("outbox_claim"), self._chunk)
             if not rows:
                 return 0
-            parked = await self._send(rows)
+            refused = await self._send(rows)
+            parked = await self._send_alone([r for r in rows if r["seq"] in refused])
             published = [row for row in rows if row["seq"] not in parked]
             await conn.execute(sql("outbox_delete"), [row["seq"] for row in published])
             if parked:
@@ -152,7 +135,7 @@ class OutboxRelay:
                     sql("outbox_park"),
                     list(parked),
                     [type(error).__name__ for error in parked.values()],
-                    [_message(error) for error in parked.values()],
+                    [_reason(error) for error in parked.values()],
                 )
         for row in published:
             self._metrics.published.labels(topic=row["topic"]).inc()
@@ -162,35 +145,55 @@ class OutboxRelay:
         return len(rows)
 
     async def _send(self, rows: Sequence[Any]) -> dict[int, Exception]:
-        """Send `rows` in order and wait for every acknowledgement. Returns the messages that
-        cannot be published, by outbox seq; a passing fault is raised (the chunk rolls back and
-        is sent again, whole and in order)."""
-        producer = self._producer
-        if producer is None:
-            raise RuntimeError("the relay's producer is not started")
+        """Send `rows` in order and wait for every acknowledgement. Returns the messages not
+        taken, by outbox seq, with why; a passing fault is raised (the chunk rolls back and is
+        sent again, whole and in order)."""
+        producer = self._started()
         refused: dict[int, Exception] = {}
         deliveries: list[tuple[int, asyncio.Future[Any]]] = []
         for row in rows:
             try:
-                delivery = await producer.send(
-                    self._topic_prefix + row["topic"],
-                    value=row["value"],
-                    key=row["key"],
-                    headers=list(decode_headers(row["headers"])),
-                )
-            except Exception as exc:  # noqa: BLE001 - a permanent refusal parks this message
-                _raise_unless_permanent(exc)
+                delivery = await producer.send(**_message(self._topic_prefix, row))
+            except Exception as exc:  # noqa: BLE001 - a permanent refusal is sent alone next
+                _raise_if_passing(exc)
                 refused[row["seq"]] = exc
             else:
                 deliveries.append((row["seq"], delivery))
         outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
         for (seq, _), outcome in zip(deliveries, outcomes, strict=True):
             if isinstance(outcome, Exception):
-                _raise_unless_permanent(outcome)
+                _raise_if_passing(outcome)
                 refused[seq] = outcome
             elif isinstance(outcome, BaseException):
                 raise outcome
         return refused
+
+    async def _send_alone(self, rows: Sequence[Any]) -> dict[int, Exception]:
+        """Send each of `rows` on its own, in order, with a new producer after any refusal (a
+        refused batch breaks the idempotent producer's sequence). Returns those refused alone:
+        to be parked. A passing fault is raised."""
+        if not rows:
+            return {}
+        parked: dict[int, Exception] = {}
+        await self._replace_producer()
+        for row in rows:
+            try:
+                await (await self._started().send(**_message(self._topic_prefix, row)))
+            except Exception as exc:  # noqa: BLE001 - refused alone: parked
+                _raise_if_passing(exc)
+                parked[row["seq"]] = exc
+                await self._replace_producer()
+        return parked
+
+    async def _replace_producer(self) -> None:
+        log.warning("replacing the producer", extra={"action": "producer_reset"})
+        await self.close()
+        await self.start()
+
+    def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the relay's producer is not started")
+        return self._producer
 
     def _count_parked(self, row: Any, error: Exception) -> None:
         self._metrics.parked.inc()
@@ -214,11 +217,23 @@ class OutboxRelay:
         return count
 
 
-def _raise_unless_permanent(error: Exception) -> None:
-    """A passing fault, or a producer that must be replaced, is the whole chunk's problem."""
-    if is_retriable(error) or isinstance(error, FATAL_PRODUCER_ERRORS):
+def _message(prefix: str, row: Any) -> dict[str, Any]:
+    """`producer.send`'s arguments for an outbox row."""
+    return {
+        "topic": prefix + row["topic"],
+        "value": row["value"],
+        "key": row["key"],
+        "headers": list(decode_headers(row["headers"])),
+    }
+
+
+def _raise_if_passing(error: Exception) -> None:
+    """A passing fault is the whole chunk's: it rolls back and is sent again later. (A producer
+    whose sequence broke, aiokafka's OutOfOrderSequenceNumber, is not one: what it did not send
+    goes out alone, with a new producer.)"""
+    if is_retriable(error):
         raise error
 
 
-def _message(error: Exception) -> str:
+def _reason(error: Exception) -> str:
     return str(error).replace("\x00", "")[:1000] or type(error).__name__

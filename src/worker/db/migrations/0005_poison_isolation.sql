@@ -1,11 +1,12 @@
 -- One message never stops the worker (CONTRACT sections 3 and 6).
 
 -- Answers no decision repeats (conflicts, `not_authorized`, a webhook's refusal or repeat), kept
--- by the event that got them: a redelivered event (same CloudEvents source and id) repeats its
--- first answer byte for byte. Keyed by a UUIDv5 of (source, id): a source may be 1000
+-- by the event that got them: a redelivered event (same CloudEvents type, source and id) repeats
+-- its first answer byte for byte. Keyed by a UUIDv5 of (type, source, id): a source may be 1000
 -- characters long, too long for a btree key.
 CREATE TABLE event_answers (
     answer_id     uuid PRIMARY KEY,
+    event_type    text NOT NULL,
     event_source  text NOT NULL,
     event_id      ref_id NOT NULL,
     result_topic  text NOT NULL,

@@ -2,9 +2,10 @@
 -- caller compares the count and retries the batch, which then repeats that answer.
 WITH kept AS (
     INSERT INTO event_answers
-        (answer_id, event_source, event_id, result_topic, result_key, result_value)
+        (answer_id, event_type, event_source, event_id, result_topic, result_key, result_value)
     SELECT *
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bytea[])
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[],
+                $7::bytea[])
     ON CONFLICT DO NOTHING
     RETURNING 1
 )

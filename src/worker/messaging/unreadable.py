@@ -1,0 +1,125 @@
+"""Records the Kafka client cannot parse: find them, dead-letter them by coordinates, go on.
+
+aiokafka's `getmany` raises on a record it cannot parse (a header name that is not UTF-8, a
+corrupt batch) without saying which partition, and raises again on every call until the record
+is stepped past. Worse, records of other partitions taken by the same call are dropped with the
+error although their positions moved on. So, on such an error, every owned partition is first
+sought back to its committed offset (nothing taken is lost); then each partition is read alone
+(a call for one partition touches no other's records) until one raises; that one is read a
+record at a time up to the record, which is dead-lettered by its coordinates, committed past
+and sought past.
+
+The consume loop's lock is held only while a batch is applied or a record dead-lettered, never
+while reading: a rebalance waits for the lock in its listener, and must be able to proceed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CorruptRecordException, IllegalStateError
+from aiokafka.structs import ConsumerRecord
+
+log = logging.getLogger(__name__)
+
+# What aiokafka raises for a record it cannot parse (its C parser raises UnicodeDecodeError for
+# a header name that is not UTF-8; its Python parser, CorruptRecordException).
+UNREADABLE = (UnicodeDecodeError, CorruptRecordException)
+
+Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+# Dead-letters a record the client cannot parse, by topic, partition and offset.
+UnreadableHandler = Callable[[str, int, int, BaseException], Awaitable[None]]
+
+
+class UnreadableRecords:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        lock: asyncio.Lock,
+        handle: Callable[[Batch], Awaitable[None]],
+        dead_letter: UnreadableHandler,
+        commit: Callable[[dict[TopicPartition, int]], Awaitable[None]],
+        max_records: int,
+    ) -> None:
+        self._consumer = consumer
+        self._lock = lock
+        self._handle = handle
+        self._dead_letter = dead_letter
+        self._commit = commit
+        self._max_records = max_records
+
+    async def find(self, within: float = 10.0) -> None:
+        """Step past the record that made `getmany` fail; apply the others' records meanwhile.
+
+        The failing partition's records are being fetched again, so it may take a few passes.
+        Found nothing within `within` seconds: consuming goes on as usual (and comes back here
+        if the record is still there).
+        """
+        await self._rewind()
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            for tp in sorted(self._consumer.assignment()):
+                try:
+                    batch = await self._consumer.getmany(
+                        tp, timeout_ms=0, max_records=self._max_records
+                    )
+                except UNREADABLE:
+                    await self._step_past(tp)
+                    return
+                except IllegalStateError:  # revoked since: its next owner reads it
+                    continue
+                if batch:
+                    await self._apply(batch)
+            await asyncio.sleep(0.05)
+
+    async def _rewind(self) -> None:
+        """Seek every owned partition back to its committed offset: the failed call may have
+        moved positions past records it then dropped."""
+        for tp in self._consumer.assignment():
+            try:
+                committed = await self._consumer.committed(tp)
+                if committed is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, committed)
+            except IllegalStateError:
+                continue
+
+    async def _step_past(self, tp: TopicPartition) -> None:
+        """Read `tp` one record at a time up to the record that cannot be parsed; dead-letter it
+        and seek past it. aiokafka parses a whole producer batch to reach any record of it, so
+        the records after it in the same batch cannot be read either: each is dead-lettered the
+        same way, until a record is read again."""
+        held: list[ConsumerRecord[bytes, bytes]] = []
+        stepped = False
+        while tp in self._consumer.assignment():
+            try:
+                batch = await self._consumer.getmany(tp, timeout_ms=1_000, max_records=1)
+            except UNREADABLE as exc:
+                async with self._lock:
+                    if held:
+                        await self._handle({tp: held})
+                        held = []
+                    if tp not in self._consumer.assignment():
+                        break  # revoked meanwhile: its next owner finds the record
+                    offset = await self._consumer.position(tp)
+                    await self._dead_letter(tp.topic, tp.partition, offset, exc)
+                    await self._commit({tp: offset + 1})
+                    self._consumer.seek(tp, offset + 1)
+                stepped = True
+                continue
+            except IllegalStateError:
+                break
+            held.extend(batch.get(tp, []))
+            if not batch or stepped or len(held) >= self._max_records:
+                break
+        if held:
+            await self._apply({tp: held})
+
+    async def _apply(self, batch: Batch) -> None:
+        async with self._lock:
+            await self._handle(batch)
