@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -12,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.db import create_template, drop_database, fresh_database
+from tests.kafka import delete_test_topics
 from tests.support import STACK
 
 
@@ -40,6 +43,17 @@ def stack() -> Stack:
         kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         or local["KAFKA_BOOTSTRAP_SERVERS"],
     )
+
+
+@pytest.fixture(autouse=True)
+async def _delete_test_topics() -> AsyncIterator[None]:
+    """Topics a test made on the shared broker go with it: thousands of partitions left behind
+    exhaust the broker's heap within a few runs of the suite."""
+    yield
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap:  # a private broker's topics go with the broker
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(delete_test_topics(bootstrap), 30)
 
 
 @pytest.fixture(scope="session")

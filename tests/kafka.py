@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import uuid
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from tests.support import eventually
+
+# The topic prefixes the running test has used: its topics are deleted after it.
+_PREFIXES: list[str] = []
+
+
+def new_prefix(run: str | None = None) -> str:
+    """A topic prefix of the test's own (`KAFKA_TOPIC_PREFIX`), deleted after the test."""
+    prefix = f"t{run or uuid.uuid4().hex[:10]}."
+    _PREFIXES.append(prefix)
+    return prefix
+
+
+async def delete_test_topics(bootstrap: str) -> None:
+    """Delete the topics of every prefix handed out since the last call."""
+    prefixes = tuple(_PREFIXES)
+    _PREFIXES.clear()
+    if not prefixes:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if name.startswith(prefixes)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 
 async def read_all(

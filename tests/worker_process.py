@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.kafka import new_prefix
 from tests.support import eventually, free_port
 
 JWT_SECRET = "tests-only-jwt-secret-of-32-bytes-or-more"
@@ -61,7 +62,7 @@ def worker_env(database_url: str, kafka_bootstrap: str, **overrides: str) -> dic
         "PATH": os.environ["PATH"],
         "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_TOPIC_PREFIX": f"t{run}.",
+        "KAFKA_TOPIC_PREFIX": new_prefix(run),
         "KAFKA_CONSUMER_GROUP": f"g{run}",
         "KAFKA_TOPIC_PARTITIONS": "3",
         "SIDECAR_JWT_SECRET": JWT_SECRET,

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import Stack
-from tests.kafka import read_all
+from tests.kafka import new_prefix, read_all
 from tests.support import eventually
 from worker.core.messages import MAX_MESSAGE_BYTES, OutgoingMessage
 from worker.messaging import outbox
@@ -96,7 +95,7 @@ async def drained(pool: asyncpg.Pool) -> None:
 async def test_several_relays_draining_a_backlog_keep_each_students_results_in_order(
     stack: Stack, pool: asyncpg.Pool
 ) -> None:
-    prefix = f"t{uuid.uuid4().hex[:10]}."
+    prefix = new_prefix()
     await create_topic(stack.kafka_bootstrap, prefix + "coins.credited", 3)
     students = [f"s{n}" for n in range(6)]
     backlog = [  # what a broker outage leaves: each student's results, in decision order
@@ -119,7 +118,7 @@ async def test_several_relays_draining_a_backlog_keep_each_students_results_in_o
 async def test_a_message_that_cannot_be_published_is_parked_and_redriven_after_a_fix(
     stack: Stack, db_url: str, pool: asyncpg.Pool
 ) -> None:
-    prefix = f"t{uuid.uuid4().hex[:10]}."
+    prefix = new_prefix()
     # The fix an operator makes: the topic accepts larger messages (the producer too, below).
     await create_topic(stack.kafka_bootstrap, prefix + "coins.credited", 1,
                        **{"max.message.bytes": str(4 * MAX_MESSAGE_BYTES)})  # fmt: skip
@@ -170,7 +169,7 @@ async def test_a_message_the_broker_refuses_is_parked_alone_and_the_rest_keep_th
 ) -> None:
     # The broker refuses a whole producer batch, and the idempotent producer's sequence breaks
     # with it: the messages around the refused one must still go out, in order.
-    prefix = f"t{uuid.uuid4().hex[:10]}."
+    prefix = new_prefix()
     await create_topic(stack.kafka_bootstrap, prefix + "coins.credited", 1,
                        **{"max.message.bytes": "2000"})  # fmt: skip
     values = [b"a", b"b", b"x" * 20_000, b"c", b"d"]

@@ -2,7 +2,7 @@
 
 Through the real broker and database: every input gets exactly one outcome (a result, or a copy
 on the dead-letter topic naming it by its coordinates), the worker is the same process at the
-end, and the ledger's invariants hold. `tests/faults/hostile.py` draws the stream and works out
+end, and the ledger's invariants hold. `tests/faults/hostile/` draws the stream and works out
 what each input must get. FAULTS_SCALE=5 (the longer mode) draws five times as much.
 """
 
