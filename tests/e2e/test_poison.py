@@ -55,6 +55,13 @@ async def balance(url: str, student: str) -> int | None:
         await conn.close()
 
 
+async def fund(w: RunningWorker, producer: AIOKafkaProducer, student: str, coins: int) -> None:
+    """Credit `student` by an admin adjustment, and wait until it is applied."""
+    data = adjustment("fund", student, coins)
+    await send(producer, w.prefix, "coins.adjustment.requested", data, key=student)
+    await answers(w, "coins.credited", 1, "fund")
+
+
 def alive(w: RunningWorker, pid: int) -> None:
     assert w.worker.process.returncode is None, w.worker.log_tail()
     assert w.worker.process.pid == pid
@@ -212,9 +219,7 @@ async def test_repeated_member_names_and_disagreeing_subjects_are_bad_input(
     payment_worker: RunningWorker, producer: AIOKafkaProducer
 ) -> None:
     w = payment_worker
-    await send(producer, w.prefix, "coins.adjustment.requested", adjustment("fund", "bob", 100),
-               key="bob")  # fmt: skip
-    await answers(w, "coins.credited", 1, "fund")
+    await fund(w, producer, "bob", 100)
     topic = w.prefix + "coins.redemption.requested"
     # "student_id": "alice", ..., "student_id": "bob": a last-wins parser debits bob.
     twice = structured("coins.redemption.requested", redemption("d-1", "alice", 40))
@@ -317,9 +322,7 @@ async def test_a_redelivered_refusal_repeats_its_first_answer_byte_for_byte(
     payment_worker: RunningWorker, producer: AIOKafkaProducer
 ) -> None:
     w = payment_worker
-    await send(producer, w.prefix, "coins.adjustment.requested", adjustment("fund", "ana", 100),
-               key="ana")  # fmt: skip
-    await answers(w, "coins.credited", 1, "fund")
+    await fund(w, producer, "ana", 100)
     await send(producer, w.prefix, "coins.redemption.requested", redemption("d-1", "ana", 10),
                key="ana")  # fmt: skip
     await answers(w, "coins.debited", 1, "d-1")

@@ -146,16 +146,26 @@ LEDGER_TYPES: list[LedgerType] = [
     "redemption",
 ]
 
+
+def command_of(
+    student: str,
+    kind: LedgerType,
+    ref: str,
+    amount: int,
+    authorized: bool,
+    event: str,
+    over: bool = False,
+) -> CoinCommand:
+    """A command as its handler builds it: a redemption debits what it states."""
+    debit = kind == "redemption"
+    stated = abs(amount) if debit else amount
+    return CoinCommand(
+        student, kind, ref, -stated if debit else amount, stated, event, authorized, over, "src"
+    )
+
+
 commands = st.builds(
-    lambda student, kind, ref, amount, authorized, event: CoinCommand(
-        student,
-        kind,
-        ref,
-        -abs(amount) if kind == "redemption" else amount,
-        abs(amount) if kind == "redemption" else amount,
-        event,
-        authorized,
-    ),
+    command_of,
     student=st.sampled_from(["s1", "s2", "s3"]),
     kind=st.sampled_from(LEDGER_TYPES),
     ref=st.sampled_from(["r1", "r2", "r3", "r4"]),
@@ -284,17 +294,7 @@ amounts = st.one_of(
 )
 
 extreme_commands = st.builds(
-    lambda student, kind, ref, amount, authorized, event, over: CoinCommand(
-        student,
-        kind,
-        ref,
-        -abs(amount) if kind == "redemption" else amount,
-        abs(amount) if kind == "redemption" else amount,
-        event,
-        authorized,
-        over,
-        "source",
-    ),
+    command_of,
     student=st.sampled_from(["s1", "s2"]),
     kind=st.sampled_from(LEDGER_TYPES),
     ref=st.sampled_from(["r1", "r2", "r3"]),
