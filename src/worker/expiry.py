@@ -56,10 +56,14 @@ class ExpirySweeper:
                     "expiry sweep failed; expiring one payment at a time",
                     extra={"action": "expire_isolate", "error": f"{type(exc).__name__}: {exc}"},
                 )
-                async for attempt in transient_retry():
-                    with attempt:
-                        while await self._sweep_one():
-                            pass
+                try:
+                    async for attempt in transient_retry():
+                        with attempt:
+                            while await self._sweep_one():
+                                pass
+                except Exception:
+                    log.exception("expiry sweep failed; trying again later", extra={
+                        "action": "expire_failed"})  # fmt: skip
             await asyncio.sleep(self._interval)
 
     async def sweep_once(self) -> int:
