@@ -150,22 +150,6 @@ async def test_replayed_refusal_is_the_same_refusal_after_the_balance_grows(
     assert (await ledger(w.database_url, s))[0] == 100
 
 
-async def test_redemption_sees_credits_sent_just_before_it(
-    coin_worker: RunningWorker, producer: AIOKafkaProducer
-) -> None:
-    w, s = coin_worker, "frank"
-    topic = w.prefix + "course.completed"
-    # Sent without waiting, so that the worker is likely to take all three in one batch.
-    for course in ("c-1", "c-2"):
-        await producer.send(
-            topic, structured("course.completed", completed(s, course)), key=s.encode()
-        )
-    await send(producer, w.prefix, "coins.redemption.requested", redemption("r-1", s, 200), key=s)
-
-    [debit] = await w.results("coins.debited", at_least=1)
-    assert debit["data"]["balance_after"] == 0
-
-
 async def test_bad_input_is_dead_lettered_whole_and_the_partition_moves_on(
     coin_worker: RunningWorker, producer: AIOKafkaProducer
 ) -> None:

@@ -34,6 +34,18 @@ def to_inbound(record: ConsumerRecord[bytes, bytes]) -> InboundRecord:
     )
 
 
+def in_timestamp_order(
+    batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+) -> list[InboundRecord]:
+    """A batch's records merged by record timestamp, each partition keeping its own order.
+
+    One student's events of different types sit on different topics: in this order a redemption
+    is applied after the credits produced before it in the same batch.
+    """
+    merged = heapq.merge(*batch.values(), key=lambda record: record.timestamp)
+    return [to_inbound(r) for r in merged]
+
+
 class PartitionGuard(ConsumerRebalanceListener):  # type: ignore[misc]
     """Holds a rebalance until the batch in hand is applied and committed.
 
@@ -118,11 +130,7 @@ class ConsumeLoop:
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
         started = time.perf_counter()
-        # One student's events of different types sit on different topics; merging partitions by
-        # record timestamp (stable, so each partition keeps its own order) applies a redemption
-        # after the credits produced before it in the same batch.
-        merged = heapq.merge(*batch.values(), key=lambda record: record.timestamp)
-        records = [to_inbound(r) for r in merged]
+        records = in_timestamp_order(batch)
         await self._process(records)
         self._batches += 1
         if self._batches == self._failpoint:
