@@ -56,7 +56,11 @@ async def test_a_second_query_on_a_busy_connection_is_a_bug_and_is_not_retried(
 async def test_a_connection_the_server_ended_is_an_outage(db_url: str) -> None:
     victim, killer = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
     try:
-        await killer.execute("SELECT pg_terminate_backend($1)", victim.get_server_pid())
+        # The timeout makes it wait until the backend is gone, so the query below cannot win.
+        ended = await killer.fetchval(
+            "SELECT pg_terminate_backend($1, 10000)", victim.get_server_pid()
+        )
+        assert ended
         error = await _raised(victim.fetch("SELECT 1"))
         assert fault_of(error) == "outage", repr(error)
         assert passes_by_itself(error)
