@@ -19,7 +19,8 @@ from pydantic import SecretStr
 
 from worker.core.coins import Rewards
 from worker.core.commands import HANDLED_TYPES, Policies
-from worker.core.gateway import MockGateway
+from worker.core.gateway import Gateway
+from worker.core.lifecycle import PaymentDefaults
 from worker.core.signatures import WebhookVerifier
 from worker.core.topics import ALL_TOPICS, with_prefix
 from worker.core.types import Provider
@@ -27,6 +28,10 @@ from worker.db.migrate import apply_migrations
 from worker.db.pool import open_pool
 from worker.db.queries import sql
 from worker.expiry import ExpirySweeper
+from worker.gateway_calls import GatewayCaller
+from worker.gateways.mock import MockGateway, UnconfiguredGateway
+from worker.gateways.razorpay import RazorpayGateway
+from worker.gateways.stripe import StripeGateway
 from worker.messaging.clients import (
     coordinator_known,
     ensure_topics,
@@ -171,11 +176,42 @@ def policies(settings: Settings) -> Policies:
     )
 
 
-def gateway(settings: Settings) -> MockGateway:
-    """The payment gateway: the mock, the only one that opens sessions so far."""
-    return MockGateway(
-        settings.payment_mock_url_base,
-        timedelta(minutes=settings.payment_session_ttl_minutes),
+def gateways(settings: Settings) -> dict[Provider, Gateway]:
+    """Every provider's gateway; one without credentials refuses its payments, saying why."""
+    timeout = settings.payment_gateway_timeout_seconds
+    found: dict[Provider, Gateway] = {"mock": MockGateway(settings.payment_mock_url_base)}
+    if settings.stripe_api_key is None:
+        found["stripe"] = UnconfiguredGateway("stripe", "STRIPE_API_KEY")
+    else:
+        found["stripe"] = StripeGateway(
+            settings.stripe_api_key.get_secret_value(),
+            settings.stripe_api_base,
+            timeout,
+            settings.payment_return_url,
+        )
+    if settings.razorpay_key_id is None or settings.razorpay_key_secret is None:
+        found["razorpay"] = UnconfiguredGateway("razorpay", "RAZORPAY_KEY_ID")
+    else:
+        found["razorpay"] = RazorpayGateway(
+            settings.razorpay_key_id,
+            settings.razorpay_key_secret.get_secret_value(),
+            settings.razorpay_api_base,
+            timeout,
+            settings.payment_return_url,
+            settings.payment_gateway_concurrency,
+        )
+    if isinstance(found[settings.payment_provider], UnconfiguredGateway):
+        log.warning(
+            "PAYMENT_PROVIDER has no credentials: its payments will fail",
+            extra={"action": "gateway_unconfigured", "provider": settings.payment_provider},
+        )
+    return found
+
+
+def payment_defaults(settings: Settings) -> PaymentDefaults:
+    return PaymentDefaults(
+        provider=settings.payment_provider,
+        session_ttl=timedelta(minutes=settings.payment_session_ttl_minutes),
     )
 
 
@@ -241,15 +277,29 @@ async def _work(
         sweeper_task = asyncio.create_task(sweeper.run(), name="expiry-sweep")
         stack.push_async_callback(_finish, sweeper_task, 0)
 
+        dsn = settings.database_url.get_secret_value()
+        caller = GatewayCaller(
+            pool,
+            lambda: asyncpg.connect(dsn, server_settings={"application_name": "payment-worker"}),
+            gateways(settings),
+            metrics,
+            timeout_seconds=settings.payment_gateway_timeout_seconds,
+            concurrency=settings.payment_gateway_concurrency,
+            on_committed=relay.wake,
+        )
+        caller_task = asyncio.create_task(caller.run(), name="gateway-calls")
+        stack.push_async_callback(_finish, caller_task, 0)
+
         consumer = make_consumer(settings)
         topics = with_prefix(settings.kafka_topic_prefix, HANDLED_TYPES)
         pipeline = Pipeline(
             pool,
             metrics,
             policies(settings),
-            gateway(settings),
+            payment_defaults(settings),
             settings.kafka_topic_prefix,
             on_durable=relay.wake,
+            on_gateway_calls=caller.wake,
         )
         consume = ConsumeLoop(
             consumer,
@@ -266,7 +316,7 @@ async def _work(
 
         readiness.pool, readiness.loop, readiness.consumer = pool, consume, consumer
         log.info("worker started", extra={"action": "started", "topics": list(topics)})
-        await _alongside(consume.run(stop), [relay_task, sweeper_task])
+        await _alongside(consume.run(stop), [relay_task, sweeper_task, caller_task])
 
 
 async def _alongside(main: Coroutine[Any, Any, None], helpers: list[asyncio.Task[None]]) -> None:

@@ -66,6 +66,20 @@ class Metrics:
             "Verified successes that moved a failed, cancelled or expired payment to succeeded.",
             registry=registry,
         )
+        self.gateway_calls = Counter(
+            "payment_worker_gateway_calls_total",
+            "Provider calls (kind session or refund) by outcome: succeeded, refused (final), "
+            "unavailable (tried again later) or error (an unexpected failure, tried again later).",
+            ["provider", "kind", "outcome"],
+            registry=registry,
+        )
+        self.gateway_seconds = Histogram(
+            "payment_worker_gateway_call_seconds",
+            "Time a provider took to answer one attempt of a call.",
+            ["provider", "kind"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "payment_worker_batch_size",
             "Messages per processed batch.",

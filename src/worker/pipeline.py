@@ -12,14 +12,13 @@ import asyncpg
 
 from worker.core.commands import Command, Policies, command_for
 from worker.core.envelope import BadInputError
-from worker.core.gateway import Gateway
 from worker.core.ledger import COIN_TYPES, CoinCommand, Plan
-from worker.core.lifecycle import PaymentPlan
+from worker.core.lifecycle import PaymentDefaults, PaymentPlan
 from worker.core.messages import OutgoingMessage
 from worker.core.records import InboundRecord, dead_letter, unreadable_record
 from worker.core.topics import event_type
 from worker.db.coins import apply_coin_commands
-from worker.db.payments import apply_payment_commands, refund_at_gateway
+from worker.db.payments import apply_payment_commands
 from worker.messaging import outbox
 from worker.metrics import Metrics
 from worker.retry import transient_retry
@@ -52,15 +51,17 @@ class Pipeline:
         pool: asyncpg.Pool,
         metrics: Metrics,
         policies: Policies,
-        gateway: Gateway,
+        defaults: PaymentDefaults,
         topic_prefix: str,
         on_durable: Callable[[], None] = lambda: None,
+        on_gateway_calls: Callable[[], None] = lambda: None,
     ) -> None:
         self._on_durable = on_durable
+        self._on_gateway_calls = on_gateway_calls
         self._pool = pool
         self._metrics = metrics
         self._policies = policies
-        self._gateway = gateway
+        self._defaults = defaults
         self._topic_prefix = topic_prefix
 
     async def process(self, records: Sequence[InboundRecord]) -> None:
@@ -126,15 +127,16 @@ class Pipeline:
                     now = _now()
                     coins = await apply_coin_commands(conn, coin_commands, now)
                     payments = await apply_payment_commands(
-                        conn, payment_commands, self._gateway, now
+                        conn, payment_commands, self._defaults, now
                     )
                     late = _late_bad_input(items, payments)
                     letters = [dead_letter(r, BadInputError(why), now) for r, why in late]
                     messages = [*coins.messages, *payments.messages, *rejects, *letters]
                     await outbox.enqueue(conn, messages)
-                    await refund_at_gateway(self._gateway, payments)
         # The results are durable in the outbox now: publishing need not wait for the offsets.
         self._on_durable()
+        if payments.calls:  # new sessions and refunds to ask the providers for
+            self._on_gateway_calls()
         self._count(coins, payments, len(rejects) + len(late))
         for record, why in late:
             log.warning(

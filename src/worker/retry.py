@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from tenacity import AsyncRetrying, RetryCallState, stop_never, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_never,
+    wait_random_exponential,
+)
 
+from worker.core.gateway import GatewayUnavailable
 from worker.errors import fault_of
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,42 @@ def transient_retry() -> AsyncRetrying:
         retry=_worth_another_attempt,
         wait=wait_random_exponential(multiplier=0.1, max=5.0),
         stop=stop_never,
+        before_sleep=_log_attempt,
+        reraise=True,
+    )
+
+
+# A provider call is tried this often in a row; after that (or when the provider asks for a
+# longer pause than GATEWAY_MAX_WAIT) the call is put off in the database and tried later.
+GATEWAY_ATTEMPTS = 3
+GATEWAY_MAX_WAIT = 10.0
+_gateway_backoff = wait_random_exponential(multiplier=0.5, max=GATEWAY_MAX_WAIT)
+
+
+def _provider_wait(state: RetryCallState) -> float:
+    """The pause the provider asked for (`Retry-After`), else exponential backoff."""
+    error = state.outcome.exception() if state.outcome else None
+    if isinstance(error, GatewayUnavailable) and error.retry_after is not None:
+        return error.retry_after
+    return _gateway_backoff(state)
+
+
+def _enough_for_now(state: RetryCallState) -> bool:
+    """Stop after GATEWAY_ATTEMPTS, or at once when the provider asks for a long pause."""
+    error = state.outcome.exception() if state.outcome else None
+    long_pause = (
+        isinstance(error, GatewayUnavailable) and (error.retry_after or 0) > GATEWAY_MAX_WAIT
+    )
+    return state.attempt_number >= GATEWAY_ATTEMPTS or long_pause
+
+
+def gateway_retry() -> AsyncRetrying:
+    """Retry a provider call only on what the provider marks as passing (`GatewayUnavailable`:
+    no answer in time, a 5xx, a 429), honouring its `Retry-After`. A refusal is final at once."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(GatewayUnavailable),
+        wait=_provider_wait,
+        stop=_enough_for_now,
         before_sleep=_log_attempt,
         reraise=True,
     )

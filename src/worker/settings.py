@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 JSON_SAFE_MAX = 9_007_199_254_740_991
 
 PositiveCoins = Annotated[int, Field(ge=1, le=JSON_SAFE_MAX)]
+HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
 
 
 class Settings(BaseSettings):
@@ -37,6 +38,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # The largest amount one adjustment, redemption or referral override may state.
     coin_max_amount: PositiveCoins = 1_000_000
+    # The provider of new payments; a `payment.requested` may name another (CONTRACT section 5).
+    payment_provider: Literal["mock", "stripe", "razorpay"] = "mock"
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: HttpUrl | None = None  # Stripe's own API; tests point it at stripe-mock
+    razorpay_key_id: str | None = Field(None, min_length=1, max_length=100)
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_api_base: HttpUrl | None = None  # Razorpay's own API
+    # One attempt of one provider call; a call that takes longer is tried again later.
+    payment_gateway_timeout_seconds: float = Field(10.0, gt=0, le=120)
 
     # The project's own (documented in the README).
     sidecar_host: str = "0.0.0.0"  # noqa: S104 - a sidecar is reached from outside its container
@@ -57,9 +67,12 @@ class Settings(BaseSettings):
     payment_webhook_tolerance_seconds: int = Field(300, ge=1, le=86_400)
     # At most a minute, so an unpaid session is expired within a minute of its deadline.
     payment_expiry_interval_seconds: float = Field(10.0, gt=0, le=60)
-    payment_mock_url_base: str = Field(
-        "https://mock-gateway.invalid/checkout", pattern=r"^https?://[^\s/]+(/\S*)?$"
-    )
+    payment_mock_url_base: HttpUrl = "https://mock-gateway.invalid/checkout"
+    # Provider calls in flight at once, per provider.
+    payment_gateway_concurrency: int = Field(8, ge=1, le=100)
+    # Where a provider sends the student after paying (Stripe `success_url`, Razorpay
+    # `callback_url`); unset: the provider's own page.
+    payment_return_url: HttpUrl | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -71,6 +84,12 @@ class Settings(BaseSettings):
         "payment_webhook_secret_mock",
         "payment_webhook_secret_stripe",
         "payment_webhook_secret_razorpay",
+        "stripe_api_key",
+        "stripe_api_base",
+        "razorpay_key_id",
+        "razorpay_key_secret",
+        "razorpay_api_base",
+        "payment_return_url",
         mode="before",
     )
     @classmethod
@@ -85,6 +104,15 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < 32:
             raise ValueError("must be at least 32 bytes long (HS256 key, RFC 7518 section 3.2)")
         return value
+
+    @model_validator(mode="after")
+    def _razorpay_keys_come_in_pairs(self) -> Self:
+        if (self.razorpay_key_id is None) != (self.razorpay_key_secret is None):
+            missing = (
+                "RAZORPAY_KEY_SECRET" if self.razorpay_key_secret is None else "RAZORPAY_KEY_ID"
+            )
+            raise ValueError(f"{missing}: required with the other Razorpay key")
+        return self
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -121,7 +121,7 @@ async def test_an_sql_fault_of_the_service_is_500_not_an_outage(
     reads: httpx.AsyncClient, conn: asyncpg.Connection
 ) -> None:
     assert (await reads.get("/api/v1/payments/pay-1")).status_code == 404
-    await conn.execute("DROP TABLE payment_transitions, payments")
+    await conn.execute("DROP TABLE payment_transitions, payments CASCADE")
     response = await reads.get("/api/v1/payments/pay-1")
     assert response.status_code == 500
     assert "Retry-After" not in response.headers

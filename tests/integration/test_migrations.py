@@ -22,7 +22,7 @@ EXPECTED_COLUMNS = {
     "payments": {
         "seq", "payment_id", "student_id", "course_id", "amount", "currency", "description",
         "status", "status_reason", "provider", "provider_payment_id", "payment_url",
-        "expires_at", "source_event_id", "created_at", "updated_at",
+        "expires_at", "source_event_id", "created_at", "updated_at", "captured_id",
     },
     "coin_requests": {
         "student_id", "type", "reference_id", "requested_amount", "outcome", "result_topic",
@@ -34,7 +34,11 @@ EXPECTED_COLUMNS = {
     },
     "payment_refunds": {
         "refund_id", "payment_id", "outcome", "actor_id", "reason", "result_topic", "result_key",
-        "result_value", "created_at",
+        "result_value", "created_at", "source_event_id",
+    },
+    "gateway_calls": {
+        "kind", "reference_id", "payment_id", "attempts", "not_before", "first_tried_at",
+        "last_error", "created_at",
     },
     "outbox": {"seq", "topic", "key", "value", "headers", "created_at"},
     "event_answers": {

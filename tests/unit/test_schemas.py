@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,19 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from worker import cli, schemas
-from worker.core.gateway import Session
+from worker.core.gateway import RefundReceipt, Refused, Session
 from worker.core.ledger import CoinCommand, Wallet, decide
 from worker.core.lifecycle import (
     Known,
     OpenPayment,
+    PaymentDefaults,
     RefundPayment,
     RefuseWebhook,
     ReportStatus,
     decide_payments,
     expire_payments,
+    settle_refund,
+    settle_session,
 )
 from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 from worker.core.webhooks import Notification
@@ -223,7 +225,7 @@ def test_published_results_match_their_schemas() -> None:
 
 def test_published_payment_results_match_their_schemas() -> None:
     now = datetime(2026, 11, 26, 9, tzinfo=UTC)
-    session = Session("mock", "mock_1", "https://pay.test/mock_1", now)
+    defaults = PaymentDefaults("mock", timedelta(minutes=30))
 
     def opened(pid: str) -> OpenPayment:
         return OpenPayment(pid, "stu-1", "course-101", 49900, "INR", None, f"e-{pid}", "t")
@@ -231,18 +233,36 @@ def test_published_payment_results_match_their_schemas() -> None:
     def reported(status: str, ppid: str) -> ReportStatus:
         return ReportStatus("mock", Notification(ppid, status, 49900, "INR"), "e-w", ppid, "t")  # type: ignore[arg-type]
 
-    sessions = {pid: replace(session, provider_payment_id=f"mock_{pid}") for pid in "abcd"}
+    requested = decide_payments([opened(pid) for pid in "abcde"], Known(), defaults, now)
+    sessions = [
+        settle_session(payment, Session(f"mock_{pid}", f"https://pay.test/{pid}", now), now)
+        for pid, payment in requested.created.items()
+    ]
+    refused = settle_session(requested.created["e"], Refused("no such currency"), now)
+    payments = {pid: plan.changed[pid] for pid, plan in zip("abcde", sessions, strict=True)}
     commands = [
-        *(opened(pid) for pid in "abcd"),
         reported("succeeded", "mock_a"),
         reported("failed", "mock_b"),
         reported("cancelled", "mock_c"),
         RefundPayment("rf-1", "a", "duplicate", "staff-7", True, "e-rf", "stu-1", "t"),
         RefuseWebhook("mock", "invalid_signature", "", "e-bad", "mock_x", "t"),
     ]
-    plan = decide_payments(commands, Known(), sessions, now)
-    expired = expire_payments([plan.created["d"]], now)
-    messages = [*plan.messages, *expired.messages]
+    plan = decide_payments(commands, Known(payments=payments), defaults, now)
+    refunded = settle_refund(
+        plan.changed["a"], "rf-1", plan.refunds["rf-1"], RefundReceipt("re_1"), now
+    )
+    rejected = settle_refund(
+        plan.changed["a"], "rf-1", plan.refunds["rf-1"], Refused("already refunded"), now
+    )
+    expired = expire_payments([payments["d"]], now)
+    messages = [
+        *(m for s in sessions for m in s.messages),
+        *refused.messages,
+        *plan.messages,
+        *refunded.messages,
+        *rejected.messages,
+        *expired.messages,
+    ]
     assert {m.topic for m in messages} == {t for t in OUTBOUND_TYPES if t.startswith("payment.")}
     for message in messages:
         assert message.value is not None

@@ -71,6 +71,8 @@ class PaymentRequested(InboundData):
     amount: PositiveAmount
     currency: Currency
     description: Text | None = None
+    # The provider to pay with; absent: the worker's PAYMENT_PROVIDER.
+    provider: Provider | None = None
 
 
 class PaymentWebhookReceived(InboundData):

@@ -1,15 +1,17 @@
-"""The payment gateway interface, and the mock gateway behind it (the default and only one yet).
+"""What the worker asks of a payment provider, and how a provider's answer is classified.
 
-A gateway opens checkout sessions and refunds payments. Its calls are made inside the batch's
-database transaction and may be repeated when that transaction is retried, so a real gateway
-must pass the payment id (or refund id) as its idempotency key: a repeat answers the same
-session or refund. The mock gateway is deterministic, so it needs no key and no network.
+Provider calls never run inside a database transaction: a payment is recorded when requested,
+its session is opened afterwards (`worker.gateway_calls`), and the answer is written back in a
+transaction of its own. A call may therefore be repeated (a retry, a crash before the answer was
+written), so each carries an idempotency key derived from the payment or refund id: a repeat
+answers the same session or refund.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from worker.core.results import derived_id
@@ -18,51 +20,99 @@ from worker.core.types import Provider
 
 @dataclass(frozen=True, slots=True)
 class SessionRequest:
+    """Open a checkout session for a payment, payable until `expires_at`."""
+
     payment_id: str
     student_id: str
     course_id: str
     amount: int
     currency: str
     description: str | None
+    expires_at: datetime
+
+    @property
+    def idempotency_key(self) -> str:
+        return derived_id("gateway", "session", self.payment_id)
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    provider: Provider
+    """What the provider opened: its id for the payment, the URL the student pays at, and when
+    the session stops taking payment."""
+
     provider_payment_id: str
     payment_url: str
     expires_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    """Refund a succeeded payment in full."""
+
+    refund_id: str
+    payment_id: str
+    provider_payment_id: str | None
+    # The provider's id of the captured money when a webhook told it; else the gateway asks.
+    captured_id: str | None
+    amount: int
+    currency: str
+    reason: str
+    # An earlier attempt may have reached the provider: look for its refund before making one,
+    # so a repeat after the provider's idempotency window still refunds once.
+    repeat: bool = False
+
+    @property
+    def idempotency_key(self) -> str:
+        return derived_id("gateway", "refund", self.refund_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundReceipt:
+    provider_refund_id: str
+
+
+class GatewayRefusal(Exception):
+    """The provider refused the call (or cannot be asked: no credentials, an unsupported
+    currency). Final: the payment fails, the refund is rejected, with this message as reason."""
+
+
+class GatewayUnavailable(Exception):
+    """A failure the provider marks as passing (a timeout, a 5xx, a 429): try again later, not
+    before `retry_after` seconds when the provider said so."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Gateway(Protocol):
-    """What the worker needs from a payment provider."""
+    """A payment provider. Both calls are idempotent by the request's key."""
 
-    async def open_session(self, request: SessionRequest, now: datetime) -> Session:
-        """Open a checkout session for `request`; the same payment id gives the same session."""
-        ...
+    provider: Provider
 
-    async def refund(self, provider_payment_id: str, amount: int, refund_id: str) -> None:
-        """Refund a succeeded payment in full; the same refund id refunds once."""
-        ...
+    async def open_session(self, request: SessionRequest) -> Session: ...
+
+    async def refund(self, request: RefundRequest) -> RefundReceipt: ...
 
 
-class MockGateway:
-    """Sessions with ids derived from the payment id, at `<url_base>/<provider payment id>`."""
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """An HTTP `Retry-After` value (seconds, or an HTTP date) as seconds from `now`."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - now).total_seconds())
 
-    provider: Provider = "mock"
 
-    def __init__(self, url_base: str, ttl: timedelta) -> None:
-        self._url_base = url_base.rstrip("/")
-        self._ttl = ttl
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A provider's refusal as the rules see it: final, with the provider's reason."""
 
-    async def open_session(self, request: SessionRequest, now: datetime) -> Session:
-        provider_payment_id = "mock_pay_" + derived_id("mock-session", request.payment_id)
-        return Session(
-            provider=self.provider,
-            provider_payment_id=provider_payment_id,
-            payment_url=f"{self._url_base}/{provider_payment_id}",
-            expires_at=now + self._ttl,
-        )
-
-    async def refund(self, provider_payment_id: str, amount: int, refund_id: str) -> None:
-        """The mock's refunds always succeed; there is no money to move."""
+    reason: str

@@ -1,19 +1,22 @@
 """The payment state machine (CONTRACT section 5) and what a batch of payment commands does.
 
 Pure: the adapter loads the payments a batch touches (locked), their earlier results and refund
-decisions, and the sessions the gateway opened for new payments; `decide_payments` works out
-every change and result in order; the adapter writes them back in a few set-based statements.
+decisions; `decide_payments` works out every change and result in order; the adapter writes them
+back in a few set-based statements. Nothing here waits for a provider: a new payment and an
+accepted refund become gateway calls (`PaymentPlan.calls`), made after the batch's commit, and
+`settle_session` / `settle_refund` turn the provider's answer into the next change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
+from worker.core import money
 from worker.core.answers import Answers, EventKey
-from worker.core.gateway import Session, SessionRequest
+from worker.core.gateway import RefundReceipt, Refused, Session
 from worker.core.messages import OutgoingMessage
 from worker.core.results import (
     OutboundData,
@@ -62,7 +65,9 @@ EXPIRED_REASON = "the payment session expired unpaid"
 _DEFAULT_REASONS: Mapping[Status, str] = {
     "failed": "the provider reported the payment failed",
     "cancelled": "the provider reported the payment cancelled",
+    "expired": "the provider expired the payment session unpaid",
 }
+ATTEMPT_FAILED_REASON = "a payment attempt failed; the student may try again"
 
 
 def verdict(current: Status, target: Status) -> Verdict:
@@ -88,12 +93,15 @@ class Payment:
     currency: str
     description: str | None
     provider: Provider
-    provider_payment_id: str
-    payment_url: str
+    # None until the provider has opened the payment's session (or when it refused to).
+    provider_payment_id: str | None
+    payment_url: str | None
     expires_at: datetime
     status: Status
     status_reason: str | None
     source_event_id: str
+    # The provider's id of the captured money, from a success webhook (refunds name it).
+    captured_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +116,8 @@ class OpenPayment:
     description: str | None
     source_event_id: str
     event_source: str
-
-    def session_request(self) -> SessionRequest:
-        return SessionRequest(
-            self.payment_id,
-            self.student_id,
-            self.course_id,
-            self.amount,
-            self.currency,
-            self.description,
-        )
+    # The provider the request names; None: the worker's PAYMENT_PROVIDER.
+    provider: Provider | None = None
 
     def same_request(self, payment: Payment) -> bool:
         """CONTRACT section 3: a replay must name the same amount, currency, student, course."""
@@ -204,15 +204,38 @@ class Transition:
     source_event_id: str | None
 
 
+RefundOutcome = Literal["pending", "applied", "rejected"]
+
+
 @dataclass(frozen=True, slots=True)
 class RefundDecision:
-    """What was decided for a refund id, kept forever: a replay repeats its result."""
+    """What was decided for a refund id, kept forever: a replay repeats its result. A refund
+    is `pending` (no result yet) from its acceptance until the provider has answered."""
 
     payment_id: str
-    outcome: Literal["applied", "rejected"]
+    outcome: RefundOutcome
     actor_id: str
     reason: str
-    result: OutgoingMessage
+    result: OutgoingMessage | None
+    source_event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayCall:
+    """A provider call a decision asks for: open `payment_id`'s session (`reference_id` is the
+    payment id) or make the refund `reference_id` of it."""
+
+    kind: Literal["session", "refund"]
+    reference_id: str
+    payment_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentDefaults:
+    """What configuration decides for a new payment: its provider and how long it stays open."""
+
+    provider: Provider
+    session_ttl: timedelta
 
 
 @dataclass(frozen=True)
@@ -222,6 +245,8 @@ class Known:
     payments: Mapping[str, Payment] = field(default_factory=dict)
     results: Mapping[tuple[str, Status], OutgoingMessage] = field(default_factory=dict)
     refunds: Mapping[str, RefundDecision] = field(default_factory=dict)
+    # The payments (of those above) with a refund in flight: no second refund may start.
+    refunding: frozenset[str] = frozenset()
     # The result each applied webhook event got, by (CloudEvent id, payment id): a redelivery
     # repeats it even when the payment has moved on since (say, to a late success).
     webhooks: Mapping[tuple[str, str], OutgoingMessage] = field(default_factory=dict)
@@ -236,8 +261,10 @@ class PaymentPlan:
     created: dict[str, Payment] = field(default_factory=dict)
     changed: dict[str, Payment] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
+    # New refund decisions, and pending ones the provider has answered.
     refunds: dict[str, RefundDecision] = field(default_factory=dict)
-    gateway_refunds: list[tuple[Payment, str]] = field(default_factory=list)
+    refunds_settled: dict[str, RefundDecision] = field(default_factory=dict)
+    calls: list[GatewayCall] = field(default_factory=list)
     messages: list[OutgoingMessage] = field(default_factory=list)
     outcomes: list[tuple[str, Outcome]] = field(default_factory=list)
     webhook_refusals: list[tuple[Provider, PaymentRejection]] = field(default_factory=list)
@@ -249,20 +276,17 @@ class PaymentPlan:
 
 
 def decide_payments(
-    commands: Iterable[PaymentCommand],
-    known: Known,
-    sessions: Mapping[str, Session],
-    now: datetime,
+    commands: Iterable[PaymentCommand], known: Known, defaults: PaymentDefaults, now: datetime
 ) -> PaymentPlan:
-    """Apply `commands` in order; `sessions` holds the gateway's session for each new payment."""
-    book = _Book(known, now)
+    """Apply `commands` in order."""
+    book = _Book(known, now, defaults)
     for command in commands:
         first_answer = None if isinstance(command, IgnoreWebhook) else book.answered(command)
         if first_answer is not None:
             book.plan.messages.append(first_answer)
             outcome: Outcome = "duplicate"
         else:
-            outcome = book.decide(command, sessions)
+            outcome = book.decide(command)
         if outcome != "bad_input":
             book.plan.outcomes.append((COMMAND_EVENT_TYPES[type(command)], outcome))
     return book.plan
@@ -278,17 +302,82 @@ def expire_payments(payments: Iterable[Payment], now: datetime) -> PaymentPlan:
     return book.plan
 
 
+def settle_session(payment: Payment, answer: Session | Refused, now: datetime) -> PaymentPlan:
+    """What the provider's answer to opening `payment`'s session changes.
+
+    An opened session is kept whatever the payment's status by now (a late webhook must still
+    find the payment), but announced only while the payment is open. A refusal fails the
+    payment with the provider's reason."""
+    book = _Book(Known(payments={payment.payment_id: payment}), now)
+    if payment.provider_payment_id is not None:
+        return book.plan  # settled before (a repeated call)
+    if isinstance(answer, Refused):
+        if payment.status == "initiated":
+            book.move(payment, "failed", answer.reason, None)
+        return book.plan
+    opened = replace(
+        payment,
+        provider_payment_id=answer.provider_payment_id,
+        payment_url=answer.payment_url,
+        expires_at=answer.expires_at if payment.status == "initiated" else payment.expires_at,
+    )
+    book.plan.changed[payment.payment_id] = opened
+    if payment.status == "initiated":
+        book.record(None, opened, payment.source_event_id)
+    return book.plan
+
+
+def settle_refund(
+    payment: Payment,
+    refund_id: str,
+    decision: RefundDecision,
+    answer: RefundReceipt | Refused,
+    now: datetime,
+) -> PaymentPlan:
+    """What the provider's answer to the pending refund `refund_id` of `payment` changes: the
+    payment is refunded, or the refund is rejected with the provider's reason."""
+    book = _Book(Known(payments={payment.payment_id: payment}), now)
+    if decision.outcome != "pending":
+        return book.plan  # settled before (a repeated call)
+    if isinstance(answer, Refused):
+        event_id = derived_id("payment.rejected", "refund", refund_id)
+        source = decision.source_event_id or refund_id
+        message = book.reject(
+            event_id, payment.payment_id, "provider_refused", source, payment.student_id,
+            detail=answer.reason,
+        )  # fmt: skip
+        book.plan.refunds_settled[refund_id] = replace(decision, outcome="rejected", result=message)
+        return book.plan
+    if verdict(payment.status, "refunded") != "apply":
+        # Only a refund leaves `succeeded`, and one refund per payment is in flight at a time.
+        raise ValueError(
+            f"refund {refund_id!r} was made, but payment {payment.payment_id!r} is "
+            f"{payment.status}, not succeeded"
+        )
+    transition = book.move(payment, "refunded", decision.reason, decision.source_event_id)
+    book.plan.refunds_settled[refund_id] = replace(
+        decision, outcome="applied", result=transition.result
+    )
+    return book.plan
+
+
 class _Book:
     """The batch's view of payments: what was known, updated by each decision in turn."""
 
-    def __init__(self, known: Known, now: datetime) -> None:
+    def __init__(
+        self, known: Known, now: datetime, defaults: PaymentDefaults | None = None
+    ) -> None:
         self.plan = PaymentPlan()
         self.now = now
         self.known = known
+        self.defaults = defaults
         self.current: dict[str, Payment] = dict(known.payments)
         self.by_provider = {
-            (p.provider, p.provider_payment_id): p.payment_id for p in known.payments.values()
+            (p.provider, p.provider_payment_id): p.payment_id
+            for p in known.payments.values()
+            if p.provider_payment_id is not None
         }
+        self.refunding = set(known.refunding)
         self.results: dict[tuple[str, Status], OutgoingMessage] = dict(known.results)
         self.webhooks: dict[tuple[str, str], OutgoingMessage] = dict(known.webhooks)
 
@@ -297,10 +386,10 @@ class _Book:
         event = event_of(command)
         return self.plan.answers.get(event) or self.known.answered.get(event)
 
-    def decide(self, command: PaymentCommand, sessions: Mapping[str, Session]) -> Outcome:
+    def decide(self, command: PaymentCommand) -> Outcome:
         match command:
             case OpenPayment():
-                return self.open(command, sessions)
+                return self.open(command)
             case ReportStatus():
                 return self.report(command)
             case RefuseWebhook():
@@ -311,18 +400,25 @@ class _Book:
             case RefundPayment():
                 return self.refund(command)
 
-    def open(self, command: OpenPayment, sessions: Mapping[str, Session]) -> Outcome:
+    def open(self, command: OpenPayment) -> Outcome:
         payment = self.current.get(command.payment_id)
         if payment is not None:
             if command.same_request(payment):
-                self.plan.messages.append(self.results[(payment.payment_id, "initiated")])
+                # The first answer: the session, or the provider's refusal; none while the
+                # provider has not answered yet (the answer is published when it does).
+                first = self.results.get((payment.payment_id, "initiated"))
+                if first is None and payment.provider_payment_id is None:
+                    first = self.results.get((payment.payment_id, "failed"))
+                if first is not None:
+                    self.plan.messages.append(first)
                 return "duplicate"
             self._conflict(
                 command, ("payment.requested", command.payment_id), command.payment_id,
                 command.student_id,
             )  # fmt: skip
             return "rejected"
-        session = sessions[command.payment_id]
+        if self.defaults is None:
+            raise ValueError("a new payment needs the configured defaults")
         payment = Payment(
             payment_id=command.payment_id,
             student_id=command.student_id,
@@ -330,23 +426,23 @@ class _Book:
             amount=command.amount,
             currency=command.currency,
             description=command.description,
-            provider=session.provider,
-            provider_payment_id=session.provider_payment_id,
-            payment_url=session.payment_url,
-            expires_at=session.expires_at,
+            provider=command.provider or self.defaults.provider,
+            provider_payment_id=None,
+            payment_url=None,
+            expires_at=self.now + self.defaults.session_ttl,
             status="initiated",
             status_reason=None,
             source_event_id=command.source_event_id,
+            captured_id=None,
         )
         self.plan.created[payment.payment_id] = payment
-        self.by_provider[(payment.provider, payment.provider_payment_id)] = payment.payment_id
-        self._record(None, payment, command.source_event_id)
+        self.current[payment.payment_id] = payment
+        self.plan.calls.append(GatewayCall("session", payment.payment_id, payment.payment_id))
         return "applied"
 
     def report(self, command: ReportStatus) -> Outcome:
         notification = command.notification
-        payment_id = self.by_provider.get((command.provider, notification.provider_payment_id))
-        payment = None if payment_id is None else self.current[payment_id]
+        payment = self.find(command.provider, notification)
         if payment is None:
             self.reject_webhook(command, "unknown_payment", None, command.subject)
             return "rejected"
@@ -354,10 +450,18 @@ class _Book:
         if applied_before is not None:
             self.plan.messages.append(applied_before)
             return "duplicate"
-        if (notification.amount, notification.currency) != (payment.amount, payment.currency):
+        if not _same_money(command.provider, notification, payment):
             self.reject_webhook(command, "amount_mismatch", payment.payment_id, payment.student_id)
             return "rejected"
         target = notification.status
+        if target == "attempt_failed":
+            # The student may pay again: the payment stays open, with the reason on record.
+            if payment.status != "initiated":
+                return "ignored"
+            noted = replace(payment, status_reason=notification.reason or ATTEMPT_FAILED_REASON)
+            self.current[payment.payment_id] = noted
+            self.plan.changed[payment.payment_id] = noted
+            return "applied"
         match verdict(payment.status, target):
             case "repeat":
                 repeated = self.results[(payment.payment_id, target)]
@@ -370,11 +474,22 @@ class _Book:
                 )
                 return "rejected"
         reason = None if target == "succeeded" else notification.reason or _DEFAULT_REASONS[target]
+        if notification.captured_id is not None:
+            payment = replace(payment, captured_id=notification.captured_id)
         transition = self.move(payment, target, reason, command.source_event_id)
         self.webhooks[(command.source_event_id, payment.payment_id)] = transition.result
         if is_late_success(payment.status, target):
             self.plan.late_successes.append(transition)
         return "applied"
+
+    def find(self, provider: Provider, notification: Notification) -> Payment | None:
+        """The payment a webhook reports on: by the provider's id for it, else by the payment id
+        the worker put in the provider's metadata; never a payment of another provider."""
+        payment_id = self.by_provider.get((provider, notification.provider_payment_id))
+        if payment_id is None and notification.payment_id is not None:
+            payment_id = notification.payment_id
+        payment = None if payment_id is None else self.current.get(payment_id)
+        return payment if payment is not None and payment.provider == provider else None
 
     def refund(self, command: RefundPayment) -> Outcome:
         payment = self.current.get(command.payment_id)
@@ -390,7 +505,7 @@ class _Book:
                 "payment.rejected", "refund", command.refund_id, "not_authorized",
                 command.source_event_id,
             )  # fmt: skip
-            refused = self._reject(
+            refused = self.reject(
                 event_id, command.payment_id, "not_authorized", command.source_event_id,
                 command.subject,
             )  # fmt: skip
@@ -401,7 +516,8 @@ class _Book:
         )
         if earlier is not None:
             if earlier.payment_id == command.payment_id:
-                self.plan.messages.append(earlier.result)
+                if earlier.result is not None:  # None: still pending, answered when settled
+                    self.plan.messages.append(earlier.result)
                 return "duplicate"
             self._conflict(
                 command, ("refund", command.refund_id), command.payment_id, command.subject
@@ -410,17 +526,18 @@ class _Book:
         refusal: PaymentRejection
         if payment is None:
             refusal = "unknown_payment"
-        elif verdict(payment.status, "refunded") != "apply":
+        elif verdict(payment.status, "refunded") != "apply" or payment.payment_id in self.refunding:
             refusal = "invalid_transition"
         else:
-            transition = self.move(payment, "refunded", command.reason, command.source_event_id)
-            self.plan.gateway_refunds.append((payment, command.refund_id))
-            self._decide_refund(command, "applied", transition.result)
+            # Pending until the provider answers (`settle_refund`): recorded before it is asked.
+            self.refunding.add(payment.payment_id)
+            self.plan.calls.append(GatewayCall("refund", command.refund_id, payment.payment_id))
+            self._decide_refund(command, "pending", None)
             return "applied"
         # A refusal is remembered like an effect: a replay of the refund id repeats it.
         event_id = derived_id("payment.rejected", "refund", command.refund_id)
         subject = command.subject if payment is None else payment.student_id
-        message = self._reject(
+        message = self.reject(
             event_id, command.payment_id, refusal, command.source_event_id, subject
         )
         self._decide_refund(command, "rejected", message)
@@ -434,7 +551,7 @@ class _Book:
         subject: str,
     ) -> None:
         event_id = derived_id("payment.rejected", "webhook", reason, command.source_event_id)
-        message = self._reject(event_id, payment_id, reason, command.source_event_id, subject)
+        message = self.reject(event_id, payment_id, reason, command.source_event_id, subject)
         self._answer(command, message)
         self.plan.webhook_refusals.append((command.provider, reason))
 
@@ -446,9 +563,9 @@ class _Book:
             self.plan.created[moved.payment_id] = moved
         else:
             self.plan.changed[moved.payment_id] = moved
-        return self._record(payment.status, moved, source_event_id)
+        return self.record(payment.status, moved, source_event_id)
 
-    def _record(
+    def record(
         self, from_status: Status | None, payment: Payment, source_event_id: str | None
     ) -> Transition:
         self.current[payment.payment_id] = payment
@@ -473,7 +590,7 @@ class _Book:
         event_id = derived_id("payment.rejected", *key, "conflict", command.source_event_id)
         self._answer(
             command,
-            self._reject(
+            self.reject(
                 event_id, payment_id, "idempotency_conflict", command.source_event_id, subject
             ),
         )
@@ -483,29 +600,32 @@ class _Book:
         event, for its redelivery."""
         self.plan.answers[event_of(command)] = message
 
-    def _reject(
+    def reject(
         self,
         event_id: str,
         payment_id: str | None,
         reason: PaymentRejection,
         source_event_id: str,
         subject: str,
+        detail: str | None = None,
     ) -> OutgoingMessage:
         data = PaymentRejected(
-            payment_id=payment_id, reason=reason, source_event_id=source_event_id
+            payment_id=payment_id, reason=reason, source_event_id=source_event_id, detail=detail
         )
         message = result_message("payment.rejected", event_id, subject, data, self.now)
         self.plan.messages.append(message)
         return message
 
     def _decide_refund(
-        self,
-        command: RefundPayment,
-        outcome: Literal["applied", "rejected"],
-        result: OutgoingMessage,
+        self, command: RefundPayment, outcome: RefundOutcome, result: OutgoingMessage | None
     ) -> None:
         self.plan.refunds[command.refund_id] = RefundDecision(
-            command.payment_id, outcome, command.actor_id, command.reason, result
+            command.payment_id,
+            outcome,
+            command.actor_id,
+            command.reason,
+            result,
+            command.source_event_id,
         )
 
 
@@ -515,6 +635,8 @@ def status_message(payment: Payment, now: datetime) -> OutgoingMessage:
     data: OutboundData
     match payment.status:
         case "initiated":
+            if payment.provider_payment_id is None or payment.payment_url is None:
+                raise ValueError(f"payment {payment.payment_id!r} has no session to announce")
             data = PaymentSessionCreated(
                 payment_id=payment.payment_id,
                 student_id=payment.student_id,
@@ -533,7 +655,9 @@ def status_message(payment: Payment, now: datetime) -> OutgoingMessage:
                 course_id=payment.course_id,
                 amount=payment.amount,
                 currency=payment.currency,
-                provider_payment_id=payment.provider_payment_id,
+                # A success can arrive before the session's answer is written (matched by the
+                # payment id in the provider's metadata): then the captured money names it.
+                provider_payment_id=payment.provider_payment_id or payment.captured_id,
                 confirmed_at=now,
             )
         case "failed":
@@ -546,6 +670,18 @@ def status_message(payment: Payment, now: datetime) -> OutgoingMessage:
             data = PaymentRefunded(**_closed(payment), status="refunded", refunded_at=now)
     event_id = derived_id(event_type, payment.payment_id)
     return result_message(event_type, event_id, payment.student_id, data, now)
+
+
+def _same_money(provider: Provider, notification: Notification, payment: Payment) -> bool:
+    """Whether a webhook reports the payment's own amount and currency, the provider's units
+    converted back to the payment's (ISO 4217 minor units)."""
+    if notification.currency != payment.currency:
+        return False
+    try:
+        amount = money.from_provider(provider, notification.amount, notification.currency)
+    except ValueError:  # not a whole number of minor units, or a currency it does not know
+        return False
+    return amount == payment.amount
 
 
 def _closed(payment: Payment) -> dict[str, str]:

@@ -29,6 +29,7 @@ def open_payment(event: Envelope, _: WebhookVerifier) -> PaymentCommand:
         description=data.description,
         source_event_id=event.id,
         event_source=event.source,
+        provider=data.provider,
     )
 
 

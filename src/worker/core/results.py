@@ -34,6 +34,8 @@ PaymentRejection = Literal[
     "invalid_transition",
     "amount_mismatch",
     "not_authorized",
+    # A provider refused a refund; `detail` carries its reason.
+    "provider_refused",
 ]
 
 
@@ -86,7 +88,7 @@ class PaymentConfirmed(OutboundData):
     course_id: Id
     amount: PositiveAmount
     currency: str
-    provider_payment_id: Id
+    provider_payment_id: Id | None
     confirmed_at: datetime
 
 
@@ -136,6 +138,8 @@ class PaymentRejected(OutboundData):
     payment_id: Id | None
     reason: PaymentRejection
     source_event_id: Id
+    # The provider's own words, for `provider_refused`; None otherwise.
+    detail: str | None = None
 
 
 def derived_id(*parts: str) -> str:

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
+from worker.core import money
+
 JSON_SAFE_MAX = 9_007_199_254_740_991
 
 # PostgreSQL text cannot hold NUL, so stored strings refuse it at the edge (bad input).
@@ -20,9 +22,19 @@ Attribute = Annotated[str, StringConstraints(min_length=1, max_length=1000, patt
 Amount = Annotated[int, Field(strict=True, ge=-JSON_SAFE_MAX, le=JSON_SAFE_MAX)]
 PositiveAmount = Annotated[int, Field(strict=True, ge=1, le=JSON_SAFE_MAX)]
 NonNegativeAmount = Annotated[int, Field(strict=True, ge=0, le=JSON_SAFE_MAX)]
-# An ISO 4217 code; accepted in any case (Stripe writes "inr") and kept in upper case.
+
+
+# An ISO 4217 code; accepted in any case (Stripe writes "inr") and kept in upper case. A code
+# that is not an active ISO 4217 currency is bad input (CONTRACT section 2).
+def _iso_currency(code: str) -> str:
+    code = code.upper()
+    if not money.is_iso_currency(code):
+        raise ValueError(f"{code!r} is not an ISO 4217 currency code")
+    return code
+
+
 Currency = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z]{3}$"), AfterValidator(lambda code: code.upper())
+    str, StringConstraints(pattern=r"^[A-Za-z]{3}$"), AfterValidator(_iso_currency)
 ]
 # The payment providers whose webhooks the worker verifies (CONTRACT section 5).
 Provider = Literal["mock", "stripe", "razorpay"]

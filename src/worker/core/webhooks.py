@@ -16,16 +16,24 @@ from worker.core import jsontext
 from worker.core.envelope import BadInputError
 from worker.core.types import Currency, Id, NonNegativeAmount, Provider, Text
 
-ReportedStatus = Literal["succeeded", "failed", "cancelled"]
+# What a webhook can report. `attempt_failed` is one failed try (a declined card): the student
+# may pay again, so it does not close the payment (CONTRACT section 5).
+ReportedStatus = Literal["succeeded", "failed", "cancelled", "expired", "attempt_failed"]
 
 
 @dataclass(frozen=True, slots=True)
 class Notification:
+    """One webhook's report. `amount` is in the provider's units; `payment_id` is the worker's
+    id from the provider's metadata, when the body carries it; `captured_id` names the money a
+    success captured (what a refund later names)."""
+
     provider_payment_id: str
     status: ReportedStatus
     amount: int
     currency: str
     reason: str | None = None
+    payment_id: str | None = None
+    captured_id: str | None = None
 
 
 class _Body(BaseModel):
@@ -53,7 +61,7 @@ _MOCK_STATUS: dict[str, ReportedStatus] = {
 }
 
 
-# stripe: an Event whose data.object is a PaymentIntent.
+# stripe: an Event whose data.object is a Checkout Session or a PaymentIntent.
 class _StripeEvent(_Body):
     id: Id
     type: str
@@ -64,27 +72,55 @@ class _StripeError(_Body):
     message: Text | None = None
 
 
+class _StripeMetadata(_Body):
+    payment_id: Id | None = None
+
+
+class _StripeCheckoutSession(_Body):
+    id: Id
+    amount_total: NonNegativeAmount
+    currency: Currency
+    payment_status: str
+    client_reference_id: Id | None = None
+    metadata: _StripeMetadata | None = None
+    payment_intent: Id | None = None
+
+
 class _StripePaymentIntent(_Body):
     id: Id
     amount: NonNegativeAmount
+    amount_received: NonNegativeAmount = 0
     currency: Currency
+    status: str | None = None
+    metadata: _StripeMetadata | None = None
     last_payment_error: _StripeError | None = None
     cancellation_reason: Text | None = None
 
 
-_STRIPE_STATUS: dict[str, ReportedStatus] = {
+_STRIPE_SESSION_STATUS: dict[str, ReportedStatus] = {
+    "checkout.session.completed": "succeeded",  # when paid; else it waits for the async events
+    "checkout.session.async_payment_succeeded": "succeeded",
+    "checkout.session.async_payment_failed": "failed",
+    "checkout.session.expired": "expired",
+}
+_STRIPE_INTENT_STATUS: dict[str, ReportedStatus] = {
     "payment_intent.succeeded": "succeeded",
-    "payment_intent.payment_failed": "failed",
+    "payment_intent.payment_failed": "attempt_failed",
     "payment_intent.canceled": "cancelled",
 }
 
 
 # razorpay: {"event": "payment.captured", "payload": {"payment": {"entity": {...}}}}
+class _RazorpayNotes(_Body):
+    payment_id: Id | None = None
+
+
 class _RazorpayPayment(_Body):
     id: Id
     amount: NonNegativeAmount
     currency: Currency
     error_description: Text | None = None
+    notes: _RazorpayNotes | list[Any] | None = None  # Razorpay writes empty notes as []
 
 
 class _RazorpayPaymentWrapper(_Body):
@@ -95,14 +131,37 @@ class _RazorpayPayload(_Body):
     payment: _RazorpayPaymentWrapper
 
 
+class _RazorpayLink(_Body):
+    id: Id
+    amount: NonNegativeAmount
+    amount_paid: NonNegativeAmount = 0
+    currency: Currency
+    reference_id: Id | None = None
+    notes: _RazorpayNotes | list[Any] | None = None
+
+
+class _RazorpayLinkWrapper(_Body):
+    entity: _RazorpayLink
+
+
+class _RazorpayLinkPayload(_Body):
+    payment_link: _RazorpayLinkWrapper
+    payment: _RazorpayPaymentWrapper | None = None
+
+
 class _RazorpayEvent(_Body):
     event: str
     payload: dict[str, Any]
 
 
-_RAZORPAY_STATUS: dict[str, ReportedStatus] = {
+_RAZORPAY_PAYMENT_STATUS: dict[str, ReportedStatus] = {
     "payment.captured": "succeeded",
-    "payment.failed": "failed",
+    "payment.failed": "attempt_failed",
+}
+_RAZORPAY_LINK_STATUS: dict[str, ReportedStatus] = {
+    "payment_link.paid": "succeeded",
+    "payment_link.cancelled": "cancelled",
+    "payment_link.expired": "expired",
 }
 
 
@@ -143,23 +202,73 @@ def _mock(document: Any) -> Notification:
 
 def _stripe(document: Any) -> Notification | None:
     event = _StripeEvent.model_validate(document)
-    status = _STRIPE_STATUS.get(event.type)
+    obj = event.data.get("object")
+    status = _STRIPE_SESSION_STATUS.get(event.type)
+    if status is not None:
+        session = _StripeCheckoutSession.model_validate(obj)
+        if event.type == "checkout.session.completed" and session.payment_status != "paid":
+            return None  # an async payment method: its outcome comes in a later event
+        metadata = session.metadata or _StripeMetadata()
+        return Notification(
+            provider_payment_id=session.id,
+            status=status,
+            amount=session.amount_total,
+            currency=session.currency,
+            payment_id=metadata.payment_id or session.client_reference_id,
+            captured_id=session.payment_intent if status == "succeeded" else None,
+        )
+    status = _STRIPE_INTENT_STATUS.get(event.type)
     if status is None:
         return None
-    intent = _StripePaymentIntent.model_validate(event.data.get("object"))
-    if status == "failed" and intent.last_payment_error is not None:
+    intent = _StripePaymentIntent.model_validate(obj)
+    amount = intent.amount
+    if status == "succeeded":
+        # Only what was received is confirmed; a partial capture is not the payment's amount.
+        amount = intent.amount_received if intent.status == "succeeded" else 0
+    if status == "attempt_failed" and intent.last_payment_error is not None:
         reason = intent.last_payment_error.message
     else:
         reason = intent.cancellation_reason
-    return Notification(intent.id, status, intent.amount, intent.currency, reason)
+    return Notification(
+        provider_payment_id=intent.id,
+        status=status,
+        amount=amount,
+        currency=intent.currency,
+        reason=reason,
+        payment_id=(intent.metadata or _StripeMetadata()).payment_id,
+        captured_id=intent.id if status == "succeeded" else None,
+    )
 
 
 def _razorpay(document: Any) -> Notification | None:
     event = _RazorpayEvent.model_validate(document)
-    status = _RAZORPAY_STATUS.get(event.event)
+    status = _RAZORPAY_LINK_STATUS.get(event.event)
+    if status is not None:
+        payload = _RazorpayLinkPayload.model_validate(event.payload)
+        link = payload.payment_link.entity
+        paid = payload.payment.entity.id if payload.payment is not None else None
+        return Notification(
+            provider_payment_id=link.id,
+            status=status,
+            amount=link.amount_paid if status == "succeeded" else link.amount,
+            currency=link.currency,
+            payment_id=_noted_payment_id(link.notes) or link.reference_id,
+            captured_id=paid if status == "succeeded" else None,
+        )
+    status = _RAZORPAY_PAYMENT_STATUS.get(event.event)
     if status is None:
         return None
     payment = _RazorpayPayload.model_validate(event.payload).payment.entity
     return Notification(
-        payment.id, status, payment.amount, payment.currency, payment.error_description
+        provider_payment_id=payment.id,
+        status=status,
+        amount=payment.amount,
+        currency=payment.currency,
+        reason=payment.error_description,
+        payment_id=_noted_payment_id(payment.notes),
+        captured_id=payment.id if status == "succeeded" else None,
     )
+
+
+def _noted_payment_id(notes: _RazorpayNotes | list[Any] | None) -> str | None:
+    return notes.payment_id if isinstance(notes, _RazorpayNotes) else None

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from worker.core import cloudevents
-from worker.core.gateway import Gateway, Session
 from worker.core.lifecycle import (
     IgnoreWebhook,
     Known,
     OpenPayment,
     Payment,
     PaymentCommand,
+    PaymentDefaults,
     PaymentPlan,
     RefundDecision,
     RefundPayment,
@@ -33,50 +34,44 @@ if TYPE_CHECKING:
 
 
 async def apply_payment_commands(
-    conn: Connection, commands: Sequence[PaymentCommand], gateway: Gateway, now: datetime
+    conn: Connection,
+    commands: Sequence[PaymentCommand],
+    defaults: PaymentDefaults,
+    now: datetime,
 ) -> PaymentPlan:
-    """Apply `commands` in order inside the caller's transaction, in a fixed few statements."""
+    """Apply `commands` in order inside the caller's transaction, in a fixed few statements.
+
+    No provider is called here: new payments and accepted refunds are queued as gateway calls
+    (`gateway_calls`), made once this transaction has committed."""
     if not commands:
         return PaymentPlan()
     payment_ids = {c.payment_id for c in commands if isinstance(c, OpenPayment | RefundPayment)}
-    references: set[tuple[str, str]] = {
-        (c.provider, c.notification.provider_payment_id)
-        for c in commands
-        if isinstance(c, ReportStatus)
-    }
-    payments = await _lock(conn, payment_ids, references)
+    references: set[tuple[str, str]] = set()
+    for command in commands:
+        if isinstance(command, ReportStatus):
+            notification = command.notification
+            references.add((command.provider, notification.provider_payment_id))
+            if notification.payment_id is not None:
+                payment_ids.add(notification.payment_id)
+    payments = await lock_payments(conn, payment_ids, references)
     refund_ids = [c.refund_id for c in commands if isinstance(c, RefundPayment)]
     webhook_events = [c.source_event_id for c in commands if isinstance(c, ReportStatus)]
     known = Known(
         payments=payments,
         results=await _known_results(conn, list(payments)),
-        refunds=await _known_refunds(conn, refund_ids),
+        refunds=await known_refunds(conn, refund_ids),
+        refunding=await _refunding(
+            conn, [c.payment_id for c in commands if isinstance(c, RefundPayment)]
+        ),
         webhooks=await _known_webhooks(conn, webhook_events),
         answered=await known_answers(
             conn, {event_of(c) for c in commands if not isinstance(c, IgnoreWebhook)}
         ),
     )
-    # Only a payment id seen for the first time opens a session (once, whatever the replays).
-    sessions: dict[str, Session] = {}
-    for command in commands:
-        if not isinstance(command, OpenPayment) or command.payment_id in payments:
-            continue
-        if command.payment_id not in sessions:
-            request = command.session_request()
-            sessions[command.payment_id] = await gateway.open_session(request, now)
-    plan = decide_payments(commands, known, sessions, now)
-    await write_payment_plan(conn, plan)
+    plan = decide_payments(commands, known, defaults, now)
+    await write_payment_plan(conn, plan, now)
     await record_answers(conn, plan.answers)
     return plan
-
-
-async def refund_at_gateway(gateway: Gateway, plan: PaymentPlan) -> None:
-    """Ask the gateway for the plan's refunds: the last step of a batch's transaction, once the
-    database has accepted every write of it (a refund id taken by another worker meanwhile has
-    raised by now). Should the commit still fail, the retried batch asks again with the same
-    refund id, the gateway's idempotency key."""
-    for payment, refund_id in plan.gateway_refunds:
-        await gateway.refund(payment.provider_payment_id, payment.amount, refund_id)
 
 
 async def expire_due(
@@ -91,18 +86,19 @@ async def lock_due(
 ) -> list[Payment]:
     """Lock up to `limit` overdue payments that no other transaction holds, but for `skip`."""
     rows = await conn.fetch(sql("payments_due"), now, limit, list(skip))
-    return [_payment(row) for row in rows]
+    return [payment_of(row) for row in rows]
 
 
 async def expire(conn: Connection, payments: Sequence[Payment], now: datetime) -> PaymentPlan:
     """Expire the (locked) `payments` and queue their results."""
     plan = expire_payments(payments, now)
-    await write_payment_plan(conn, plan)
+    await write_payment_plan(conn, plan, now)
     await outbox.enqueue(conn, plan.messages)
     return plan
 
 
-async def write_payment_plan(conn: Connection, plan: PaymentPlan) -> None:
+async def write_payment_plan(conn: Connection, plan: PaymentPlan, now: datetime) -> None:
+    """Write what `plan` changes, as decided at `now`."""
     if plan.created:
         await _insert(conn, list(plan.created.values()))
     if plan.changed:
@@ -112,6 +108,10 @@ async def write_payment_plan(conn: Connection, plan: PaymentPlan) -> None:
             [p.payment_id for p in changed],
             [p.status for p in changed],
             [p.status_reason for p in changed],
+            [p.provider_payment_id for p in changed],
+            [p.payment_url for p in changed],
+            [p.expires_at for p in changed],
+            [p.captured_id for p in changed],
         )
     if plan.transitions:
         moves = plan.transitions
@@ -134,12 +134,35 @@ async def write_payment_plan(conn: Connection, plan: PaymentPlan) -> None:
             [r.outcome for r in refunds],
             [r.actor_id for r in refunds],
             [r.reason for r in refunds],
-            [r.result.topic for r in refunds],
-            [r.result.key for r in refunds],
-            [r.result.value for r in refunds],
+            [None if r.result is None else r.result.topic for r in refunds],
+            [None if r.result is None else r.result.key for r in refunds],
+            [None if r.result is None else r.result.value for r in refunds],
+            [r.source_event_id for r in refunds],
         )
         if len(inserted) != len(ids):
             raise ConcurrentWriteError("a refund id was decided by another worker meanwhile")
+    if plan.refunds_settled:
+        ids, settled = list(plan.refunds_settled), list(plan.refunds_settled.values())
+        results = [r.result for r in settled if r.result is not None]
+        updated = await conn.fetch(
+            sql("payment_refunds_settle"),
+            ids,
+            [r.outcome for r in settled],
+            [m.topic for m in results],
+            [m.key for m in results],
+            [m.value for m in results],
+        )
+        if len(updated) != len(ids):
+            raise ConcurrentWriteError("a refund was settled by another worker meanwhile")
+    if plan.calls:
+        calls = plan.calls
+        await conn.execute(
+            sql("gateway_calls_insert"),
+            [c.kind for c in calls],
+            [c.reference_id for c in calls],
+            [c.payment_id for c in calls],
+            now,
+        )
 
 
 async def _insert(conn: Connection, created: list[Payment]) -> None:
@@ -163,13 +186,16 @@ async def _insert(conn: Connection, created: list[Payment]) -> None:
         raise ConcurrentWriteError("a payment id was opened by another worker meanwhile")
 
 
-async def _lock(
-    conn: Connection, payment_ids: set[str], references: set[tuple[str, str]]
+async def lock_payments(
+    conn: Connection,
+    payment_ids: AbstractSet[str],
+    references: AbstractSet[tuple[str, str]] = frozenset(),
 ) -> dict[str, Payment]:
+    """Lock the payments named by id or by (provider, provider payment id), in a fixed order."""
     providers = [provider for provider, _ in references]
     provider_ids = [provider_payment_id for _, provider_payment_id in references]
     rows = await conn.fetch(sql("payments_lock"), list(payment_ids), providers, provider_ids)
-    return {row["payment_id"]: _payment(row) for row in rows}
+    return {row["payment_id"]: payment_of(row) for row in rows}
 
 
 async def _known_results(
@@ -190,7 +216,8 @@ async def _known_webhooks(
     return {(row["source_event_id"], row["payment_id"]): _message(row) for row in rows}
 
 
-async def _known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, RefundDecision]:
+async def known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, RefundDecision]:
+    """The decisions taken for the given refund ids."""
     if not refund_ids:
         return {}
     rows = await conn.fetch(sql("payment_refunds_known"), refund_ids)
@@ -200,10 +227,18 @@ async def _known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, R
             outcome=row["outcome"],
             actor_id=row["actor_id"],
             reason=row["reason"],
-            result=_message(row),
+            result=None if row["result_value"] is None else _message(row),
+            source_event_id=row["source_event_id"],
         )
         for row in rows
     }
+
+
+async def _refunding(conn: Connection, payment_ids: list[str]) -> frozenset[str]:
+    if not payment_ids:
+        return frozenset()
+    rows = await conn.fetch(sql("payment_refunds_pending"), payment_ids)
+    return frozenset(row["payment_id"] for row in rows)
 
 
 def _message(row: Any) -> OutgoingMessage:
@@ -215,5 +250,5 @@ def _message(row: Any) -> OutgoingMessage:
     )
 
 
-def _payment(row: Any) -> Payment:
+def payment_of(row: Any) -> Payment:
     return Payment(**{name: row[name] for name in Payment.__slots__})

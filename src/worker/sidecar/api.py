@@ -88,8 +88,10 @@ class Payment(Model):
     currency: str
     status: PaymentStatus
     provider: Provider
-    provider_payment_id: str
-    payment_url: str
+    provider_payment_id: str | None = Field(
+        description="null while the provider is opening the session, or when it refused"
+    )
+    payment_url: str | None = Field(description="null until the session is open")
     expires_at: datetime
     created_at: datetime
     updated_at: datetime

@@ -1,7 +1,8 @@
 -- Locks the payments a batch names, by payment id ($1) or by provider and provider payment id
 -- ($2, $3), in payment_id order so that two batches never deadlock.
 SELECT payment_id, student_id, course_id, amount, currency, description, provider,
-       provider_payment_id, payment_url, expires_at, status, status_reason, source_event_id
+       provider_payment_id, payment_url, expires_at, status, status_reason, source_event_id,
+       captured_id
 FROM payments
 WHERE payment_id IN (
     SELECT unnest($1::text[])

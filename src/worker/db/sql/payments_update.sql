@@ -1,7 +1,15 @@
--- Writes the statuses a batch ends with (the payments are locked by payments_lock).
+-- Writes the state a batch (or a provider's answer) leaves its payments in; they are locked by
+-- payments_lock.
 UPDATE payments AS p
 SET status = v.status,
     status_reason = v.status_reason,
+    provider_payment_id = v.provider_payment_id,
+    payment_url = v.payment_url,
+    expires_at = v.expires_at,
+    captured_id = v.captured_id,
     updated_at = now()
-FROM unnest($1::text[], $2::text[], $3::text[]) AS v (payment_id, status, status_reason)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+            $7::text[])
+    AS v (payment_id, status, status_reason, provider_payment_id, payment_url, expires_at,
+          captured_id)
 WHERE p.payment_id = v.payment_id

@@ -1,0 +1,1 @@
+"""The payment providers behind `worker.core.gateway.Gateway`: the mock, Stripe and Razorpay."""
