@@ -194,9 +194,7 @@ class GatewayCaller:
                     "error": str(unavailable),
                 },
             )
-            until = self._clock() + backoff(
-                started.earlier_attempts + 1, unavailable.retry_after
-            )
+            until = self._clock() + backoff(started.earlier_attempts + 1, unavailable.retry_after)
             await self._postpone_until(started, until, str(unavailable))
             return
         self._count(started, "refused" if isinstance(answer, Refused) else "succeeded")
