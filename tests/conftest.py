@@ -22,6 +22,7 @@ from tests.support import STACK
 class Stack:
     database_url: str
     kafka_bootstrap: str
+    stripe_api_base: str  # Stripe's API simulator, stripe-mock
 
 
 def _stack_env() -> dict[str, str]:
@@ -35,13 +36,15 @@ def _stack_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def stack() -> Stack:
-    """The real Kafka and PostgreSQL the tests run against, started when not already up."""
+    """The real Kafka, PostgreSQL and stripe-mock the tests run against, started when not
+    already up."""
     subprocess.run([STACK, "up"], check=True)
     local = _stack_env()
     return Stack(
         database_url=os.environ.get("DATABASE_URL") or local["DATABASE_URL"],
         kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         or local["KAFKA_BOOTSTRAP_SERVERS"],
+        stripe_api_base=os.environ.get("STRIPE_API_BASE") or local["STRIPE_API_BASE"],
     )
 
 
