@@ -140,14 +140,18 @@ class GatewayCaller:
         room = self._concurrency * len(self._gateways) - len(self._in_flight)
         if room <= 0:
             return
+        # More candidates than room: the first ones may be in other workers' hands.
         async with self._pool.acquire() as conn:
-            due = await calls.due_calls(conn, self._clock(), room, list(self._in_flight))
+            due = await calls.due_calls(conn, self._clock(), room * 4, list(self._in_flight))
         for kind, reference_id in due:
+            if room == 0:
+                return
             name = calls.call_name(kind, reference_id)
             if not await self._try_lock(name):
                 continue  # another worker is making it
             task = asyncio.create_task(self._make(kind, reference_id, name), name=f"call {name}")
             self._in_flight[name] = task
+            room -= 1
 
     async def _make(self, kind: CallKind, reference_id: str, name: str) -> None:
         try:
