@@ -72,8 +72,10 @@ class _StripeError(_Body):
     message: Text | None = None
 
 
+# What the worker put in a provider's metadata is read leniently: another integration's object
+# may carry anything there, and a verified body must not become bad input over it.
 class _StripeMetadata(_Body):
-    payment_id: Id | None = None
+    payment_id: Text | None = None
 
 
 class _StripeCheckoutSession(_Body):
@@ -81,9 +83,9 @@ class _StripeCheckoutSession(_Body):
     amount_total: NonNegativeAmount
     currency: Currency
     payment_status: str
-    client_reference_id: Id | None = None
+    client_reference_id: Text | None = None
     metadata: _StripeMetadata | None = None
-    payment_intent: Id | None = None
+    payment_intent: Text | None = None
 
 
 class _StripePaymentIntent(_Body):
@@ -112,7 +114,7 @@ _STRIPE_INTENT_STATUS: dict[str, ReportedStatus] = {
 
 # razorpay: {"event": "payment.captured", "payload": {"payment": {"entity": {...}}}}
 class _RazorpayNotes(_Body):
-    payment_id: Id | None = None
+    payment_id: Text | None = None
 
 
 class _RazorpayPayment(_Body):
@@ -136,7 +138,7 @@ class _RazorpayLink(_Body):
     amount: NonNegativeAmount
     amount_paid: NonNegativeAmount = 0
     currency: Currency
-    reference_id: Id | None = None
+    reference_id: Text | None = None
     notes: _RazorpayNotes | list[Any] | None = None
 
 
@@ -214,7 +216,7 @@ def _stripe(document: Any) -> Notification | None:
             status=status,
             amount=session.amount_total,
             currency=session.currency,
-            payment_id=metadata.payment_id or session.client_reference_id,
+            payment_id=metadata.payment_id or session.client_reference_id or None,
             captured_id=session.payment_intent if status == "succeeded" else None,
         )
     status = _STRIPE_INTENT_STATUS.get(event.type)
@@ -252,7 +254,7 @@ def _razorpay(document: Any) -> Notification | None:
             status=status,
             amount=link.amount_paid if status == "succeeded" else link.amount,
             currency=link.currency,
-            payment_id=_noted_payment_id(link.notes) or link.reference_id,
+            payment_id=_noted_payment_id(link.notes) or link.reference_id or None,
             captured_id=paid if status == "succeeded" else None,
         )
     status = _RAZORPAY_PAYMENT_STATUS.get(event.event)
@@ -271,4 +273,4 @@ def _razorpay(document: Any) -> Notification | None:
 
 
 def _noted_payment_id(notes: _RazorpayNotes | list[Any] | None) -> str | None:
-    return notes.payment_id if isinstance(notes, _RazorpayNotes) else None
+    return notes.payment_id or None if isinstance(notes, _RazorpayNotes) else None
