@@ -53,8 +53,16 @@ from bench.workload import (
     expected,
     generate,
 )
+from worker.core.gateway import SessionRequest
 from worker.core.ledger import CoinCommand
-from worker.core.lifecycle import Known, OpenPayment, decide_payments
+from worker.core.lifecycle import (
+    Known,
+    OpenPayment,
+    Payment,
+    PaymentDefaults,
+    decide_payments,
+    settle_session,
+)
 from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 from worker.db.coins import apply_coin_commands
 from worker.db.migrate import apply_migrations
@@ -138,12 +146,25 @@ async def seed(conn: asyncpg.Connection, workload: Workload) -> None:
             OpenPayment(pid, student, "course-seed", 49900, "INR", None, f"seed-{pid}", "seed")
             for pid, student in workload.seeded_payments.items()
         ]
-        sessions = {
-            o.payment_id: await GATEWAY.open_session(o.session_request(), now) for o in opens
-        }
-        for session in sessions.values():  # long enough for any run: nothing expires mid-run
-            object.__setattr__(session, "expires_at", now + timedelta(days=1))
-        await write_payment_plan(conn, decide_payments(opens, Known(), sessions, now))
+        # Long enough for any run: nothing expires mid-run.
+        requested = decide_payments(opens, Known(), PaymentDefaults("mock", timedelta(1)), now)
+        requested.calls.clear()  # the sessions are opened right here, not by the worker
+        await write_payment_plan(conn, requested, now)
+        for payment in requested.created.values():
+            session = await GATEWAY.open_session(session_request(payment))
+            await write_payment_plan(conn, settle_session(payment, session, now), now)
+
+
+def session_request(payment: Payment) -> SessionRequest:
+    return SessionRequest(
+        payment.payment_id,
+        payment.student_id,
+        payment.course_id,
+        payment.amount,
+        payment.currency,
+        payment.description,
+        payment.expires_at,
+    )
 
 
 async def create_topics(bootstrap: str, prefix: str) -> None:

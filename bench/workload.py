@@ -23,11 +23,10 @@ import random
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from worker.core.gateway import MockGateway
 from worker.core.results import derived_id
 from worker.core.signatures import stripe_signature
+from worker.gateways.mock import MockGateway
 
 SEED_COINS = 1_000
 REDEMPTION = 10  # affordable: the seed covers far more of them than any student gets
@@ -40,7 +39,7 @@ REFERRAL_OVERRIDE = 70
 WEBHOOK_SECRET = "whsec_bench"  # noqa: S105 - the bench's own mock provider
 TIME = "2026-11-26T09:00:00Z"
 TIME_UNIX = 1795683600
-GATEWAY = MockGateway("https://mock-gateway.invalid/checkout", timedelta(minutes=30))
+GATEWAY = MockGateway("https://mock-gateway.invalid/checkout")
 
 # Shares of the non-duplicate events, by type.
 MIX = (

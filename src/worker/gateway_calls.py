@@ -183,6 +183,19 @@ class GatewayCaller:
             if payment.expires_at <= now:
                 await self._postpone_until(started, now + EXPIRED_RECHECK, "past its deadline")
                 return
+        try:
+            await self._make_started(started)
+        except Exception:
+            log.exception(
+                "provider call failed unexpectedly; trying again later",
+                extra={"action": "gateway_error", "call": started.name},
+            )
+            self._count(started, "error")
+            until = self._clock() + backoff(started.earlier_attempts + 1, None)
+            await self._postpone_until(started, until, "unexpected error; see the log")
+
+    async def _make_started(self, started: StartedCall) -> None:
+        payment = started.payment
         provider = payment.provider
         try:
             async with self._limits[provider]:

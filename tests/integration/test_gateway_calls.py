@@ -118,6 +118,19 @@ async def test_two_workers_make_each_queued_call_once(pool: asyncpg.Pool, db_url
     assert created == 12
 
 
+async def test_a_request_replayed_while_its_call_was_pending_gets_the_same_answer(
+    pool: asyncpg.Pool, db_url: str
+) -> None:
+    await request_payments(pool, "pay-1")
+    await request_payments(pool, "pay-1")  # a replay (another event id) before the session
+    gateway = Provider_()
+    await drain(caller(pool, db_url, gateway, Metrics(CollectorRegistry())))
+    assert gateway.calls["pay-1"] == 1
+    answers = await pool.fetch("SELECT value FROM outbox WHERE topic = 'payment.session.created'")
+    assert len(answers) == 2
+    assert answers[0]["value"] == answers[1]["value"]  # the same result, byte for byte
+
+
 async def test_a_provider_that_stays_unavailable_puts_the_call_off(
     pool: asyncpg.Pool, db_url: str
 ) -> None:

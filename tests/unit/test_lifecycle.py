@@ -244,12 +244,16 @@ def test_a_replayed_request_repeats_the_session_and_another_one_conflicts() -> N
         assert not conflict.changed
 
 
-def test_a_request_replayed_while_its_session_opens_waits_for_that_answer() -> None:
+def test_a_request_replayed_while_its_session_opens_is_owed_that_answer() -> None:
     requested = known_after(decide(open_payment()))
     replay = decide(open_payment(source_event_id="evt-again"), known=requested)
     assert replay.outcomes == [("payment.requested", "duplicate")]
-    assert not replay.messages
+    assert not replay.messages  # not known yet: published with the first when it comes
+    assert replay.owed == {("session", "pay-1"): 1}
     assert not replay.calls
+    both = decide(open_payment(), open_payment(source_event_id="evt-again"))  # one batch
+    assert both.owed == {("session", "pay-1"): 1}
+    assert len(both.calls) == 1
 
 
 @pytest.mark.parametrize(
@@ -401,6 +405,7 @@ def test_an_admin_refund_is_pending_until_the_provider_refunds_it_once() -> None
     # A replay while pending is a duplicate with nothing to say yet; another refund id waits.
     replay = decide(refund(), known=pending)
     assert (replay.messages, replay.calls) == ([], [])
+    assert replay.owed == {("refund", "rf-1"): 1}  # answered when the provider's answer is
     second = decide(refund("rf-2"), known=pending)
     assert body(second)["data"]["reason"] == "invalid_transition"
     assert not second.calls

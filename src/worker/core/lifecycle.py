@@ -9,6 +9,7 @@ accepted refund become gateway calls (`PaymentPlan.calls`), made after the batch
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -265,6 +266,8 @@ class PaymentPlan:
     refunds: dict[str, RefundDecision] = field(default_factory=dict)
     refunds_settled: dict[str, RefundDecision] = field(default_factory=dict)
     calls: list[GatewayCall] = field(default_factory=list)
+    # Replays of requests whose call is still pending, by call: each is answered when it is.
+    owed: Counter[tuple[str, str]] = field(default_factory=Counter)
     messages: list[OutgoingMessage] = field(default_factory=list)
     outcomes: list[tuple[str, Outcome]] = field(default_factory=list)
     webhook_refusals: list[tuple[Provider, PaymentRejection]] = field(default_factory=list)
@@ -411,6 +414,8 @@ class _Book:
                     first = self.results.get((payment.payment_id, "failed"))
                 if first is not None:
                     self.plan.messages.append(first)
+                else:
+                    self.plan.owed[("session", payment.payment_id)] += 1
                 return "duplicate"
             self._conflict(
                 command, ("payment.requested", command.payment_id), command.payment_id,
@@ -516,8 +521,10 @@ class _Book:
         )
         if earlier is not None:
             if earlier.payment_id == command.payment_id:
-                if earlier.result is not None:  # None: still pending, answered when settled
+                if earlier.result is not None:
                     self.plan.messages.append(earlier.result)
+                else:  # pending: answered when the provider's answer is written
+                    self.plan.owed[("refund", command.refund_id)] += 1
                 return "duplicate"
             self._conflict(
                 command, ("refund", command.refund_id), command.payment_id, command.subject

@@ -94,8 +94,8 @@ async def settle(
     another worker settled the call first: its answer stands."""
     payment_id = call.payment.payment_id
     payment = (await lock_payments(conn, {payment_id})).get(payment_id)
-    finished = await conn.fetch(sql("gateway_calls_finish"), call.kind, call.reference_id)
-    if payment is None or not finished:
+    finished = await conn.fetchrow(sql("gateway_calls_finish"), call.kind, call.reference_id)
+    if payment is None or finished is None:
         return None
     if call.kind == "session":
         if isinstance(answer, RefundReceipt):
@@ -107,5 +107,6 @@ async def settle(
         decision = (await known_refunds(conn, [call.reference_id]))[call.reference_id]
         plan = settle_refund(payment, call.reference_id, decision, answer, now)
     await write_payment_plan(conn, plan, now)
-    await outbox.enqueue(conn, plan.messages)
+    # The answer, once for the request and once more for each replay that waited for it.
+    await outbox.enqueue(conn, plan.messages * (1 + finished["answers_owed"]))
     return plan

@@ -163,6 +163,14 @@ async def write_payment_plan(conn: Connection, plan: PaymentPlan, now: datetime)
             [c.payment_id for c in calls],
             now,
         )
+    if plan.owed:
+        owed = list(plan.owed.items())
+        await conn.execute(
+            sql("gateway_calls_owe"),
+            [kind for (kind, _), _ in owed],
+            [reference for (_, reference), _ in owed],
+            [count for _, count in owed],
+        )
 
 
 async def _insert(conn: Connection, created: list[Payment]) -> None:

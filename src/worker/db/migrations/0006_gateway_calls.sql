@@ -42,6 +42,9 @@ CREATE TABLE gateway_calls (
     not_before      timestamptz NOT NULL DEFAULT now(),
     first_tried_at  timestamptz,
     last_error      text,
+    -- Requests replayed while the call was pending: each gets the call's answer too, when it
+    -- comes (CONTRACT section 3: a replay is answered with the first request's result).
+    answers_owed    integer NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (kind, reference_id)
 );
