@@ -16,6 +16,10 @@ _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
 }
 
 
+# Unicode line breaks that JSON does not escape (it escapes every control character < U+0020).
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object: time, level, logger, message, then extra fields."""
 
@@ -29,7 +33,10 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        # JSON leaves these unescaped, but line readers (Python's splitlines, many log shippers)
+        # break lines at them: a crafted id must not split one record into two.
+        return line.translate(_LINE_BREAKS)
 
 
 def configure(level: str) -> None:

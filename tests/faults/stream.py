@@ -126,6 +126,8 @@ async def assert_outcome(
             assert entries == dict(want.entries), f"entries {entries} != {dict(want.entries)}"
             statuses = dict(await conn.fetch("SELECT status, count(*) FROM payments GROUP BY 1"))
             assert statuses == {k: v for k, v in want.payment_statuses.items() if v}, statuses
+            pending = await conn.fetchval("SELECT count(*) FROM gateway_calls")
+            assert pending == 0, f"{pending} provider calls not made yet"
             assert await conn.fetchval("SELECT count(*) FROM outbox") == 0, "outbox not drained"
         finally:
             await conn.close()

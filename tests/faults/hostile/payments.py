@@ -126,7 +126,7 @@ def _request_again(draw: st.DrawFn, names: Names, action: str, payment: OpenPaym
     elif action == "conflict" and change == "course":
         data["course_id"] = payment.course[:127] + ("~" if payment.course[127:] == "·" else "·")
     elif action == "conflict" and change == "currency":
-        data["currency"] = "XTS" if payment.currency != "XTS" else "XXX"
+        data["currency"] = "CHF"  # drawn payments are never in francs
     draft = replace(draft, data=data)
     return draft.input("valid.payment-" + action.replace(" ", "-"), 2, opened(draft))
 
@@ -140,7 +140,7 @@ def _notification(
         if draw(st.booleans()):
             amount = amount - 1 if amount > 1 else amount + 1
         else:
-            currency = "XTS" if payment.currency != "XTS" else "XXX"
+            currency = "CHF"  # drawn payments are never in francs
     body = mock_body(draw, ppid, status, amount, currency)
     headers, signature, provider = draw(signature_headers(body)), "valid", "mock"
     if action == "forged":
