@@ -53,15 +53,12 @@ from bench.workload import (
     expected,
     generate,
 )
-from worker.core.gateway import SessionRequest
 from worker.core.ledger import CoinCommand
 from worker.core.lifecycle import (
     Known,
     OpenPayment,
-    Payment,
     PaymentDefaults,
     decide_payments,
-    settle_session,
 )
 from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 from worker.db.coins import apply_coin_commands
@@ -147,24 +144,8 @@ async def seed(conn: asyncpg.Connection, workload: Workload) -> None:
             for pid, student in workload.seeded_payments.items()
         ]
         # Long enough for any run: nothing expires mid-run.
-        requested = decide_payments(opens, Known(), PaymentDefaults("mock", timedelta(1)), now)
-        requested.calls.clear()  # the sessions are opened right here, not by the worker
-        await write_payment_plan(conn, requested, now)
-        for payment in requested.created.values():
-            session = await GATEWAY.open_session(session_request(payment))
-            await write_payment_plan(conn, settle_session(payment, session, now), now)
-
-
-def session_request(payment: Payment) -> SessionRequest:
-    return SessionRequest(
-        payment.payment_id,
-        payment.student_id,
-        payment.course_id,
-        payment.amount,
-        payment.currency,
-        payment.description,
-        payment.expires_at,
-    )
+        defaults = PaymentDefaults("mock", timedelta(days=1), instant={"mock": GATEWAY})
+        await write_payment_plan(conn, decide_payments(opens, Known(), defaults, now), now)
 
 
 async def create_topics(bootstrap: str, prefix: str) -> None:

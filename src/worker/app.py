@@ -176,10 +176,10 @@ def policies(settings: Settings) -> Policies:
     )
 
 
-def gateways(settings: Settings) -> dict[Provider, Gateway]:
+def gateways(settings: Settings, mock: MockGateway) -> dict[Provider, Gateway]:
     """Every provider's gateway; one without credentials refuses its payments, saying why."""
     timeout = settings.payment_gateway_timeout_seconds
-    found: dict[Provider, Gateway] = {"mock": MockGateway(settings.payment_mock_url_base)}
+    found: dict[Provider, Gateway] = {"mock": mock}
     if settings.stripe_api_key is None:
         found["stripe"] = UnconfiguredGateway("stripe", "STRIPE_API_KEY")
     else:
@@ -208,10 +208,11 @@ def gateways(settings: Settings) -> dict[Provider, Gateway]:
     return found
 
 
-def payment_defaults(settings: Settings) -> PaymentDefaults:
+def payment_defaults(settings: Settings, mock: MockGateway) -> PaymentDefaults:
     return PaymentDefaults(
         provider=settings.payment_provider,
         session_ttl=timedelta(minutes=settings.payment_session_ttl_minutes),
+        instant={"mock": mock},  # computed in the batch: no call to queue
     )
 
 
@@ -278,10 +279,12 @@ async def _work(
         stack.push_async_callback(_finish, sweeper_task, 0)
 
         dsn = settings.database_url.get_secret_value()
+        mock = MockGateway(settings.payment_mock_url_base)
+        providers = gateways(settings, mock)
         caller = GatewayCaller(
             pool,
             lambda: asyncpg.connect(dsn, server_settings={"application_name": "payment-worker"}),
-            gateways(settings),
+            providers,
             metrics,
             timeout_seconds=settings.payment_gateway_timeout_seconds,
             concurrency=settings.payment_gateway_concurrency,
@@ -296,7 +299,7 @@ async def _work(
             pool,
             metrics,
             policies(settings),
-            payment_defaults(settings),
+            payment_defaults(settings, mock),
             settings.kafka_topic_prefix,
             on_durable=relay.wake,
             on_gateway_calls=caller.wake,

@@ -35,12 +35,10 @@ from worker.core.gateway import (
     GatewayRefusal,
     GatewayUnavailable,
     RefundReceipt,
-    RefundRequest,
     Refused,
     Session,
-    SessionRequest,
 )
-from worker.core.lifecycle import PaymentPlan
+from worker.core.lifecycle import PaymentPlan, refund_request, session_request
 from worker.core.types import Provider
 from worker.db import gateway_calls as calls
 from worker.db.gateway_calls import CallKind, StartedCall
@@ -169,6 +167,7 @@ class GatewayCaller:
             self._in_flight.pop(name, None)
             with contextlib.suppress(Exception):
                 await self._unlock(name)
+            self._wake.set()  # room for another call: look for due ones now
 
     async def _make_locked(self, kind: CallKind, reference_id: str) -> None:
         now = self._clock()
@@ -257,26 +256,12 @@ class GatewayCaller:
     async def _request(self, gateway: Gateway, call: StartedCall) -> Session | RefundReceipt:
         payment = call.payment
         if call.kind == "session":
-            return await gateway.open_session(
-                SessionRequest(
-                    payment_id=payment.payment_id,
-                    student_id=payment.student_id,
-                    course_id=payment.course_id,
-                    amount=payment.amount,
-                    currency=payment.currency,
-                    description=payment.description,
-                    expires_at=payment.expires_at,
-                )
-            )
+            return await gateway.open_session(session_request(payment))
         return await gateway.refund(
-            RefundRequest(
-                refund_id=call.reference_id,
-                payment_id=payment.payment_id,
-                provider_payment_id=payment.provider_payment_id,
-                captured_id=payment.captured_id,
-                amount=payment.amount,
-                currency=payment.currency,
-                reason=call.refund_reason or "",
+            refund_request(
+                payment,
+                call.reference_id,
+                call.refund_reason or "",
                 repeat=call.earlier_attempts > 0,
             )
         )

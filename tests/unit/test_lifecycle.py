@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from worker.core.gateway import RefundReceipt, Refused, Session
+from worker.core.gateway import RefundReceipt, RefundRequest, Refused, Session, SessionRequest
 from worker.core.lifecycle import (
     TRANSITIONS,
     GatewayCall,
@@ -556,3 +556,38 @@ def test_a_refund_whose_subject_is_not_the_payments_student_is_bad_input() -> No
     assert plan.bad_input == [(foreign, "subject 'someone-else' is not the student of 'pay-1'")]
     assert plan.outcomes == [("payment.refund.requested", "applied")]  # the rest goes on
     assert [c.reference_id for c in plan.calls] == ["rf-2"]
+
+
+# --- an instant provider (the mock): answers computed in the batch ------------------------------
+
+
+class Instant:
+    def session_now(self, request: SessionRequest) -> Session:
+        return session(request.payment_id)
+
+    def refund_now(self, request: RefundRequest) -> RefundReceipt:
+        return RefundReceipt(f"re_{request.refund_id}")
+
+
+INSTANT = replace(DEFAULTS, instant={"mock": Instant()})
+
+
+def test_an_instant_providers_session_is_opened_and_announced_in_the_batch() -> None:
+    plan = decide_payments([open_payment()], Known(), INSTANT, NOW)
+    assert not plan.calls
+    assert plan.created["pay-1"].provider_payment_id == "mock_pay-1"
+    assert body(plan)["type"] == "payment.session.created"
+    assert body(plan)["data"]["payment_url"] == "https://pay.test/mock_pay-1"
+    # In the same batch, its webhook already finds it.
+    paid = decide_payments([open_payment(), report("succeeded")], Known(), INSTANT, NOW)
+    assert paid.created["pay-1"].status == "succeeded"
+    # Another provider still goes through a call.
+    assert decide_payments([open_payment(provider="stripe")], Known(), INSTANT, NOW).calls
+
+
+def test_an_instant_providers_refund_is_applied_in_the_batch() -> None:
+    plan = decide_payments([refund()], paid(), INSTANT, NOW)
+    assert not plan.calls
+    assert plan.changed["pay-1"].status == "refunded"
+    assert plan.refunds["rf-1"].outcome == "applied"
+    assert body(plan)["type"] == "payment.refunded"

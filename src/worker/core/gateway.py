@@ -95,6 +95,15 @@ class Gateway(Protocol):
     async def refund(self, request: RefundRequest) -> RefundReceipt: ...
 
 
+class InstantGateway(Protocol):
+    """A provider whose answers are computed, not asked for (the mock): deterministic, no I/O,
+    so a batch takes them in its own transaction instead of queueing a call."""
+
+    def session_now(self, request: SessionRequest) -> Session: ...
+
+    def refund_now(self, request: RefundRequest) -> RefundReceipt: ...
+
+
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     """An HTTP `Retry-After` value (seconds, or an HTTP date) as seconds from `now`."""
     if not value:

@@ -17,7 +17,14 @@ from typing import Literal
 
 from worker.core import money
 from worker.core.answers import Answers, EventKey
-from worker.core.gateway import RefundReceipt, Refused, Session
+from worker.core.gateway import (
+    InstantGateway,
+    RefundReceipt,
+    RefundRequest,
+    Refused,
+    Session,
+    SessionRequest,
+)
 from worker.core.messages import OutgoingMessage
 from worker.core.results import (
     OutboundData,
@@ -233,10 +240,12 @@ class GatewayCall:
 
 @dataclass(frozen=True, slots=True)
 class PaymentDefaults:
-    """What configuration decides for a new payment: its provider and how long it stays open."""
+    """What configuration decides for a new payment: its provider and how long it stays open;
+    and the providers whose answers are computed in the batch (the mock) rather than asked."""
 
     provider: Provider
     session_ttl: timedelta
+    instant: Mapping[Provider, InstantGateway] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -440,9 +449,22 @@ class _Book:
             source_event_id=command.source_event_id,
             captured_id=None,
         )
+        instant = self.defaults.instant.get(payment.provider)
+        if instant is None:
+            self.plan.created[payment.payment_id] = payment
+            self.current[payment.payment_id] = payment
+            self.plan.calls.append(GatewayCall("session", payment.payment_id, payment.payment_id))
+            return "applied"
+        session = instant.session_now(session_request(payment))
+        payment = replace(
+            payment,
+            provider_payment_id=session.provider_payment_id,
+            payment_url=session.payment_url,
+            expires_at=session.expires_at,
+        )
         self.plan.created[payment.payment_id] = payment
-        self.current[payment.payment_id] = payment
-        self.plan.calls.append(GatewayCall("session", payment.payment_id, payment.payment_id))
+        self.by_provider[(payment.provider, session.provider_payment_id)] = payment.payment_id
+        self.record(None, payment, command.source_event_id)
         return "applied"
 
     def report(self, command: ReportStatus) -> Outcome:
@@ -535,6 +557,11 @@ class _Book:
             refusal = "unknown_payment"
         elif verdict(payment.status, "refunded") != "apply" or payment.payment_id in self.refunding:
             refusal = "invalid_transition"
+        elif (instant := self._instant(payment.provider)) is not None:
+            instant.refund_now(refund_request(payment, command.refund_id, command.reason))
+            transition = self.move(payment, "refunded", command.reason, command.source_event_id)
+            self._decide_refund(command, "applied", transition.result)
+            return "applied"
         else:
             # Pending until the provider answers (`settle_refund`): recorded before it is asked.
             self.refunding.add(payment.payment_id)
@@ -549,6 +576,9 @@ class _Book:
         )
         self._decide_refund(command, "rejected", message)
         return "rejected"
+
+    def _instant(self, provider: Provider) -> InstantGateway | None:
+        return None if self.defaults is None else self.defaults.instant.get(provider)
 
     def reject_webhook(
         self,
@@ -677,6 +707,35 @@ def status_message(payment: Payment, now: datetime) -> OutgoingMessage:
             data = PaymentRefunded(**_closed(payment), status="refunded", refunded_at=now)
     event_id = derived_id(event_type, payment.payment_id)
     return result_message(event_type, event_id, payment.student_id, data, now)
+
+
+def session_request(payment: Payment) -> SessionRequest:
+    """What a provider is asked to open for `payment`, payable until its deadline."""
+    return SessionRequest(
+        payment_id=payment.payment_id,
+        student_id=payment.student_id,
+        course_id=payment.course_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        description=payment.description,
+        expires_at=payment.expires_at,
+    )
+
+
+def refund_request(
+    payment: Payment, refund_id: str, reason: str, *, repeat: bool = False
+) -> RefundRequest:
+    """What a provider is asked to refund: `payment`, in full."""
+    return RefundRequest(
+        refund_id=refund_id,
+        payment_id=payment.payment_id,
+        provider_payment_id=payment.provider_payment_id,
+        captured_id=payment.captured_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        reason=reason,
+        repeat=repeat,
+    )
 
 
 def _same_money(provider: Provider, notification: Notification, payment: Payment) -> bool:

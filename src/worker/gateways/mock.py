@@ -14,14 +14,15 @@ from worker.core.types import Provider
 
 
 class MockGateway:
-    """Sessions with ids derived from the payment id, at `<url_base>/<provider payment id>`."""
+    """Sessions with ids derived from the payment id, at `<url_base>/<provider payment id>`.
+    Instant: batches take its answers in their own transaction (no call is queued)."""
 
     provider: Provider = "mock"
 
     def __init__(self, url_base: str) -> None:
         self._url_base = url_base.rstrip("/")
 
-    async def open_session(self, request: SessionRequest) -> Session:
+    def session_now(self, request: SessionRequest) -> Session:
         provider_payment_id = "mock_pay_" + derived_id("mock-session", request.payment_id)
         return Session(
             provider_payment_id=provider_payment_id,
@@ -29,9 +30,15 @@ class MockGateway:
             expires_at=request.expires_at,
         )
 
-    async def refund(self, request: RefundRequest) -> RefundReceipt:
+    def refund_now(self, request: RefundRequest) -> RefundReceipt:
         """The mock's refunds always succeed; there is no money to move."""
         return RefundReceipt("mock_refund_" + derived_id("mock-refund", request.refund_id))
+
+    async def open_session(self, request: SessionRequest) -> Session:
+        return self.session_now(request)
+
+    async def refund(self, request: RefundRequest) -> RefundReceipt:
+        return self.refund_now(request)
 
 
 class UnconfiguredGateway:
