@@ -24,7 +24,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
@@ -95,6 +97,7 @@ class GatewayCaller:
         self._locks: asyncpg.Connection | None = None
         self._locks_mutex = asyncio.Lock()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._providers: dict[str, Provider] = {}  # the provider of each call in flight
 
     def wake(self) -> None:
         """New calls were queued: look now rather than at the next poll."""
@@ -112,7 +115,6 @@ class GatewayCaller:
                         "could not claim provider calls; trying again",
                         extra={"action": "gateway_claim", "error": f"{type(exc).__name__}: {exc}"},
                     )
-                    await self._drop_lock_connection()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll)
         finally:
@@ -135,21 +137,24 @@ class GatewayCaller:
         await self._drop_lock_connection()
 
     async def _claim_due(self) -> None:
-        room = self._concurrency * len(self._gateways) - len(self._in_flight)
-        if room <= 0:
+        """Claim due calls while their provider has room: a provider that hangs fills only its
+        own slots, never another's."""
+        busy = Counter(self._providers.values())
+        room = {p: self._concurrency - busy[p] for p in self._gateways}
+        if not any(free > 0 for free in room.values()):
             return
-        # More candidates than room: the first ones may be in other workers' hands.
+        # More candidates than room: another worker may lock some between the query and us.
+        wanted = 4 * sum(free for free in room.values() if free > 0)
         async with self._pool.acquire() as conn:
-            due = await calls.due_calls(conn, self._clock(), room * 4, list(self._in_flight))
-        for kind, reference_id in due:
-            if room == 0:
-                return
+            due = await calls.due_calls(conn, self._clock(), wanted, list(self._in_flight))
+        for kind, reference_id, provider in due:
             name = calls.call_name(kind, reference_id)
-            if not await self._try_lock(name):
-                continue  # another worker is making it
+            if room.get(provider, 0) <= 0 or not await self._try_lock(name):
+                continue  # no room for its provider, or another worker is making it
             task = asyncio.create_task(self._make(kind, reference_id, name), name=f"call {name}")
             self._in_flight[name] = task
-            room -= 1
+            self._providers[name] = provider
+            room[provider] -= 1
 
     async def _make(self, kind: CallKind, reference_id: str, name: str) -> None:
         try:
@@ -165,6 +170,7 @@ class GatewayCaller:
                 await self._postpone(kind, reference_id, attempts=1, retry_after=None, why="error")
         finally:
             self._in_flight.pop(name, None)
+            self._providers.pop(name, None)
             with contextlib.suppress(Exception):
                 await self._unlock(name)
             self._wake.set()  # room for another call: look for due ones now
@@ -177,7 +183,7 @@ class GatewayCaller:
         payment = started.payment
         if kind == "session":
             if payment.status != "initiated" or payment.provider_payment_id is not None:
-                await self._with_db(lambda conn: calls.drop(conn, kind, reference_id))
+                await self._with_db(lambda conn: calls.drop(conn, started), transaction=True)
                 return
             if payment.expires_at <= now:
                 await self._postpone_until(started, now + EXPIRED_RECHECK, "past its deadline")
@@ -196,9 +202,19 @@ class GatewayCaller:
     async def _make_started(self, started: StartedCall) -> None:
         payment = started.payment
         provider = payment.provider
+        gateway = self._gateways[provider]
+        if started.kind == "session":
+            # Asked once: every repeat sends the same, as the idempotency key requires.
+            deadline = started.asked_expires_at
+            if deadline is None:
+                wanted = gateway.session_deadline(payment.expires_at, self._clock())
+                deadline = await self._with_db(
+                    lambda conn: calls.ask_expires_at(conn, started, wanted)
+                )
+            started = replace(started, payment=replace(payment, expires_at=deadline))
         try:
             async with self._limits[provider]:
-                answer = await self._ask(self._gateways[provider], started)
+                answer = await self._ask(gateway, started)
         except GatewayUnavailable as unavailable:
             self._count(started, "unavailable")
             log.warning(
@@ -307,7 +323,15 @@ class GatewayCaller:
         async with self._locks_mutex:
             if self._locks is None or self._locks.is_closed():
                 self._locks = await self._connect()
-            return await calls.try_lock(self._locks, name)
+            try:
+                return await calls.try_lock(self._locks, name)
+            except Exception:
+                # A broken lock connection has lost its locks: calls in flight under them go on,
+                # and the attempt fence (gateway_calls_finish) keeps a later attempt's answer.
+                with contextlib.suppress(Exception):
+                    await self._locks.close()
+                self._locks = None
+                raise
 
     async def _unlock(self, name: str) -> None:
         async with self._locks_mutex:

@@ -212,6 +212,8 @@ async def test_a_worker_killed_after_the_providers_answer_repeats_the_call_with_
         calls = stripe_proxy.requests.matching("POST", SESSION_PATH)
         assert len(calls) == 2
         assert calls[0].headers["Idempotency-Key"] == calls[1].headers["Idempotency-Key"]
+        # ... with the same parameters, as Stripe requires of a repeated key.
+        assert calls[0].form() == calls[1].form()
         assert await _session_url(empty_db, "pay-k") == session["payment_url"]
         assert await second.stop() == 0, second.log_tail()
     # One session announced: the transition to `initiated` is written once, with its result.
@@ -275,8 +277,14 @@ async def test_a_provider_that_never_answers_delays_only_payments(
         assert await conn.fetchval("SELECT count(*) FROM gateway_calls") == 3
     finally:
         await conn.close()
-    # The provider comes back: the sessions open.
+    # The provider comes back, and an operator says "now" (else the calls wait out their pause):
+    # the sessions open.
     hanging_stripe.unhang()
     hanging_stripe.release()
+    conn = await asyncpg.connect(w.database_url)
+    try:
+        await conn.execute("UPDATE gateway_calls SET not_before = now()")
+    finally:
+        await conn.close()
     for i in range(3):
         await session_of(w, f"pay-h{i}")

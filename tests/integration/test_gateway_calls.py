@@ -27,7 +27,7 @@ from worker.core.gateway import (
 )
 from worker.core.lifecycle import OpenPayment, PaymentDefaults
 from worker.core.types import Provider
-from worker.db.payments import apply_payment_commands
+from worker.db.payments import apply_payment_commands, expire_due
 from worker.gateway_calls import GatewayCaller
 from worker.metrics import Metrics
 
@@ -41,6 +41,9 @@ class Provider_:
         self.delay = delay
         self.fail = fail
         self.calls: Counter[str] = Counter()
+
+    def session_deadline(self, wanted: datetime, now: datetime) -> datetime:
+        return wanted
 
     async def open_session(self, request: SessionRequest) -> Session:
         self.calls[request.payment_id] += 1
@@ -129,6 +132,59 @@ async def test_a_request_replayed_while_its_call_was_pending_gets_the_same_answe
     answers = await pool.fetch("SELECT value FROM outbox WHERE topic = 'payment.session.created'")
     assert len(answers) == 2
     assert answers[0]["value"] == answers[1]["value"]  # the same result, byte for byte
+
+
+async def test_an_answer_got_by_an_attempt_that_lost_its_call_is_not_written(
+    pool: asyncpg.Pool, db_url: str
+) -> None:
+    """Fencing: worker A's lock connection dies mid-call and B makes the call again; A's late
+    answer must not be written over the attempt B owns."""
+    await request_payments(pool, "pay-1")
+    started_b = asyncio.Event()
+
+    class Slow(Provider_):
+        async def open_session(self, request: SessionRequest) -> Session:
+            self.calls[request.payment_id] += 1
+            await started_b.wait()  # A answers only once B has started its own attempt
+            return Session("cs_from_a", "https://checkout.test/a", request.expires_at)
+
+    a = caller(pool, db_url, Slow(), Metrics(CollectorRegistry()))
+    draining = asyncio.create_task(a.drain())
+    await eventually_started(pool)
+    await a.close()  # A's locks are gone with its connection
+    b_gateway = Provider_()
+    b = caller(pool, db_url, b_gateway, Metrics(CollectorRegistry()))
+    await drain(b)  # B claims and settles the call (a later attempt)
+    started_b.set()
+    await draining
+    assert b_gateway.calls["pay-1"] == 1
+    assert await pool.fetchval("SELECT provider_payment_id FROM payments") == "cs_pay-1"
+    created = await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE topic = 'payment.session.created'"
+    )
+    assert created == 1
+
+
+async def eventually_started(pool: asyncpg.Pool) -> None:
+    for _ in range(200):
+        if await pool.fetchval("SELECT attempts FROM gateway_calls") == 1:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the call was never started")
+
+
+async def test_replays_waiting_for_a_call_dropped_with_its_closed_payment_get_its_status(
+    pool: asyncpg.Pool, db_url: str
+) -> None:
+    await request_payments(pool, "pay-1")
+    await request_payments(pool, "pay-1")  # a replay, owed the answer
+    async with pool.acquire() as conn, conn.transaction():
+        await expire_due(conn, datetime.now(UTC) + timedelta(hours=1), 10)
+    gateway = Provider_()
+    await drain(caller(pool, db_url, gateway, Metrics(CollectorRegistry())))
+    assert not gateway.calls
+    topics = [r["topic"] for r in await pool.fetch("SELECT topic FROM outbox ORDER BY seq")]
+    assert topics == ["payment.expired", "payment.expired"]  # the sweep's, and the replay's
 
 
 async def test_a_provider_that_stays_unavailable_puts_the_call_off(

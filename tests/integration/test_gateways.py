@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -92,10 +93,16 @@ async def test_stripe_opens_a_checkout_session_keyed_by_the_payment(
 async def test_stripe_session_expiry_is_kept_in_the_range_stripe_accepts(
     stripe_proxy: RecordingProxy, ttl: timedelta, expected: timedelta
 ) -> None:
-    before = datetime.now(UTC)
-    await stripe_gateway(stripe_proxy).open_session(session_request(ttl=ttl))
-    asked = int(stripe_proxy.requests.snapshot()[0].form()["expires_at"][0])
-    assert abs(asked - (before + expected).timestamp()) < 90  # Stripe: 30 min .. 24 h
+    gateway = stripe_gateway(stripe_proxy)
+    now = datetime.now(UTC)
+    deadline = gateway.session_deadline(now + ttl, now)  # asked once per call
+    assert abs(deadline - (now + expected)) <= timedelta(minutes=1)  # Stripe: 30 min .. 24 h
+    request = replace(session_request(), expires_at=deadline)
+    await gateway.open_session(request)
+    await gateway.open_session(request)  # a repeat sends the very same parameters
+    first, second = stripe_proxy.requests.snapshot()
+    assert int(first.form()["expires_at"][0]) == int(deadline.timestamp())
+    assert first.form() == second.form()
 
 
 async def test_stripe_takes_three_decimal_amounts_ending_in_zero_and_refuses_others(
@@ -234,6 +241,26 @@ async def test_razorpay_refunds_the_captured_payment_once(razorpay: RazorpayServ
     again = await gateway.refund(refund_request(session.provider_payment_id, paid, repeat=True))
     assert again == first
     assert len(razorpay.refunds[paid]) == 1
+
+
+async def test_a_razorpay_refund_refused_after_an_earlier_attempt_went_through_is_that_refund(
+    razorpay: RazorpayServer,
+) -> None:
+    gateway = razorpay_gateway(razorpay)
+    session = await gateway.open_session(session_request())
+    paid = await asyncio.to_thread(razorpay.pay, session.provider_payment_id)
+    first = await gateway.refund(refund_request(session.provider_payment_id, paid))
+    razorpay._idempotent.clear()
+    # Razorpay refuses (the payment is fully refunded); the refund it made is found instead.
+    again = await gateway.refund(refund_request(session.provider_payment_id, paid))
+    assert again == first
+    assert len(razorpay.refunds[paid]) == 1
+
+
+async def test_a_razorpay_key_still_in_progress_is_tried_again(razorpay: RazorpayServer) -> None:
+    razorpay.fail_next(409, razorpay_error("Request with the same idempotency key is in progress"))
+    with pytest.raises(GatewayUnavailable):
+        await razorpay_gateway(razorpay).open_session(session_request())
 
 
 async def test_razorpay_refusals_and_passing_failures(razorpay: RazorpayServer) -> None:

@@ -38,7 +38,7 @@ EXPECTED_COLUMNS = {
     },
     "gateway_calls": {
         "kind", "reference_id", "payment_id", "attempts", "not_before", "first_tried_at",
-        "last_error", "answers_owed", "created_at",
+        "last_error", "answers_owed", "asked_expires_at", "created_at",
     },
     "outbox": {"seq", "topic", "key", "value", "headers", "created_at"},
     "event_answers": {

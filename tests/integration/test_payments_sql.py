@@ -59,6 +59,9 @@ class ProviderGateway:
         self.provider: Provider = provider
         self.refunds: list[str] = []
 
+    def session_deadline(self, wanted: datetime, now: datetime) -> datetime:
+        return wanted
+
     async def open_session(self, request: SessionRequest) -> Session:
         ppid = f"{self.provider}_{request.payment_id}"
         return Session(ppid, f"https://{self.provider}.test/{ppid}", request.expires_at)

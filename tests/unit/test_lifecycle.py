@@ -214,6 +214,15 @@ def test_a_providers_refusal_fails_the_payment_with_its_reason() -> None:
     assert not replay.calls
 
 
+def test_a_replay_of_a_payment_that_closed_before_its_session_opened_gets_its_status() -> None:
+    requested = known_after(decide(open_payment()))
+    expired = expire_payments([_with(requested.payments["pay-1"], expires_at=NOW)], NOW)
+    known = known_after(expired, requested)
+    replay = decide(open_payment(source_event_id="evt-again"), known=known)
+    assert [body(replay)["type"]] == ["payment.expired"]
+    assert not replay.owed
+
+
 def test_a_session_opened_after_the_payment_closed_is_kept_but_not_announced() -> None:
     requested = known_after(decide(open_payment()))
     expired = _with(requested.payments["pay-1"], status="expired")
@@ -296,6 +305,26 @@ def test_a_webhook_finds_its_payment_by_the_payment_id_in_the_providers_metadata
         report("succeeded", "pi_123", payment_id="pay-1", provider="stripe"), known=requested
     )
     assert body(other)["data"]["reason"] == "unknown_payment"  # never another provider's
+
+
+def test_a_metadata_match_never_contradicts_what_is_known_of_the_payment() -> None:
+    known = opened()  # pay-1's session is mock_pay-1
+    other_session = report("expired", "mock_other", payment_id="pay-1")
+    plan = decide(other_session, known=known)
+    assert body(plan)["data"]["reason"] == "unknown_payment"
+    assert not plan.changed
+    paid = known_after(
+        decide(report("succeeded", payment_id="pay-1", captured_id="pi_1"), known=known), known
+    )
+    assert paid.payments["pay-1"].captured_id == "pi_1"
+    second = Notification("pi_2", "succeeded", 49900, "INR", payment_id="pay-1",
+                          captured_id="pi_2", names="payment")  # fmt: skip
+    plan = decide(ReportStatus("mock", second, "evt-2", "pi_2", "t"), known=paid)
+    assert body(plan)["data"]["reason"] == "unknown_payment"  # another payment's money
+    same = Notification("pi_1", "succeeded", 49900, "INR", payment_id="pay-1",
+                        captured_id="pi_1", names="payment")  # fmt: skip
+    again = decide(ReportStatus("mock", same, "evt-3", "pi_1", "t"), known=paid)
+    assert again.outcomes == [("payment.webhook.received", "duplicate")]
 
 
 def test_a_failure_carries_the_providers_reason_or_a_default() -> None:

@@ -116,10 +116,12 @@ RAZORPAY_CAPTURED = {
     [
         ("mock", MOCK, Notification("mp_1", "failed", 100, "INR", "declined")),
         ("stripe", STRIPE_FAILED,
-         Notification("pi_1", "attempt_failed", 100, "USD", "Your card was declined.")),
-        ("stripe", STRIPE_CANCELED, Notification("pi_1", "cancelled", 100, "USD", "abandoned")),
+         Notification("pi_1", "attempt_failed", 100, "USD", "Your card was declined.",
+                      names="payment")),
+        ("stripe", STRIPE_CANCELED,
+         Notification("pi_1", "cancelled", 100, "USD", "abandoned", names="payment")),
         ("razorpay", RAZORPAY_CAPTURED,
-         Notification("pay_1", "succeeded", 100, "INR", captured_id="pay_1")),
+         Notification("pay_1", "succeeded", 100, "INR", captured_id="pay_1", names="payment")),
     ],
 )  # fmt: skip
 def test_each_providers_body_reports_a_status(

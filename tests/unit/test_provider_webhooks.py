@@ -50,12 +50,29 @@ def test_a_checkout_completed_unpaid_waits_for_the_async_outcome() -> None:
     assert stripe_session("checkout.session.completed", payment_status="unpaid") is None
 
 
-def test_a_checkout_session_names_the_payment_by_client_reference_when_metadata_is_empty() -> None:
+def test_only_the_workers_own_metadata_names_a_payment() -> None:
+    # client_reference_id is left to other integrations of the account: not trusted.
     notification = stripe_session(
         "checkout.session.completed", **{**SESSION, "metadata": {}, "client_reference_id": "p-9"}
     )
     assert notification is not None
-    assert notification.payment_id == "p-9"
+    assert notification.payment_id is None
+    odd = stripe_session("checkout.session.completed", **{**SESSION, "metadata": {"payment_id": 7}})
+    assert odd is not None
+    assert odd.payment_id is None
+
+
+def test_verified_events_of_objects_that_are_not_the_workers_are_not_bad_input() -> None:
+    # Another integration's setup-mode session, and a currency the worker never charges.
+    setup = {**SESSION, "mode": "setup", "amount_total": None, "currency": None}
+    assert stripe_session("checkout.session.completed", **setup) is None
+    foreign = stripe_session("checkout.session.expired", **{**SESSION, "currency": "xts"})
+    assert foreign is not None
+    assert foreign.currency == "XTS"  # matches no payment: unknown_payment or amount_mismatch
+    notes = webhooks.razorpay_payment_event("payment.failed", notes={"payment_id": 42})
+    failed = parse_notification("razorpay", notes)
+    assert failed is not None
+    assert failed.payment_id is None
 
 
 def test_a_payment_intent_success_confirms_only_what_was_received() -> None:

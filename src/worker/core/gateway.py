@@ -90,6 +90,11 @@ class Gateway(Protocol):
 
     provider: Provider
 
+    def session_deadline(self, wanted: datetime, now: datetime) -> datetime:
+        """`wanted`, moved into the range of session lifetimes the provider accepts for a
+        session asked for at `now`. Asked once per call: every repeat asks the same."""
+        ...
+
     async def open_session(self, request: SessionRequest) -> Session: ...
 
     async def refund(self, request: RefundRequest) -> RefundReceipt: ...

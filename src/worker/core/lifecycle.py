@@ -416,11 +416,12 @@ class _Book:
         payment = self.current.get(command.payment_id)
         if payment is not None:
             if command.same_request(payment):
-                # The first answer: the session, or the provider's refusal; none while the
-                # provider has not answered yet (the answer is published when it does).
+                # The first answer: the session. Without one, the payment's status (the
+                # provider's refusal, an expiry before the session opened); while the provider
+                # has not answered yet, the answer is owed and published when it comes.
                 first = self.results.get((payment.payment_id, "initiated"))
-                if first is None and payment.provider_payment_id is None:
-                    first = self.results.get((payment.payment_id, "failed"))
+                if first is None and payment.status != "initiated":
+                    first = self.results.get((payment.payment_id, payment.status))
                 if first is not None:
                     self.plan.messages.append(first)
                 else:
@@ -511,12 +512,23 @@ class _Book:
 
     def find(self, provider: Provider, notification: Notification) -> Payment | None:
         """The payment a webhook reports on: by the provider's id for it, else by the payment id
-        the worker put in the provider's metadata; never a payment of another provider."""
-        payment_id = self.by_provider.get((provider, notification.provider_payment_id))
-        if payment_id is None and notification.payment_id is not None:
-            payment_id = notification.payment_id
-        payment = None if payment_id is None else self.current.get(payment_id)
-        return payment if payment is not None and payment.provider == provider else None
+        the worker put in the provider's metadata; never a payment of another provider.
+
+        A metadata match must not contradict what is known: a session event only for a payment
+        whose session is not known yet or is that session; a payment-attempt event only for a
+        payment whose captured money is not known yet or is that money. (Another object naming
+        the payment, say a second session opened elsewhere, moves nothing: `unknown_payment`.)"""
+        reported = notification.provider_payment_id
+        payment_id = self.by_provider.get((provider, reported))
+        if payment_id is not None:
+            return self.current[payment_id]
+        payment = self.current.get(notification.payment_id or "")
+        if payment is None or payment.provider != provider:
+            return None
+        known = payment.provider_payment_id if notification.names == "session" else None
+        if notification.names == "payment":
+            known = payment.captured_id
+        return payment if known in (None, reported) else None
 
     def refund(self, command: RefundPayment) -> Outcome:
         payment = self.current.get(command.payment_id)

@@ -8,13 +8,13 @@ event type the worker does not act on (Stripe sends many) is `None`: acknowledge
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from worker.core import jsontext
 from worker.core.envelope import BadInputError
-from worker.core.types import Currency, Id, NonNegativeAmount, Provider, Text
+from worker.core.types import Id, NonNegativeAmount, Provider, Text
 
 # What a webhook can report. `attempt_failed` is one failed try (a declined card): the student
 # may pay again, so it does not close the payment (CONTRACT section 5).
@@ -34,17 +34,33 @@ class Notification:
     reason: str | None = None
     payment_id: str | None = None
     captured_id: str | None = None
+    # What `provider_payment_id` names: the session (mock, Checkout Session, Payment Link) or
+    # the payment attempt's money (PaymentIntent, Razorpay payment).
+    names: Literal["session", "payment"] = "session"
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+# A currency as a provider writes it: three letters, any case. Not checked against ISO 4217
+# here: a verified event of another integration's object (say, in a currency the worker never
+# charges) must not become bad input; it simply matches no payment of ours.
+ReportedCurrency = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z]{3}$"), AfterValidator(lambda code: code.upper())
+]
+
+
+def _payment_id(value: Any) -> str | None:
+    """The payment id the worker wrote into a provider's metadata, if `value` can be one."""
+    return value if isinstance(value, str) and 0 < len(value) <= 128 else None
+
+
 # mock: {"id": ..., "type": "payment.succeeded", "data": {"provider_payment_id", "amount", ...}}
 class _MockData(_Body):
     provider_payment_id: Id
     amount: NonNegativeAmount
-    currency: Currency
+    currency: ReportedCurrency
     reason: Text | None = None
 
 
@@ -75,15 +91,16 @@ class _StripeError(_Body):
 # What the worker put in a provider's metadata is read leniently: another integration's object
 # may carry anything there, and a verified body must not become bad input over it.
 class _StripeMetadata(_Body):
-    payment_id: Text | None = None
+    payment_id: Any = None
 
 
 class _StripeCheckoutSession(_Body):
     id: Id
-    amount_total: NonNegativeAmount
-    currency: Currency
+    mode: str | None = None
+    # Null for sessions of other modes (setup, subscription): not the worker's.
+    amount_total: NonNegativeAmount | None = None
+    currency: ReportedCurrency | None = None
     payment_status: str
-    client_reference_id: Text | None = None
     metadata: _StripeMetadata | None = None
     payment_intent: Text | None = None
 
@@ -92,7 +109,7 @@ class _StripePaymentIntent(_Body):
     id: Id
     amount: NonNegativeAmount
     amount_received: NonNegativeAmount = 0
-    currency: Currency
+    currency: ReportedCurrency
     status: str | None = None
     metadata: _StripeMetadata | None = None
     last_payment_error: _StripeError | None = None
@@ -114,13 +131,13 @@ _STRIPE_INTENT_STATUS: dict[str, ReportedStatus] = {
 
 # razorpay: {"event": "payment.captured", "payload": {"payment": {"entity": {...}}}}
 class _RazorpayNotes(_Body):
-    payment_id: Text | None = None
+    payment_id: Any = None
 
 
 class _RazorpayPayment(_Body):
     id: Id
     amount: NonNegativeAmount
-    currency: Currency
+    currency: ReportedCurrency
     error_description: Text | None = None
     notes: _RazorpayNotes | list[Any] | None = None  # Razorpay writes empty notes as []
 
@@ -137,7 +154,7 @@ class _RazorpayLink(_Body):
     id: Id
     amount: NonNegativeAmount
     amount_paid: NonNegativeAmount = 0
-    currency: Currency
+    currency: ReportedCurrency
     reference_id: Text | None = None
     notes: _RazorpayNotes | list[Any] | None = None
 
@@ -208,15 +225,16 @@ def _stripe(document: Any) -> Notification | None:
     status = _STRIPE_SESSION_STATUS.get(event.type)
     if status is not None:
         session = _StripeCheckoutSession.model_validate(obj)
+        if session.mode not in (None, "payment") or session.currency is None:
+            return None  # a setup or subscription session: never one of the worker's
         if event.type == "checkout.session.completed" and session.payment_status != "paid":
             return None  # an async payment method: its outcome comes in a later event
-        metadata = session.metadata or _StripeMetadata()
         return Notification(
             provider_payment_id=session.id,
             status=status,
-            amount=session.amount_total,
+            amount=session.amount_total or 0,
             currency=session.currency,
-            payment_id=metadata.payment_id or session.client_reference_id or None,
+            payment_id=_payment_id((session.metadata or _StripeMetadata()).payment_id),
             captured_id=session.payment_intent if status == "succeeded" else None,
         )
     status = _STRIPE_INTENT_STATUS.get(event.type)
@@ -237,8 +255,9 @@ def _stripe(document: Any) -> Notification | None:
         amount=amount,
         currency=intent.currency,
         reason=reason,
-        payment_id=(intent.metadata or _StripeMetadata()).payment_id,
+        payment_id=_payment_id((intent.metadata or _StripeMetadata()).payment_id),
         captured_id=intent.id if status == "succeeded" else None,
+        names="payment",
     )
 
 
@@ -254,7 +273,7 @@ def _razorpay(document: Any) -> Notification | None:
             status=status,
             amount=link.amount_paid if status == "succeeded" else link.amount,
             currency=link.currency,
-            payment_id=_noted_payment_id(link.notes) or link.reference_id or None,
+            payment_id=_noted_payment_id(link.notes),
             captured_id=paid if status == "succeeded" else None,
         )
     status = _RAZORPAY_PAYMENT_STATUS.get(event.event)
@@ -269,8 +288,9 @@ def _razorpay(document: Any) -> Notification | None:
         reason=payment.error_description,
         payment_id=_noted_payment_id(payment.notes),
         captured_id=payment.id if status == "succeeded" else None,
+        names="payment",
     )
 
 
 def _noted_payment_id(notes: _RazorpayNotes | list[Any] | None) -> str | None:
-    return notes.payment_id or None if isinstance(notes, _RazorpayNotes) else None
+    return _payment_id(notes.payment_id) if isinstance(notes, _RazorpayNotes) else None

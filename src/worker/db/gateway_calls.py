@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Literal
 
 from worker.core.gateway import RefundReceipt, Refused, Session
 from worker.core.lifecycle import Payment, PaymentPlan, settle_refund, settle_session
-from worker.db.payments import known_refunds, lock_payments, payment_of, write_payment_plan
+from worker.core.messages import OutgoingMessage
+from worker.core.types import Provider
+from worker.db.payments import (
+    known_refunds,
+    lock_payments,
+    payment_of,
+    stored_message,
+    write_payment_plan,
+)
 from worker.db.queries import sql
 from worker.messaging import outbox
 
@@ -27,7 +35,14 @@ class StartedCall:
     reference_id: str
     payment: Payment
     refund_reason: str | None
-    earlier_attempts: int
+    # This attempt's number: its answer is written only while no later attempt has started.
+    attempt: int
+    # The session deadline asked of the provider by an earlier attempt, if any.
+    asked_expires_at: datetime | None
+
+    @property
+    def earlier_attempts(self) -> int:
+        return self.attempt - 1
 
     @property
     def name(self) -> str:
@@ -41,10 +56,11 @@ def call_name(kind: str, reference_id: str) -> str:
 
 async def due_calls(
     conn: Connection, now: datetime, limit: int, busy: Collection[str]
-) -> list[tuple[CallKind, str]]:
-    """Up to `limit` calls due at `now`, longest waiting first, but for the `busy` ones."""
+) -> list[tuple[CallKind, str, Provider]]:
+    """Up to `limit` calls due at `now` that nobody makes, longest waiting first, but for the
+    `busy` ones; with their provider."""
     rows = await conn.fetch(sql("gateway_calls_due"), now, limit, list(busy))
-    return [(row["kind"], row["reference_id"]) for row in rows]
+    return [(row["kind"], row["reference_id"], row["provider"]) for row in rows]
 
 
 async def try_lock(conn: Connection, name: str) -> bool:
@@ -68,8 +84,17 @@ async def start_call(
         reference_id=reference_id,
         payment=payment_of(row),
         refund_reason=row["refund_reason"],
-        earlier_attempts=row["earlier_attempts"],
+        attempt=row["attempt"],
+        asked_expires_at=row["asked_expires_at"],
     )
+
+
+async def ask_expires_at(conn: Connection, call: StartedCall, deadline: datetime) -> datetime:
+    """The session deadline every attempt of `call` asks: `deadline`, unless one was asked."""
+    asked: datetime = await conn.fetchval(
+        sql("gateway_calls_ask"), call.kind, call.reference_id, deadline
+    )
+    return asked
 
 
 async def postpone(
@@ -78,9 +103,21 @@ async def postpone(
     await conn.execute(sql("gateway_calls_postpone"), kind, reference_id, until, why)
 
 
-async def drop(conn: Connection, kind: CallKind, reference_id: str) -> None:
-    """Forget a call there is no reason to make any more (its payment closed before it)."""
-    await conn.fetch(sql("gateway_calls_finish"), kind, reference_id)
+async def drop(conn: Connection, call: StartedCall) -> None:
+    """Forget a call there is no reason to make any more (its payment closed before it); the
+    replays that waited for its answer get the payment's status instead. In the caller's
+    transaction."""
+    payment_id = call.payment.payment_id
+    payment = (await lock_payments(conn, {payment_id})).get(payment_id)
+    owed = await conn.fetchval(sql("gateway_calls_drop"), call.kind, call.reference_id)
+    if payment is not None and owed:
+        await outbox.enqueue(conn, await _status_answer(conn, payment) * owed)
+
+
+async def _status_answer(conn: Connection, payment: Payment) -> list[OutgoingMessage]:
+    """The result that announced `payment`'s current status (none if it announced none)."""
+    row = await conn.fetchrow(sql("payment_transition_result"), payment.payment_id, payment.status)
+    return [] if row is None else [stored_message(row)]
 
 
 async def settle(
@@ -94,7 +131,9 @@ async def settle(
     another worker settled the call first: its answer stands."""
     payment_id = call.payment.payment_id
     payment = (await lock_payments(conn, {payment_id})).get(payment_id)
-    finished = await conn.fetchrow(sql("gateway_calls_finish"), call.kind, call.reference_id)
+    finished = await conn.fetchrow(
+        sql("gateway_calls_finish"), call.kind, call.reference_id, call.attempt
+    )
     if payment is None or finished is None:
         return None
     if call.kind == "session":
@@ -107,6 +146,11 @@ async def settle(
         decision = (await known_refunds(conn, [call.reference_id]))[call.reference_id]
         plan = settle_refund(payment, call.reference_id, decision, answer, now)
     await write_payment_plan(conn, plan, now)
-    # The answer, once for the request and once more for each replay that waited for it.
-    await outbox.enqueue(conn, plan.messages * (1 + finished["answers_owed"]))
+    await outbox.enqueue(conn, plan.messages)
+    # Each replay that waited gets the answer too: the call's, or (a session opened for a payment
+    # that closed meanwhile announces nothing) the payment's status.
+    owed = finished["answers_owed"]
+    if owed:
+        answers = plan.messages or await _status_answer(conn, payment)
+        await outbox.enqueue(conn, answers * owed)
     return plan

@@ -212,7 +212,7 @@ async def _known_results(
     if not payment_ids:
         return {}
     rows = await conn.fetch(sql("payment_transitions_known"), payment_ids)
-    return {(row["payment_id"], row["status"]): _message(row) for row in rows}
+    return {(row["payment_id"], row["status"]): stored_message(row) for row in rows}
 
 
 async def _known_webhooks(
@@ -221,7 +221,7 @@ async def _known_webhooks(
     if not event_ids:
         return {}
     rows = await conn.fetch(sql("payment_transitions_by_event"), event_ids)
-    return {(row["source_event_id"], row["payment_id"]): _message(row) for row in rows}
+    return {(row["source_event_id"], row["payment_id"]): stored_message(row) for row in rows}
 
 
 async def known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, RefundDecision]:
@@ -235,7 +235,7 @@ async def known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, Re
             outcome=row["outcome"],
             actor_id=row["actor_id"],
             reason=row["reason"],
-            result=None if row["result_value"] is None else _message(row),
+            result=None if row["result_value"] is None else stored_message(row),
             source_event_id=row["source_event_id"],
         )
         for row in rows
@@ -249,7 +249,8 @@ async def _refunding(conn: Connection, payment_ids: list[str]) -> frozenset[str]
     return frozenset(row["payment_id"] for row in rows)
 
 
-def _message(row: Any) -> OutgoingMessage:
+def stored_message(row: Any) -> OutgoingMessage:
+    """A stored result (`result_topic`, `result_key`, `result_value`) as a message again."""
     return OutgoingMessage(
         topic=row["result_topic"],
         key=row["result_key"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from worker.core.gateway import (
     GatewayRefusal,
     RefundReceipt,
@@ -34,6 +36,9 @@ class MockGateway:
         """The mock's refunds always succeed; there is no money to move."""
         return RefundReceipt("mock_refund_" + derived_id("mock-refund", request.refund_id))
 
+    def session_deadline(self, wanted: datetime, now: datetime) -> datetime:
+        return wanted
+
     async def open_session(self, request: SessionRequest) -> Session:
         return self.session_now(request)
 
@@ -48,6 +53,9 @@ class UnconfiguredGateway:
     def __init__(self, provider: Provider, missing: str) -> None:
         self.provider = provider
         self._reason = f"{provider} is not configured on this worker ({missing} is not set)"
+
+    def session_deadline(self, wanted: datetime, now: datetime) -> datetime:
+        return wanted
 
     async def open_session(self, request: SessionRequest) -> Session:
         raise GatewayRefusal(self._reason)

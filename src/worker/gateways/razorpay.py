@@ -91,10 +91,13 @@ class RazorpayGateway:
         self._return_url = return_url
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="razorpay")
 
+    def session_deadline(self, wanted: datetime, now: datetime) -> datetime:
+        return link_expiry(wanted, now)
+
     async def open_session(self, request: SessionRequest) -> Session:
         amount = _amount(request.amount, request.currency)
         reference = reference_id(request.payment_id)
-        expires_at = link_expiry(request.expires_at, datetime.now(UTC))
+        expires_at = request.expires_at
         data: dict[str, Any] = {
             "amount": amount,
             "currency": money.provider_currency("razorpay", request.currency),
@@ -138,9 +141,17 @@ class RazorpayGateway:
         }
         # Razorpay's refund idempotency: the same key refunds once, answering the same refund.
         headers = {"X-Refund-Idempotency": request.idempotency_key}
-        refund = await self._call(
-            lambda client: client.payment.refund(captured, data, headers=headers)
-        )
+        try:
+            refund = await self._call(
+                lambda client: client.payment.refund(captured, data, headers=headers)
+            )
+        except GatewayRefusal:
+            # Refused, perhaps because an earlier attempt's refund went through (the payment is
+            # fully refunded already): that refund is this one.
+            earlier = await self._earlier_refund(captured, request.refund_id)
+            if earlier is None:
+                raise
+            return RefundReceipt(earlier)
         if refund.get("status") == "failed":
             raise GatewayRefusal(f"razorpay: the refund {refund.get('id')} failed")
         return RefundReceipt(refund["id"])
@@ -193,7 +204,9 @@ def _classify(error: Exception, session: _Session) -> Exception:
     not read) leaves the outcome unknown, so the call is tried again, by the same key."""
     message = f"razorpay: {error}" if str(error) else f"razorpay: {type(error).__name__}"
     status = session.status
-    if status is not None and 400 <= status < 500 and status != 429:
+    # 409: a request with the same idempotency key is still being processed (try again); 429:
+    # too many requests.
+    if status is not None and 400 <= status < 500 and status not in (409, 429):
         return GatewayRefusal(message)
     retry_after = retry_after_seconds(session.retry_after, datetime.now(UTC))
     return GatewayUnavailable(f"{message} (HTTP {status or 'no answer'})", retry_after)

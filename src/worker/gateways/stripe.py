@@ -52,9 +52,13 @@ class StripeGateway:
         )
         self._return_url = return_url
 
+    def session_deadline(self, wanted: datetime, now: datetime) -> datetime:
+        return session_expiry(wanted, now)
+
     async def open_session(self, request: SessionRequest) -> Session:
+        """Everything sent derives from the request alone, so a repeat under the same
+        idempotency key sends the same parameters, as Stripe requires."""
         amount = _amount(request.amount, request.currency)
-        expires_at = session_expiry(request.expires_at, datetime.now(UTC))
         params: dict[str, Any] = {
             "mode": "payment",
             "line_items": [
@@ -73,7 +77,7 @@ class StripeGateway:
             "metadata": _metadata(request.payment_id, request.student_id, request.course_id),
             # The payment intent carries the payment id too, so its webhooks find the payment.
             "payment_intent_data": {"metadata": {"payment_id": request.payment_id}},
-            "expires_at": int(expires_at.timestamp()),
+            "expires_at": int(request.expires_at.timestamp()),
         }
         if self._return_url:
             params["success_url"] = self._return_url
@@ -98,7 +102,24 @@ class StripeGateway:
             earlier = await self._earlier_refund(intent, request.refund_id)
             if earlier is not None:
                 return RefundReceipt(earlier)
-        refund = await _call(
+        try:
+            refund = await self._create_refund(request, intent, amount)
+        except GatewayRefusal:
+            # Refused, perhaps because an earlier attempt's refund went through (the charge is
+            # refunded already): that refund is this one.
+            earlier = await self._earlier_refund(intent, request.refund_id)
+            if earlier is None:
+                raise
+            return RefundReceipt(earlier)
+        if refund.status in ("failed", "canceled"):
+            why = refund.failure_reason or refund.status
+            raise GatewayRefusal(f"stripe: the refund {refund.status}: {why}")
+        return RefundReceipt(refund.id)
+
+    async def _create_refund(
+        self, request: RefundRequest, intent: str, amount: int
+    ) -> stripe.Refund:
+        return await _call(
             self._client.v1.refunds.create_async(
                 params={
                     "payment_intent": intent,
@@ -109,10 +130,6 @@ class StripeGateway:
                 options={"idempotency_key": request.idempotency_key},
             )
         )
-        if refund.status in ("failed", "canceled"):
-            why = refund.failure_reason or refund.status
-            raise GatewayRefusal(f"stripe: the refund {refund.status}: {why}")
-        return RefundReceipt(refund.id)
 
     async def _earlier_refund(self, intent: str, refund_id: str) -> str | None:
         """The id of a refund an earlier attempt made for `refund_id`, if Stripe has one."""

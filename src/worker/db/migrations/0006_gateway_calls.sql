@@ -45,8 +45,17 @@ CREATE TABLE gateway_calls (
     -- Requests replayed while the call was pending: each gets the call's answer too, when it
     -- comes (CONTRACT section 3: a replay is answered with the first request's result).
     answers_owed    integer NOT NULL DEFAULT 0,
+    -- The session deadline asked of the provider at the first attempt: every repeat asks the
+    -- same, as a provider's idempotency key must come with the same parameters.
+    asked_expires_at timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (kind, reference_id)
 );
 
 CREATE INDEX gateway_calls_due ON gateway_calls (not_before);
+
+-- Providers report expiries now (Stripe `checkout.session.expired`, Razorpay
+-- `payment_link.expired`): a redelivered one repeats its first answer like the other statuses.
+DROP INDEX payment_transitions_by_event;
+CREATE INDEX payment_transitions_by_event ON payment_transitions (source_event_id)
+    WHERE status IN ('succeeded', 'failed', 'cancelled', 'expired');
