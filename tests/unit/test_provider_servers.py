@@ -44,12 +44,6 @@ from worker.core.signatures import WebhookVerifier
 STRIPE_MOCK = os.environ.get("STRIPE_API_BASE", "http://127.0.0.1:12111")
 KEY_ID, KEY_SECRET = "rzp_test_key", "rzp_test_secret"
 
-# stripe 16.1.0's HTTPXClient hands its form body to httpx 0.28 as `data=<bytes>`, which httpx
-# deprecates; under filterwarnings=error the SDK turns that warning into APIConnectionError.
-STRIPE_POSTS = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes/text content.:DeprecationWarning"
-)
-
 
 def link_params(**overrides: Any) -> dict[str, Any]:
     return {
@@ -453,7 +447,6 @@ SESSION: SessionCreateParams = {
 }
 
 
-@STRIPE_POSTS
 async def test_the_proxy_forwards_and_records_the_idempotency_key(
     proxy: RecordingProxy, stripe_http: stripe.HTTPXClient
 ) -> None:
@@ -490,7 +483,6 @@ async def test_queries_reach_upstream_as_sent(
     assert sent.target == "/v1/payment_intents/pi_123?expand[0]=latest_charge"  # as the SDK sent it
 
 
-@STRIPE_POSTS
 async def test_fail_next_raises_the_sdks_card_error(
     proxy: RecordingProxy, stripe_http: stripe.HTTPXClient
 ) -> None:
@@ -512,7 +504,6 @@ async def test_fail_next_raises_the_sdks_card_error(
     assert len(proxy.requests) == 1
 
 
-@STRIPE_POSTS
 async def test_a_retryable_failure_is_retried_with_the_same_idempotency_key(
     proxy: RecordingProxy, stripe_http: stripe.HTTPXClient
 ) -> None:
@@ -531,7 +522,6 @@ async def test_a_retryable_failure_is_retried_with_the_same_idempotency_key(
     assert [r.headers["Idempotency-Key"] for r in proxy.requests] == ["pay-1-session"] * 2
 
 
-@STRIPE_POSTS
 async def test_a_hung_request_is_forwarded_once_released(
     proxy: RecordingProxy, stripe_http: stripe.HTTPXClient
 ) -> None:
@@ -547,7 +537,6 @@ async def test_a_hung_request_is_forwarded_once_released(
     assert (await asyncio.wait_for(creating, 5)).object == "checkout.session"
 
 
-@STRIPE_POSTS
 async def test_hold_after_forward_answers_only_when_released(
     proxy: RecordingProxy, stripe_http: stripe.HTTPXClient
 ) -> None:
@@ -568,7 +557,6 @@ async def test_hold_after_forward_answers_only_when_released(
     assert (await asyncio.wait_for(creating, 5)).object == "checkout.session"
 
 
-@STRIPE_POSTS
 async def test_closing_does_not_wait_for_a_held_answer(stripe_http: stripe.HTTPXClient) -> None:
     proxy = RecordingProxy(STRIPE_MOCK).start()
     client = stripe_client(proxy, stripe_http)
