@@ -14,6 +14,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
+from worker.core import money
 from worker.core.results import derived_id
 from worker.core.types import Provider
 
@@ -130,3 +131,12 @@ class Refused:
     """A provider's refusal as the rules see it: final, with the provider's reason."""
 
     reason: str
+
+
+def provider_amount(provider: Provider, amount: int, currency: str) -> int:
+    """`amount` (ISO 4217 minor units) in `provider`'s units; a currency or amount the provider
+    cannot take is its refusal, known before any call."""
+    try:
+        return money.to_provider(provider, amount, currency)
+    except money.UnsupportedAmount as refused:
+        raise GatewayRefusal(str(refused)) from None

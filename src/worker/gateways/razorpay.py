@@ -28,6 +28,7 @@ from worker.core.gateway import (
     RefundRequest,
     Session,
     SessionRequest,
+    provider_amount,
     retry_after_seconds,
 )
 from worker.core.results import derived_id
@@ -95,7 +96,7 @@ class RazorpayGateway:
         return link_expiry(wanted, now)
 
     async def open_session(self, request: SessionRequest) -> Session:
-        amount = _amount(request.amount, request.currency)
+        amount = provider_amount("razorpay", request.amount, request.currency)
         reference = reference_id(request.payment_id)
         expires_at = request.expires_at
         data: dict[str, Any] = {
@@ -128,7 +129,7 @@ class RazorpayGateway:
         )
 
     async def refund(self, request: RefundRequest) -> RefundReceipt:
-        amount = _amount(request.amount, request.currency)
+        amount = provider_amount("razorpay", request.amount, request.currency)
         captured = request.captured_id or await self._captured_payment(request.provider_payment_id)
         if request.repeat:
             earlier = await self._earlier_refund(captured, request.refund_id)
@@ -210,10 +211,3 @@ def _classify(error: Exception, session: _Session) -> Exception:
         return GatewayRefusal(message)
     retry_after = retry_after_seconds(session.retry_after, datetime.now(UTC))
     return GatewayUnavailable(f"{message} (HTTP {status or 'no answer'})", retry_after)
-
-
-def _amount(amount: int, currency: str) -> int:
-    try:
-        return money.to_provider("razorpay", amount, currency)
-    except money.UnsupportedAmount as refused:
-        raise GatewayRefusal(str(refused)) from None

@@ -21,6 +21,7 @@ from worker.core.gateway import (
     RefundRequest,
     Session,
     SessionRequest,
+    provider_amount,
     retry_after_seconds,
 )
 from worker.core.types import Provider
@@ -58,7 +59,7 @@ class StripeGateway:
     async def open_session(self, request: SessionRequest) -> Session:
         """Everything sent derives from the request alone, so a repeat under the same
         idempotency key sends the same parameters, as Stripe requires."""
-        amount = _amount(request.amount, request.currency)
+        amount = provider_amount("stripe", request.amount, request.currency)
         params: dict[str, Any] = {
             "mode": "payment",
             "line_items": [
@@ -96,7 +97,7 @@ class StripeGateway:
         )
 
     async def refund(self, request: RefundRequest) -> RefundReceipt:
-        amount = _amount(request.amount, request.currency)
+        amount = provider_amount("stripe", request.amount, request.currency)
         intent = request.captured_id or await self._intent_of(request.provider_payment_id)
         if request.repeat:
             earlier = await self._earlier_refund(intent, request.refund_id)
@@ -150,13 +151,6 @@ class StripeGateway:
         if intent is None:
             raise GatewayRefusal(f"stripe: checkout session {session_id} has no payment to refund")
         return intent if isinstance(intent, str) else intent.id
-
-
-def _amount(amount: int, currency: str) -> int:
-    try:
-        return money.to_provider("stripe", amount, currency)
-    except money.UnsupportedAmount as refused:
-        raise GatewayRefusal(str(refused)) from None
 
 
 def _metadata_value(metadata: Any, name: str) -> str | None:
