@@ -44,7 +44,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.workload import (
+    COURSE_REWARD,
     GATEWAY,
+    REFERRAL_REWARD,
     SEED_COINS,
     WEBHOOK_SECRET,
     Event,
@@ -53,13 +55,14 @@ from bench.workload import (
     expected,
     generate,
 )
-from worker.core.ledger import CoinCommand
-from worker.core.lifecycle import (
+from worker.core.coins import CoinCommand
+from worker.core.payments import (
     Known,
     OpenPayment,
     PaymentDefaults,
     decide_payments,
 )
+from worker.core.registry import BY_TYPE
 from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 from worker.db.coins import apply_coin_commands
 from worker.db.migrate import apply_migrations
@@ -135,12 +138,30 @@ async def seed(conn: asyncpg.Connection, workload: Workload) -> None:
     now = datetime.now(UTC)
     async with conn.transaction():
         commands = [
-            CoinCommand(s, "manual_adjustment", f"seed-{s}", SEED_COINS, SEED_COINS, "seed")
+            CoinCommand(
+                s,
+                "manual_adjustment",
+                f"seed-{s}",
+                SEED_COINS,
+                SEED_COINS,
+                "seed",
+                "coins.adjustment.requested",
+            )
             for s in workload.students
         ]
         await apply_coin_commands(conn, commands, now)
         opens = [
-            OpenPayment(pid, student, "course-seed", 49900, "INR", None, f"seed-{pid}", "seed")
+            OpenPayment(
+                pid,
+                student,
+                "course-seed",
+                49900,
+                "INR",
+                None,
+                f"seed-{pid}",
+                "payment.requested",
+                "seed",
+            )
             for pid, student in workload.seeded_payments.items()
         ]
         # Long enough for any run: nothing expires mid-run.
@@ -442,21 +463,15 @@ def raw_effects(workload: Workload, events: list[Event]) -> list[list[Any]]:
         if event.duplicate:
             pass  # a repeat writes only its result
         elif event.kind == "course.completed":
-            student, ledger_type, reference, amount = (
-                data["student_id"],
-                "course_completion",
-                data["course_id"],
-                100,
-            )
+            ledger_type = BY_TYPE[event.kind].effect
+            student, reference, amount = data["student_id"], data["course_id"], COURSE_REWARD
         elif event.kind == "referral.succeeded":
-            student, ledger_type, reference = data["referrer_id"], "referral", data["referral_id"]
-            amount = data.get("reward_coins") or 50
+            ledger_type = BY_TYPE[event.kind].effect
+            student, reference = data["referrer_id"], data["referral_id"]
+            amount = data.get("reward_coins") or REFERRAL_REWARD
         elif event.kind == "coins.redemption.requested":
-            student, ledger_type, reference = (
-                data["student_id"],
-                "redemption",
-                data["redemption_id"],
-            )
+            ledger_type = BY_TYPE[event.kind].effect
+            student, reference = data["student_id"], data["redemption_id"]
             amount = -data["amount"] if balances[student] >= data["amount"] else 0
         elif event.kind == "payment.requested":
             payment, status = data["payment_id"], "initiated"

@@ -24,6 +24,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
+from worker.core.payments import STATUS_EVENTS
+from worker.core.registry import BY_TYPE
 from worker.core.results import derived_id
 from worker.core.signatures import stripe_signature
 from worker.gateways.mock import MockGateway
@@ -50,11 +52,8 @@ MIX = (
     ("payment.webhook.received", 0.10),
 )
 STATUSES = (("succeeded", 0.80), ("failed", 0.15), ("cancelled", 0.05))
-STATUS_RESULTS = {
-    "succeeded": "payment.confirmed",
-    "failed": "payment.failed",
-    "cancelled": "payment.cancelled",
-}
+if unknown := {kind for kind, _ in MIX} - set(BY_TYPE):
+    raise ValueError(f"the bench's mix names event types the worker does not consume: {unknown}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +105,7 @@ def generate(count: int, students: int, duplicates: float = 0.05, seed: int = 42
             status = rng.choices(statuses, status_weights)[0]
             ppid = mock_ppid(payment_id)
             data = mock_webhook(ppid, status, n)
-            key, result = ppid.encode(), derived_id(STATUS_RESULTS[status], payment_id)
+            key, result = ppid.encode(), derived_id(STATUS_EVENTS[status], payment_id)
         else:
             data, result = _data(kind, student, n, rng)
             key = student.encode()
@@ -134,15 +133,16 @@ def expected(workload: Workload, events: list[Event]) -> Expected:
         if event.duplicate:
             continue
         data = json.loads(event.value)["data"]
+        ledger_type = BY_TYPE[event.kind].effect  # for a coin event: its ledger type
         if event.kind == "course.completed":
             balances[data["student_id"]] += COURSE_REWARD
-            entries["course_completion"] += 1
+            entries[ledger_type] += 1
         elif event.kind == "referral.succeeded":
             balances[data["referrer_id"]] += data.get("reward_coins") or REFERRAL_REWARD
-            entries["referral"] += 1
+            entries[ledger_type] += 1
         elif event.kind == "coins.redemption.requested" and data["amount"] == REDEMPTION:
             balances[data["student_id"]] -= REDEMPTION
-            entries["redemption"] += 1
+            entries[ledger_type] += 1
         elif event.kind == "payment.requested":
             statuses["initiated"] += 1
         elif event.kind == "payment.webhook.received":
@@ -169,22 +169,23 @@ def mock_webhook(ppid: str, status: str, n: int) -> dict[str, object]:
 
 
 def _data(kind: str, student: str, n: int, rng: random.Random) -> tuple[dict[str, object], str]:
+    ledger_type = BY_TYPE[kind].effect  # for a coin event: its ledger type
     if kind == "course.completed":
         data: dict[str, object] = {
             "student_id": student, "course_id": f"c{n}", "completed_at": TIME,
         }  # fmt: skip
-        return data, derived_id("coins.credited", student, "course_completion", f"c{n}")
+        return data, derived_id("coins.credited", student, ledger_type, f"c{n}")
     if kind == "referral.succeeded":
         data = {"referral_id": f"r{n}", "referrer_id": student, "referred_student_id": f"f{n}"}
         if rng.random() < 0.5:
             data["reward_coins"] = REFERRAL_OVERRIDE
-        return data, derived_id("coins.credited", student, "referral", f"r{n}")
+        return data, derived_id("coins.credited", student, ledger_type, f"r{n}")
     if kind == "coins.redemption.requested":
         affordable = rng.random() < 0.8
         amount = REDEMPTION if affordable else UNAFFORDABLE
         data = {"redemption_id": f"d{n}", "student_id": student, "amount": amount, "item": "mug"}
         result = "coins.debited" if affordable else "coins.rejected"
-        return data, derived_id(result, student, "redemption", f"d{n}")
+        return data, derived_id(result, student, ledger_type, f"d{n}")
     data = {
         "payment_id": f"bp{n}", "student_id": student, "course_id": f"course-{n % 50}",
         "amount": 49900, "currency": "INR",

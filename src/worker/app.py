@@ -17,12 +17,11 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from worker.core.coins import Rewards
-from worker.core.commands import HANDLED_TYPES, Policies
 from worker.core.gateway import Gateway
-from worker.core.lifecycle import PaymentDefaults
+from worker.core.handlers import Policies, Rewards
+from worker.core.payments import PaymentDefaults
 from worker.core.signatures import WebhookVerifier
-from worker.core.topics import ALL_TOPICS, with_prefix
+from worker.core.topics import ALL_TOPICS, INPUT_TOPICS, with_prefix
 from worker.core.types import Provider
 from worker.db.migrate import apply_migrations
 from worker.db.pool import open_pool
@@ -294,7 +293,7 @@ async def _work(
         stack.push_async_callback(_finish, caller_task, 0)
 
         consumer = make_consumer(settings)
-        topics = with_prefix(settings.kafka_topic_prefix, HANDLED_TYPES)
+        topics = with_prefix(settings.kafka_topic_prefix, INPUT_TOPICS)
         pipeline = Pipeline(
             pool,
             metrics,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from worker.core.lifecycle import PaymentPlan
+from worker.core.payments import PaymentPlan
 from worker.db.payments import expire, expire_due, lock_due
 from worker.errors import is_retriable
 from worker.metrics import Metrics

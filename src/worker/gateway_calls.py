@@ -40,7 +40,7 @@ from worker.core.gateway import (
     Refused,
     Session,
 )
-from worker.core.lifecycle import PaymentPlan, refund_request, session_request
+from worker.core.payments import PaymentPlan, refund_request, session_request
 from worker.core.types import Provider
 from worker.db import gateway_calls as calls
 from worker.db.gateway_calls import CallKind, StartedCall

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from worker.core.commands import Command, Policies, command_for
+from worker.core.coins import CoinCommand, CoinPlan
+from worker.core.commands import command_for
 from worker.core.envelope import BadInputError
-from worker.core.ledger import COIN_TYPES, CoinCommand, Plan
-from worker.core.lifecycle import PaymentDefaults, PaymentPlan
+from worker.core.handlers import Command, Policies
 from worker.core.messages import OutgoingMessage
+from worker.core.payments import PaymentDefaults, PaymentPlan
 from worker.core.records import InboundRecord, dead_letter, unreadable_record
 from worker.core.topics import event_type
 from worker.db.coins import apply_coin_commands
@@ -178,10 +179,10 @@ class Pipeline:
     def _count_poison(self, kind: str) -> None:
         self._metrics.poison.labels(event_type=kind).inc()
 
-    def _count(self, coins: Plan, payments: PaymentPlan, dead_lettered: int) -> None:
+    def _count(self, coins: CoinPlan, payments: PaymentPlan, dead_lettered: int) -> None:
         """Metrics and notable logs after the commit, so a retried batch is counted once."""
         outcomes: Counter[tuple[str, str]] = Counter(payments.outcomes)
-        outcomes.update((COIN_TYPES[c.ledger_type], o) for c, o in coins.outcomes)
+        outcomes.update((c.event_type, o) for c, o in coins.outcomes)
         for (kind, outcome), count in outcomes.items():
             self._metrics.messages.labels(event_type=kind, outcome=outcome).inc(count)
         for entry in coins.entries:

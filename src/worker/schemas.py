@@ -15,16 +15,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from worker.core.cloudevents import STRUCTURED_CONTENT_TYPE
-from worker.core.events import COIN_EVENTS, PAYMENT_EVENTS
-from worker.core.results import COIN_RESULTS, PAYMENT_RESULTS, SOURCE
+from worker.core.registry import INPUT_EVENTS, RESULT_EVENTS
+from worker.core.results import SOURCE
 from worker.core.topics import DLQ_TOPIC
 from worker.core.types import NO_CONTROL
 
 Schema = dict[str, Any]
 
 # Event type (= topic) -> model of its `data`.
-INBOUND: dict[str, type[BaseModel]] = {**COIN_EVENTS, **PAYMENT_EVENTS}
-OUTBOUND: dict[str, type[BaseModel]] = {**COIN_RESULTS, **PAYMENT_RESULTS}
+INBOUND: dict[str, type[BaseModel]] = {event.type: event.data for event in INPUT_EVENTS}
+OUTBOUND: dict[str, type[BaseModel]] = dict(RESULT_EVENTS)
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 ASYNCAPI_FILE = "asyncapi.json"
@@ -133,11 +133,11 @@ def asyncapi() -> Schema:
     operations: Schema = {}
     messages: Schema = {}
 
-    def add(topic: str, action: str, message_id: str, message: Schema) -> None:
+    def add(topic: str, action: str, message_id: str, message: Schema, about: str) -> None:
         messages[message_id] = message
         channels[topic] = {
             "address": topic,
-            "description": f"{'Consumed' if action == 'receive' else 'Published'} by the worker.",
+            "description": about,
             "messages": {message_id: {"$ref": f"#/components/messages/{message_id}"}},
         }
         operations[f"{action}.{topic}"] = {
@@ -146,12 +146,17 @@ def asyncapi() -> Schema:
             "messages": [{"$ref": f"#/channels/{topic}/messages/{message_id}"}],
         }
 
-    for inbound, table in ((True, INBOUND), (False, OUTBOUND)):
-        for event_type, model in table.items():
-            description = data_schema(event_type, model, inbound=inbound)["description"]
-            message = _event_message(event_type, description, inbound=inbound)
-            add(event_type, "receive" if inbound else "send", event_type, message)
-    add(DLQ_TOPIC, "send", "dead-letter", _dead_letter_message())
+    for event in INPUT_EVENTS:
+        description = data_schema(event.type, event.data, inbound=True)["description"]
+        message = _event_message(event.type, description, inbound=True)
+        answers = ", ".join(f"`{result}`" for result in event.results)
+        about = f"Consumed by the worker ({event.effect}); answered on {answers}."
+        add(event.type, "receive", event.type, message, about)
+    for event_type, model in OUTBOUND.items():
+        description = data_schema(event_type, model, inbound=False)["description"]
+        message = _event_message(event_type, description, inbound=False)
+        add(event_type, "send", event_type, message, "Published by the worker.")
+    add(DLQ_TOPIC, "send", "dead-letter", _dead_letter_message(), "Published by the worker.")
 
     return {
         "asyncapi": "3.0.0",

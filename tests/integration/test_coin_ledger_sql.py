@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import eventually
-from tests.unit.test_ledger import commands as coin_commands
-from worker.core.ledger import CoinCommand, Plan
+from tests.unit.test_coins import commands as coin_commands
+from worker.core.coins import CoinCommand, CoinPlan
 from worker.db.coins import apply_coin_commands
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -43,9 +43,9 @@ async def test_applied_batch_writes_entries_decisions_and_wallets(
     conn: asyncpg.Connection,
 ) -> None:
     batch = [
-        CoinCommand("s", "course_completion", "c1", 100, None, "e1"),
-        CoinCommand("s", "redemption", "r1", -30, 30, "e2"),
-        CoinCommand("s", "redemption", "r2", -500, 500, "e3"),
+        CoinCommand("s", "course_completion", "c1", 100, None, "e1", "course.completed"),
+        CoinCommand("s", "redemption", "r1", -30, 30, "e2", "coins.redemption.requested"),
+        CoinCommand("s", "redemption", "r2", -500, 500, "e3", "coins.redemption.requested"),
     ]
     await apply(conn, batch)
     wallet = await conn.fetchrow("SELECT * FROM coin_wallets WHERE student_id = 's'")
@@ -62,10 +62,12 @@ async def test_applied_batch_writes_entries_decisions_and_wallets(
 
 
 async def test_replayed_batch_changes_nothing(conn: asyncpg.Connection) -> None:
-    batch = [CoinCommand("s", "referral", "f1", 50, None, "e1")]
+    batch = [CoinCommand("s", "referral", "f1", 50, None, "e1", "referral.succeeded")]
     await apply(conn, batch)
     before = await conn.fetch("SELECT * FROM coin_transactions")
-    await apply(conn, [CoinCommand("s", "referral", "f1", 50, None, "e-other")])
+    await apply(
+        conn, [CoinCommand("s", "referral", "f1", 50, None, "e-other", "referral.succeeded")]
+    )
     assert await conn.fetch("SELECT * FROM coin_transactions") == before
     assert await conn.fetchval("SELECT balance FROM coin_wallets") == 50
 
@@ -73,8 +75,13 @@ async def test_replayed_batch_changes_nothing(conn: asyncpg.Connection) -> None:
 async def test_two_transactions_on_one_wallet_serialise_on_its_lock(db_url: str) -> None:
     first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
     try:
-        await apply(first, [CoinCommand("s", "course_completion", "c1", 100, None, "e")])
-        spend = [CoinCommand("s", "redemption", f"r{i}", -80, 80, "e") for i in range(2)]
+        await apply(
+            first, [CoinCommand("s", "course_completion", "c1", 100, None, "e", "course.completed")]
+        )
+        spend = [
+            CoinCommand("s", "redemption", f"r{i}", -80, 80, "e", "coins.redemption.requested")
+            for i in range(2)
+        ]
         await asyncio.gather(apply(first, spend[:1]), apply(second, spend[1:]))
         assert await first.fetchval("SELECT balance FROM coin_wallets") == 20
         await assert_invariants(first)
@@ -108,8 +115,8 @@ async def test_the_same_key_in_two_transactions_at_once_repeats_the_first_decisi
     # on the database. The second must wait for the first, then repeat its decision.
     first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
     try:
-        original = CoinCommand("s", "course_completion", "c1", 100, None, "e1")
-        again = CoinCommand("s", "course_completion", "c1", 100, None, "e2")
+        original = CoinCommand("s", "course_completion", "c1", 100, None, "e1", "course.completed")
+        again = CoinCommand("s", "course_completion", "c1", 100, None, "e2", "course.completed")
         async with first.transaction():
             applied = await apply_coin_commands(first, [original], NOW)
             racing = asyncio.create_task(_decide(second, [again]))
@@ -124,7 +131,7 @@ async def test_the_same_key_in_two_transactions_at_once_repeats_the_first_decisi
         await second.close()
 
 
-async def _decide(conn: asyncpg.Connection, batch: list[CoinCommand]) -> Plan:
+async def _decide(conn: asyncpg.Connection, batch: list[CoinCommand]) -> CoinPlan:
     async with conn.transaction():
         return await apply_coin_commands(conn, batch, NOW)
 

@@ -25,7 +25,7 @@ from worker.core.gateway import (
     Session,
     SessionRequest,
 )
-from worker.core.lifecycle import OpenPayment, PaymentDefaults
+from worker.core.payments import OpenPayment, PaymentDefaults
 from worker.core.types import Provider
 from worker.db.payments import apply_payment_commands, expire_due
 from worker.gateway_calls import GatewayCaller
@@ -65,7 +65,10 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def request_payments(pool: asyncpg.Pool, *pids: str, ttl: float = 30) -> None:
-    commands = [OpenPayment(p, "stu-1", "c-1", 49900, "INR", None, f"e-{p}", "t") for p in pids]
+    commands = [
+        OpenPayment(p, "stu-1", "c-1", 49900, "INR", None, f"e-{p}", "payment.requested", "t")
+        for p in pids
+    ]
     defaults = PaymentDefaults("stripe", timedelta(minutes=ttl))
     async with pool.acquire() as conn, conn.transaction():
         await apply_payment_commands(conn, commands, defaults, datetime.now(UTC))

@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.support import eventually
-from worker.core.coins import Rewards
-from worker.core.commands import Policies, command_for
+from worker.core.coins import CoinCommand
+from worker.core.commands import command_for
 from worker.core.gateway import (
     Gateway,
     RefundReceipt,
@@ -24,8 +24,8 @@ from worker.core.gateway import (
     Session,
     SessionRequest,
 )
-from worker.core.ledger import CoinCommand
-from worker.core.lifecycle import (
+from worker.core.handlers import Policies, Rewards
+from worker.core.payments import (
     OpenPayment,
     PaymentCommand,
     PaymentDefaults,
@@ -85,7 +85,9 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 def requested(pid: str, student: str = "stu-1", amount: int = 49900) -> OpenPayment:
-    return OpenPayment(pid, student, "course-1", amount, "INR", None, f"evt-{pid}", "t")
+    return OpenPayment(
+        pid, student, "course-1", amount, "INR", None, f"evt-{pid}", "payment.requested", "t"
+    )
 
 
 def webhook(provider: str, body: dict[str, Any], *, signed_at: datetime = NOW) -> PaymentCommand:
@@ -207,7 +209,17 @@ async def test_a_payment_is_opened_paid_and_refunded_with_every_step_recorded(
 
     succeeded = mock_event("payment.succeeded", ppid, currency="inr")
     await apply(pool, [webhook("mock", succeeded)])
-    refund = RefundPayment("rf-1", "pay-1", "duplicate", "staff-1", True, "evt-rf", "stu-1", "t")
+    refund = RefundPayment(
+        "rf-1",
+        "pay-1",
+        "duplicate",
+        "staff-1",
+        True,
+        "evt-rf",
+        "payment.refund.requested",
+        "stu-1",
+        "t",
+    )
     await apply(pool, [refund])
     assert await status(pool, "pay-1") == "refunded"
     assert await transitions(pool, "pay-1") == [
@@ -369,10 +381,10 @@ async def test_a_refund_id_two_workers_decide_at_once_reaches_the_gateway_once(
     async with pool.acquire() as other, pool.acquire() as conn:
         async with other.transaction():
             # Another worker has decided refund rf-1 (for another payment), not yet committed.
-            decided = await apply_payment_commands(
-                other, [RefundPayment("rf-1", "pay-a", "r", "staff", True, "e1", "stu-1", "t")],
-                defaults(gateway), NOW,
-            )  # fmt: skip
+            refund = RefundPayment(
+                "rf-1", "pay-a", "r", "staff", True, "e1", "payment.refund.requested", "stu-1", "t"
+            )
+            decided = await apply_payment_commands(other, [refund], defaults(gateway), NOW)
             assert decided.refunds["rf-1"].outcome == "pending"
             racing = asyncio.create_task(_refund_in(conn, gateway, "pay-b"))
             await asyncio.sleep(0.2)  # blocked on the other's uncommitted refund row
@@ -386,7 +398,9 @@ async def test_a_refund_id_two_workers_decide_at_once_reaches_the_gateway_once(
 
 async def _refund_in(conn: Any, gateway: Any, payment_id: str) -> None:
     async with conn.transaction():
-        command = RefundPayment("rf-1", payment_id, "r", "staff", True, "e2", "stu-1", "t")
+        command = RefundPayment(
+            "rf-1", payment_id, "r", "staff", True, "e2", "payment.refund.requested", "stu-1", "t"
+        )
         await apply_payment_commands(conn, [command], defaults(gateway), NOW)
 
 

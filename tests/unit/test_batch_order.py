@@ -2,7 +2,7 @@
 
 Which records share a batch is up to the broker and the client, so this is checked on a batch
 as aiokafka hands it over; that commands apply in the order given is the ledger's own test
-(`test_ledger.py::test_redemption_in_the_same_batch_sees_earlier_credits`).
+(`test_coins.py::test_redemption_in_the_same_batch_sees_earlier_credits`).
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from worker.core.coins import Rewards
-from worker.core.commands import Policies, command_for
+from worker.core.coins import CoinCommand
+from worker.core.commands import command_for
 from worker.core.envelope import BadInputError
-from worker.core.ledger import CoinCommand
+from worker.core.handlers import Policies, Rewards
 from worker.core.signatures import WebhookVerifier
 
 REWARDS = Rewards(course_completion=100, referral=50, max_amount=1_000_000)
@@ -41,14 +41,14 @@ ADMIN = {"id": "a-1", "role": "admin"}
 def test_course_completion_credits_the_configured_reward() -> None:
     data = {"student_id": "s", "course_id": "c", "completed_at": "2026-11-26T09:00:00+05:30"}
     assert command("course.completed", data) == CoinCommand(
-        "s", "course_completion", "c", 100, None, "e-1", event_source="t"
+        "s", "course_completion", "c", 100, None, "e-1", "course.completed", event_source="t"
     )
 
 
 def test_referral_credits_the_referrer_with_configured_reward_or_override() -> None:
     data = {"referral_id": "r", "referrer_id": "s", "referred_student_id": "t"}
     assert command("referral.succeeded", data) == CoinCommand(
-        "s", "referral", "r", 50, None, "e-1", event_source="t"
+        "s", "referral", "r", 50, None, "e-1", "referral.succeeded", event_source="t"
     )
     overridden = command("referral.succeeded", {**data, "reward_coins": 70})
     assert (overridden.amount, overridden.requested_amount) == (70, 70)
@@ -57,7 +57,15 @@ def test_referral_credits_the_referrer_with_configured_reward_or_override() -> N
 def test_adjustment_is_signed_and_authorized_only_for_admins() -> None:
     data = {"adjustment_id": "a", "student_id": "s", "amount": -30, "reason": "fix", "actor": ADMIN}
     assert command("coins.adjustment.requested", data) == CoinCommand(
-        "s", "manual_adjustment", "a", -30, -30, "e-1", authorized=True, event_source="t"
+        "s",
+        "manual_adjustment",
+        "a",
+        -30,
+        -30,
+        "e-1",
+        "coins.adjustment.requested",
+        authorized=True,
+        event_source="t",
     )
     student_actor = {**data, "actor": {"id": "s", "role": "student"}}
     assert command("coins.adjustment.requested", student_actor).authorized is False
@@ -66,7 +74,7 @@ def test_adjustment_is_signed_and_authorized_only_for_admins() -> None:
 def test_redemption_is_a_debit() -> None:
     data = {"redemption_id": "d", "student_id": "s", "amount": 40, "item": "sticker"}
     assert command("coins.redemption.requested", data) == CoinCommand(
-        "s", "redemption", "d", -40, 40, "e-1", event_source="t"
+        "s", "redemption", "d", -40, 40, "e-1", "coins.redemption.requested", event_source="t"
     )
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from worker.core.coins import Rewards
-from worker.core.commands import Command, Policies, command_for
+from worker.core.commands import command_for
 from worker.core.envelope import BadInputError
-from worker.core.lifecycle import (
+from worker.core.handlers import Command, Policies, Rewards
+from worker.core.payments import (
     IgnoreWebhook,
     OpenPayment,
     RefundPayment,
@@ -59,7 +59,9 @@ def test_a_payment_request_becomes_an_open_payment_with_an_upper_case_currency()
     command = command_for(
         "payment.requested", b"stu-1", event("payment.requested", data), (), POLICIES
     )
-    assert command == OpenPayment("p-1", "stu-1", "c-1", 49900, "INR", None, "evt-1", "tests")
+    assert command == OpenPayment(
+        "p-1", "stu-1", "c-1", 49900, "INR", None, "evt-1", "payment.requested", "tests"
+    )
 
 
 @pytest.mark.parametrize(("role", "authorized"), [("admin", True), ("support", False)])
@@ -70,7 +72,15 @@ def test_a_refund_request_is_authorized_only_for_admins(role: str, authorized: b
         "payment.refund.requested", b"stu-1", event("payment.refund.requested", data), (), POLICIES
     )
     assert command == RefundPayment(
-        "rf-1", "p-1", "r", "staff-1", authorized, "evt-1", "stu-1", "tests"
+        "rf-1",
+        "p-1",
+        "r",
+        "staff-1",
+        authorized,
+        "evt-1",
+        "payment.refund.requested",
+        "stu-1",
+        "tests",
     )
 
 
@@ -129,7 +139,9 @@ def test_each_providers_body_reports_a_status(
 ) -> None:
     subject = notification.provider_payment_id
     command = webhook(provider, body, subject=subject)
-    assert command == ReportStatus(provider, notification, "evt-1", subject, "tests")  # type: ignore[arg-type]
+    assert command == ReportStatus(
+        provider, notification, "evt-1", "payment.webhook.received", subject, "tests"
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from worker import cli, schemas
+from worker.core.coins import CoinCommand, Wallet, decide_coins
 from worker.core.gateway import RefundReceipt, Refused, Session
-from worker.core.ledger import CoinCommand, Wallet, decide
-from worker.core.lifecycle import (
+from worker.core.payments import (
     Known,
     OpenPayment,
     PaymentDefaults,
@@ -211,11 +211,13 @@ def test_schema_and_model_agree_on_examples(
 
 def test_published_results_match_their_schemas() -> None:
     commands = [
-        CoinCommand("stu-1", "course_completion", "course-101", 100, None, "e-1"),
-        CoinCommand("stu-1", "redemption", "red-1", -30, 30, "e-2"),
-        CoinCommand("stu-1", "redemption", "red-2", -500, 500, "e-3"),
+        CoinCommand(
+            "stu-1", "course_completion", "course-101", 100, None, "e-1", "course.completed"
+        ),
+        CoinCommand("stu-1", "redemption", "red-1", -30, 30, "e-2", "coins.redemption.requested"),
+        CoinCommand("stu-1", "redemption", "red-2", -500, 500, "e-3", "coins.redemption.requested"),
     ]
-    plan = decide(commands, {}, {"stu-1": Wallet()}, datetime(2026, 11, 26, 9, tzinfo=UTC))
+    plan = decide_coins(commands, {}, {"stu-1": Wallet()}, datetime(2026, 11, 26, 9, tzinfo=UTC))
     assert [m.topic for m in plan.messages] == ["coins.credited", "coins.debited", "coins.rejected"]
     for message in plan.messages:
         assert message.value is not None
@@ -228,10 +230,19 @@ def test_published_payment_results_match_their_schemas() -> None:
     defaults = PaymentDefaults("mock", timedelta(minutes=30))
 
     def opened(pid: str) -> OpenPayment:
-        return OpenPayment(pid, "stu-1", "course-101", 49900, "INR", None, f"e-{pid}", "t")
+        return OpenPayment(
+            pid, "stu-1", "course-101", 49900, "INR", None, f"e-{pid}", "payment.requested", "t"
+        )
 
     def reported(status: str, ppid: str) -> ReportStatus:
-        return ReportStatus("mock", Notification(ppid, status, 49900, "INR"), "e-w", ppid, "t")  # type: ignore[arg-type]
+        return ReportStatus(
+            "mock",
+            Notification(ppid, status, 49900, "INR"),
+            "e-w",
+            "payment.webhook.received",
+            ppid,
+            "t",
+        )  # type: ignore[arg-type]
 
     requested = decide_payments([opened(pid) for pid in "abcde"], Known(), defaults, now)
     sessions = [
@@ -244,8 +255,20 @@ def test_published_payment_results_match_their_schemas() -> None:
         reported("succeeded", "mock_a"),
         reported("failed", "mock_b"),
         reported("cancelled", "mock_c"),
-        RefundPayment("rf-1", "a", "duplicate", "staff-7", True, "e-rf", "stu-1", "t"),
-        RefuseWebhook("mock", "invalid_signature", "", "e-bad", "mock_x", "t"),
+        RefundPayment(
+            "rf-1",
+            "a",
+            "duplicate",
+            "staff-7",
+            True,
+            "e-rf",
+            "payment.refund.requested",
+            "stu-1",
+            "t",
+        ),
+        RefuseWebhook(
+            "mock", "invalid_signature", "", "e-bad", "payment.webhook.received", "mock_x", "t"
+        ),
     ]
     plan = decide_payments(commands, Known(payments=payments), defaults, now)
     refunded = settle_refund(

@@ -11,7 +11,14 @@ here, by event.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from worker.core.messages import OutgoingMessage
 
 EventKey = tuple[str, str, str]  # (type, source, id)
 Answers = dict[EventKey, OutgoingMessage]
+
+# What became of a consumed event (the `outcome` label of `payment_worker_messages_total`):
+# coins are applied, repeated or rejected; a payment event may also be ignored (a webhook of a
+# kind the worker does not act on) or, once the database was read, found to be bad input.
+Outcome = Literal["applied", "duplicate", "rejected", "ignored", "bad_input"]

@@ -1,89 +1,236 @@
-"""Coin handlers: one verb per consumed event type, each turning an event into a command."""
+"""The coin ledger's rules: decide what a sequence of coin commands does to the wallets.
+
+Pure: the adapter loads what is known (earlier decisions, wallet balances), `decide_coins`
+works out effects and results in order, and the adapter writes them back in a few set-based
+statements.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Literal
 
-from worker.core.envelope import Envelope, parse_data
-from worker.core.events import (
-    CoinsAdjustmentRequested,
-    CoinsRedemptionRequested,
-    CourseCompleted,
-    ReferralSucceeded,
+from worker.core.answers import Answers, EventKey, Outcome
+from worker.core.messages import OutgoingMessage
+from worker.core.results import (
+    CoinRejection,
+    CoinsMoved,
+    CoinsRejected,
+    LedgerType,
+    derived_id,
+    result_message,
 )
-from worker.core.ledger import CoinCommand
+from worker.core.types import JSON_SAFE_MAX
+
+Key = tuple[str, str, str]  # (student_id, ledger type, reference_id): CONTRACT section 3
 
 
-@dataclass(frozen=True)
-class Rewards:
-    """The configured rewards (COIN_REWARD_COURSE_COMPLETION, COIN_REWARD_REFERRAL) and the
-    largest amount one request may state (COIN_MAX_AMOUNT)."""
+@dataclass(frozen=True, slots=True)
+class CoinCommand:
+    """One requested ledger effect; `amount` is signed (+ credit, - debit)."""
 
-    course_completion: int
-    referral: int
-    max_amount: int
+    student_id: str
+    ledger_type: LedgerType
+    reference_id: str
+    amount: int
+    # The amount as the event stated it; None when it came from configuration. Replays are
+    # compared on this, so a changed reward setting does not turn a replay into a conflict.
+    requested_amount: int | None
+    source_event_id: str
+    # The consumed event's type (its topic): with its source and id, the event's identity.
+    event_type: str
+    authorized: bool = True
+    # The stated amount is above COIN_MAX_AMOUNT (CONTRACT section 3): refused, remembered.
+    exceeds_limit: bool = False
+    # The event's CloudEvents `source`: with its id, what a redelivery is recognised by.
+    event_source: str = ""
 
+    @property
+    def key(self) -> Key:
+        return (self.student_id, self.ledger_type, self.reference_id)
 
-def reward_course_completion(event: Envelope, rewards: Rewards) -> CoinCommand:
-    data = parse_data(event, CourseCompleted)
-    return CoinCommand(
-        student_id=data.student_id,
-        ledger_type="course_completion",
-        reference_id=data.course_id,
-        amount=rewards.course_completion,
-        requested_amount=None,
-        source_event_id=event.id,
-        event_source=event.source,
-    )
-
-
-def reward_referral(event: Envelope, rewards: Rewards) -> CoinCommand:
-    data = parse_data(event, ReferralSucceeded)
-    return CoinCommand(
-        student_id=data.referrer_id,
-        ledger_type="referral",
-        reference_id=data.referral_id,
-        amount=data.reward_coins or rewards.referral,
-        requested_amount=data.reward_coins,
-        source_event_id=event.id,
-        exceeds_limit=(data.reward_coins or 0) > rewards.max_amount,
-        event_source=event.source,
-    )
+    @property
+    def event(self) -> EventKey:
+        return (self.event_type, self.event_source, self.source_event_id)
 
 
-def adjust_coins(event: Envelope, rewards: Rewards) -> CoinCommand:
-    data = parse_data(event, CoinsAdjustmentRequested)
-    return CoinCommand(
-        student_id=data.student_id,
-        ledger_type="manual_adjustment",
-        reference_id=data.adjustment_id,
-        amount=data.amount,
-        requested_amount=data.amount,
-        source_event_id=event.id,
-        authorized=data.actor.role == "admin",
-        exceeds_limit=abs(data.amount) > rewards.max_amount,
-        event_source=event.source,
-    )
+@dataclass(frozen=True, slots=True)
+class CoinDecision:
+    """What was decided for a key, kept forever: replays repeat its result byte for byte."""
+
+    requested_amount: int | None
+    outcome: Literal["applied", "rejected"]
+    result: OutgoingMessage
 
 
-def redeem_coins(event: Envelope, rewards: Rewards) -> CoinCommand:
-    data = parse_data(event, CoinsRedemptionRequested)
-    return CoinCommand(
-        student_id=data.student_id,
-        ledger_type="redemption",
-        reference_id=data.redemption_id,
-        amount=-data.amount,
-        requested_amount=data.amount,
-        source_event_id=event.id,
-        exceeds_limit=data.amount > rewards.max_amount,
-        event_source=event.source,
-    )
+@dataclass(frozen=True, slots=True)
+class Wallet:
+    balance: int = 0
+    lifetime_earned: int = 0
+    lifetime_spent: int = 0
+
+    def can_move(self, amount: int) -> bool:
+        """Whether no total would leave the JSON-safe range (CONTRACT section 3)."""
+        if amount > 0:  # the balance never exceeds lifetime_earned
+            return self.lifetime_earned + amount <= JSON_SAFE_MAX
+        return self.lifetime_spent - amount <= JSON_SAFE_MAX
+
+    def moved(self, amount: int) -> Wallet:
+        if amount > 0:
+            return replace(
+                self, balance=self.balance + amount, lifetime_earned=self.lifetime_earned + amount
+            )
+        return replace(
+            self, balance=self.balance + amount, lifetime_spent=self.lifetime_spent - amount
+        )
 
 
-COIN_HANDLERS: dict[str, Callable[[Envelope, Rewards], CoinCommand]] = {
-    "course.completed": reward_course_completion,
-    "referral.succeeded": reward_referral,
-    "coins.adjustment.requested": adjust_coins,
-    "coins.redemption.requested": redeem_coins,
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A new row of `coin_transactions`."""
+
+    transaction_id: str
+    student_id: str
+    ledger_type: LedgerType
+    reference_id: str
+    amount: int
+    balance_after: int
+    source_event_id: str
+
+
+@dataclass
+class CoinPlan:
+    """Everything one batch changes; the adapter persists it in one transaction."""
+
+    entries: list[Entry] = field(default_factory=list)
+    decisions: dict[Key, CoinDecision] = field(default_factory=dict)
+    wallets: dict[str, Wallet] = field(default_factory=dict)
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    outcomes: list[tuple[CoinCommand, Outcome]] = field(default_factory=list)
+    # Answers that no decision repeats (conflicts, `not_authorized`), kept by the event that got
+    # them so that its redelivery repeats them byte for byte.
+    answers: Answers = field(default_factory=dict)
+
+
+def transaction_id(key: Key) -> str:
+    return derived_id("coin-transaction", *key)
+
+
+def decide_coins(
+    commands: Iterable[CoinCommand],
+    known: Mapping[Key, CoinDecision],
+    wallets: Mapping[str, Wallet],
+    now: datetime,
+    answered: Answers | None = None,
+) -> CoinPlan:
+    """Apply `commands` in order to `wallets`, given the `known` decisions of earlier batches
+    and the answers earlier batches gave by event (`answered`)."""
+    plan = CoinPlan()
+    answered = answered or {}
+    for command in commands:
+        wallet = plan.wallets.get(command.student_id) or wallets.get(command.student_id, Wallet())
+        first_answer = plan.answers.get(command.event) or answered.get(command.event)
+        if first_answer is not None:
+            plan.messages.append(first_answer)
+            plan.outcomes.append((command, "duplicate"))
+            continue
+        earlier = plan.decisions.get(command.key) or known.get(command.key)
+        if not command.authorized:
+            # Answered every time and reserves nothing: a sender without the right must not
+            # take a key away from the real request (CONTRACT section 3).
+            _answer_once(plan, command, "not_authorized", wallet, now)
+        elif earlier is not None:
+            _replay(plan, command, earlier, wallet, now)
+        elif command.exceeds_limit or not wallet.can_move(command.amount):
+            _refuse(plan, command, "limit_exceeded", wallet, now)
+        elif wallet.balance + command.amount < 0:
+            _refuse(plan, command, "insufficient_balance", wallet, now)
+        else:
+            _apply(plan, command, wallet, now)
+    return plan
+
+
+def _replay(
+    plan: CoinPlan, command: CoinCommand, earlier: CoinDecision, wallet: Wallet, now: datetime
+) -> None:
+    if earlier.requested_amount == command.requested_amount:
+        plan.messages.append(earlier.result)
+        plan.outcomes.append((command, "duplicate"))
+        return
+    # The key is taken by another amount: refuse; the key stays the first request's.
+    _answer_once(plan, command, "idempotency_conflict", wallet, now)
+
+
+def _answer_once(
+    plan: CoinPlan, command: CoinCommand, reason: CoinRejection, wallet: Wallet, now: datetime
+) -> None:
+    """A refusal that is not the key's decision: its id names the refused event, and the
+    answer is kept by that event alone."""
+    rejected = _rejection(command, reason, wallet.balance)
+    event_id = derived_id("coins.rejected", *command.key, _ONCE[reason], command.source_event_id)
+    message = result_message("coins.rejected", event_id, command.student_id, rejected, now)
+    plan.answers[command.event] = message
+    plan.messages.append(message)
+    plan.outcomes.append((command, "rejected"))
+
+
+# What the id of a once-only refusal says besides the key and the event (the first is the name
+# earlier versions gave conflicts, so their ids stay as they were).
+_ONCE: Mapping[CoinRejection, str] = {
+    "idempotency_conflict": "conflict",
+    "not_authorized": "not_authorized",
 }
+
+
+def _refuse(
+    plan: CoinPlan, command: CoinCommand, reason: CoinRejection, wallet: Wallet, now: datetime
+) -> None:
+    rejected = _rejection(command, reason, wallet.balance)
+    event_id = derived_id("coins.rejected", *command.key)
+    message = result_message("coins.rejected", event_id, command.student_id, rejected, now)
+    plan.decisions[command.key] = CoinDecision(command.requested_amount, "rejected", message)
+    plan.messages.append(message)
+    plan.outcomes.append((command, "rejected"))
+
+
+def _apply(plan: CoinPlan, command: CoinCommand, wallet: Wallet, now: datetime) -> None:
+    after = wallet.moved(command.amount)
+    entry = Entry(
+        transaction_id=transaction_id(command.key),
+        student_id=command.student_id,
+        ledger_type=command.ledger_type,
+        reference_id=command.reference_id,
+        amount=command.amount,
+        balance_after=after.balance,
+        source_event_id=command.source_event_id,
+    )
+    event_type = "coins.credited" if command.amount > 0 else "coins.debited"
+    moved = CoinsMoved(
+        transaction_id=entry.transaction_id,
+        student_id=command.student_id,
+        type=command.ledger_type,
+        reference_id=command.reference_id,
+        amount=abs(command.amount),
+        balance_after=after.balance,
+        source_event_id=command.source_event_id,
+    )
+    event_id = derived_id(event_type, *command.key)
+    message = result_message(event_type, event_id, command.student_id, moved, now)
+    plan.entries.append(entry)
+    plan.wallets[command.student_id] = after
+    plan.decisions[command.key] = CoinDecision(command.requested_amount, "applied", message)
+    plan.messages.append(message)
+    plan.outcomes.append((command, "applied"))
+
+
+def _rejection(command: CoinCommand, reason: CoinRejection, balance: int) -> CoinsRejected:
+    return CoinsRejected(
+        student_id=command.student_id,
+        type=command.ledger_type,
+        reference_id=command.reference_id,
+        reason=reason,
+        balance=balance,
+        source_event_id=command.source_event_id,
+    )

@@ -1,46 +1,24 @@
-"""From a consumed record to the command it asks for: the one dispatch over every handler."""
+"""From a consumed record to the command it asks for: the one dispatch, by the registry."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from worker.core.coins import COIN_HANDLERS, Rewards
-from worker.core.envelope import BadInputError, decode
-from worker.core.ledger import CoinCommand
-from worker.core.lifecycle import OpenPayment, PaymentCommand, ReportStatus
+from worker.core.coins import CoinCommand
+from worker.core.envelope import BadInputError, decode, parse_data
+from worker.core.handlers import Command, Policies
 from worker.core.messages import Headers
-from worker.core.payments import PAYMENT_HANDLERS
-from worker.core.signatures import WebhookVerifier
-
-Command = CoinCommand | PaymentCommand
-
-# The event types the worker handles; it subscribes to exactly these topics.
-HANDLED_TYPES: tuple[str, ...] = (*COIN_HANDLERS, *PAYMENT_HANDLERS)
-
-
-@dataclass(frozen=True)
-class Policies:
-    """What handlers need from configuration: the coin rewards and the webhook secrets."""
-
-    rewards: Rewards
-    webhooks: WebhookVerifier
+from worker.core.payments import OpenPayment, ReportStatus
+from worker.core.registry import BY_TYPE
 
 
 def command_for(
     kind: str, key: bytes | None, value: bytes | None, headers: Headers, policies: Policies
 ) -> Command:
     """The command a consumed record asks for; BadInputError if it is not a valid event."""
-    command: Command
-    coin_handler = COIN_HANDLERS.get(kind)
-    payment_handler = PAYMENT_HANDLERS.get(kind)
-    if coin_handler is not None:
-        envelope = decode(value, headers, kind)
-        command = coin_handler(envelope, policies.rewards)
-    elif payment_handler is not None:
-        envelope = decode(value, headers, kind)
-        command = payment_handler(envelope, policies.webhooks)
-    else:
+    registered = BY_TYPE.get(kind)
+    if registered is None:
         raise BadInputError(f"no handler for event type {kind!r}")
+    envelope = decode(value, headers, kind)
+    command = registered.handler(envelope, parse_data(envelope, registered.data), policies)
     _check_subject(envelope.subject, key, _named_by_data(command))
     return command
 

@@ -56,14 +56,6 @@ class CoinsRedemptionRequested(InboundData):
     item: Text
 
 
-COIN_EVENTS: dict[str, type[InboundData]] = {
-    "course.completed": CourseCompleted,
-    "referral.succeeded": ReferralSucceeded,
-    "coins.adjustment.requested": CoinsAdjustmentRequested,
-    "coins.redemption.requested": CoinsRedemptionRequested,
-}
-
-
 class PaymentRequested(InboundData):
     payment_id: Id
     student_id: Id
@@ -90,10 +82,3 @@ class PaymentRefundRequested(InboundData):
     payment_id: Id
     reason: Text
     actor: Actor
-
-
-PAYMENT_EVENTS: dict[str, type[InboundData]] = {
-    "payment.requested": PaymentRequested,
-    "payment.webhook.received": PaymentWebhookReceived,
-    "payment.refund.requested": PaymentRefundRequested,
-}

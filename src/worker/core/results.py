@@ -184,21 +184,3 @@ def result_message(
         value=value,
         headers=tuple(cloudevents.structured_headers()),
     )
-
-
-# The `data` model of every result event type the worker publishes (the topic is the type).
-COIN_RESULTS: dict[str, type[OutboundData]] = {
-    "coins.credited": CoinsMoved,
-    "coins.debited": CoinsMoved,
-    "coins.rejected": CoinsRejected,
-}
-
-PAYMENT_RESULTS: dict[str, type[OutboundData]] = {
-    "payment.session.created": PaymentSessionCreated,
-    "payment.confirmed": PaymentConfirmed,
-    "payment.failed": PaymentFailed,
-    "payment.cancelled": PaymentCancelled,
-    "payment.expired": PaymentExpired,
-    "payment.refunded": PaymentRefunded,
-    "payment.rejected": PaymentRejected,
-}

@@ -1,31 +1,15 @@
-"""Topic names from the CONTRACT: what the worker consumes, publishes and dead-letters."""
+"""Topic names: what the worker consumes, publishes and dead-letters.
+
+Each event's `type` equals its topic (CONTRACT section 2), so the topics are the registry's
+event types; only the dead-letter topic is not an event type.
+"""
 
 from __future__ import annotations
 
-# Section 2: each event's `type` equals its topic.
-INPUT_TOPICS: tuple[str, ...] = (
-    "course.completed",
-    "referral.succeeded",
-    "coins.adjustment.requested",
-    "coins.redemption.requested",
-    "payment.requested",
-    "payment.webhook.received",
-    "payment.refund.requested",
-)
+from worker.core.registry import INPUT_TYPES, RESULT_TYPES
 
-# Section 4.
-OUTPUT_TOPICS: tuple[str, ...] = (
-    "coins.credited",
-    "coins.debited",
-    "coins.rejected",
-    "payment.session.created",
-    "payment.confirmed",
-    "payment.failed",
-    "payment.cancelled",
-    "payment.expired",
-    "payment.refunded",
-    "payment.rejected",
-)
+INPUT_TOPICS: tuple[str, ...] = INPUT_TYPES
+OUTPUT_TOPICS: tuple[str, ...] = RESULT_TYPES
 
 # Section 6.
 DLQ_TOPIC = "payment-worker.dlq"

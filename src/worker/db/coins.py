@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from worker.core import cloudevents
-from worker.core.ledger import CoinCommand, Decision, Key, Plan, Wallet, decide
+from worker.core.coins import CoinCommand, CoinDecision, CoinPlan, Key, Wallet, decide_coins
 from worker.core.messages import OutgoingMessage
 from worker.db.answers import known_answers, record_answers
 from worker.db.queries import sql
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 async def apply_coin_commands(
     conn: Connection, commands: Sequence[CoinCommand], now: datetime
-) -> Plan:
+) -> CoinPlan:
     """Apply `commands` in order inside the caller's transaction: a few statements per batch.
 
     The wallets are locked before anything earlier is read: a batch that holds the same key as
@@ -27,7 +27,7 @@ async def apply_coin_commands(
     waits for it, then sees its decision and repeats it.
     """
     if not commands:
-        return Plan()
+        return CoinPlan()
     students = sorted({c.student_id for c in commands})
     await conn.execute(sql("coins_ensure_wallets"), students)
     wallets = {
@@ -36,16 +36,16 @@ async def apply_coin_commands(
     }
     known = await _known_decisions(conn, {c.key for c in commands})
     answered = await known_answers(conn, {c.event for c in commands})
-    plan = decide(commands, known, wallets, now, answered)
+    plan = decide_coins(commands, known, wallets, now, answered)
     await _write(conn, plan)
     return plan
 
 
-async def _known_decisions(conn: Connection, keys: set[Key]) -> dict[Key, Decision]:
+async def _known_decisions(conn: Connection, keys: set[Key]) -> dict[Key, CoinDecision]:
     students, types, references = zip(*keys, strict=True)
     rows = await conn.fetch(sql("coins_known"), students, types, references)
     return {
-        (row["student_id"], row["type"], row["reference_id"]): Decision(
+        (row["student_id"], row["type"], row["reference_id"]): CoinDecision(
             requested_amount=row["requested_amount"],
             outcome=row["outcome"],
             result=OutgoingMessage(
@@ -59,7 +59,7 @@ async def _known_decisions(conn: Connection, keys: set[Key]) -> dict[Key, Decisi
     }
 
 
-async def _write(conn: Connection, plan: Plan) -> None:
+async def _write(conn: Connection, plan: CoinPlan) -> None:
     # Decisions first: a key decided meanwhile is a retriable conflict, not a unique violation
     # of the ledger below.
     if plan.decisions:

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from worker.core.gateway import RefundReceipt, Refused, Session
-from worker.core.lifecycle import Payment, PaymentPlan, settle_refund, settle_session
 from worker.core.messages import OutgoingMessage
+from worker.core.payments import Payment, PaymentPlan, settle_refund, settle_session
 from worker.core.types import Provider
 from worker.db.payments import (
     known_refunds,

@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from worker.core import cloudevents
-from worker.core.lifecycle import (
+from worker.core.messages import OutgoingMessage
+from worker.core.payments import (
     IgnoreWebhook,
     Known,
     OpenPayment,
@@ -23,7 +24,6 @@ from worker.core.lifecycle import (
     event_of,
     expire_payments,
 )
-from worker.core.messages import OutgoingMessage
 from worker.db.answers import known_answers, record_answers
 from worker.db.queries import sql
 from worker.errors import ConcurrentWriteError

@@ -63,7 +63,7 @@ class Problem(Model):
     detail: str
 
 
-class Wallet(Model):
+class WalletView(Model):
     student_id: str
     balance: int = Field(ge=0)
     lifetime_earned: int = Field(ge=0)
@@ -71,7 +71,7 @@ class Wallet(Model):
     updated_at: datetime | None = Field(description="null while the student has no wallet")
 
 
-class Transaction(Model):
+class TransactionView(Model):
     transaction_id: str
     type: LedgerType
     reference_id: str
@@ -80,7 +80,7 @@ class Transaction(Model):
     created_at: datetime
 
 
-class Payment(Model):
+class PaymentView(Model):
     payment_id: str
     student_id: str
     course_id: str
@@ -98,12 +98,12 @@ class Payment(Model):
 
 
 class TransactionPage(Model):
-    items: list[Transaction]
+    items: list[TransactionView]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
 
 
 class PaymentPage(Model):
-    items: list[Payment]
+    items: list[PaymentView]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
 
 
@@ -174,8 +174,8 @@ def _page(
     return rows[:limit], api.cursors.encode(scope, rows[limit - 1]["seq"])
 
 
-def _payment(row: Any) -> Payment:
-    return Payment(**{name: row[name] for name in Payment.model_fields})
+def _payment(row: Any) -> PaymentView:
+    return PaymentView(**{name: row[name] for name in PaymentView.model_fields})
 
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -195,18 +195,18 @@ router = APIRouter(prefix="/api/v1", tags=["read API"])
 
 
 @router.get(
-    "/wallets/{student_id}", response_model=Wallet, responses=_responses(400, 401, 403, 503)
+    "/wallets/{student_id}", response_model=WalletView, responses=_responses(400, 401, 403, 503)
 )
-async def get_wallet(student_id: StudentId, caller: CallerDep, api: ApiDep) -> Wallet:
+async def get_wallet(student_id: StudentId, caller: CallerDep, api: ApiDep) -> WalletView:
     """A student's balance; a student with no wallet yet has balance 0."""
     _own_data(caller, student_id)
     async with api.connection() as conn:
         row = await reads.wallet(conn, student_id)
     if row is None:
-        return Wallet(
+        return WalletView(
             student_id=student_id, balance=0, lifetime_earned=0, lifetime_spent=0, updated_at=None
         )
-    return Wallet(**dict(row))
+    return WalletView(**dict(row))
 
 
 @router.get(
@@ -229,7 +229,7 @@ async def list_transactions(
         rows = await reads.transactions(conn, student_id, before, limit + 1)
     page, next_cursor = _page(api, rows, limit, scope)
     items = [
-        Transaction(
+        TransactionView(
             transaction_id=str(row["transaction_id"]),
             type=row["type"],
             reference_id=row["reference_id"],
@@ -268,9 +268,9 @@ async def list_payments(
 
 
 @router.get(
-    "/payments/{payment_id}", response_model=Payment, responses=_responses(400, 401, 404, 503)
+    "/payments/{payment_id}", response_model=PaymentView, responses=_responses(400, 401, 404, 503)
 )
-async def get_payment(payment_id: PaymentId, caller: CallerDep, api: ApiDep) -> Payment:
+async def get_payment(payment_id: PaymentId, caller: CallerDep, api: ApiDep) -> PaymentView:
     """One payment; 404 when it is unknown or, for a student, not theirs."""
     async with api.connection() as conn:
         row = await reads.payment(conn, payment_id)

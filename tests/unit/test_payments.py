@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from worker.core.gateway import RefundReceipt, RefundRequest, Refused, Session, SessionRequest
-from worker.core.lifecycle import (
+from worker.core.payments import (
     TRANSITIONS,
     GatewayCall,
     Known,
@@ -85,6 +85,7 @@ def open_payment(pid: str = "pay-1", amount: int = 49900, **changes: Any) -> Ope
         "currency": "INR",
         "description": None,
         "source_event_id": f"evt-{pid}",
+        "event_type": "payment.requested",
         "event_source": "tests",
         **changes,
     }
@@ -108,14 +109,19 @@ def report(
         captured_id=kw.pop("captured_id", None),
     )
     return ReportStatus(
-        kw.pop("provider", "mock"), notification, kw.pop("event", f"evt-{status}"), ppid, "tests"
+        kw.pop("provider", "mock"),
+        notification,
+        kw.pop("event", f"evt-{status}"),
+        "payment.webhook.received",
+        ppid,
+        "tests",
     )
 
 
 def refund(refund_id: str = "rf-1", pid: str = "pay-1", *, admin: bool = True) -> RefundPayment:
     return RefundPayment(
-        refund_id, pid, "duplicate purchase", "staff-1", admin, f"evt-{refund_id}", "stu-1",
-        "tests",
+        refund_id, pid, "duplicate purchase", "staff-1", admin, f"evt-{refund_id}",
+        "payment.refund.requested", "stu-1", "tests",
     )  # fmt: skip
 
 
@@ -319,11 +325,15 @@ def test_a_metadata_match_never_contradicts_what_is_known_of_the_payment() -> No
     assert paid.payments["pay-1"].captured_id == "pi_1"
     second = Notification("pi_2", "succeeded", 49900, "INR", payment_id="pay-1",
                           captured_id="pi_2", names="payment")  # fmt: skip
-    plan = decide(ReportStatus("mock", second, "evt-2", "pi_2", "t"), known=paid)
+    plan = decide(
+        ReportStatus("mock", second, "evt-2", "payment.webhook.received", "pi_2", "t"), known=paid
+    )
     assert body(plan)["data"]["reason"] == "unknown_payment"  # another payment's money
     same = Notification("pi_1", "succeeded", 49900, "INR", payment_id="pay-1",
                         captured_id="pi_1", names="payment")  # fmt: skip
-    again = decide(ReportStatus("mock", same, "evt-3", "pi_1", "t"), known=paid)
+    again = decide(
+        ReportStatus("mock", same, "evt-3", "payment.webhook.received", "pi_1", "t"), known=paid
+    )
     assert again.outcomes == [("payment.webhook.received", "duplicate")]
 
 
@@ -403,7 +413,11 @@ def test_a_webhook_for_an_unknown_payment_or_another_provider_is_refused() -> No
 
 
 def test_a_signature_refusal_is_answered_and_counted() -> None:
-    plan = decide(RefuseWebhook("stripe", "stale_signature", "old", "evt-w", "pi_1", "tests"))
+    plan = decide(
+        RefuseWebhook(
+            "stripe", "stale_signature", "old", "evt-w", "payment.webhook.received", "pi_1", "tests"
+        )
+    )
     assert body(plan)["data"] == {
         "payment_id": None, "reason": "stale_signature", "source_event_id": "evt-w",
         "detail": None,
@@ -412,9 +426,13 @@ def test_a_signature_refusal_is_answered_and_counted() -> None:
 
 
 def test_rejection_ids_are_deterministic() -> None:
-    command = RefuseWebhook("mock", "invalid_signature", "", "evt-w", "x", "tests")
+    command = RefuseWebhook(
+        "mock", "invalid_signature", "", "evt-w", "payment.webhook.received", "x", "tests"
+    )
     assert body(decide(command))["id"] == body(decide(command))["id"]
-    other = RefuseWebhook("mock", "invalid_signature", "", "evt-v", "x", "tests")
+    other = RefuseWebhook(
+        "mock", "invalid_signature", "", "evt-v", "payment.webhook.received", "x", "tests"
+    )
     assert body(decide(command))["id"] != body(decide(other))["id"]
 
 

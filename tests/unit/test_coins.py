@@ -11,19 +11,25 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.core.ledger import CoinCommand, Decision, Plan, Wallet, decide
+from worker.core.coins import CoinCommand, CoinDecision, CoinPlan, Wallet, decide_coins
 from worker.core.messages import OutgoingMessage
+from worker.core.registry import INPUT_EVENTS
 from worker.core.results import LedgerType, derived_id
+
+# The consumed event type behind each ledger type, as the registry pairs them.
+EVENT_TYPES = {event.effect: event.type for event in INPUT_EVENTS}
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
 
 def credit(student: str, ref: str, amount: int = 100, event: str = "e") -> CoinCommand:
-    return CoinCommand(student, "course_completion", ref, amount, None, event)
+    return CoinCommand(student, "course_completion", ref, amount, None, event, "course.completed")
 
 
 def redeem(student: str, ref: str, amount: int, event: str = "e") -> CoinCommand:
-    return CoinCommand(student, "redemption", ref, -amount, amount, event)
+    return CoinCommand(
+        student, "redemption", ref, -amount, amount, event, "coins.redemption.requested"
+    )
 
 
 def payload(message_value: bytes | None) -> dict[str, object]:
@@ -33,7 +39,7 @@ def payload(message_value: bytes | None) -> dict[str, object]:
 
 
 def test_credit_creates_the_entry_the_wallet_and_a_credited_result() -> None:
-    plan = decide([credit("s", "c1", event="e1")], {}, {}, NOW)
+    plan = decide_coins([credit("s", "c1", event="e1")], {}, {}, NOW)
 
     assert [(e.amount, e.balance_after) for e in plan.entries] == [(100, 100)]
     assert plan.wallets == {"s": Wallet(100, 100, 0)}
@@ -57,7 +63,7 @@ def test_credit_creates_the_entry_the_wallet_and_a_credited_result() -> None:
 
 
 def test_redemption_in_the_same_batch_sees_earlier_credits() -> None:
-    plan = decide([credit("s", "c1"), credit("s", "c2"), redeem("s", "r1", 150)], {}, {}, NOW)
+    plan = decide_coins([credit("s", "c1"), credit("s", "c2"), redeem("s", "r1", 150)], {}, {}, NOW)
     assert [o for _, o in plan.outcomes] == ["applied", "applied", "applied"]
     assert plan.wallets["s"] == Wallet(50, 200, 150)
     debited = payload(plan.messages[-1].value)
@@ -66,7 +72,7 @@ def test_redemption_in_the_same_batch_sees_earlier_credits() -> None:
 
 
 def test_debit_beyond_the_balance_is_refused_and_changes_nothing() -> None:
-    plan = decide([redeem("s", "r1", 10)], {}, {"s": Wallet(5, 5, 0)}, NOW)
+    plan = decide_coins([redeem("s", "r1", 10)], {}, {"s": Wallet(5, 5, 0)}, NOW)
     assert plan.entries == []
     assert plan.wallets == {}
     rejected = payload(plan.messages[0].value)
@@ -82,22 +88,31 @@ def test_debit_beyond_the_balance_is_refused_and_changes_nothing() -> None:
 
 
 def test_negative_adjustment_never_takes_a_wallet_below_zero() -> None:
-    take = CoinCommand("s", "manual_adjustment", "a1", -6, -6, "e")
-    plan = decide([take], {}, {"s": Wallet(5, 5, 0)}, NOW)
+    take = CoinCommand("s", "manual_adjustment", "a1", -6, -6, "e", "coins.adjustment.requested")
+    plan = decide_coins([take], {}, {"s": Wallet(5, 5, 0)}, NOW)
     assert payload(plan.messages[0].value)["data"]["reason"] == "insufficient_balance"  # type: ignore[index]
 
 
 def test_adjustment_by_a_non_admin_is_refused_as_not_authorized() -> None:
-    give = CoinCommand("s", "manual_adjustment", "a1", 500, 500, "e", authorized=False)
-    plan = decide([give], {}, {}, NOW)
+    give = CoinCommand(
+        "s",
+        "manual_adjustment",
+        "a1",
+        500,
+        500,
+        "e",
+        "coins.adjustment.requested",
+        authorized=False,
+    )
+    plan = decide_coins([give], {}, {}, NOW)
     assert plan.entries == []
     assert payload(plan.messages[0].value)["data"]["reason"] == "not_authorized"  # type: ignore[index]
 
 
 def test_replay_with_a_new_event_id_repeats_the_first_result_exactly() -> None:
-    first = decide([credit("s", "c1", event="e1")], {}, {}, NOW)
+    first = decide_coins([credit("s", "c1", event="e1")], {}, {}, NOW)
     later = datetime(2026, 12, 1, tzinfo=UTC)
-    replay = decide([credit("s", "c1", event="e2")], first.decisions, first.wallets, later)
+    replay = decide_coins([credit("s", "c1", event="e2")], first.decisions, first.wallets, later)
     assert replay.entries == []
     assert replay.wallets == {}
     assert replay.outcomes[0][1] == "duplicate"
@@ -105,14 +120,16 @@ def test_replay_with_a_new_event_id_repeats_the_first_result_exactly() -> None:
 
 
 def test_duplicate_inside_one_batch_is_applied_once() -> None:
-    plan = decide([credit("s", "c1", event="e1"), credit("s", "c1", event="e2")], {}, {}, NOW)
+    plan = decide_coins([credit("s", "c1", event="e1"), credit("s", "c1", event="e2")], {}, {}, NOW)
     assert len(plan.entries) == 1
     assert plan.messages[0] == plan.messages[1]
 
 
 def test_same_key_with_another_amount_is_a_conflict_and_changes_nothing() -> None:
-    first = decide([redeem("s", "r1", 10)], {}, {"s": Wallet(50, 50, 0)}, NOW)
-    conflict = decide([redeem("s", "r1", 20, event="e9")], first.decisions, first.wallets, NOW)
+    first = decide_coins([redeem("s", "r1", 10)], {}, {"s": Wallet(50, 50, 0)}, NOW)
+    conflict = decide_coins(
+        [redeem("s", "r1", 20, event="e9")], first.decisions, first.wallets, NOW
+    )
     assert conflict.entries == []
     assert conflict.wallets == {}
     assert conflict.decisions == {}
@@ -122,17 +139,17 @@ def test_same_key_with_another_amount_is_a_conflict_and_changes_nothing() -> Non
 
 
 def test_refusal_is_remembered_even_after_the_balance_grows() -> None:
-    refused = decide([redeem("s", "r1", 10)], {}, {}, NOW)
+    refused = decide_coins([redeem("s", "r1", 10)], {}, {}, NOW)
     richer = {"s": Wallet(1000, 1000, 0)}
-    replay = decide([redeem("s", "r1", 10, event="e2")], refused.decisions, richer, NOW)
+    replay = decide_coins([redeem("s", "r1", 10, event="e2")], refused.decisions, richer, NOW)
     assert replay.entries == []
     assert replay.messages == refused.messages
 
 
 def test_result_ids_are_derived_from_what_they_report() -> None:
-    a = decide([credit("s", "c1", event="e1")], {}, {}, NOW)
-    b = decide([credit("s", "c1", event="e1")], {}, {}, NOW)
-    c = decide([credit("s", "c2", event="e1")], {}, {}, NOW)
+    a = decide_coins([credit("s", "c1", event="e1")], {}, {}, NOW)
+    b = decide_coins([credit("s", "c1", event="e1")], {}, {}, NOW)
+    c = decide_coins([credit("s", "c2", event="e1")], {}, {}, NOW)
     ids = [payload(p.messages[0].value)["id"] for p in (a, b, c)]
     assert ids[0] == ids[1] != ids[2]
 
@@ -160,7 +177,16 @@ def command_of(
     debit = kind == "redemption"
     stated = abs(amount) if debit else amount
     return CoinCommand(
-        student, kind, ref, -stated if debit else amount, stated, event, authorized, over, "src"
+        student,
+        kind,
+        ref,
+        -stated if debit else amount,
+        stated,
+        event,
+        EVENT_TYPES[kind],
+        authorized,
+        over,
+        "src",
     )
 
 
@@ -179,12 +205,12 @@ commands = st.builds(
 def test_any_sequence_of_batches_keeps_balances_non_negative_and_equal_to_entries(
     batches: list[list[CoinCommand]],
 ) -> None:
-    known: dict[tuple[str, str, str], Decision] = {}
+    known: dict[tuple[str, str, str], CoinDecision] = {}
     wallets: dict[str, Wallet] = {}
     entries: dict[str, list[int]] = defaultdict(list)
     seen_keys: set[tuple[str, str, str]] = set()
     for batch in batches:
-        plan: Plan = decide(batch, known, wallets, NOW)
+        plan: CoinPlan = decide_coins(batch, known, wallets, NOW)
         known.update(plan.decisions)
         wallets.update(plan.wallets)
         for entry in plan.entries:
@@ -230,15 +256,15 @@ MAX = 9_007_199_254_740_991
 
 
 def referral(student: str, ref: str, amount: int, event: str = "e") -> CoinCommand:
-    return CoinCommand(student, "referral", ref, amount, amount, event)
+    return CoinCommand(student, "referral", ref, amount, amount, event, "referral.succeeded")
 
 
-def reason(plan: Plan, index: int = 0) -> object:
+def reason(plan: CoinPlan, index: int = 0) -> object:
     return payload(plan.messages[index].value)["data"]["reason"]  # type: ignore[index]
 
 
 def test_a_credit_past_the_json_safe_range_is_refused_as_limit_exceeded() -> None:
-    plan = decide([referral("s", "r1", MAX), credit("s", "c1")], {}, {}, NOW)
+    plan = decide_coins([referral("s", "r1", MAX), credit("s", "c1")], {}, {}, NOW)
     assert [o for _, o in plan.outcomes] == ["applied", "rejected"]
     assert reason(plan, 1) == "limit_exceeded"
     assert plan.wallets["s"] == Wallet(MAX, MAX, 0)
@@ -246,7 +272,7 @@ def test_a_credit_past_the_json_safe_range_is_refused_as_limit_exceeded() -> Non
 
 def test_lifetime_earned_past_the_range_is_refused_though_the_balance_fits() -> None:
     batch = [referral("s", "r1", MAX), redeem("s", "d1", MAX), credit("s", "c1")]
-    plan = decide(batch, {}, {}, NOW)
+    plan = decide_coins(batch, {}, {}, NOW)
     assert [o for _, o in plan.outcomes] == ["applied", "applied", "rejected"]
     assert reason(plan, 2) == "limit_exceeded"
     assert plan.wallets["s"] == Wallet(0, MAX, MAX)
@@ -254,10 +280,10 @@ def test_lifetime_earned_past_the_range_is_refused_though_the_balance_fits() -> 
 
 def test_a_stated_amount_above_the_configured_limit_is_refused_and_remembered() -> None:
     big = replace(referral("s", "r1", 2_000_000), exceeds_limit=True)
-    refused = decide([big], {}, {}, NOW)
+    refused = decide_coins([big], {}, {}, NOW)
     assert reason(refused) == "limit_exceeded"
     assert refused.entries == []
-    replay = decide([replace(big, source_event_id="e2")], refused.decisions, {}, NOW)
+    replay = decide_coins([replace(big, source_event_id="e2")], refused.decisions, {}, NOW)
     assert replay.messages == refused.messages
 
 
@@ -265,26 +291,28 @@ def test_a_stated_amount_above_the_configured_limit_is_refused_and_remembered() 
 
 
 def test_a_refusal_for_want_of_the_right_reserves_nothing() -> None:
-    squat = CoinCommand("s", "manual_adjustment", "a1", 30, 30, "e1", authorized=False)
-    refused = decide([squat], {}, {}, NOW)
+    squat = CoinCommand(
+        "s", "manual_adjustment", "a1", 30, 30, "e1", "coins.adjustment.requested", authorized=False
+    )
+    refused = decide_coins([squat], {}, {}, NOW)
     assert reason(refused) == "not_authorized"
     assert refused.decisions == {}
-    real = CoinCommand("s", "manual_adjustment", "a1", 30, 30, "e2")
-    applied = decide([real], refused.decisions, {}, NOW, refused.answers)
+    real = CoinCommand("s", "manual_adjustment", "a1", 30, 30, "e2", "coins.adjustment.requested")
+    applied = decide_coins([real], refused.decisions, {}, NOW, refused.answers)
     assert [o for _, o in applied.outcomes] == ["applied"]
     assert applied.wallets["s"].balance == 30
 
 
 def test_a_redelivered_refusal_repeats_its_first_answer_byte_for_byte() -> None:
-    first = decide([redeem("s", "r1", 10)], {}, {"s": Wallet(50, 50, 0)}, NOW)
+    first = decide_coins([redeem("s", "r1", 10)], {}, {"s": Wallet(50, 50, 0)}, NOW)
     conflicting = redeem("s", "r1", 20, event="e9")
-    answered = decide([conflicting], first.decisions, first.wallets, NOW)
+    answered = decide_coins([conflicting], first.decisions, first.wallets, NOW)
     later, richer = datetime(2026, 12, 1, tzinfo=UTC), {"s": Wallet(500, 500, 0)}
-    again = decide([conflicting], first.decisions, richer, later, answered.answers)
+    again = decide_coins([conflicting], first.decisions, richer, later, answered.answers)
     assert again.messages == answered.messages
     assert again.outcomes == [(conflicting, "duplicate")]
     # Another event with the same conflict is answered afresh (its own id and time).
-    other = decide([redeem("s", "r1", 20, event="e10")], first.decisions, richer, later)
+    other = decide_coins([redeem("s", "r1", 20, event="e10")], first.decisions, richer, later)
     assert payload(other.messages[0].value)["id"] != payload(answered.messages[0].value)["id"]
 
 
@@ -309,11 +337,11 @@ extreme_commands = st.builds(
 def test_no_sequence_of_amounts_makes_decide_fail_or_leave_the_json_safe_range(
     batches: list[list[CoinCommand]],
 ) -> None:
-    known: dict[tuple[str, str, str], Decision] = {}
+    known: dict[tuple[str, str, str], CoinDecision] = {}
     wallets: dict[str, Wallet] = {}
     answered: dict[tuple[str, str, str], OutgoingMessage] = {}
     for batch in batches:
-        plan = decide(batch, known, wallets, NOW, answered)
+        plan = decide_coins(batch, known, wallets, NOW, answered)
         known.update(plan.decisions)
         wallets.update(plan.wallets)
         answered.update(plan.answers)
@@ -331,8 +359,20 @@ def test_no_sequence_of_amounts_makes_decide_fail_or_leave_the_json_safe_range(
 def test_an_event_id_reused_by_another_type_gets_no_answer_of_the_other_type() -> None:
     # A producer numbering each type's events on its own: "1" is a refused adjustment and a
     # course completion. The completion must be decided, not answered with the refusal.
-    refused = CoinCommand("s", "manual_adjustment", "a1", 5, 5, "1", False, event_source="lms")
-    first = decide([refused], {}, {}, NOW)
-    completion = CoinCommand("s", "course_completion", "c1", 100, None, "1", event_source="lms")
-    later = decide([completion], first.decisions, {}, NOW, first.answers)
+    refused = CoinCommand(
+        "s",
+        "manual_adjustment",
+        "a1",
+        5,
+        5,
+        "1",
+        "coins.adjustment.requested",
+        False,
+        event_source="lms",
+    )
+    first = decide_coins([refused], {}, {}, NOW)
+    completion = CoinCommand(
+        "s", "course_completion", "c1", 100, None, "1", "course.completed", event_source="lms"
+    )
+    later = decide_coins([completion], first.decisions, {}, NOW, first.answers)
     assert later.outcomes == [(completion, "applied")]

@@ -1,0 +1,168 @@
+"""Handlers: one verb per consumed event type, each turning a validated event into a command.
+
+A handler receives the envelope, its `data` already parsed into the model the registry names
+(`worker.core.registry`), and the configured policies; it returns what the event asks for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worker.core.coins import CoinCommand
+from worker.core.envelope import Envelope
+from worker.core.events import (
+    CoinsAdjustmentRequested,
+    CoinsRedemptionRequested,
+    CourseCompleted,
+    PaymentRefundRequested,
+    PaymentRequested,
+    PaymentWebhookReceived,
+    ReferralSucceeded,
+)
+from worker.core.payments import (
+    IgnoreWebhook,
+    OpenPayment,
+    PaymentCommand,
+    RefundPayment,
+    RefuseWebhook,
+    ReportStatus,
+)
+from worker.core.signatures import SignatureError, WebhookVerifier
+from worker.core.webhooks import parse_notification
+
+Command = CoinCommand | PaymentCommand
+
+
+@dataclass(frozen=True)
+class Rewards:
+    """The configured rewards (COIN_REWARD_COURSE_COMPLETION, COIN_REWARD_REFERRAL) and the
+    largest amount one request may state (COIN_MAX_AMOUNT)."""
+
+    course_completion: int
+    referral: int
+    max_amount: int
+
+
+@dataclass(frozen=True)
+class Policies:
+    """What handlers need from configuration: the coin rewards and the webhook secrets."""
+
+    rewards: Rewards
+    webhooks: WebhookVerifier
+
+
+# ---------------------------------------------------------------------------- coins
+
+
+def reward_course_completion(
+    event: Envelope, data: CourseCompleted, policies: Policies
+) -> CoinCommand:
+    return CoinCommand(
+        student_id=data.student_id,
+        ledger_type="course_completion",
+        reference_id=data.course_id,
+        amount=policies.rewards.course_completion,
+        requested_amount=None,
+        source_event_id=event.id,
+        event_type=event.type,
+        event_source=event.source,
+    )
+
+
+def reward_referral(event: Envelope, data: ReferralSucceeded, policies: Policies) -> CoinCommand:
+    rewards = policies.rewards
+    return CoinCommand(
+        student_id=data.referrer_id,
+        ledger_type="referral",
+        reference_id=data.referral_id,
+        amount=data.reward_coins or rewards.referral,
+        requested_amount=data.reward_coins,
+        source_event_id=event.id,
+        event_type=event.type,
+        exceeds_limit=(data.reward_coins or 0) > rewards.max_amount,
+        event_source=event.source,
+    )
+
+
+def adjust_coins(
+    event: Envelope, data: CoinsAdjustmentRequested, policies: Policies
+) -> CoinCommand:
+    return CoinCommand(
+        student_id=data.student_id,
+        ledger_type="manual_adjustment",
+        reference_id=data.adjustment_id,
+        amount=data.amount,
+        requested_amount=data.amount,
+        source_event_id=event.id,
+        event_type=event.type,
+        authorized=data.actor.role == "admin",
+        exceeds_limit=abs(data.amount) > policies.rewards.max_amount,
+        event_source=event.source,
+    )
+
+
+def redeem_coins(
+    event: Envelope, data: CoinsRedemptionRequested, policies: Policies
+) -> CoinCommand:
+    return CoinCommand(
+        student_id=data.student_id,
+        ledger_type="redemption",
+        reference_id=data.redemption_id,
+        amount=-data.amount,
+        requested_amount=data.amount,
+        source_event_id=event.id,
+        event_type=event.type,
+        exceeds_limit=data.amount > policies.rewards.max_amount,
+        event_source=event.source,
+    )
+
+
+# ---------------------------------------------------------------------------- payments
+
+
+def open_payment(event: Envelope, data: PaymentRequested, _: Policies) -> PaymentCommand:
+    return OpenPayment(
+        payment_id=data.payment_id,
+        student_id=data.student_id,
+        course_id=data.course_id,
+        amount=data.amount,
+        currency=data.currency,
+        description=data.description,
+        source_event_id=event.id,
+        event_type=event.type,
+        event_source=event.source,
+        provider=data.provider,
+    )
+
+
+def receive_webhook(
+    event: Envelope, data: PaymentWebhookReceived, policies: Policies
+) -> PaymentCommand:
+    """Check the signature before anything else; only then read what the body reports."""
+    try:
+        policies.webhooks.verify(data.provider, data.headers, data.body, received_at=event.time)
+    except SignatureError as refused:
+        return RefuseWebhook(
+            data.provider, refused.reason, str(refused), event.id, event.type, event.subject,
+            event.source,
+        )  # fmt: skip
+    notification = parse_notification(data.provider, data.body)
+    if notification is None:
+        return IgnoreWebhook(data.provider, event.id, event.type)
+    return ReportStatus(
+        data.provider, notification, event.id, event.type, event.subject, event.source
+    )
+
+
+def refund_payment(event: Envelope, data: PaymentRefundRequested, _: Policies) -> PaymentCommand:
+    return RefundPayment(
+        refund_id=data.refund_id,
+        payment_id=data.payment_id,
+        reason=data.reason,
+        actor_id=data.actor.id,
+        authorized=data.actor.role == "admin",
+        source_event_id=event.id,
+        event_type=event.type,
+        subject=event.subject,
+        event_source=event.source,
+    )
