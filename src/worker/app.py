@@ -8,8 +8,6 @@ import hashlib
 import hmac
 import logging
 import signal
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -25,14 +23,12 @@ from worker.core.topics import ALL_TOPICS, INPUT_TOPICS, with_prefix
 from worker.core.types import Provider
 from worker.db.migrate import apply_migrations
 from worker.db.pool import open_pool
-from worker.db.queries import sql
 from worker.expiry import ExpirySweeper
 from worker.gateway_calls import GatewayCaller
 from worker.gateways.mock import MockGateway, UnconfiguredGateway
 from worker.gateways.razorpay import RazorpayGateway
 from worker.gateways.stripe import StripeGateway
 from worker.messaging.clients import (
-    coordinator_known,
     ensure_topics,
     make_consumer,
     make_producer,
@@ -42,43 +38,16 @@ from worker.messaging.consume import ConsumeLoop
 from worker.messaging.outbox import OutboxRelay
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
-from worker.settings import Settings, jwt_secret
+from worker.settings import Settings
+from worker.settings import jwt_secret as token_secret
 from worker.sidecar.api import ReadApi
-from worker.sidecar.app import create_app
+from worker.sidecar.app import Backends, create_app
 from worker.sidecar.cursors import Cursors
-from worker.sidecar.server import embedded_server
+from worker.sidecar.readiness import Readiness
+from worker.sidecar.server import embedded_server, serve
+from worker.supervise import alongside, causes
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Readiness:
-    """What /readyz looks at; filled in as the worker's parts come up."""
-
-    pool: asyncpg.Pool | None = None
-    loop: ConsumeLoop | None = None
-    consumer: Any = None
-    metrics: Metrics | None = field(default=None, repr=False)
-
-    async def __call__(self) -> dict[str, bool]:
-        checks = {"database": await self._database(), "kafka_group": self._in_group()}
-        if self.metrics is not None:
-            self.metrics.ready.set(1 if all(checks.values()) else 0)
-        return checks
-
-    async def _database(self) -> bool:
-        if self.pool is None:
-            return False
-        try:
-            async with asyncio.timeout(1.0):
-                async with self.pool.acquire() as conn:
-                    await conn.fetchval(sql("ping"))
-        except Exception:  # noqa: BLE001 - any failure to answer means "not ready"
-            return False
-        return True
-
-    def _in_group(self) -> bool:
-        return bool(self.loop and self.loop.guard.joined and coordinator_known(self.consumer))
 
 
 async def migrate(settings: Settings) -> int:
@@ -94,49 +63,63 @@ async def migrate(settings: Settings) -> int:
 
 
 async def run(settings: Settings) -> int:
-    """Run the worker and its sidecar until SIGTERM or SIGINT: the `run` command."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    """Run the worker and its sidecar until SIGTERM or SIGINT: the `run` command.
 
+    One task tree (`worker.supervise`): the worker, and the sidecar beside it from the first
+    moment. A task that dies stops the rest and the process exits 1, saying why. On a signal
+    the batch in hand is finished (for up to WORKER_SHUTDOWN_GRACE_SECONDS), then everything
+    closes in reverse order of opening, the sidecar last."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     metrics = Metrics(CollectorRegistry())
-    readiness = Readiness(metrics=metrics)
-    read_api = make_read_api(settings)
-    sidecar = embedded_server(
-        create_app(readiness, metrics, read_api),
-        settings.sidecar_host,
-        settings.payment_service_port,
-    )
-    sidecar_task = asyncio.create_task(sidecar.serve(), name="sidecar")
-    worker_task = asyncio.create_task(
-        _work(settings, metrics, readiness, read_api, stop), name="worker"
-    )
-    stop_task = asyncio.create_task(stop.wait(), name="stop")
+    backends: asyncio.Future[Backends] = loop.create_future()
+    secret = jwt_secret(settings)
+    app = create_app(backends, metrics, secret)
+    sidecar = embedded_server(app, settings.sidecar_host, settings.payment_service_port)
+    exit_code = 0
     try:
-        done, _ = await asyncio.wait(
-            {worker_task, sidecar_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
-        )
-        if stop_task in done:
-            log.info("stopping", extra={"action": "shutdown"})
-            await _finish(worker_task, settings.worker_shutdown_grace_seconds)
-        exit_code = 0 if stop.is_set() else 1
-        for task in done - {stop_task}:
-            if task.cancelled():
-                log.error("stopped: %s was cancelled", task.get_name(), extra={"action": "crash"})
-                exit_code = 1
-            elif task.exception() is not None:
-                log.error(
-                    "stopped by an error", exc_info=task.exception(), extra={"action": "crash"}
+        try:
+            async with asyncio.timeout(None) as deadline:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(
+                        sig, _stopping, stop, deadline, settings.worker_shutdown_grace_seconds
+                    )
+                await alongside(
+                    _work(settings, metrics, backends, cursor_key(secret), stop),
+                    {"sidecar": lambda: serve(sidecar)},
                 )
-                exit_code = 1
-    finally:
-        stop_task.cancel()
-        sidecar.should_exit = True
-        await _finish(worker_task, 0)
-        await asyncio.gather(sidecar_task, return_exceptions=True)
+        except TimeoutError:
+            log.warning(
+                "the batch in hand outlived the shutdown grace and was cut short",
+                extra={"action": "shutdown"},
+            )
+    except* Exception as crashed:
+        for error in causes(crashed):  # each with its own traceback, not the group's
+            log.error("stopped by an error", exc_info=error, extra={"action": "crash"})  # noqa: TRY400
+        exit_code = 1
     log.info("stopped", extra={"action": "stopped", "exit_code": exit_code})
     return exit_code
+
+
+async def _consume(
+    consumer: Any, consume: ConsumeLoop, topics: tuple[str, ...], stop: asyncio.Event
+) -> None:
+    """Join the group and consume until `stop`; the consumer is closed first on the way out,
+    so its partitions go to their next owner while the rest closes."""
+    try:
+        await start_with_retry(consumer, "consumer")
+        log.info("worker started", extra={"action": "started", "topics": list(topics)})
+        await consume.run(stop)
+    finally:
+        await _close(consumer, "consumer")
+
+
+def _stopping(stop: asyncio.Event, deadline: asyncio.Timeout, grace_seconds: float) -> None:
+    """A signal: consume no further batch, and give the one in hand `grace_seconds`."""
+    if not stop.is_set():
+        log.info("stopping", extra={"action": "shutdown"})
+        stop.set()
+        deadline.reschedule(asyncio.get_running_loop().time() + grace_seconds)
 
 
 async def _close(client: Any, name: str) -> None:
@@ -145,16 +128,6 @@ async def _close(client: Any, name: str) -> None:
         await client.stop()
     except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - logged, then ignored
         log.warning("%s did not stop cleanly: %r", name, exc, extra={"action": "close"})
-
-
-async def _finish(task: asyncio.Task[None], grace_seconds: float) -> None:
-    """Let `task` end by itself for a while, then cancel it."""
-    with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-        await asyncio.wait_for(asyncio.shield(task), grace_seconds)
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
 
 
 def policies(settings: Settings) -> Policies:
@@ -215,38 +188,40 @@ def payment_defaults(settings: Settings, mock: MockGateway) -> PaymentDefaults:
     )
 
 
-def make_read_api(settings: Settings) -> ReadApi:
-    """The read API's secrets; its pool is opened with the worker's."""
+def jwt_secret(settings: Settings) -> str:
+    """The read API's token secret; SIDECAR_DEV_MODE's public one is said out loud."""
     if settings.sidecar_jwt_secret is None:
         log.warning(
             "SIDECAR_DEV_MODE: read-API tokens use the public development secret",
             extra={"action": "dev_mode"},
         )
-    secret = jwt_secret(settings)
-    cursor_key = hmac.new(secret.encode(), b"payment-worker cursors", hashlib.sha256).digest()
-    return ReadApi(jwt_secret=secret, cursors=Cursors(cursor_key))
+    return token_secret(settings)
+
+
+def cursor_key(secret: str) -> bytes:
+    """The read API's cursor key, derived from its token secret."""
+    return hmac.new(secret.encode(), b"payment-worker cursors", hashlib.sha256).digest()
 
 
 async def _work(
     settings: Settings,
     metrics: Metrics,
-    readiness: Readiness,
-    read_api: ReadApi,
+    backends: asyncio.Future[Backends],
+    cursors_key: bytes,
     stop: asyncio.Event,
 ) -> None:
-    """Bring up the pool, schema, topics and clients; consume until `stop`; close in reverse."""
+    """Bring up the pools, schema, topics and clients; hand the sidecar what it answers from;
+    consume until `stop` with the relay, the sweep and the gateway calls beside; close all in
+    reverse order."""
+    dsn = settings.database_url.get_secret_value()
     async with contextlib.AsyncExitStack() as stack:
-        pool = await open_pool(
-            settings.database_url.get_secret_value(),
-            min_size=2,
-            max_size=settings.worker_db_pool_size,
-        )
+        pool = await open_pool(dsn, min_size=2, max_size=settings.worker_db_pool_size)
         stack.push_async_callback(pool.close)
         async with pool.acquire() as conn:
             await apply_migrations(conn)
         # The read API's own pool: read-only, with a statement timeout, apart from the consumer's.
         read_pool = await open_pool(
-            settings.database_url.get_secret_value(),
+            dsn,
             min_size=1,
             max_size=settings.sidecar_db_pool_size,
             statement_timeout_ms=settings.sidecar_statement_timeout_ms,
@@ -254,46 +229,29 @@ async def _work(
             name="payment-worker-reads",
         )
         stack.push_async_callback(read_pool.close)
-        read_api.pool = read_pool
         await ensure_topics(settings, with_prefix(settings.kafka_topic_prefix, ALL_TOPICS))
 
         relay = OutboxRelay(
-            pool,
-            lambda: make_producer(settings),
-            metrics,
-            topic_prefix=settings.kafka_topic_prefix,
+            pool, lambda: make_producer(settings), metrics, topic_prefix=settings.kafka_topic_prefix
         )
         await relay.start()
         stack.push_async_callback(relay.close)
-        relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
-        stack.push_async_callback(_finish, relay_task, 0)
-
         sweeper = ExpirySweeper(
             pool,
             metrics,
             interval_seconds=settings.payment_expiry_interval_seconds,
             on_committed=relay.wake,
         )
-        sweeper_task = asyncio.create_task(sweeper.run(), name="expiry-sweep")
-        stack.push_async_callback(_finish, sweeper_task, 0)
-
-        dsn = settings.database_url.get_secret_value()
         mock = MockGateway(settings.payment_mock_url_base)
-        providers = gateways(settings, mock)
         caller = GatewayCaller(
             pool,
             lambda: asyncpg.connect(dsn, server_settings={"application_name": "payment-worker"}),
-            providers,
+            gateways(settings, mock),
             metrics,
             timeout_seconds=settings.payment_gateway_timeout_seconds,
             concurrency=settings.payment_gateway_concurrency,
             on_committed=relay.wake,
         )
-        caller_task = asyncio.create_task(caller.run(), name="gateway-calls")
-        stack.push_async_callback(_finish, caller_task, 0)
-
-        consumer = make_consumer(settings)
-        topics = with_prefix(settings.kafka_topic_prefix, INPUT_TOPICS)
         pipeline = Pipeline(
             pool,
             metrics,
@@ -303,6 +261,8 @@ async def _work(
             on_durable=relay.wake,
             on_gateway_calls=caller.wake,
         )
+        consumer = make_consumer(settings)
+        topics = with_prefix(settings.kafka_topic_prefix, INPUT_TOPICS)
         consume = ConsumeLoop(
             consumer,
             topics,
@@ -313,22 +273,17 @@ async def _work(
             max_wait_ms=settings.worker_batch_max_wait_ms,
             failpoint_after_db_commit=settings.worker_failpoint_after_db_commit,
         )
-        await start_with_retry(consumer, "consumer")
-        stack.push_async_callback(_close, consumer, "consumer")
-
-        readiness.pool, readiness.loop, readiness.consumer = pool, consume, consumer
-        log.info("worker started", extra={"action": "started", "topics": list(topics)})
-        await _alongside(consume.run(stop), [relay_task, sweeper_task, caller_task])
-
-
-async def _alongside(main: Coroutine[Any, Any, None], helpers: list[asyncio.Task[None]]) -> None:
-    """Run `main` to its end; a helper task that ends first (they never should) is a crash."""
-    main_task = asyncio.create_task(main, name="consume")
-    try:
-        done, _ = await asyncio.wait({main_task, *helpers}, return_when=asyncio.FIRST_COMPLETED)
-        if main_task in done:
-            return main_task.result()
-        helper = done.pop()
-        raise RuntimeError(f"{helper.get_name()} stopped") from helper.exception()
-    finally:
-        await _finish(main_task, 0)
+        backends.set_result(
+            Backends(
+                readiness=Readiness(pool, consume.in_group, metrics),
+                read_api=ReadApi(read_pool, Cursors(cursors_key)),
+            )
+        )
+        await alongside(
+            _consume(consumer, consume, topics, stop),
+            {
+                "outbox-relay": relay.run,
+                "expiry-sweep": sweeper.run,
+                "gateway-calls": caller.run,
+            },
+        )

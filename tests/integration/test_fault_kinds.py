@@ -16,7 +16,7 @@ from worker.errors import fault_of, passes_by_itself
 from worker.metrics import Metrics
 from worker.retry import transient_retry
 from worker.sidecar.api import ReadApi
-from worker.sidecar.app import create_app
+from worker.sidecar.app import Backends, create_app
 from worker.sidecar.auth import mint_token
 from worker.sidecar.cursors import Cursors
 
@@ -95,8 +95,9 @@ async def reads(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async def ready() -> dict[str, bool]:
         return {"database": True}
 
-    api = ReadApi(jwt_secret=SECRET, cursors=Cursors(b"k" * 32), pool=pool)
-    app = create_app(ready, Metrics(CollectorRegistry()), api)
+    backends: asyncio.Future[Backends] = asyncio.get_running_loop().create_future()
+    backends.set_result(Backends(ready, ReadApi(pool, Cursors(b"k" * 32))))
+    app = create_app(backends, Metrics(CollectorRegistry()), SECRET)
     token = mint_token(SECRET, "ops", "admin", timedelta(minutes=5))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),

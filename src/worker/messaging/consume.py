@@ -15,6 +15,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 
 from worker.core.records import InboundRecord
+from worker.messaging.clients import coordinator_known
 from worker.messaging.unreadable import UNREADABLE, UnreadableHandler, UnreadableRecords
 from worker.metrics import Metrics
 
@@ -125,6 +126,11 @@ class ConsumeLoop:
                     await self._handle(batch)
         # No batch is processed after this line: the partitions are free for their next owner.
         log.info("consuming stopped", extra={"action": "consume_end"})
+
+    def in_group(self) -> bool:
+        """Whether the consumer holds its partitions and knows its group coordinator (what
+        `/readyz` reports as `kafka_group`)."""
+        return self.guard.joined and coordinator_known(self._consumer)
 
     async def _handle(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]

@@ -34,18 +34,16 @@ class ServiceUnavailableError(Exception):
     """The database cannot answer now (down, or the statement timed out): 503."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReadApi:
-    """What the routes need; the pool is set once the database is reachable."""
+    """What the read routes need once the worker has opened it: the read pool and the cursor
+    key. (Tokens are checked from the start, under the secret `create_app` is given.)"""
 
-    jwt_secret: str
-    cursors: Cursors
-    pool: asyncpg.Pool | None = field(default=None, repr=False)
+    pool: asyncpg.Pool = field(repr=False)
+    cursors: Cursors = field(repr=False)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        if self.pool is None:
-            raise ServiceUnavailableError("the read pool is not open yet")
         async with self.pool.acquire() as conn:
             yield conn
 
@@ -131,7 +129,10 @@ _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
 def _api(request: Request) -> ReadApi:
-    api: ReadApi = request.app.state.read_api
+    backends = request.app.state.backends
+    if not backends.done():
+        raise ServiceUnavailableError("the worker is starting: the read pool is not open yet")
+    api: ReadApi = backends.result().read_api
     return api
 
 
@@ -142,7 +143,7 @@ async def _caller(
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", _UNAUTHORIZED)
     try:
-        return verify_token(credentials.credentials, _api(request).jwt_secret)
+        return verify_token(credentials.credentials, request.app.state.jwt_secret)
     except AuthError as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), _UNAUTHORIZED) from None
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -20,6 +22,19 @@ from worker.sidecar.api import ReadApi, ServiceUnavailableError, router
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backends:
+    """What the sidecar answers from, once the worker has opened it: its readiness check and
+    the read API (with its pool)."""
+
+    readiness: ReadinessCheck
+    read_api: ReadApi
+
+
+# What `/readyz` reports while the worker is starting.
+_STARTING = {"database": False, "kafka_group": False}
 
 # The methods a metric label may take; any other token a client sends is counted as "other",
 # so a client cannot grow the number of series.
@@ -37,13 +52,17 @@ _DATABASE_FAULTS = (
 )
 
 
-def create_app(readiness: ReadinessCheck, metrics: Metrics, read_api: ReadApi) -> FastAPI:
+def create_app(backends: asyncio.Future[Backends], metrics: Metrics, jwt_secret: str) -> FastAPI:
+    """The sidecar. It serves from the first moment (`/healthz`, `/metrics`, token checks);
+    `/readyz` and the read API answer from `backends` once the worker has opened them, and say
+    503 until then."""
     app = FastAPI(
         title="payment-worker sidecar",
         version="1.0.0",
         description="Health, readiness, metrics and the read API of payment-worker.",
     )
-    app.state.read_api = read_api
+    app.state.backends = backends
+    app.state.jwt_secret = jwt_secret
     app.include_router(router)
 
     @app.get("/healthz", tags=["operations"])
@@ -58,7 +77,7 @@ def create_app(readiness: ReadinessCheck, metrics: Metrics, read_api: ReadApi) -
     )
     async def readyz() -> JSONResponse:
         """200 only while the database answers and the consumer is in its group."""
-        checks = await readiness()
+        checks = await backends.result().readiness() if backends.done() else _STARTING
         ready = all(checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -21,3 +22,15 @@ def embedded_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
         app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
     )
     return _EmbeddedServer(config)
+
+
+async def serve(server: uvicorn.Server) -> None:
+    """Serve until cancelled; then shut down as uvicorn does (stop listening, finish what is in
+    flight within its own short wait) before the cancellation goes on."""
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await serving
+        raise

@@ -1,0 +1,52 @@
+"""While the worker starts, the sidecar already answers: alive, not ready, reads say 503."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from worker.metrics import Metrics
+from worker.sidecar.app import Backends, create_app
+from worker.sidecar.auth import mint_token
+
+SECRET = "a-test-secret-of-at-least-thirty-two-bytes"
+
+
+@pytest.fixture
+async def starting() -> AsyncIterator[httpx.AsyncClient]:
+    backends: asyncio.Future[Backends] = asyncio.get_running_loop().create_future()
+    app = create_app(backends, Metrics(CollectorRegistry()), SECRET)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sidecar"
+    ) as client:
+        yield client
+
+
+async def test_alive_and_not_ready_before_the_worker_has_opened_its_parts(
+    starting: httpx.AsyncClient,
+) -> None:
+    assert (await starting.get("/healthz")).status_code == 200
+    ready = await starting.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {
+        "status": "not_ready",
+        "checks": {"database": False, "kafka_group": False},
+    }
+    assert (await starting.get("/metrics")).status_code == 200
+
+
+async def test_reads_check_the_token_first_then_say_try_again(
+    starting: httpx.AsyncClient,
+) -> None:
+    assert (await starting.get("/api/v1/payments/pay-1")).status_code == 401
+    token = mint_token(SECRET, "ops", "admin", timedelta(minutes=5))
+    response = await starting.get(
+        "/api/v1/payments/pay-1", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
