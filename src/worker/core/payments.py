@@ -215,6 +215,7 @@ class RefundDecision:
     """What was decided for a refund id, kept forever: a replay repeats its result. A refund
     is `pending` (no result yet) from its acceptance until the provider has answered."""
 
+    refund_id: str
     payment_id: str
     outcome: RefundOutcome
     actor_id: str
@@ -664,6 +665,7 @@ class _Book:
         self, command: RefundPayment, outcome: RefundOutcome, result: OutgoingMessage | None
     ) -> None:
         self.plan.refunds[command.refund_id] = RefundDecision(
+            command.refund_id,
             command.payment_id,
             outcome,
             command.actor_id,

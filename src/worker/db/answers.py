@@ -9,7 +9,7 @@ from worker.core import cloudevents
 from worker.core.answers import Answers, EventKey
 from worker.core.messages import OutgoingMessage
 from worker.core.results import derived_id
-from worker.db.queries import sql
+from worker.db.queries import sql, unnest_arrays
 from worker.errors import ConcurrentWriteError
 
 if TYPE_CHECKING:
@@ -41,16 +41,19 @@ async def known_answers(conn: Connection, events: Iterable[EventKey]) -> Answers
 async def record_answers(conn: Connection, answers: Answers) -> None:
     if not answers:
         return
-    events, messages = list(answers), list(answers.values())
     kept = await conn.fetchval(
         sql("answers_record"),
-        [answer_id(event) for event in events],
-        [kind for kind, _, _ in events],
-        [source for _, source, _ in events],
-        [event_id for _, _, event_id in events],
-        [m.topic for m in messages],
-        [m.key for m in messages],
-        [m.value for m in messages],
+        *unnest_arrays(
+            "answers_record",
+            list(answers.items()),
+            answer_id=lambda item: answer_id(item[0]),
+            event_type=lambda item: item[0][0],
+            event_source=lambda item: item[0][1],
+            event_id=lambda item: item[0][2],
+            result_topic=lambda item: item[1].topic,
+            result_key=lambda item: item[1].key,
+            result_value=lambda item: item[1].value,
+        ),
     )
     if kept != len(answers):
         raise ConcurrentWriteError("an event was answered by another worker meanwhile")

@@ -10,7 +10,7 @@ from worker.core import cloudevents
 from worker.core.coins import CoinCommand, CoinDecision, CoinPlan, Key, Wallet, decide_coins
 from worker.core.messages import OutgoingMessage
 from worker.db.answers import known_answers, record_answers
-from worker.db.queries import sql
+from worker.db.queries import sql, unnest_arrays
 from worker.errors import ConcurrentWriteError
 
 if TYPE_CHECKING:
@@ -63,38 +63,37 @@ async def _write(conn: Connection, plan: CoinPlan) -> None:
     # Decisions first: a key decided meanwhile is a retriable conflict, not a unique violation
     # of the ledger below.
     if plan.decisions:
-        keys, decisions = list(plan.decisions), list(plan.decisions.values())
+        decided = list(plan.decisions.items())
         kept = await conn.fetchval(
             sql("coins_record_decisions"),
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [d.requested_amount for d in decisions],
-            [d.outcome for d in decisions],
-            [d.result.topic for d in decisions],
-            [d.result.value for d in decisions],
+            *unnest_arrays(
+                "coins_record_decisions",
+                decided,
+                student_id=lambda item: item[0][0],
+                ledger_type=lambda item: item[0][1],
+                reference_id=lambda item: item[0][2],
+                requested_amount=lambda item: item[1].requested_amount,
+                outcome=lambda item: item[1].outcome,
+                result_topic=lambda item: item[1].result.topic,
+                result_value=lambda item: item[1].result.value,
+            ),
         )
-        if kept != len(decisions):
+        if kept != len(decided):
             raise ConcurrentWriteError("a coin request was decided by another worker meanwhile")
     if plan.entries:
-        entries = plan.entries
         await conn.execute(
-            sql("coins_insert_entries"),
-            [e.transaction_id for e in entries],
-            [e.student_id for e in entries],
-            [e.ledger_type for e in entries],
-            [e.reference_id for e in entries],
-            [e.amount for e in entries],
-            [e.balance_after for e in entries],
-            [e.source_event_id for e in entries],
+            sql("coins_insert_entries"), *unnest_arrays("coins_insert_entries", plan.entries)
         )
     await record_answers(conn, plan.answers)
     if plan.wallets:
-        students, wallets = list(plan.wallets), list(plan.wallets.values())
         await conn.execute(
             sql("coins_update_wallets"),
-            students,
-            [w.balance for w in wallets],
-            [w.lifetime_earned for w in wallets],
-            [w.lifetime_spent for w in wallets],
+            *unnest_arrays(
+                "coins_update_wallets",
+                list(plan.wallets.items()),
+                student_id=lambda item: item[0],
+                balance=lambda item: item[1].balance,
+                lifetime_earned=lambda item: item[1].lifetime_earned,
+                lifetime_spent=lambda item: item[1].lifetime_spent,
+            ),
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from worker.core.payments import (
     expire_payments,
 )
 from worker.db.answers import known_answers, record_answers
-from worker.db.queries import sql
+from worker.db.queries import sql, unnest_arrays
 from worker.errors import ConcurrentWriteError
 from worker.messaging import outbox
 
@@ -100,98 +100,65 @@ async def expire(conn: Connection, payments: Sequence[Payment], now: datetime) -
 async def write_payment_plan(conn: Connection, plan: PaymentPlan, now: datetime) -> None:
     """Write what `plan` changes, as decided at `now`."""
     if plan.created:
-        await _insert(conn, list(plan.created.values()))
+        created = list(plan.created.values())
+        inserted = await conn.fetch(
+            sql("payments_insert"), *unnest_arrays("payments_insert", created)
+        )
+        if len(inserted) != len(created):
+            raise ConcurrentWriteError("a payment id was opened by another worker meanwhile")
     if plan.changed:
         changed = list(plan.changed.values())
-        await conn.execute(
-            sql("payments_update"),
-            [p.payment_id for p in changed],
-            [p.status for p in changed],
-            [p.status_reason for p in changed],
-            [p.provider_payment_id for p in changed],
-            [p.payment_url for p in changed],
-            [p.expires_at for p in changed],
-            [p.captured_id for p in changed],
-        )
+        await conn.execute(sql("payments_update"), *unnest_arrays("payments_update", changed))
     if plan.transitions:
-        moves = plan.transitions
         await conn.execute(
             sql("payment_transitions_insert"),
-            [t.payment_id for t in moves],
-            [t.to_status for t in moves],
-            [t.from_status for t in moves],
-            [t.result.topic for t in moves],
-            [t.result.key for t in moves],
-            [t.result.value for t in moves],
-            [t.source_event_id for t in moves],
+            *unnest_arrays("payment_transitions_insert", plan.transitions, **_RESULT),
         )
     if plan.refunds:
-        ids, refunds = list(plan.refunds), list(plan.refunds.values())
+        refunds = list(plan.refunds.values())
         inserted = await conn.fetch(
             sql("payment_refunds_insert"),
-            ids,
-            [r.payment_id for r in refunds],
-            [r.outcome for r in refunds],
-            [r.actor_id for r in refunds],
-            [r.reason for r in refunds],
-            [None if r.result is None else r.result.topic for r in refunds],
-            [None if r.result is None else r.result.key for r in refunds],
-            [None if r.result is None else r.result.value for r in refunds],
-            [r.source_event_id for r in refunds],
+            *unnest_arrays("payment_refunds_insert", refunds, **_OPTIONAL_RESULT),
         )
-        if len(inserted) != len(ids):
+        if len(inserted) != len(refunds):
             raise ConcurrentWriteError("a refund id was decided by another worker meanwhile")
     if plan.refunds_settled:
-        ids, settled = list(plan.refunds_settled), list(plan.refunds_settled.values())
-        results = [r.result for r in settled if r.result is not None]
+        settled = list(plan.refunds_settled.values())
         updated = await conn.fetch(
             sql("payment_refunds_settle"),
-            ids,
-            [r.outcome for r in settled],
-            [m.topic for m in results],
-            [m.key for m in results],
-            [m.value for m in results],
+            *unnest_arrays("payment_refunds_settle", settled, **_OPTIONAL_RESULT),
         )
-        if len(updated) != len(ids):
+        if len(updated) != len(settled):
             raise ConcurrentWriteError("a refund was settled by another worker meanwhile")
     if plan.calls:
-        calls = plan.calls
         await conn.execute(
-            sql("gateway_calls_insert"),
-            [c.kind for c in calls],
-            [c.reference_id for c in calls],
-            [c.payment_id for c in calls],
-            now,
+            sql("gateway_calls_insert"), *unnest_arrays("gateway_calls_insert", plan.calls), now
         )
     if plan.owed:
         owed = list(plan.owed.items())
         await conn.execute(
             sql("gateway_calls_owe"),
-            [kind for (kind, _), _ in owed],
-            [reference for (_, reference), _ in owed],
-            [count for _, count in owed],
+            *unnest_arrays(
+                "gateway_calls_owe",
+                owed,
+                kind=lambda item: item[0][0],
+                reference_id=lambda item: item[0][1],
+                owed=lambda item: item[1],
+            ),
         )
 
 
-async def _insert(conn: Connection, created: list[Payment]) -> None:
-    inserted = await conn.fetch(
-        sql("payments_insert"),
-        [p.payment_id for p in created],
-        [p.student_id for p in created],
-        [p.course_id for p in created],
-        [p.amount for p in created],
-        [p.currency for p in created],
-        [p.description for p in created],
-        [p.status for p in created],
-        [p.status_reason for p in created],
-        [p.provider for p in created],
-        [p.provider_payment_id for p in created],
-        [p.payment_url for p in created],
-        [p.expires_at for p in created],
-        [p.source_event_id for p in created],
-    )
-    if len(inserted) != len(created):
-        raise ConcurrentWriteError("a payment id was opened by another worker meanwhile")
+# A stored result's columns, from a decision's `result` message (None: no result yet).
+_RESULT: dict[str, Callable[[Any], object]] = {
+    "result_topic": lambda row: row.result.topic,
+    "result_key": lambda row: row.result.key,
+    "result_value": lambda row: row.result.value,
+}
+_OPTIONAL_RESULT: dict[str, Callable[[Any], object]] = {
+    "result_topic": lambda row: None if row.result is None else row.result.topic,
+    "result_key": lambda row: None if row.result is None else row.result.key,
+    "result_value": lambda row: None if row.result is None else row.result.value,
+}
 
 
 async def lock_payments(
@@ -231,6 +198,7 @@ async def known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, Re
     rows = await conn.fetch(sql("payment_refunds_known"), refund_ids)
     return {
         row["refund_id"]: RefundDecision(
+            refund_id=row["refund_id"],
             payment_id=row["payment_id"],
             outcome=row["outcome"],
             actor_id=row["actor_id"],

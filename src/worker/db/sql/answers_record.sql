@@ -3,9 +3,12 @@
 WITH kept AS (
     INSERT INTO event_answers
         (answer_id, event_type, event_source, event_id, result_topic, result_key, result_value)
-    SELECT *
+    SELECT answer_id, event_type, event_source, event_id, result_topic, result_key,
+           result_value
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[],
                 $7::bytea[])
+        AS v (answer_id, event_type, event_source, event_id, result_topic, result_key,
+              result_value)
     ON CONFLICT DO NOTHING
     RETURNING 1
 )

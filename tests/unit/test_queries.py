@@ -1,0 +1,82 @@
+"""Array parameters are built by the column names the SQL gives its unnest, never by position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from worker.db import queries
+from worker.db.queries import unnest_arrays, unnest_columns
+
+# Every statement whose arrays are built by `unnest_arrays`.
+BUILT_BY_NAME = (
+    "answers_record",
+    "coins_insert_entries",
+    "coins_record_decisions",
+    "coins_update_wallets",
+    "gateway_calls_insert",
+    "gateway_calls_owe",
+    "payment_refunds_insert",
+    "payment_refunds_settle",
+    "payment_transitions_insert",
+    "payments_insert",
+    "payments_update",
+)
+
+
+@pytest.mark.parametrize("name", BUILT_BY_NAME)
+def test_each_statement_names_one_column_per_array_parameter(name: str) -> None:
+    columns = unnest_columns(name)
+    assert len(columns) == len(set(columns)) >= 3
+    assert all(column.isidentifier() for column in columns)
+
+
+def test_the_columns_come_in_the_order_of_the_parameters() -> None:
+    assert unnest_columns("payments_update") == (
+        "payment_id", "status", "status_reason", "provider_payment_id", "payment_url",
+        "expires_at", "captured_id",
+    )  # fmt: skip
+    # WITH ORDINALITY's position column is not a parameter.
+    assert unnest_columns("coins_insert_entries")[-1] == "source_event_id"
+
+
+@dataclass
+class Row:
+    b: str
+    a: str
+    c: int
+
+
+def test_arrays_are_taken_by_name_whatever_the_rows_field_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    statement = "SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) AS v (a, b, c)"
+    monkeypatch.setattr(queries, "sql", lambda _: statement)
+    rows = [Row(b="b1", a="a1", c=1), Row(b="b2", a="a2", c=2)]
+    assert unnest_arrays("t", rows) == [["a1", "a2"], ["b1", "b2"], [1, 2]]
+    assert unnest_arrays("t", rows, c=lambda row: row.c * 10)[2] == [10, 20]
+    with pytest.raises(ValueError, match=r"unnests no column named \['d'\]"):
+        unnest_arrays("t", rows, d=lambda row: 0)
+    with pytest.raises(AttributeError):
+        unnest_arrays("t", [object()])
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT * FROM unnest($1::text[], $2::text[])",  # columns not named
+        "SELECT * FROM unnest($2::text[], $1::text[]) AS v (a, b)",  # parameters out of order
+        "SELECT * FROM unnest($1::text[], $2::text[]) AS v (a, b, c)",  # a name too many
+    ],
+)
+def test_a_statement_that_does_not_name_its_columns_plainly_is_refused(
+    statement: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queries, "sql", lambda _: statement)
+    unnest_columns.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"\.sql: "):
+            unnest_columns("bad")
+    finally:
+        unnest_columns.cache_clear()
