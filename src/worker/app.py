@@ -22,6 +22,7 @@ from worker.core.signatures import WebhookVerifier
 from worker.core.topics import ALL_TOPICS, INPUT_TOPICS, with_prefix
 from worker.core.types import Provider
 from worker.db.migrate import apply_migrations
+from worker.db.outbox import Outbox
 from worker.db.pool import open_pool
 from worker.expiry import ExpirySweeper
 from worker.gateway_calls import GatewayCaller
@@ -232,7 +233,10 @@ async def _work(
         await ensure_topics(settings, with_prefix(settings.kafka_topic_prefix, ALL_TOPICS))
 
         relay = OutboxRelay(
-            pool, lambda: make_producer(settings), metrics, topic_prefix=settings.kafka_topic_prefix
+            Outbox(pool),
+            lambda: make_producer(settings),
+            metrics,
+            topic_prefix=settings.kafka_topic_prefix,
         )
         await relay.start()
         stack.push_async_callback(relay.close)

@@ -18,9 +18,9 @@ from worker.core.messages import OutgoingMessage
 from worker.core.payments import PaymentDefaults, PaymentPlan
 from worker.core.records import InboundRecord, dead_letter, unreadable_record
 from worker.core.topics import event_type
+from worker.db import outbox
 from worker.db.coins import apply_coin_commands
 from worker.db.payments import apply_payment_commands
-from worker.messaging import outbox
 from worker.metrics import Metrics
 from worker.retry import transient_retry
 

@@ -21,7 +21,7 @@ from tests.conftest import Stack
 from tests.kafka import new_prefix, read_all
 from tests.support import eventually
 from worker.core.messages import MAX_MESSAGE_BYTES, OutgoingMessage
-from worker.messaging import outbox
+from worker.db import outbox
 from worker.messaging.outbox import OutboxRelay
 from worker.metrics import Metrics
 
@@ -60,7 +60,7 @@ async def relays(
     """`count` relays running as tasks, as `count` workers would run them."""
     started = [
         OutboxRelay(
-            pool,
+            outbox.Outbox(pool),
             new_producer,
             metrics or Metrics(CollectorRegistry()),
             topic_prefix=prefix,

@@ -7,8 +7,8 @@ import asyncio
 import asyncpg
 import pytest
 
-from worker.core.messages import decode_headers
 from worker.db.migrate import apply_migrations, discover
+from worker.db.outbox import decode_headers
 from worker.db.queries import sql
 
 EXPECTED_COLUMNS = {

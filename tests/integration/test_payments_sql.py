@@ -34,12 +34,12 @@ from worker.core.payments import (
 )
 from worker.core.signatures import WebhookVerifier, razorpay_signature, stripe_signature
 from worker.core.types import Provider
+from worker.db import outbox
 from worker.db.payments import apply_payment_commands, expire_due
 from worker.errors import ConcurrentWriteError, is_retriable
 from worker.expiry import ExpirySweeper
 from worker.gateway_calls import GatewayCaller
 from worker.gateways.mock import MockGateway
-from worker.messaging import outbox
 from worker.metrics import Metrics
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

@@ -11,9 +11,10 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.core.messages import Headers, decode_headers, encode_headers
+from worker.core.messages import Headers
 from worker.core.records import InboundRecord, dead_letter, unreadable_record
 from worker.core.topics import DLQ_TOPIC
+from worker.db.outbox import decode_headers, encode_headers
 
 FAILED_AT = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 

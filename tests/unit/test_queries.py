@@ -17,6 +17,7 @@ BUILT_BY_NAME = (
     "coins_update_wallets",
     "gateway_calls_insert",
     "gateway_calls_owe",
+    "outbox_enqueue",
     "payment_refunds_insert",
     "payment_refunds_settle",
     "payment_transitions_insert",

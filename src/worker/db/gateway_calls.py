@@ -11,6 +11,7 @@ from worker.core.gateway import RefundReceipt, Refused, Session
 from worker.core.messages import OutgoingMessage
 from worker.core.payments import Payment, PaymentPlan, settle_refund, settle_session
 from worker.core.types import Provider
+from worker.db import outbox
 from worker.db.payments import (
     known_refunds,
     lock_payments,
@@ -19,7 +20,6 @@ from worker.db.payments import (
     write_payment_plan,
 )
 from worker.db.queries import sql
-from worker.messaging import outbox
 
 if TYPE_CHECKING:
     from worker.db import Connection

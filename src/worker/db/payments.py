@@ -24,10 +24,10 @@ from worker.core.payments import (
     event_of,
     expire_payments,
 )
+from worker.db import outbox
 from worker.db.answers import known_answers, record_answers
 from worker.db.queries import sql, unnest_arrays
 from worker.errors import ConcurrentWriteError
-from worker.messaging import outbox
 
 if TYPE_CHECKING:
     from worker.db import Connection

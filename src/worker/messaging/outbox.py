@@ -1,43 +1,42 @@
-"""The transactional outbox: queue messages with their effect, publish them after commit."""
+"""The outbox relay: publishes what the outbox table (`worker.db.outbox`) holds, after commit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from worker.core.messages import OutgoingMessage, decode_headers
-from worker.db.queries import sql
+from worker.db.outbox import QueuedMessage
 from worker.errors import is_retriable
 from worker.messaging.clients import start_with_retry
 from worker.metrics import Metrics
 from worker.retry import transient_retry
 
-# Any fixed 64-bit number: the advisory lock that makes one relay at a time the publisher.
-PUBLISHER_LOCK_KEY = 0x6F7574626F78  # "outbox"
-
-if TYPE_CHECKING:
-    from worker.db import Connection
-
 log = logging.getLogger(__name__)
 
 
-async def enqueue(conn: Connection, messages: Sequence[OutgoingMessage]) -> None:
-    """Queue `messages` inside the caller's transaction: they exist only if it commits."""
-    if not messages:
-        return
-    await conn.execute(
-        sql("outbox_enqueue"),
-        [m.topic for m in messages],
-        [m.key for m in messages],
-        [m.value for m in messages],
-        [m.headers_bytes() for m in messages],
-    )
+class Chunk(Protocol):
+    """The oldest queued messages, held by the relay's transaction until it ends."""
+
+    @property
+    def messages(self) -> Sequence[QueuedMessage]: ...
+
+    async def forget(self, seqs: Sequence[int]) -> None: ...
+
+    async def park(self, refused: Mapping[int, Exception]) -> None: ...
+
+
+class OutboxStore(Protocol):
+    """What the relay reads and writes: `worker.db.outbox.Outbox`, or a test's fake."""
+
+    def claim(self, limit: int) -> AbstractAsyncContextManager[Chunk | None]: ...
+
+    async def backlog(self) -> tuple[int, int]: ...
 
 
 class OutboxRelay:
@@ -61,7 +60,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        outbox: OutboxStore,
         new_producer: Callable[[], AIOKafkaProducer],
         metrics: Metrics,
         *,
@@ -70,7 +69,7 @@ class OutboxRelay:
         idle_seconds: float = 1.0,
         busy_seconds: float = 0.05,
     ) -> None:
-        self._pool = pool
+        self._outbox = outbox
         self._new_producer = new_producer
         self._producer: AIOKafkaProducer | None = None
         self._metrics = metrics
@@ -120,31 +119,26 @@ class OutboxRelay:
     async def publish_once(self) -> int | None:
         """Publish one chunk of the queue, oldest first. Returns how many messages left the
         queue (published or parked), or None when another relay is the publisher now."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval(sql("outbox_publisher_lock"), PUBLISHER_LOCK_KEY):
+        async with self._outbox.claim(self._chunk) as chunk:
+            if chunk is None:
                 return None
-            rows = await conn.fetch(sql("outbox_claim"), self._chunk)
+            rows = chunk.messages
             if not rows:
                 return 0
             refused = await self._send(rows)
-            parked = await self._send_alone([r for r in rows if r["seq"] in refused])
-            published = [row for row in rows if row["seq"] not in parked]
-            await conn.execute(sql("outbox_delete"), [row["seq"] for row in published])
+            parked = await self._send_alone([r for r in rows if r.seq in refused])
+            published = [row for row in rows if row.seq not in parked]
+            await chunk.forget([row.seq for row in published])
             if parked:
-                await conn.execute(
-                    sql("outbox_park"),
-                    list(parked),
-                    [type(error).__name__ for error in parked.values()],
-                    [_reason(error) for error in parked.values()],
-                )
+                await chunk.park(parked)
         for row in published:
-            self._metrics.published.labels(topic=row["topic"]).inc()
+            self._metrics.published.labels(topic=row.topic).inc()
         for row in rows:
-            if row["seq"] in parked:
-                self._count_parked(row, parked[row["seq"]])
+            if row.seq in parked:
+                self._count_parked(row, parked[row.seq])
         return len(rows)
 
-    async def _send(self, rows: Sequence[Any]) -> dict[int, Exception]:
+    async def _send(self, rows: Sequence[QueuedMessage]) -> dict[int, Exception]:
         """Send `rows` in order and wait for every acknowledgement. Returns the messages not
         taken, by outbox seq, with why; a passing fault is raised (the chunk rolls back and is
         sent again, whole and in order)."""
@@ -156,9 +150,9 @@ class OutboxRelay:
                 delivery = await producer.send(**_message(self._topic_prefix, row))
             except Exception as exc:  # noqa: BLE001 - a permanent refusal is sent alone next
                 _raise_if_passing(exc)
-                refused[row["seq"]] = exc
+                refused[row.seq] = exc
             else:
-                deliveries.append((row["seq"], delivery))
+                deliveries.append((row.seq, delivery))
         outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
         for (seq, _), outcome in zip(deliveries, outcomes, strict=True):
             if isinstance(outcome, Exception):
@@ -168,7 +162,7 @@ class OutboxRelay:
                 raise outcome
         return refused
 
-    async def _send_alone(self, rows: Sequence[Any]) -> dict[int, Exception]:
+    async def _send_alone(self, rows: Sequence[QueuedMessage]) -> dict[int, Exception]:
         """Send each of `rows` on its own, in order, with a new producer after any refusal (a
         refused batch breaks the idempotent producer's sequence). Returns those refused alone:
         to be parked. A passing fault is raised."""
@@ -181,7 +175,7 @@ class OutboxRelay:
                 await (await self._started().send(**_message(self._topic_prefix, row)))
             except Exception as exc:  # noqa: BLE001 - refused alone: parked
                 _raise_if_passing(exc)
-                parked[row["seq"]] = exc
+                parked[row.seq] = exc
                 await self._replace_producer()
         return parked
 
@@ -195,35 +189,33 @@ class OutboxRelay:
             raise RuntimeError("the relay's producer is not started")
         return self._producer
 
-    def _count_parked(self, row: Any, error: Exception) -> None:
+    def _count_parked(self, row: QueuedMessage, error: Exception) -> None:
         self._metrics.parked.inc()
         log.error(
             "message parked: it cannot be published",
             extra={
                 "action": "park",
-                "outbox_seq": row["seq"],
-                "topic": row["topic"],
+                "outbox_seq": row.seq,
+                "topic": row.topic,
                 "error": f"{type(error).__name__}: {error}",
             },
         )
 
     async def backlog(self) -> int:
         """Refresh the queued and parked gauges; returns how many messages are queued."""
-        async with self._pool.acquire() as conn:
-            queued, parked = await conn.fetchrow(sql("outbox_backlog")) or (0, 0)
+        queued, parked = await self._outbox.backlog()
         self._metrics.outbox_backlog.set(queued)
         self._metrics.parked_messages.set(parked)
-        count: int = queued
-        return count
+        return queued
 
 
-def _message(prefix: str, row: Any) -> dict[str, Any]:
-    """`producer.send`'s arguments for an outbox row."""
+def _message(prefix: str, row: QueuedMessage) -> dict[str, Any]:
+    """`producer.send`'s arguments for a queued message."""
     return {
-        "topic": prefix + row["topic"],
-        "value": row["value"],
-        "key": row["key"],
-        "headers": list(decode_headers(row["headers"])),
+        "topic": prefix + row.topic,
+        "value": row.value,
+        "key": row.key,
+        "headers": list(row.headers()),
     }
 
 
@@ -233,7 +225,3 @@ def _raise_if_passing(error: Exception) -> None:
     goes out alone, with a new producer.)"""
     if is_retriable(error):
         raise error
-
-
-def _reason(error: Exception) -> str:
-    return str(error).replace("\x00", "")[:1000] or type(error).__name__

@@ -1,0 +1,180 @@
+"""The outbox table: messages queued with their effect; the relay claims, forgets, parks."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from worker.core.messages import Headers, OutgoingMessage, headers_size
+from worker.db.queries import sql, unnest_arrays
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from worker.db import Connection
+
+# Any fixed 64-bit number: the advisory lock that makes one relay at a time the publisher.
+PUBLISHER_LOCK_KEY = 0x6F7574626F78  # "outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message waiting in the outbox; `seq` is its place in the queue."""
+
+    seq: int
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    stored_headers: bytes
+
+    def headers(self) -> Headers:
+        """The headers, from their storage form (`encode_headers`)."""
+        return decode_headers(self.stored_headers)
+
+
+async def enqueue(conn: Connection, messages: Sequence[OutgoingMessage]) -> None:
+    """Queue `messages` inside the caller's transaction: they exist only if it commits."""
+    if not messages:
+        return
+    await conn.execute(
+        sql("outbox_enqueue"),
+        *unnest_arrays("outbox_enqueue", messages, headers=lambda m: encode_headers(m.headers)),
+    )
+
+
+async def become_publisher(conn: Connection) -> bool:
+    """Make the caller's transaction the only publisher until it ends (False: another is)."""
+    return bool(await conn.fetchval(sql("outbox_publisher_lock"), PUBLISHER_LOCK_KEY))
+
+
+async def claim_oldest(conn: Connection, limit: int) -> list[QueuedMessage]:
+    """Lock the oldest `limit` queued messages, in queue order."""
+    rows = await conn.fetch(sql("outbox_claim"), limit)
+    return [
+        QueuedMessage(row["seq"], row["topic"], row["key"], row["value"], row["headers"])
+        for row in rows
+    ]
+
+
+async def forget(conn: Connection, seqs: Sequence[int]) -> None:
+    """Delete messages the broker has acknowledged."""
+    await conn.execute(sql("outbox_delete"), list(seqs))
+
+
+async def park(conn: Connection, refused: Mapping[int, Exception]) -> None:
+    """Move the messages the broker refused for good (by seq, with why) to `parked_messages`."""
+    await conn.execute(
+        sql("outbox_park"),
+        list(refused),
+        [type(error).__name__ for error in refused.values()],
+        [_reason(error) for error in refused.values()],
+    )
+
+
+async def backlog(conn: Connection) -> tuple[int, int]:
+    """How many messages are queued, and how many parked."""
+    queued, parked = await conn.fetchrow(sql("outbox_backlog")) or (0, 0)
+    return queued, parked
+
+
+def _reason(error: Exception) -> str:
+    # PostgreSQL text refuses NUL; a broker's message is kept short.
+    return str(error).replace("\x00", "")[:1000] or type(error).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """Messages claimed by a publishing transaction; what it forgets or parks commits with it."""
+
+    conn: Connection
+    messages: list[QueuedMessage]
+
+    async def forget(self, seqs: Sequence[int]) -> None:
+        await forget(self.conn, seqs)
+
+    async def park(self, refused: Mapping[int, Exception]) -> None:
+        await park(self.conn, refused)
+
+
+class Outbox:
+    """The outbox table behind a pool, as the relay uses it (`worker.messaging.outbox`)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def claim(self, limit: int) -> AsyncIterator[Claimed | None]:
+        """One transaction as the only publisher, holding the oldest `limit` messages (None:
+        another relay publishes now). It commits when the block ends, rolls back if it raises."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await become_publisher(conn):
+                yield None
+                return
+            yield Claimed(conn, await claim_oldest(conn, limit))
+
+    async def backlog(self) -> tuple[int, int]:
+        async with self._pool.acquire() as conn:
+            return await backlog(conn)
+
+
+# Headers in storage form: bytes, not text, because a header name may hold any character, NUL
+# included, which PostgreSQL text and jsonb refuse.
+
+_LENGTH = struct.Struct(">i")
+# Only small header sets are cached: a dead letter's may be large and is seen once.
+_CACHED_BYTES = 256
+
+
+def encode_headers(headers: Headers) -> bytes:
+    """Headers as bytes, in order: per header a 4-byte name length, the UTF-8 name, a 4-byte
+    value length (-1: no value) and the value."""
+    if len(headers) == 1 and headers_size(headers) <= _CACHED_BYTES:
+        return _encode_cached(headers)  # every result carries the same header: encode it once
+    return _encode(headers)
+
+
+def decode_headers(stored: bytes) -> Headers:
+    """The inverse of `encode_headers`."""
+    if len(stored) <= _CACHED_BYTES:
+        return _decode_cached(stored)
+    return _decode(stored)
+
+
+def _encode(headers: Headers) -> bytes:
+    parts = []
+    for name, value in headers:
+        encoded = name.encode()
+        parts += [_LENGTH.pack(len(encoded)), encoded]
+        parts += [_LENGTH.pack(-1)] if value is None else [_LENGTH.pack(len(value)), value]
+    return b"".join(parts)
+
+
+def _decode(stored: bytes) -> Headers:
+    headers: list[tuple[str, bytes | None]] = []
+    position = 0
+    while position < len(stored):
+        (size,) = _LENGTH.unpack_from(stored, position)
+        name = stored[position + 4 : position + 4 + size].decode()
+        position += 4 + size
+        (size,) = _LENGTH.unpack_from(stored, position)
+        position += 4
+        if size < 0:
+            headers.append((name, None))
+            continue
+        headers.append((name, stored[position : position + size]))
+        position += size
+    return tuple(headers)
+
+
+@lru_cache(maxsize=16)
+def _encode_cached(headers: Headers) -> bytes:
+    return _encode(headers)
+
+
+@lru_cache(maxsize=16)
+def _decode_cached(stored: bytes) -> Headers:
+    return _decode(stored)

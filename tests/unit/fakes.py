@@ -1,0 +1,239 @@
+"""In-memory stand-ins for aiokafka's consumer and producer and for the outbox table.
+
+Each records what was done to it, so a test asserts behaviour (which offsets were committed,
+what the broker took, which producer sent it) rather than calls. They copy the few rules of the
+real thing the worker relies on, and no more: see each class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import (
+    IllegalStateError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+)
+from aiokafka.structs import ConsumerRecord
+
+from worker.core.messages import OutgoingMessage
+from worker.db.outbox import QueuedMessage, encode_headers
+
+Record = ConsumerRecord[bytes, bytes]
+
+
+class FakeConsumer:
+    """A group member over in-memory partitions.
+
+    As aiokafka's: `getmany` reads from each partition's position; `commit` refuses a partition
+    not assigned (IllegalStateError); `rebalance` revokes everything through the listener, then
+    assigns, each partition starting at its committed offset. A record marked unreadable makes
+    `getmany` raise as aiokafka's parser does, dropping what it took of other partitions although
+    their positions moved on; the failing partition's position stays.
+    """
+
+    def __init__(self) -> None:
+        self.log: dict[TopicPartition, list[Record]] = {}
+        self.unreadable: set[tuple[TopicPartition, int]] = set()
+        self.positions: dict[TopicPartition, int] = {}
+        self.committed_offsets: dict[TopicPartition, int] = {}
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.owned: set[TopicPartition] = set()
+        self.topics: list[str] = []
+        self.listener: ConsumerRebalanceListener | None = None
+        self.refuse_commits: Exception | None = None
+        self._clock = 0
+
+    def append(self, tp: TopicPartition, value: bytes, *, timestamp: int | None = None) -> Record:
+        """Put a record at the end of `tp` (timestamps rise in append order unless given)."""
+        self._clock += 1
+        records = self.log.setdefault(tp, [])
+        record: Record = ConsumerRecord(
+            tp.topic, tp.partition, len(records), self._clock if timestamp is None else timestamp,
+            0, b"key", value, None, 3, len(value), [],
+        )  # fmt: skip
+        records.append(record)
+        return record
+
+    def append_unreadable(self, tp: TopicPartition) -> int:
+        offset = self.append(tp, b"<cannot be parsed>").offset
+        self.unreadable.add((tp, offset))
+        return offset
+
+    def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None:
+        self.topics, self.listener = topics, listener
+
+    async def rebalance(self, assigned: Iterable[TopicPartition]) -> None:
+        assert self.listener is not None
+        await self.listener.on_partitions_revoked(set(self.owned))
+        self.owned = set(assigned)
+        self.positions = {tp: self.committed_offsets.get(tp, 0) for tp in self.owned}
+        await self.listener.on_partitions_assigned(set(self.owned))
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.owned)
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Record]]:
+        await asyncio.sleep(0)  # a fetch yields to the event loop
+        room = max_records or 500
+        batch: dict[TopicPartition, list[Record]] = {}
+        unparsable = False
+        for tp in sorted(partitions or self.owned):
+            if tp not in self.owned:
+                raise IllegalStateError(f"{tp} is not assigned")
+            taken = self.log.get(tp, [])[self.positions[tp] :][:room]
+            if any((tp, record.offset) in self.unreadable for record in taken):
+                unparsable = True  # its position stays
+            elif taken:
+                batch[tp] = taken
+                self.positions[tp] = taken[-1].offset + 1
+                room -= len(taken)
+        if unparsable:  # what was taken is dropped, positions moved on
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+        if not batch:  # a real fetch waits up to `timeout_ms` for records
+            await asyncio.sleep(min(timeout_ms, 10) / 1000)
+        return batch
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        for tp in offsets:
+            if tp not in self.owned:
+                raise IllegalStateError(f"Partition {tp} is not assigned")
+        if self.refuse_commits is not None:
+            raise self.refuse_commits
+        self.commits.append(dict(offsets))
+        self.committed_offsets.update(offsets)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.committed_offsets.get(tp)
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            self.positions[tp] = 0
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message the broker took, and which of the broker's producers sent it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    producer: int
+
+
+class FakeBroker:
+    """Makes the relay's producers (`broker.new_producer`) and keeps what they published.
+
+    `refuses` maps a value to the error the broker answers it with, every time: the delivery
+    fails, and, as aiokafka's idempotent producer's sequence breaks with a refused batch, that
+    producer fails every later message with OutOfOrderSequenceNumber. A value in `too_large`
+    is refused by `send` itself (MessageSizeTooLargeError), which breaks nothing.
+    """
+
+    def __init__(
+        self, refuses: Mapping[bytes, Exception] | None = None, too_large: Iterable[bytes] = ()
+    ) -> None:
+        self.refuses = dict(refuses or {})
+        self.too_large = set(too_large)
+        self.taken: list[Sent] = []
+        self.producers: list[FakeProducer] = []
+
+    def new_producer(self) -> FakeProducer:
+        self.producers.append(FakeProducer(self, len(self.producers)))
+        return self.producers[-1]
+
+
+@dataclass
+class FakeProducer:
+    broker: FakeBroker
+    number: int
+    started: bool = False
+    stopped: bool = False
+    broken: bool = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any]
+    ) -> asyncio.Future[None]:
+        if not self.started or self.stopped:
+            raise ProducerClosed()
+        if value in self.broker.too_large:
+            raise MessageSizeTooLargeError()
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.broken:
+            delivery.set_exception(OutOfOrderSequenceNumber())
+        elif value in self.broker.refuses:
+            self.broken = True
+            delivery.set_exception(self.broker.refuses[value])
+        else:
+            self.broker.taken.append(Sent(topic, key, value, headers, self.number))
+            delivery.set_result(None)
+        return delivery
+
+
+@dataclass
+class FakeChunk:
+    messages: list[QueuedMessage]
+    forgotten: list[int] = field(default_factory=list)
+    parked: dict[int, Exception] = field(default_factory=dict)
+
+    async def forget(self, seqs: Sequence[int]) -> None:
+        self.forgotten += seqs
+
+    async def park(self, refused: Mapping[int, Exception]) -> None:
+        self.parked.update(refused)
+
+
+class FakeOutbox:
+    """The outbox table in memory (`worker.db.outbox.Outbox`): what a claim forgets or parks
+    is applied only if its block ends without an error, as its transaction would commit."""
+
+    def __init__(self, messages: Iterable[OutgoingMessage] = ()) -> None:
+        self.queued: list[QueuedMessage] = []
+        self.parked: dict[int, Exception] = {}
+        self.busy_claims = 0  # how many claims to come find another relay publishing
+        for message in messages:
+            self.enqueue(message)
+
+    def enqueue(self, message: OutgoingMessage) -> None:
+        seq = max([m.seq for m in self.queued] + list(self.parked) + [0]) + 1
+        self.queued.append(
+            QueuedMessage(
+                seq, message.topic, message.key, message.value, encode_headers(message.headers)
+            )
+        )
+
+    @contextlib.asynccontextmanager
+    async def claim(self, limit: int) -> AsyncIterator[FakeChunk | None]:
+        if self.busy_claims:
+            self.busy_claims -= 1
+            yield None
+            return
+        chunk = FakeChunk(self.queued[:limit])
+        yield chunk
+        gone = {*chunk.forgotten, *chunk.parked}
+        self.queued = [m for m in self.queued if m.seq not in gone]
+        self.parked.update(chunk.parked)
+
+    async def backlog(self) -> tuple[int, int]:
+        return len(self.queued), len(self.parked)

@@ -1,0 +1,280 @@
+"""The consume loop over a fake consumer: what is applied, in which order, and what is committed.
+
+Offsets are committed after the batch is applied, per partition, only for partitions this
+worker still owns; a rebalance waits for the batch in hand; a record the client cannot parse is
+dead-lettered by its coordinates without losing any other record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from types import SimpleNamespace
+from typing import TypeVar
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
+from prometheus_client import CollectorRegistry
+
+from tests.unit.fakes import FakeConsumer
+from worker.core.records import InboundRecord
+from worker.messaging.consume import ConsumeLoop
+from worker.messaging.unreadable import UnreadableHandler
+from worker.metrics import Metrics
+
+TOPICS = ("course.completed", "coins.redemption.requested")
+CREDITS = TopicPartition("course.completed", 0)
+MORE_CREDITS = TopicPartition("course.completed", 1)
+REDEMPTIONS = TopicPartition("coins.redemption.requested", 0)
+
+Applied = tuple[str, int, int]
+T = TypeVar("T")
+
+
+class Applier:
+    """The batch processor: keeps each batch it applied as (topic, partition, offset), after
+    running `during` (what happens while a batch is in hand)."""
+
+    def __init__(self, during: Callable[[int], Awaitable[None]] | None = None) -> None:
+        self.batches: list[list[Applied]] = []
+        self._during = during
+
+    async def __call__(self, records: Sequence[InboundRecord]) -> None:
+        if self._during is not None:
+            await self._during(len(self.batches))
+        self.batches.append([(r.topic, r.partition, r.offset) for r in records])
+
+    @property
+    def applied(self) -> list[Applied]:
+        return [record for batch in self.batches for record in batch]
+
+
+async def no_dead_letters(topic: str, partition: int, offset: int, error: BaseException) -> None:
+    raise AssertionError(f"nothing here is unreadable: {topic}-{partition}@{offset}")
+
+
+def consume_loop(
+    consumer: FakeConsumer,
+    process: Applier,
+    stop: asyncio.Event,
+    *,
+    until: Callable[[], bool] = lambda: True,
+    metrics: Metrics | None = None,
+    dead_letter: UnreadableHandler = no_dead_letters,
+) -> ConsumeLoop:
+    """A loop that sets `stop` once a batch is handled and `until()` holds."""
+
+    def on_committed() -> None:
+        if until():
+            stop.set()
+
+    return ConsumeLoop(
+        consumer,  # type: ignore[arg-type]
+        TOPICS,
+        process,
+        metrics or Metrics(CollectorRegistry()),
+        dead_letter=dead_letter,
+        max_records=100,
+        max_wait_ms=5,
+        on_committed=on_committed,
+    )
+
+
+async def within_deadline(step: Awaitable[T]) -> T:
+    """A step that should end soon; one that hangs fails the test instead."""
+    return await asyncio.wait_for(step, timeout=5)
+
+
+async def owning(consumer: FakeConsumer, *partitions: TopicPartition) -> FakeConsumer:
+    await consumer.rebalance(partitions)
+    return consumer
+
+
+async def test_a_batch_is_applied_in_timestamp_order_and_committed_per_partition() -> None:
+    consumer = FakeConsumer()
+    for n in range(5):
+        consumer.append(CREDITS, b"c%d" % n, timestamp=10 * n)
+    consumer.append(REDEMPTIONS, b"r0", timestamp=25)  # produced after credit 2, before 3
+    consumer.append(REDEMPTIONS, b"r1", timestamp=45)
+    consumer.committed_offsets[CREDITS] = 2  # credits 0 and 1 were applied before
+    metrics = Metrics(CollectorRegistry())
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop, metrics=metrics)
+    await owning(consumer, CREDITS, MORE_CREDITS, REDEMPTIONS)
+
+    await within_deadline(loop.run(stop))
+
+    assert consumer.topics == list(TOPICS)
+    assert consumer.listener is loop.guard
+    credits, redemptions = CREDITS.topic, REDEMPTIONS.topic
+    assert applier.batches == [
+        [(credits, 0, 2), (redemptions, 0, 0), (credits, 0, 3), (credits, 0, 4),
+         (redemptions, 0, 1)],
+    ]  # fmt: skip
+    # MORE_CREDITS had nothing in the batch: its committed offset is not touched.
+    assert consumer.commits == [{CREDITS: 5, REDEMPTIONS: 2}]
+    assert metrics.registry.get_sample_value("payment_worker_batch_size_sum") == 5
+
+
+@pytest.mark.parametrize(
+    ("lost", "committed"),
+    [
+        ({MORE_CREDITS}, [{CREDITS: 2}]),
+        ({CREDITS, MORE_CREDITS}, []),
+    ],
+)
+async def test_a_partition_lost_while_its_batch_was_applied_is_not_committed(
+    lost: set[TopicPartition], committed: list[dict[TopicPartition, int]]
+) -> None:
+    consumer = FakeConsumer()
+    for tp in (CREDITS, MORE_CREDITS):
+        consumer.append(tp, b"a")
+        consumer.append(tp, b"b")
+
+    async def group_moves_on(_: int) -> None:
+        consumer.owned -= lost  # the fake, like aiokafka, refuses to commit what is not owned
+
+    stop = asyncio.Event()
+    applier = Applier(group_moves_on)
+    loop = consume_loop(consumer, applier, stop)
+    await owning(consumer, CREDITS, MORE_CREDITS)
+
+    await within_deadline(loop.run(stop))
+
+    assert len(applier.applied) == 4
+    assert consumer.commits == committed
+
+
+async def test_a_commit_refused_after_a_rebalance_is_counted_and_consuming_goes_on() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"first")
+    consumer.refuse_commits = CommitFailedError("the group rebalanced")
+
+    async def then_another(batch: int) -> None:
+        if batch == 0:
+            consumer.append(CREDITS, b"second")
+        else:
+            consumer.refuse_commits = None
+
+    metrics = Metrics(CollectorRegistry())
+    applier, stop = Applier(then_another), asyncio.Event()
+    loop = consume_loop(
+        consumer, applier, stop, until=lambda: len(applier.batches) == 2, metrics=metrics
+    )
+    await owning(consumer, CREDITS)
+
+    await within_deadline(loop.run(stop))
+
+    assert applier.batches == [[(CREDITS.topic, 0, 0)], [(CREDITS.topic, 0, 1)]]
+    assert consumer.commits == [{CREDITS: 2}]
+    assert metrics.registry.get_sample_value("payment_worker_offset_commit_failures_total") == 1
+
+
+async def test_a_batch_that_fails_commits_nothing() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"x")
+
+    async def fails(_: int) -> None:
+        raise RuntimeError("the database said no")
+
+    stop = asyncio.Event()
+    loop = consume_loop(consumer, Applier(fails), stop)
+    await owning(consumer, CREDITS)
+
+    with pytest.raises(RuntimeError, match="the database said no"):
+        await within_deadline(loop.run(stop))
+    assert consumer.commits == []
+
+
+async def test_a_rebalance_waits_until_the_batch_in_hand_is_committed() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    consumer.append(CREDITS, b"b")
+    in_hand, release = asyncio.Event(), asyncio.Event()
+
+    async def held(_: int) -> None:
+        in_hand.set()
+        await release.wait()
+
+    stop = asyncio.Event()
+    loop = consume_loop(consumer, Applier(held), stop)
+    await owning(consumer, CREDITS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(in_hand.wait())
+
+    rebalance = asyncio.create_task(consumer.rebalance([REDEMPTIONS]))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not rebalance.done(), "the partitions were revoked with a batch in hand"
+    assert consumer.owned == {CREDITS}
+    assert not loop.guard.joined  # revoking has begun
+
+    release.set()
+    await within_deadline(rebalance)
+    await within_deadline(consuming)
+    assert consumer.commits == [{CREDITS: 2}]
+    assert consumer.owned == {REDEMPTIONS}
+    assert loop.guard.joined
+
+
+async def test_stop_lets_the_batch_in_hand_finish_and_takes_no_other() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    stop = asyncio.Event()
+
+    async def stopped_meanwhile(_: int) -> None:
+        stop.set()
+        consumer.append(CREDITS, b"after the stop")
+
+    applier = Applier(stopped_meanwhile)
+    loop = consume_loop(consumer, applier, stop)
+    await owning(consumer, CREDITS)
+
+    await within_deadline(loop.run(stop))
+
+    assert applier.applied == [(CREDITS.topic, 0, 0)]
+    assert consumer.commits == [{CREDITS: 1}]
+
+
+async def test_in_group_needs_partitions_and_a_known_coordinator() -> None:
+    consumer = FakeConsumer()
+    metrics = Metrics(CollectorRegistry())
+    loop = consume_loop(consumer, Applier(), asyncio.Event(), metrics=metrics)
+    consumer._coordinator = SimpleNamespace(coordinator_id=None)  # type: ignore[attr-defined]
+    assert not loop.in_group()
+
+    await owning(consumer, CREDITS, REDEMPTIONS)
+    assert metrics.registry.get_sample_value("payment_worker_assigned_partitions") == 2
+    assert not loop.in_group()  # the coordinator is not known
+    consumer._coordinator.coordinator_id = 1  # type: ignore[attr-defined]
+    assert loop.in_group()
+
+
+async def test_an_unreadable_record_is_dead_lettered_and_no_other_record_is_lost() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"before")
+    bad = consumer.append_unreadable(CREDITS)
+    consumer.append(CREDITS, b"after")
+    # Taken in the call that fails, then dropped by it: they must be read again.
+    consumer.append(MORE_CREDITS, b"other 0")
+    consumer.append(MORE_CREDITS, b"other 1")
+    dead: list[tuple[str, int, int, str]] = []
+
+    async def dead_letter(topic: str, partition: int, offset: int, error: BaseException) -> None:
+        dead.append((topic, partition, offset, type(error).__name__))
+
+    stop = asyncio.Event()
+    applier = Applier()
+    loop = consume_loop(
+        consumer, applier, stop, until=lambda: len(applier.applied) == 4, dead_letter=dead_letter
+    )
+    await owning(consumer, CREDITS, MORE_CREDITS)
+
+    await within_deadline(loop.run(stop))
+
+    assert dead == [(CREDITS.topic, 0, bad, "UnicodeDecodeError")]
+    credits = CREDITS.topic
+    assert sorted(applier.applied) == [(credits, 0, 0), (credits, 0, 2), (credits, 1, 0),
+                                       (credits, 1, 1)]  # fmt: skip
+    assert consumer.committed_offsets == {CREDITS: 3, MORE_CREDITS: 2}
