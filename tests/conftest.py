@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from stack.settings import env as local_stack_env
 from tests.db import create_template, drop_database, fresh_database
 from tests.kafka import delete_test_topics
 from tests.support import STACK
@@ -25,21 +26,12 @@ class Stack:
     stripe_api_base: str  # Stripe's API simulator, stripe-mock
 
 
-def _stack_env() -> dict[str, str]:
-    out = subprocess.run([STACK, "env"], check=True, capture_output=True, text=True).stdout
-    found = {}
-    for line in out.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        found[name] = value.strip("'\"")
-    return found
-
-
 @pytest.fixture(scope="session")
 def stack() -> Stack:
     """The real Kafka, PostgreSQL and stripe-mock the tests run against, started when not
     already up."""
     subprocess.run([STACK, "up"], check=True)
-    local = _stack_env()
+    local = local_stack_env(os.environ)  # what `scripts/stack env` prints
     return Stack(
         database_url=os.environ.get("DATABASE_URL") or local["DATABASE_URL"],
         kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support import ROOT, STACK
+from stack.settings import DEFAULT_STRIPE_MOCK_VERSION
+from tests.support import ROOT
 from worker.settings import Settings
 
 
@@ -44,9 +44,7 @@ def test_worker_waits_for_healthy_dependencies(compose: dict[str, Any]) -> None:
 def test_stripe_mock_is_the_pinned_version_behind_a_profile(compose: dict[str, Any]) -> None:
     """Opt-in (real deployments use Stripe's API) and the same version scripts/stack builds."""
     service = compose["services"]["stripe-mock"]
-    pinned = re.search(r"STRIPE_MOCK_VERSION:-(v\d+\.\d+\.\d+)\}", STACK.read_text())
-    assert pinned, "scripts/stack has no pinned STRIPE_MOCK_VERSION default"
-    assert service["image"] == f"stripe/stripe-mock:{pinned[1]}"
+    assert service["image"] == f"stripe/stripe-mock:{DEFAULT_STRIPE_MOCK_VERSION}"
     assert service["profiles"] == ["stripe-mock"]
     assert "stripe-mock" not in compose["services"]["worker"]["depends_on"]
     assert compose["services"]["worker"]["environment"]["STRIPE_API_BASE"] == "${STRIPE_API_BASE:-}"
