@@ -50,6 +50,8 @@ from worker.supervise import alongside, causes
 
 log = logging.getLogger(__name__)
 
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 async def migrate(settings: Settings) -> int:
     """Apply the migrations and exit: the `migrate` command."""
@@ -76,12 +78,17 @@ async def run(settings: Settings) -> int:
     backends: asyncio.Future[Backends] = loop.create_future()
     secret = jwt_secret(settings)
     app = create_app(backends, metrics, secret)
-    sidecar = embedded_server(app, settings.sidecar_host, settings.payment_service_port)
+    sidecar = embedded_server(
+        app,
+        settings.sidecar_host,
+        settings.payment_service_port,
+        shutdown_seconds=settings.worker_shutdown_grace_seconds,
+    )
     exit_code = 0
     try:
         try:
             async with asyncio.timeout(None) as deadline:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in _SIGNALS:
                     loop.add_signal_handler(
                         sig, _stopping, stop, deadline, settings.worker_shutdown_grace_seconds
                     )
@@ -91,9 +98,12 @@ async def run(settings: Settings) -> int:
                 )
         except TimeoutError:
             log.warning(
-                "the batch in hand outlived the shutdown grace and was cut short",
+                "stopping took longer than WORKER_SHUTDOWN_GRACE_SECONDS: cut short",
                 extra={"action": "shutdown"},
             )
+        finally:
+            for sig in _SIGNALS:  # the deadline they move is gone
+                loop.remove_signal_handler(sig)
     except* Exception as crashed:
         for error in causes(crashed):  # each with its own traceback, not the group's
             log.error("stopped by an error", exc_info=error, extra={"action": "crash"})  # noqa: TRY400
@@ -107,6 +117,8 @@ async def _consume(
 ) -> None:
     """Join the group and consume until `stop`; the consumer is closed first on the way out,
     so its partitions go to their next owner while the rest closes."""
+    if stop.is_set():  # stopped while starting: joining the group would only cost a rebalance
+        return
     try:
         await start_with_retry(consumer, "consumer")
         log.info("worker started", extra={"action": "started", "topics": list(topics)})
@@ -230,15 +242,14 @@ async def _work(
             name="payment-worker-reads",
         )
         stack.push_async_callback(read_pool.close)
-        await ensure_topics(settings, with_prefix(settings.kafka_topic_prefix, ALL_TOPICS))
 
+        # The parts, made without I/O; the sidecar answers from them while Kafka is awaited.
         relay = OutboxRelay(
             Outbox(pool),
             lambda: make_producer(settings),
             metrics,
             topic_prefix=settings.kafka_topic_prefix,
         )
-        await relay.start()
         stack.push_async_callback(relay.close)
         sweeper = ExpirySweeper(
             pool,
@@ -277,12 +288,16 @@ async def _work(
             max_wait_ms=settings.worker_batch_max_wait_ms,
             failpoint_after_db_commit=settings.worker_failpoint_after_db_commit,
         )
+        stack.push_async_callback(_close, consumer, "consumer")
         backends.set_result(
             Backends(
                 readiness=Readiness(pool, consume.in_group, metrics),
                 read_api=ReadApi(read_pool, Cursors(cursors_key)),
             )
         )
+
+        await ensure_topics(settings, with_prefix(settings.kafka_topic_prefix, ALL_TOPICS))
+        await relay.start()
         await alongside(
             _consume(consumer, consume, topics, stop),
             {

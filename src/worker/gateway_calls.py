@@ -115,8 +115,10 @@ class GatewayCaller:
                         "could not claim provider calls; trying again",
                         extra={"action": "gateway_claim", "error": f"{type(exc).__name__}: {exc}"},
                     )
+                # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                    async with asyncio.timeout(self._poll):
+                        await self._wake.wait()
         finally:
             for task in list(self._in_flight.values()):
                 task.cancel()

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+import httpx
 from aiokafka import AIOKafkaProducer
 
 from tests.conftest import Stack
 from tests.kafka import committed_offsets, read_all
 from tests.support import eventually
-from tests.worker_process import running_worker, worker_env
+from tests.worker_process import JWT_SECRET, running_worker, worker_env
+from worker.sidecar.auth import mint_token
+
+MINUTES = timedelta(minutes=5)
 
 
 async def test_worker_becomes_ready_then_stops_on_sigterm_with_exit_0(
@@ -70,3 +75,28 @@ async def test_undecodable_message_is_dead_lettered_and_its_offset_committed(
 
         await eventually(committed)
         assert await worker.stop() == 0
+
+
+async def test_while_the_broker_cannot_be_reached_reads_are_served_and_not_ready(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The read API needs only the database: a worker waiting for Kafka at start serves reads,
+    says it is not ready (no group), and still stops cleanly on SIGTERM."""
+    env = worker_env(db_url, "127.0.0.1:1")  # nothing listens on port 1
+    async with running_worker(env, tmp_path) as worker:
+        admin = {"Authorization": f"Bearer {mint_token(JWT_SECRET, 'ops', 'admin', MINUTES)}"}
+
+        async def reads_answer() -> None:
+            assert worker.process.returncode is None, worker.log_tail()
+            try:
+                async with httpx.AsyncClient(base_url=worker.base_url, timeout=5) as client:
+                    response = await client.get("/api/v1/payments/nobody", headers=admin)
+            except httpx.TransportError as exc:
+                raise AssertionError(f"sidecar not answering: {exc}") from exc
+            assert response.status_code == 404, response.text  # the database answered
+
+        await eventually(reads_answer, within=30)
+        ready = await worker.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"database": True, "kafka_group": False}
+        assert await worker.stop(signal.SIGTERM) == 0, worker.log_tail()

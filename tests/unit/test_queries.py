@@ -18,6 +18,7 @@ BUILT_BY_NAME = (
     "gateway_calls_insert",
     "gateway_calls_owe",
     "outbox_enqueue",
+    "outbox_park",
     "payment_refunds_insert",
     "payment_refunds_settle",
     "payment_transitions_insert",

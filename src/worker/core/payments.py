@@ -423,6 +423,8 @@ class _Book:
                 else:
                     self.plan.owed[("session", payment.payment_id)] += 1
                 return "duplicate"
+            # The key's first part is a fixed word of the derived result id, not the event type:
+            # it must never change, or replays would get new ids.
             self._conflict(
                 command, ("payment.requested", command.payment_id), command.payment_id,
                 command.student_id,

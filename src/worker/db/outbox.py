@@ -69,9 +69,13 @@ async def park(conn: Connection, refused: Mapping[int, Exception]) -> None:
     """Move the messages the broker refused for good (by seq, with why) to `parked_messages`."""
     await conn.execute(
         sql("outbox_park"),
-        list(refused),
-        [type(error).__name__ for error in refused.values()],
-        [_reason(error) for error in refused.values()],
+        *unnest_arrays(
+            "outbox_park",
+            list(refused.items()),
+            seq=lambda item: item[0],
+            error_class=lambda item: type(item[1]).__name__,
+            error_message=lambda item: _reason(item[1]),
+        ),
     )
 
 

@@ -100,7 +100,10 @@ class OutboxRelay:
                 with attempt:
                     await self.drain()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), self._idle_seconds)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation
+                # that lands as the wait ends, and the relay would never stop.
+                async with asyncio.timeout(self._idle_seconds):
+                    await self._wakeup.wait()
             except TimeoutError:
                 async for attempt in transient_retry():
                     with attempt:

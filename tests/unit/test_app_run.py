@@ -1,0 +1,112 @@
+"""`payment-worker run` as a whole, with a stand-in for the worker's parts: how it stops, with
+which exit code, and what it says. (The real worker's stops are in tests/e2e and tests/faults.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+import pytest
+
+from worker import app
+from worker.settings import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def settings(port: int, grace: float = 10.0) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        SIDECAR_JWT_SECRET="a-run-test-secret-of-at-least-32-bytes",
+        SIDECAR_HOST="127.0.0.1",
+        PAYMENT_SERVICE_PORT=port,
+        WORKER_SHUTDOWN_GRACE_SECONDS=grace,
+    )
+
+
+def sigterm_soon() -> None:
+    asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+
+
+@pytest.fixture
+def worker_parts(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Replace `_work` with the coroutine function the test appends."""
+    given: list[Any] = []
+
+    async def stand_in(*args: Any) -> None:
+        await given[0](*args)
+
+    monkeypatch.setattr(app, "_work", stand_in)
+    return given
+
+
+async def test_a_signal_lets_the_work_finish_and_exits_0(
+    worker_parts: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    finished = asyncio.Event()
+
+    async def work(*args: Any) -> None:
+        stop: asyncio.Event = args[-1]
+        sigterm_soon()
+        await stop.wait()
+        finished.set()
+
+    worker_parts.append(work)
+    assert await app.run(settings(_free_port())) == 0
+    assert finished.is_set()
+    assert "cut short" not in caplog.text
+
+
+async def test_work_that_outlives_the_grace_is_cut_and_still_exits_0(
+    worker_parts: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def work(*args: Any) -> None:
+        sigterm_soon()
+        await asyncio.sleep(3600)  # a batch that never ends
+
+    worker_parts.append(work)
+    with caplog.at_level(logging.WARNING):
+        assert await app.run(settings(_free_port(), grace=0.2)) == 0
+    assert "WORKER_SHUTDOWN_GRACE_SECONDS: cut short" in caplog.text
+
+
+async def test_a_crash_of_the_worker_exits_1_with_its_cause(
+    worker_parts: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def work(*args: Any) -> None:
+        raise KeyError("a bug")
+
+    worker_parts.append(work)
+    assert await app.run(settings(_free_port())) == 1
+    crash = [r for r in caplog.records if getattr(r, "action", None) == "crash"]
+    assert [type(r.exc_info[1]) for r in crash if r.exc_info] == [KeyError]
+
+
+async def test_a_taken_sidecar_port_stops_the_worker_in_order_with_exit_1(
+    worker_parts: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = asyncio.Event()
+
+    async def work(*args: Any) -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            closed.set()  # the worker's parts close, as they would
+
+    worker_parts.append(work)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert await app.run(settings(taken.getsockname()[1])) == 1
+    assert closed.is_set()
+    assert "sidecar stopped: OSError: the sidecar cannot listen on 127.0.0.1:" in caplog.text
