@@ -121,7 +121,15 @@ class Scenario:
     async def drop(self) -> None:
         conn = await asyncpg.connect(self.server_url)
         try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+            for attempt in range(20):
+                try:
+                    await conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+                    break
+                except asyncpg.InsufficientPrivilegeError:
+                    # An autovacuum worker (the superuser's) was busy in it: it ends by itself.
+                    if attempt == 19:
+                        raise
+                    await asyncio.sleep(0.5)
         finally:
             await conn.close()
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
