@@ -15,6 +15,7 @@ from stack import kafka_jars
 from stack.process import (
     Daemon,
     StackError,
+    nothing_to_start,
     run_output,
     run_stdout,
     say,
@@ -145,22 +146,11 @@ class Kafka:
         if self.elsewhere():
             return
         port = self.settings.kafka_port
-        pid = self.daemon.pid()
-        if pid is not None:
-            self._check_port(pid)
-            if self.answers(port):
-                say(f"kafka: already running on 127.0.0.1:{port} (pid {pid})")
-            else:  # e.g. another `up` is still starting it, or it is wedged
-                say(f"kafka: pid {pid} is still starting, waiting for it...")
-                self._wait_ready(pid)
+        if nothing_to_start(
+            self.daemon, port, self.answers, self.tcp_open,
+            check_port=self._check_port, wait_ready=self._wait_ready, serves_as="Kafka",
+        ):  # fmt: skip
             return
-        if self.answers(port):
-            say(f"kafka: already reachable on 127.0.0.1:{port}, leaving it alone")
-            return
-        if self.tcp_open(port):
-            raise StackError(
-                f"kafka: 127.0.0.1:{port} is taken by something that does not answer as Kafka"
-            )
         controller = self.settings.kafka_controller_port
         if self.tcp_open(controller):
             raise StackError(
@@ -176,16 +166,8 @@ class Kafka:
         self._wait_ready(self.daemon.start(self._broker_command()))
 
     def down(self) -> None:
-        if self.elsewhere():
-            return
-        pid = self.daemon.pid()
-        if pid is None:
-            self.daemon.forget_stale()
-            say("kafka: not running (nothing started by this script)")
-            return
-        say(f"kafka: stopping pid {pid}...")
-        self.daemon.stop(pid)
-        say("kafka: stopped")
+        if not self.elsewhere():
+            self.daemon.down()
 
     def status(self) -> None:
         if self.elsewhere():

@@ -248,6 +248,50 @@ class Daemon:
         """Drops a pid file whose process is gone or whose pid was recycled."""
         self.pid_file.unlink(missing_ok=True)
 
+    def down(self) -> None:
+        """Stop our server if it runs, saying so; leave anything else alone."""
+        pid = self.pid()
+        if pid is None:
+            self.forget_stale()
+            say(f"{self.name}: not running (nothing started by this script)")
+            return
+        say(f"{self.name}: stopping pid {pid}...")
+        self.stop(pid)
+        say(f"{self.name}: stopped")
+
+
+def nothing_to_start(
+    daemon: Daemon,
+    port: int,
+    answers: Callable[[int], bool],
+    port_open: Callable[[int], bool],
+    *,
+    check_port: Callable[[int], None],
+    wait_ready: Callable[[int], None],
+    serves_as: str,
+) -> bool:
+    """What `up` checks before starting a server. True when there is nothing to start: ours
+    runs (or is still starting, and is waited for), or another server answers on `port` and is
+    left alone. A port taken by something that does not answer as `serves_as` is refused."""
+    pid = daemon.pid()
+    if pid is not None:
+        check_port(pid)
+        if answers(port):
+            say(f"{daemon.name}: already running on 127.0.0.1:{port} (pid {pid})")
+        else:  # e.g. another `up` is still starting it, or it is wedged
+            say(f"{daemon.name}: pid {pid} is still starting, waiting for it...")
+            wait_ready(pid)
+        return True
+    if answers(port):
+        say(f"{daemon.name}: already reachable on 127.0.0.1:{port}, leaving it alone")
+        return True
+    if port_open(port):
+        raise StackError(
+            f"{daemon.name}: 127.0.0.1:{port} is taken by something that does not answer as "
+            f"{serves_as}"
+        )
+    return False
+
 
 def _signal(pid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(OSError):  # gone already

@@ -18,6 +18,7 @@ from stack.process import (
     Daemon,
     StackError,
     command_line,
+    nothing_to_start,
     remove_leftovers,
     remove_tree,
     run_logged,
@@ -114,23 +115,11 @@ class StripeMock:
         if self.elsewhere():
             return
         port = self.settings.stripe_mock_port
-        pid = self.daemon.pid()
-        if pid is not None:
-            self._check_port(pid)
-            if self.answers(port):
-                say(f"stripe-mock: already running on 127.0.0.1:{port} (pid {pid})")
-            else:
-                say(f"stripe-mock: pid {pid} is still starting, waiting for it...")
-                self._wait_ready(pid)
+        if nothing_to_start(
+            self.daemon, port, self.answers, self.tcp_open,
+            check_port=self._check_port, wait_ready=self._wait_ready, serves_as="stripe-mock",
+        ):  # fmt: skip
             return
-        if self.answers(port):
-            say(f"stripe-mock: already reachable on 127.0.0.1:{port}, leaving it alone")
-            return
-        if self.tcp_open(port):
-            raise StackError(
-                f"stripe-mock: 127.0.0.1:{port} is taken by something that does not answer as "
-                "stripe-mock"
-            )
         https_port = self.settings.stripe_mock_https_port
         if self.tcp_open(https_port):
             raise StackError(
@@ -153,16 +142,8 @@ class StripeMock:
         self._wait_ready(pid)
 
     def down(self) -> None:
-        if self.elsewhere():
-            return
-        pid = self.daemon.pid()
-        if pid is None:
-            self.daemon.forget_stale()
-            say("stripe-mock: not running (nothing started by this script)")
-            return
-        say(f"stripe-mock: stopping pid {pid}...")
-        self.daemon.stop(pid)
-        say("stripe-mock: stopped")
+        if not self.elsewhere():
+            self.daemon.down()
 
     def status(self) -> None:
         if self.elsewhere():
