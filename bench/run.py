@@ -344,18 +344,55 @@ async def produce_at(bootstrap: str, prefix: str, events: list[Event], rate: flo
 
 # --- measuring --------------------------------------------------------------------------------
 
+_TICKS = os.sysconf("SC_CLK_TCK")
 
-async def run_to_completion(worker: Worker, total: int, label: str) -> tuple[float, float]:
-    """Seconds from the first event consumed to the last result published, and the rate."""
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` (all its threads), from /proc; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def cpu_snapshot(worker_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the worker, of every local PostgreSQL process (the server's
+    backends, writers and autovacuum: all processes named `postgres`) and of the Kafka broker
+    (the java process running kafka.Kafka). Processes that end between two snapshots are
+    missed; PostgreSQL's backends live as long as the worker's pools."""
+    found = {"worker": _cpu_seconds(worker_pid), "postgres": 0.0, "kafka": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            if comm == "postgres":
+                found["postgres"] += _cpu_seconds(int(entry.name))
+            elif comm == "java" and b"kafka.Kafka" in (entry / "cmdline").read_bytes():
+                found["kafka"] += _cpu_seconds(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+async def run_to_completion(
+    worker: Worker, total: int, label: str
+) -> tuple[float, float, dict[str, float]]:
+    """Seconds from the first event consumed to the last result published, the rate, and the
+    CPU microseconds per event of the worker, PostgreSQL and Kafka over that span."""
     first = last = None
+    cpu_first = cpu_snapshot(worker.process.pid)
     report = time.monotonic()
     while True:
         now = time.perf_counter()
         totals = await worker.metrics()
         if first is None and totals["consumed"] > 0:
             first = now
+            cpu_first = cpu_snapshot(worker.process.pid)
         if totals["published"] >= total and totals["backlog"] == 0:
             last = now
+            cpu_last = cpu_snapshot(worker.process.pid)
             break
         if worker.process.returncode is not None:
             raise RuntimeError(f"{label}: worker exited {worker.process.returncode}")
@@ -369,7 +406,8 @@ async def run_to_completion(worker: Worker, total: int, label: str) -> tuple[flo
     if first is None:  # done before the first poll saw anything: count from the last
         first = last
     seconds = max(last - first, 1e-9)
-    return seconds, total / seconds
+    cpu = {k: (cpu_last[k] - cpu_first[k]) * 1e6 / total for k in cpu_last}
+    return seconds, total / seconds, cpu
 
 
 async def check_ledger(scenario: Scenario, want: Expected) -> list[str]:
@@ -596,14 +634,16 @@ async def main(args: argparse.Namespace) -> int:
         fill = await produce_all(bootstrap, main_run.prefix, workload.events)
         say(f"topics filled in {fill:.1f} s; starting the worker (as built)")
         worker = await start_worker(main_run)
-        seconds, rate = await run_to_completion(worker, args.events, "as built")
+        seconds, rate, cpu = await run_to_completion(worker, args.events, "as built")
         results["batched"] = {
             "seconds": seconds,
             "events_per_s": rate,
             "peak_rss_mb": worker.peak_rss_mb(),
+            "cpu_us_per_event": cpu,
         }
         await worker.stop()
         say(f"as built: {rate:,.0f} events/s, peak RSS {results['batched']['peak_rss_mb']:.0f} MB")
+        say("  CPU per event: " + ", ".join(f"{name} {us:.0f} µs" for name, us in cpu.items()))
         problems = await check_ledger(main_run, want)
         results["ledger_check"] = problems or "ok"
         say(f"ledger check: {problems or 'ok'}")
@@ -615,7 +655,7 @@ async def main(args: argparse.Namespace) -> int:
         await produce_all(bootstrap, single.prefix, sample)
         say(f"per-event mode on the first {len(sample):,} events")
         worker = await start_worker(single, WORKER_BATCH_MAX_RECORDS="1")
-        seconds, single_rate = await run_to_completion(worker, len(sample), "per event")
+        seconds, single_rate, _ = await run_to_completion(worker, len(sample), "per event")
         await worker.stop()
         single_problems = await check_ledger(single, expected(workload, sample))
         results["per_event"] = {
@@ -669,6 +709,13 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             "worker as built (end to end)",
             f"{batched:,.0f} events/s",
             f"peak RSS {results['batched']['peak_rss_mb']:.0f} MB",
+        ),
+        (
+            "CPU per event, as built",
+            f"worker {results['batched']['cpu_us_per_event']['worker']:.0f} µs",
+            f"PostgreSQL {results['batched']['cpu_us_per_event']['postgres']:.0f} µs, "
+            f"Kafka broker {results['batched']['cpu_us_per_event']['kafka']:.0f} µs "
+            "(process CPU from /proc)",
         ),
         (
             "worker, one event per transaction",
