@@ -46,6 +46,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench.workload import (
     COURSE_REWARD,
     GATEWAY,
+    MIXES,
     REFERRAL_REWARD,
     SEED_COINS,
     WEBHOOK_SECRET,
@@ -621,12 +622,16 @@ async def main(args: argparse.Namespace) -> int:
     EXTRA_ENV.update(item.split("=", 1) for item in args.worker_env)
     server_url = os.environ["DATABASE_URL"]
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    say(f"generating {args.events:,} events over {args.students:,} students")
-    workload = generate(args.events, args.students)
+    say(f"generating {args.events:,} events ({args.mix}) over {args.students:,} students")
+    workload = generate(args.events, args.students, mix=MIXES[args.mix])
     want = expected(workload, workload.events)
     gc.freeze()  # the workload lives to the end: keep the collector from rescanning it
     scenarios: list[Scenario] = []
-    results: dict[str, Any] = {"events": args.events, "students": args.students}
+    results: dict[str, Any] = {
+        "events": args.events,
+        "students": args.students,
+        "mix": args.mix,
+    }
     try:
         main_run = Scenario("batched", server_url, bootstrap)
         scenarios.append(main_run)
@@ -682,7 +687,7 @@ async def main(args: argparse.Namespace) -> int:
             "latency under open-loop load at "
             f"{', '.join(f'{s:.0%}' for s in args.loads)} of {rate:,.0f} events/s"
         )
-        lat_workload = generate(needed, args.students, seed=7)
+        lat_workload = generate(needed, args.students, seed=7, mix=MIXES[args.mix])
         gc.freeze()
         lat = Scenario("latency", server_url, bootstrap)
         scenarios.append(lat)
@@ -744,6 +749,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         )
     width = max(len(r[0]) for r in rows)
     print()
+    sizes = f"{results['events']:,} events, {results['students']:,} students"
+    print(f"workload: {results['mix']}, {sizes}")
     print(f"{'measure':<{width}}  {'result':>18}  notes")
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>18}  {note}")
@@ -792,6 +799,13 @@ def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
         "--events", type=int, default=200_000, help="events in the main run (default 200,000)"
     )
     parser.add_argument("--students", type=int, default=40_000, help="students (default 40,000)")
+    parser.add_argument(
+        "--mix",
+        choices=sorted(MIXES),
+        default="mixed",
+        help="the workload: mixed (coins and payments, bench/workload.py) or courses "
+        "(course completions only); default mixed",
+    )
     parser.add_argument(
         "--per-event-sample",
         type=int,
