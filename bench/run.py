@@ -43,6 +43,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.peers import PEERS, run_peer
 from bench.workload import (
     COURSE_REWARD,
     GATEWAY,
@@ -681,6 +682,9 @@ async def main(args: argparse.Namespace) -> int:
         results["raw_sql"] = {"events_per_s": await raw_sql(raw, workload, workload.events)}
         say(f"  {results['raw_sql']['events_per_s']:,.0f} events/s")
 
+        if args.peer_events:
+            results["peers"] = await peers(server_url, bootstrap, args)
+
         loads = [rate * share for share in args.loads]
         needed = int(sum(loads) * args.latency_seconds) + 1
         say(
@@ -702,9 +706,54 @@ async def main(args: argparse.Namespace) -> int:
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     if not args.no_plot:
         plot(results, RESULTS / "latency.png")
-    return (
-        0 if results["ledger_check"] == "ok" and results["per_event"]["ledger_check"] == "ok" else 1
-    )
+    checks = [results["ledger_check"], results["per_event"]["ledger_check"]]
+    checks += [f["check"] for f in results.get("peers", {}).values() if isinstance(f, dict)]
+    return 0 if all(check == "ok" for check in checks) else 1
+
+
+async def peers(server_url: str, bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The FastStream peers (bench/peers.py) and the worker, each on its own copy of the same
+    course-completion stream, back to back."""
+    stream = generate(args.peer_events, args.students, seed=11, mix=MIXES["courses"])
+    credits = len({(e.key, e.result_id) for e in stream.events})
+    found: dict[str, Any] = {"events": args.peer_events}
+    for name in PEERS:
+        scenario = Scenario(f"peer-{name.replace(' ', '-')}", server_url, bootstrap)
+        await scenario.create(stream)
+        try:
+            await produce_all(bootstrap, scenario.prefix, stream.events)
+            say(f"peer, FastStream {name}: {args.peer_events:,} course completions")
+            seconds, peer_rate = await run_peer(
+                name, bootstrap, scenario.database_url,
+                scenario.prefix + "course.completed", scenario.prefix + "coins.credited",
+                len(stream.events),
+            )  # fmt: skip
+            conn = await asyncpg.connect(scenario.database_url)
+            try:
+                kept = await conn.fetchval("SELECT count(*) FROM peer_credits")
+            finally:
+                await conn.close()
+            check = "ok" if kept == credits else f"{kept} credits, expected {credits}"
+            found[name] = {"seconds": seconds, "events_per_s": peer_rate, "check": check}
+            say(f"  {peer_rate:,.0f} events/s; credits check: {check}")
+        finally:
+            if not args.keep:
+                await scenario.drop()
+    scenario = Scenario("peer-worker", server_url, bootstrap)
+    await scenario.create(stream)
+    try:
+        await produce_all(bootstrap, scenario.prefix, stream.events)
+        say(f"the worker on the same {args.peer_events:,} course completions")
+        worker = await start_worker(scenario)
+        seconds, rate, _ = await run_to_completion(worker, len(stream.events), "worker")
+        await worker.stop()
+        problems = await check_ledger(scenario, expected(stream, stream.events))
+        found["worker"] = {"seconds": seconds, "events_per_s": rate, "check": problems or "ok"}
+        say(f"  {rate:,.0f} events/s; ledger check: {problems or 'ok'}")
+    finally:
+        if not args.keep:
+            await scenario.drop()
+    return found
 
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> None:
@@ -738,6 +787,18 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             "no Kafka",
         ),
     ]
+    if "peers" in results:
+        found = results["peers"]
+        worker = found["worker"]["events_per_s"]
+        for name in PEERS:
+            rows.append(
+                (
+                    f"peer: FastStream {name}",
+                    f"{found[name]['events_per_s']:,.0f} events/s",
+                    f"worker {worker / found[name]['events_per_s']:.1f}x this on the same "
+                    f"{found['events']:,} course completions ({worker:,.0f} events/s)",
+                )
+            )
     for phase in results["latency"]:
         rows.append(
             (
@@ -799,6 +860,13 @@ def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
         "--events", type=int, default=200_000, help="events in the main run (default 200,000)"
     )
     parser.add_argument("--students", type=int, default=40_000, help="students (default 40,000)")
+    parser.add_argument(
+        "--peer-events",
+        type=int,
+        default=20_000,
+        help="course completions for the FastStream peers and the worker beside them "
+        "(default 20,000; 0 skips the peers)",
+    )
     parser.add_argument(
         "--mix",
         choices=sorted(MIXES),

@@ -19,7 +19,8 @@ async def test_a_small_benchmark_run_completes_with_a_correct_ledger(
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.run",
         "--events", "3000", "--students", "400", "--per-event-sample", "150",
-        "--loads", "0.25,0.5", "--latency-seconds", "2", "--out", str(tmp_path),
+        "--loads", "0.25,0.5", "--latency-seconds", "2", "--peer-events", "300",
+        "--out", str(tmp_path),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "DATABASE_URL": stack.database_url,
              "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap},
@@ -33,4 +34,6 @@ async def test_a_small_benchmark_run_completes_with_a_correct_ledger(
     assert results["ledger_check"] == "ok"
     assert results["batched"]["events_per_s"] > 0
     assert [p["offered"] > 0 for p in results["latency"]] == [True, True]
+    peers = results["peers"]
+    assert [peers[name]["check"] for name in ("per message", "batched", "worker")] == ["ok"] * 3
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
