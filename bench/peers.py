@@ -17,7 +17,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,9 +62,21 @@ BALANCES = "SELECT student_id, balance FROM peer_wallets WHERE student_id = ANY(
 
 @dataclass
 class Progress:
-    """How many input messages a peer has handled (committed or not yet)."""
+    """When a peer received its first message, and when it has handled `total`."""
 
+    total: int
+    started: float | None = None
     handled: int = 0
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def start(self) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def add(self, count: int) -> None:
+        self.handled += count
+        if self.handled >= self.total:
+            self.finished.set()
 
 
 def _credited(event: dict[str, Any], balance: int) -> bytes:
@@ -99,13 +111,14 @@ def per_message(
         topic, group_id=group, auto_offset_reset="earliest", ack_policy=AckPolicy.ACK
     )
     async def credit(body: bytes, message: KafkaMessage) -> None:
+        done.start()
         event = json.loads(body)
         data = event["data"]
         async with pool.acquire() as conn, conn.transaction():
             balance = await conn.fetchval(CREDIT, data["student_id"], data["course_id"], REWARD)
         if balance is not None:
             await broker.publish(_credited(event, balance), out, key=message.raw_message.key)
-        done.handled += 1
+        done.add(1)
 
 
 def batched(
@@ -121,6 +134,7 @@ def batched(
         batch_timeout_ms=50,
     )
     async def credit(body: list[bytes]) -> None:
+        done.start()
         events = [json.loads(value) for value in body]
         rows = [(e["data"]["student_id"], e["data"]["course_id"], REWARD) for e in events]
         async with pool.acquire() as conn, conn.transaction():
@@ -147,7 +161,7 @@ def batched(
                 broker.publish(_credited(event, balances[student]), out, key=student.encode())
             )
         await asyncio.gather(*fresh)
-        done.handled += len(body)
+        done.add(len(body))
 
 
 PEERS: dict[str, Callable[..., None]] = {"per message": per_message, "batched": batched}
@@ -156,8 +170,8 @@ PEERS: dict[str, Callable[..., None]] = {"per message": per_message, "batched": 
 async def run_peer(
     name: str, bootstrap: str, database_url: str, topic: str, out: str, total: int
 ) -> tuple[float, float]:
-    """Run peer `name` until it has handled `total` messages: seconds and events/s, from its
-    first message to its last."""
+    """Run peer `name` until it has handled `total` messages: seconds and events/s, from the
+    moment it received its first message to the end of its last."""
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(SCHEMA)
@@ -165,18 +179,14 @@ async def run_peer(
         await conn.close()
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     broker = KafkaBroker(bootstrap, logger=None)
-    done = Progress()
+    done = Progress(total)
     PEERS[name](broker, pool, topic, out, f"peer-{name.replace(' ', '-')}-{topic}", done)
     try:
         await broker.start()
-        first = None
-        while done.handled < total:
-            if first is None and done.handled:
-                first = time.perf_counter()
-            await asyncio.sleep(0.05)
+        await done.finished.wait()
         last = time.perf_counter()
     finally:
         await broker.stop()
         await pool.close()
-    seconds = max(last - (first or last), 1e-9)
+    seconds = max(last - (done.started or last), 1e-9)
     return seconds, total / seconds

@@ -31,7 +31,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -358,12 +358,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 
-def cpu_snapshot(worker_pid: int) -> dict[str, float]:
+def cpu_snapshot(worker_pids: Iterable[int]) -> dict[str, float]:
     """CPU seconds so far of the worker, of every local PostgreSQL process (the server's
     backends, writers and autovacuum: all processes named `postgres`) and of the Kafka broker
     (the java process running kafka.Kafka). Processes that end between two snapshots are
     missed; PostgreSQL's backends live as long as the worker's pools."""
-    found = {"worker": _cpu_seconds(worker_pid), "postgres": 0.0, "kafka": 0.0}
+    found = {"worker": sum(map(_cpu_seconds, worker_pids)), "postgres": 0.0, "kafka": 0.0}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -379,25 +379,34 @@ def cpu_snapshot(worker_pid: int) -> dict[str, float]:
 
 
 async def run_to_completion(
-    worker: Worker, total: int, label: str
+    worker: Worker | Sequence[Worker], total: int, label: str
 ) -> tuple[float, float, dict[str, float]]:
     """Seconds from the first event consumed to the last result published, the rate, and the
-    CPU microseconds per event of the worker, PostgreSQL and Kafka over that span."""
+    CPU microseconds per event of the worker processes (summed), PostgreSQL and Kafka over that
+    span. Several workers are one group: their counts add up; the outbox is shared."""
+    workers = [worker] if isinstance(worker, Worker) else list(worker)
+    pids = [w.process.pid for w in workers]
     first = last = None
-    cpu_first = cpu_snapshot(worker.process.pid)
+    cpu_first = cpu_snapshot(pids)
     report = time.monotonic()
     while True:
         now = time.perf_counter()
-        totals = await worker.metrics()
+        each = [await w.metrics() for w in workers]
+        totals = {
+            "consumed": sum(t["consumed"] for t in each),
+            "published": sum(t["published"] for t in each),
+            "backlog": max(t["backlog"] for t in each),
+        }
         if first is None and totals["consumed"] > 0:
             first = now
-            cpu_first = cpu_snapshot(worker.process.pid)
+            cpu_first = cpu_snapshot(pids)
         if totals["published"] >= total and totals["backlog"] == 0:
             last = now
-            cpu_last = cpu_snapshot(worker.process.pid)
+            cpu_last = cpu_snapshot(pids)
             break
-        if worker.process.returncode is not None:
-            raise RuntimeError(f"{label}: worker exited {worker.process.returncode}")
+        for w in workers:
+            if w.process.returncode is not None:
+                raise RuntimeError(f"{label}: worker exited {w.process.returncode}")
         if time.monotonic() - report > 5:
             say(
                 f"  {label}: consumed {totals['consumed']:,.0f}, "
@@ -654,6 +663,9 @@ async def main(args: argparse.Namespace) -> int:
         results["ledger_check"] = problems or "ok"
         say(f"ledger check: {problems or 'ok'}")
 
+        if args.processes > 1:
+            results["processes"] = await processes(server_url, bootstrap, workload, want, args)
+
         sample = workload.events[: args.per_event_sample]
         single = Scenario("per-event", server_url, bootstrap)
         scenarios.append(single)
@@ -708,7 +720,43 @@ async def main(args: argparse.Namespace) -> int:
         plot(results, RESULTS / "latency.png")
     checks = [results["ledger_check"], results["per_event"]["ledger_check"]]
     checks += [f["check"] for f in results.get("peers", {}).values() if isinstance(f, dict)]
+    checks += [results["processes"]["check"]] if "processes" in results else []
     return 0 if all(check == "ok" for check in checks) else 1
+
+
+async def processes(
+    server_url: str, bootstrap: str, workload: Workload, want: Expected, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The as-built run again, with `--processes` worker processes in one consumer group."""
+    scenario = Scenario(f"processes-{args.processes}", server_url, bootstrap)
+    await scenario.create(workload)
+    try:
+        say(f"{args.processes} worker processes in one group")
+        # Started first, on empty topics, so the group has settled before the first event.
+        workers = [await start_worker(scenario) for _ in range(args.processes)]
+        try:
+            producing = asyncio.create_task(
+                produce_all(bootstrap, scenario.prefix, workload.events)
+            )
+            seconds, rate, cpu = await run_to_completion(workers, args.events, "processes")
+            await producing
+            peak = max(w.peak_rss_mb() for w in workers)
+        finally:
+            for w in workers:
+                await w.stop()
+        problems = await check_ledger(scenario, want)
+        say(f"  {rate:,.0f} events/s; ledger check: {problems or 'ok'}")
+        return {
+            "count": args.processes,
+            "seconds": seconds,
+            "events_per_s": rate,
+            "peak_rss_mb": peak,
+            "cpu_us_per_event": cpu,
+            "check": problems or "ok",
+        }
+    finally:
+        if not args.keep:
+            await scenario.drop()
 
 
 async def peers(server_url: str, bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -742,10 +790,11 @@ async def peers(server_url: str, bootstrap: str, args: argparse.Namespace) -> di
     scenario = Scenario("peer-worker", server_url, bootstrap)
     await scenario.create(stream)
     try:
-        await produce_all(bootstrap, scenario.prefix, stream.events)
         say(f"the worker on the same {args.peer_events:,} course completions")
-        worker = await start_worker(scenario)
+        worker = await start_worker(scenario)  # started first: timed from its first event
+        producing = asyncio.create_task(produce_all(bootstrap, scenario.prefix, stream.events))
         seconds, rate, _ = await run_to_completion(worker, len(stream.events), "worker")
+        await producing
         await worker.stop()
         problems = await check_ledger(scenario, expected(stream, stream.events))
         found["worker"] = {"seconds": seconds, "events_per_s": rate, "check": problems or "ok"}
@@ -770,6 +819,19 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             f"PostgreSQL {results['batched']['cpu_us_per_event']['postgres']:.0f} µs, "
             f"Kafka broker {results['batched']['cpu_us_per_event']['kafka']:.0f} µs "
             "(process CPU from /proc)",
+        ),
+        *(
+            [
+                (
+                    f"worker, {results['processes']['count']} processes in one group",
+                    f"{results['processes']['events_per_s']:,.0f} events/s",
+                    f"peak RSS {results['processes']['peak_rss_mb']:.0f} MB per process, "
+                    f"worker CPU {results['processes']['cpu_us_per_event']['worker']:.0f} µs "
+                    "per event (all processes)",
+                )
+            ]
+            if "processes" in results
+            else []
         ),
         (
             "worker, one event per transaction",
@@ -860,6 +922,13 @@ def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
         "--events", type=int, default=200_000, help="events in the main run (default 200,000)"
     )
     parser.add_argument("--students", type=int, default=40_000, help="students (default 40,000)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="worker processes in one group for the scale-out run beside the as-built one "
+        "(default 2; 1 skips it)",
+    )
     parser.add_argument(
         "--peer-events",
         type=int,

@@ -34,6 +34,7 @@ async def test_a_small_benchmark_run_completes_with_a_correct_ledger(
     assert results["ledger_check"] == "ok"
     assert results["batched"]["events_per_s"] > 0
     assert [p["offered"] > 0 for p in results["latency"]] == [True, True]
+    assert results["processes"]["check"] == "ok"  # two worker processes in one group
     peers = results["peers"]
     assert [peers[name]["check"] for name in ("per message", "batched", "worker")] == ["ok"] * 3
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
