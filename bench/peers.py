@@ -8,7 +8,8 @@ worker: no dead letters, no stored refusals, no answers for redeliveries, no pay
 - `per_message`: the idiomatic FastStream consumer: one handler call and one transaction per
   message, the result published before the offset is committed (`AckPolicy.ACK`).
 - `batched`: the same team tuning for speed: FastStream's batch subscriber, one transaction per
-  batch with `executemany`, the batch's results published concurrently.
+  batch with `executemany`, the batch's results published concurrently. (Its `balance_after`
+  is the balance at the end of the batch: exact only for one credit per student per batch.)
 """
 
 from __future__ import annotations
