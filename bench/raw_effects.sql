@@ -1,8 +1,10 @@
 -- The raw SQL limit: the rows the worker writes for up to 1,000 events, in ONE statement, with
 -- nothing read first and no Kafka. Columns per event ($1..$11, one array each): ledger entry
 -- (student, type, reference, signed amount or 0 for a refusal, balance after, transaction id),
--- payment change (payment id or provider payment id, new status), and the result to queue
--- (topic, key, value). Columns that do not apply to an event are NULL.
+-- payment change (payment id or provider payment id, new status), and the result (topic, key,
+-- value). Columns that do not apply to an event are NULL. $12: whether every result is queued in
+-- the outbox (the storage shape before results were published from memory) or only those of
+-- payments (today's).
 WITH e AS (
     SELECT *
     FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::uuid[],
@@ -70,6 +72,7 @@ transitions AS (
     WHERE e.status <> 'initiated'
 )
 INSERT INTO outbox (topic, key, value, headers)
-SELECT topic, key, value, '[]'
+SELECT topic, key, value, ''::bytea
 FROM e
+WHERE $12::boolean OR e.payment_id IS NOT NULL
 ORDER BY ord

@@ -37,6 +37,8 @@ from worker.messaging.clients import (
 )
 from worker.messaging.consume import ConsumeLoop
 from worker.messaging.outbox import OutboxRelay
+from worker.messaging.publish import ResultPublisher
+from worker.messaging.sender import Sender
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
 from worker.settings import Settings
@@ -227,6 +229,7 @@ async def _work(
     consume until `stop` with the relay, the sweep and the gateway calls beside; close all in
     reverse order."""
     dsn = settings.database_url.get_secret_value()
+    prefix = settings.kafka_topic_prefix
     async with contextlib.AsyncExitStack() as stack:
         pool = await open_pool(dsn, min_size=2, max_size=settings.worker_db_pool_size)
         stack.push_async_callback(pool.close)
@@ -244,13 +247,14 @@ async def _work(
         stack.push_async_callback(read_pool.close)
 
         # The parts, made without I/O; the sidecar answers from them while Kafka is awaited.
-        relay = OutboxRelay(
-            Outbox(pool),
-            lambda: make_producer(settings),
-            metrics,
-            topic_prefix=settings.kafka_topic_prefix,
-        )
-        stack.push_async_callback(relay.close)
+        outbox = Outbox(pool)
+        relay_sender = Sender(lambda: make_producer(settings), topic_prefix=prefix)
+        stack.push_async_callback(relay_sender.close)
+        relay = OutboxRelay(outbox, relay_sender, metrics)
+        # The consume loop's own producer: the relay replaces its one after a refusal.
+        batch_sender = Sender(lambda: make_producer(settings), topic_prefix=prefix)
+        stack.push_async_callback(batch_sender.close)
+        publisher = ResultPublisher(batch_sender, outbox, metrics)
         sweeper = ExpirySweeper(
             pool,
             metrics,
@@ -272,16 +276,17 @@ async def _work(
             metrics,
             policies(settings),
             payment_defaults(settings, mock),
-            settings.kafka_topic_prefix,
+            prefix,
             on_durable=relay.wake,
             on_gateway_calls=caller.wake,
         )
         consumer = make_consumer(settings)
-        topics = with_prefix(settings.kafka_topic_prefix, INPUT_TOPICS)
+        topics = with_prefix(prefix, INPUT_TOPICS)
         consume = ConsumeLoop(
             consumer,
             topics,
             pipeline.process,
+            publisher.publish,
             metrics,
             dead_letter=pipeline.dead_letter_unreadable,
             max_records=settings.worker_batch_max_records,
@@ -296,8 +301,9 @@ async def _work(
             )
         )
 
-        await ensure_topics(settings, with_prefix(settings.kafka_topic_prefix, ALL_TOPICS))
-        await relay.start()
+        await ensure_topics(settings, with_prefix(prefix, ALL_TOPICS))
+        await relay_sender.start()
+        await batch_sender.start()
         await alongside(
             _consume(consumer, consume, topics, stop),
             {

@@ -42,6 +42,13 @@ class Pipeline:
     consumption order within it. The whole batch is retried on a passing fault; effects are
     keyed by business reference, so a retry after an ambiguous commit changes nothing.
 
+    `process` returns the coin results and dead letters for the caller to publish before it
+    commits the batch's offsets: their decisions are stored, so a replay of the batch repeats
+    them byte for byte, and they need no outbox. Payment results are queued in the outbox in the
+    same transaction: a payment's inputs arrive on partitions keyed by student (requests) and by
+    provider payment id (webhooks), often owned by different workers, and only the outbox's one
+    publisher keeps its results in the order they were decided.
+
     A batch is a speed device, never a blast radius: when it fails for a reason retrying cannot
     cure, the records that cause it are found by halving the batch (each half in its own
     transaction, in order) and dead-lettered one by one; every other record is applied.
@@ -65,24 +72,27 @@ class Pipeline:
         self._defaults = defaults
         self._topic_prefix = topic_prefix
 
-    async def process(self, records: Sequence[InboundRecord]) -> None:
+    async def process(self, records: Sequence[InboundRecord]) -> list[OutgoingMessage]:
+        """Apply `records`; returns the messages to publish before their offsets commit."""
         items, rejects = self._validate(records, datetime.now(UTC))
         try:
-            await self._apply(items, rejects)
+            return await self._apply(items, rejects)
         except Exception as exc:  # noqa: BLE001 - whatever it is, one record must not stop all
             log.warning(
                 "batch failed; isolating the records that cause it",
                 extra={"action": "isolate", "records": len(items), "error": _describe(exc)},
             )
-            if rejects:  # bad input alone: dead letters are bytes, which nothing refuses
-                await self._apply([], rejects)
-            await self._bisect(items, exc)
+            # Bad input alone first: dead letters are bytes, which nothing refuses.
+            letters = await self._apply([], rejects) if rejects else []
+            return [*letters, *await self._bisect(items, exc)]
 
     async def dead_letter_unreadable(
         self, topic: str, partition: int, offset: int, error: BaseException
     ) -> None:
-        """Dead-letter a record the Kafka client cannot parse, by its coordinates."""
-        await self._apply([], [unreadable_record(topic, partition, offset, error, _now())])
+        """Dead-letter a record the Kafka client cannot parse, by its coordinates: queued in the
+        outbox, as the caller commits past it at once."""
+        letter = unreadable_record(topic, partition, offset, error, _now())
+        await self._apply([], [letter], queue_all=True)
         self._count_poison(event_type(self._topic_prefix, topic))
         log.error(
             "unreadable record dead-lettered",
@@ -95,31 +105,43 @@ class Pipeline:
             },
         )
 
-    async def _bisect(self, items: Sequence[_Item], error: Exception) -> None:
-        """`items` fail together with `error`: apply what passes, dead-letter what does not."""
+    async def _bisect(self, items: Sequence[_Item], error: Exception) -> list[OutgoingMessage]:
+        """`items` fail together with `error`: apply what passes, dead-letter what does not.
+        Returns the messages to publish, in order."""
         if not items:
-            return
+            return []
         if len(items) == 1:
-            await self._dead_letter(items[0], error)
-            return
+            return await self._dead_letter(items[0], error)
         middle = len(items) // 2
+        messages = []
         for half in (items[:middle], items[middle:]):
             try:
-                await self._apply(half, [])
+                messages += await self._apply(half, [])
             except Exception as exc:  # noqa: BLE001 - narrowed down further, then dead-lettered
-                await self._bisect(half, exc)
+                messages += await self._bisect(half, exc)
+        return messages
 
-    async def _dead_letter(self, item: _Item, error: Exception) -> None:
+    async def _dead_letter(self, item: _Item, error: Exception) -> list[OutgoingMessage]:
         record = item.record
-        await self._apply([], [dead_letter(record, error, _now())])
+        letters = await self._apply([], [dead_letter(record, error, _now())])
         fields = {"action": "dead_letter", "error": _describe(error), **record.coordinates}
         if isinstance(error, BadInputError):  # found by the rules, not by the decoder
             log.warning("dead-lettered", extra=fields)
-            return
-        self._count_poison(event_type(self._topic_prefix, record.topic))
-        log.error("poison message isolated and dead-lettered", exc_info=error, extra=fields)
+        else:
+            self._count_poison(event_type(self._topic_prefix, record.topic))
+            log.error("poison message isolated and dead-lettered", exc_info=error, extra=fields)
+        return letters
 
-    async def _apply(self, items: Sequence[_Item], rejects: Sequence[OutgoingMessage]) -> None:
+    async def _apply(
+        self,
+        items: Sequence[_Item],
+        rejects: Sequence[OutgoingMessage],
+        *,
+        queue_all: bool = False,
+    ) -> list[OutgoingMessage]:
+        """Apply `items` in one transaction; returns the messages for the caller to publish
+        (coin results, dead letters). Payment results are queued in the outbox, and every
+        message is when `queue_all`."""
         coin_commands = [i.command for i in items if isinstance(i.command, CoinCommand)]
         payment_commands = [i.command for i in items if not isinstance(i.command, CoinCommand)]
         async for attempt in transient_retry():
@@ -132,10 +154,11 @@ class Pipeline:
                     )
                     late = _late_bad_input(items, payments)
                     letters = [dead_letter(r, BadInputError(why), now) for r, why in late]
-                    messages = [*coins.messages, *payments.messages, *rejects, *letters]
-                    await outbox.enqueue(conn, messages)
-        # The results are durable in the outbox now: publishing need not wait for the offsets.
-        self._on_durable()
+                    direct = [*coins.messages, *rejects, *letters]
+                    queued = [*payments.messages, *direct] if queue_all else payments.messages
+                    await outbox.enqueue(conn, queued)
+        if queued:  # durable in the outbox now: the relay need not wait for the offsets
+            self._on_durable()
         if payments.calls:  # new sessions and refunds to ask the providers for
             self._on_gateway_calls()
         self._count(coins, payments, len(rejects) + len(late))
@@ -144,6 +167,7 @@ class Pipeline:
                 "dead-lettered",
                 extra={"action": "dead_letter", "error": why, **record.coordinates},
             )
+        return [] if queue_all else direct
 
     def _validate(
         self, records: Sequence[InboundRecord], now: datetime

@@ -23,6 +23,7 @@ from tests.support import eventually
 from worker.core.messages import MAX_MESSAGE_BYTES, OutgoingMessage
 from worker.db import outbox
 from worker.messaging.outbox import OutboxRelay
+from worker.messaging.sender import Sender
 from worker.metrics import Metrics
 
 
@@ -58,18 +59,13 @@ async def relays(
     metrics: Metrics | None = None,
 ) -> AsyncIterator[list[OutboxRelay]]:
     """`count` relays running as tasks, as `count` workers would run them."""
+    senders = [Sender(new_producer, topic_prefix=prefix) for _ in range(count)]
     started = [
-        OutboxRelay(
-            outbox.Outbox(pool),
-            new_producer,
-            metrics or Metrics(CollectorRegistry()),
-            topic_prefix=prefix,
-            chunk=50,
-        )
-        for _ in range(count)
+        OutboxRelay(outbox.Outbox(pool), sender, metrics or Metrics(CollectorRegistry()), chunk=50)
+        for sender in senders
     ]
-    for relay in started:
-        await relay.start()
+    for sender in senders:
+        await sender.start()
     tasks = [asyncio.create_task(relay.run()) for relay in started]
     for relay in started:
         relay.wake()
@@ -79,8 +75,8 @@ async def relays(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for relay in started:
-            await relay.close()
+        for sender in senders:
+            await sender.close()
 
 
 async def queue(pool: asyncpg.Pool, messages: list[OutgoingMessage]) -> None:

@@ -142,13 +142,18 @@ class FakeBroker:
     `refuses` maps a value to the error the broker answers it with, every time: the delivery
     fails, and, as aiokafka's idempotent producer's sequence breaks with a refused batch, that
     producer fails every later message with OutOfOrderSequenceNumber. A value in `too_large`
-    is refused by `send` itself (MessageSizeTooLargeError), which breaks nothing.
+    is refused by `send` itself (MessageSizeTooLargeError), which breaks nothing. A value in
+    `refuses_once` is refused so the first time only, as a passing fault would be.
     """
 
     def __init__(
-        self, refuses: Mapping[bytes, Exception] | None = None, too_large: Iterable[bytes] = ()
+        self,
+        refuses: Mapping[bytes, Exception] | None = None,
+        too_large: Iterable[bytes] = (),
+        refuses_once: Mapping[bytes, Exception] | None = None,
     ) -> None:
         self.refuses = dict(refuses or {})
+        self.refuses_once = dict(refuses_once or {})
         self.too_large = set(too_large)
         self.taken: list[Sent] = []
         self.producers: list[FakeProducer] = []
@@ -185,6 +190,9 @@ class FakeProducer:
         elif value in self.broker.refuses:
             self.broken = True
             delivery.set_exception(self.broker.refuses[value])
+        elif value in self.broker.refuses_once:
+            self.broken = True
+            delivery.set_exception(self.broker.refuses_once.pop(value))
         else:
             self.broker.taken.append(Sent(topic, key, value, headers, self.number))
             delivery.set_result(None)

@@ -1,7 +1,8 @@
-"""The consume loop over a fake consumer: what is applied, in which order, and what is committed.
+"""The consume loop over a fake consumer: what is applied, published and committed, in which order.
 
-Offsets are committed after the batch is applied, per partition, only for partitions this
-worker still owns; a rebalance waits for the batch in hand; a record the client cannot parse is
+Offsets are committed after the batch is applied and its results published, per partition, only
+for partitions this worker still owns; the next batch is applied meanwhile, but its results wait
+for that commit; a rebalance waits for the batch in hand; a record the client cannot parse is
 dead-lettered by its coordinates without losing any other record.
 """
 
@@ -18,6 +19,7 @@ from aiokafka.errors import CommitFailedError
 from prometheus_client import CollectorRegistry
 
 from tests.unit.fakes import FakeConsumer
+from worker.core.messages import OutgoingMessage
 from worker.core.records import InboundRecord
 from worker.messaging.consume import ConsumeLoop
 from worker.messaging.unreadable import UnreadableHandler
@@ -40,14 +42,34 @@ class Applier:
         self.batches: list[list[Applied]] = []
         self._during = during
 
-    async def __call__(self, records: Sequence[InboundRecord]) -> None:
+    async def __call__(self, records: Sequence[InboundRecord]) -> list[OutgoingMessage]:
         if self._during is not None:
             await self._during(len(self.batches))
         self.batches.append([(r.topic, r.partition, r.offset) for r in records])
+        return [OutgoingMessage("coins.credited", r.key, r.value) for r in records]
 
     @property
     def applied(self) -> list[Applied]:
         return [record for batch in self.batches for record in batch]
+
+
+class Publisher:
+    """Keeps each batch of results it was handed, with the offsets committed at that moment,
+    after running `during` (what happens while a batch is being published)."""
+
+    def __init__(
+        self, consumer: FakeConsumer, during: Callable[[int], Awaitable[None]] | None = None
+    ) -> None:
+        self.batches: list[list[bytes | None]] = []
+        self.committed_before: list[int] = []
+        self._consumer = consumer
+        self._during = during
+
+    async def __call__(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.committed_before.append(len(self._consumer.commits))
+        if self._during is not None:
+            await self._during(len(self.batches))
+        self.batches.append([m.value for m in messages])
 
 
 async def no_dead_letters(topic: str, partition: int, offset: int, error: BaseException) -> None:
@@ -62,8 +84,9 @@ def consume_loop(
     until: Callable[[], bool] = lambda: True,
     metrics: Metrics | None = None,
     dead_letter: UnreadableHandler = no_dead_letters,
+    publish: Publisher | None = None,
 ) -> ConsumeLoop:
-    """A loop that sets `stop` once a batch is handled and `until()` holds."""
+    """A loop that sets `stop` once a batch is committed and `until()` holds."""
 
     def on_committed() -> None:
         if until():
@@ -73,6 +96,7 @@ def consume_loop(
         consumer,  # type: ignore[arg-type]
         TOPICS,
         process,
+        publish or Publisher(consumer),
         metrics or Metrics(CollectorRegistry()),
         dead_letter=dead_letter,
         max_records=100,
@@ -278,3 +302,112 @@ async def test_an_unreadable_record_is_dead_lettered_and_no_other_record_is_lost
     assert sorted(applier.applied) == [(credits, 0, 0), (credits, 0, 2), (credits, 1, 0),
                                        (credits, 1, 1)]  # fmt: skip
     assert consumer.committed_offsets == {CREDITS: 3, MORE_CREDITS: 2}
+
+
+async def test_results_go_out_before_the_offsets_commit_and_the_next_batch_applies_meanwhile() -> (
+    None
+):
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    publishing, release = asyncio.Event(), asyncio.Event()
+
+    async def first_held(batch: int) -> None:
+        if batch == 0:
+            consumer.append(CREDITS, b"b")  # the next batch, applied while this one is held
+            publishing.set()
+            await release.wait()
+
+    applier, stop = Applier(), asyncio.Event()
+    publisher = Publisher(consumer, first_held)
+    loop = consume_loop(
+        consumer, applier, stop, publish=publisher, until=lambda: len(consumer.commits) == 2
+    )
+    await owning(consumer, CREDITS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(publishing.wait())
+    for _ in range(50):
+        if len(applier.batches) == 2:
+            break
+        await asyncio.sleep(0.01)
+
+    assert applier.batches == [[(CREDITS.topic, 0, 0)], [(CREDITS.topic, 0, 1)]]
+    assert publisher.batches == []  # the second batch's results wait for the first's
+    assert consumer.commits == []  # nothing commits before its results are taken
+
+    release.set()
+    await within_deadline(consuming)
+    assert publisher.batches == [[b"a"], [b"b"]]
+    assert publisher.committed_before == [0, 1]  # batch 2 published after batch 1 committed
+    assert consumer.commits == [{CREDITS: 1}, {CREDITS: 2}]
+
+
+async def test_a_rebalance_waits_until_the_batch_being_published_is_committed() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    publishing, release = asyncio.Event(), asyncio.Event()
+
+    async def held(_: int) -> None:
+        publishing.set()
+        await release.wait()
+
+    stop = asyncio.Event()
+    loop = consume_loop(consumer, Applier(), stop, publish=Publisher(consumer, held))
+    await owning(consumer, CREDITS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(publishing.wait())
+
+    rebalance = asyncio.create_task(consumer.rebalance([REDEMPTIONS]))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not rebalance.done(), "the partitions were revoked before the results went out"
+    assert consumer.commits == []
+
+    release.set()
+    await within_deadline(rebalance)
+    await within_deadline(consuming)
+    assert consumer.commits == [{CREDITS: 1}]
+    assert consumer.owned == {REDEMPTIONS}
+
+
+async def test_a_publish_that_fails_stops_consuming_with_its_error_and_commits_nothing() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    consumer.append(CREDITS, b"b")
+
+    async def fails(_: int) -> None:
+        raise RuntimeError("the producer is gone")
+
+    stop = asyncio.Event()
+    loop = consume_loop(consumer, Applier(), stop, publish=Publisher(consumer, fails))
+    await owning(consumer, CREDITS)
+
+    with pytest.raises(RuntimeError, match="the producer is gone"):
+        await within_deadline(loop.run(stop))
+    assert consumer.commits == []
+
+
+async def test_a_publish_that_fails_while_a_rebalance_waits_is_raised_by_run() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    publishing, release = asyncio.Event(), asyncio.Event()
+
+    async def fails_when_released(_: int) -> None:
+        publishing.set()
+        await release.wait()
+        raise RuntimeError("the producer is gone")
+
+    stop = asyncio.Event()
+    loop = consume_loop(consumer, Applier(), stop, publish=Publisher(consumer, fails_when_released))
+    await owning(consumer, CREDITS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(publishing.wait())
+
+    rebalance = asyncio.create_task(consumer.rebalance([CREDITS]))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    release.set()
+    await within_deadline(rebalance)  # the listener does not fail: aiokafka would only log it
+
+    with pytest.raises(RuntimeError, match="the producer is gone"):
+        await within_deadline(consuming)
+    assert consumer.commits == []

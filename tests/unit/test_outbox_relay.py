@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from tests.unit.fakes import FakeBroker, FakeOutbox, Sent
 from worker.core.messages import Headers, OutgoingMessage
 from worker.messaging.outbox import OutboxRelay
+from worker.messaging.sender import Sender
 from worker.metrics import Metrics
 
 PREFIX = "dev."
@@ -27,15 +28,9 @@ def message(value: bytes, topic: str = "coins.credited") -> OutgoingMessage:
 async def started_relay(
     outbox: FakeOutbox, broker: FakeBroker, metrics: Metrics | None = None
 ) -> OutboxRelay:
-    relay = OutboxRelay(
-        outbox,
-        broker.new_producer,
-        metrics or Metrics(CollectorRegistry()),
-        topic_prefix=PREFIX,
-        busy_seconds=0.001,
-    )
-    await relay.start()
-    return relay
+    sender = Sender(broker.new_producer, topic_prefix=PREFIX)
+    await sender.start()
+    return OutboxRelay(outbox, sender, metrics or Metrics(CollectorRegistry()), busy_seconds=0.001)
 
 
 def values(sent: list[Sent]) -> list[bytes | None]:

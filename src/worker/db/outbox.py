@@ -35,6 +35,9 @@ class QueuedMessage:
         """The headers, from their storage form (`encode_headers`)."""
         return decode_headers(self.stored_headers)
 
+    def message(self) -> OutgoingMessage:
+        return OutgoingMessage(self.topic, self.key, self.value, self.headers())
+
 
 async def enqueue(conn: Connection, messages: Sequence[OutgoingMessage]) -> None:
     """Queue `messages` inside the caller's transaction: they exist only if it commits."""
@@ -73,6 +76,25 @@ async def park(conn: Connection, refused: Mapping[int, Exception]) -> None:
             "outbox_park",
             list(refused.items()),
             seq=lambda item: item[0],
+            error_class=lambda item: type(item[1]).__name__,
+            error_message=lambda item: _reason(item[1]),
+        ),
+    )
+
+
+async def park_unqueued(
+    conn: Connection, refused: Sequence[tuple[OutgoingMessage, Exception]]
+) -> None:
+    """Park messages that were published from memory, never queued, with why."""
+    await conn.execute(
+        sql("parked_insert"),
+        *unnest_arrays(
+            "parked_insert",
+            refused,
+            topic=lambda item: item[0].topic,
+            key=lambda item: item[0].key,
+            value=lambda item: item[0].value,
+            headers=lambda item: encode_headers(item[0].headers),
             error_class=lambda item: type(item[1]).__name__,
             error_message=lambda item: _reason(item[1]),
         ),
@@ -123,6 +145,11 @@ class Outbox:
     async def backlog(self) -> tuple[int, int]:
         async with self._pool.acquire() as conn:
             return await backlog(conn)
+
+    async def park(self, refused: Sequence[tuple[OutgoingMessage, Exception]]) -> None:
+        """Park messages published from memory that the broker refused for good."""
+        async with self._pool.acquire() as conn:
+            await park_unqueued(conn, refused)
 
 
 # Headers in storage form: bytes, not text, because a header name may hold any character, NUL

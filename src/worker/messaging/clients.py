@@ -8,6 +8,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
 from worker.core.messages import MAX_MESSAGE_BYTES
@@ -31,6 +33,12 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         max_poll_interval_ms=300_000,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=max(1_000, settings.kafka_session_timeout_ms // 10),
+        # Range gives one member partition p of every input topic (their partition counts are
+        # equal), so all of one student's coin events meet in one worker, which publishes their
+        # results in the order it decided them. Round robin, aiokafka's default and the worker's
+        # before, is still offered: a group mid-upgrade agrees on it until every member offers
+        # range.
+        partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
     )
 
 

@@ -1,8 +1,15 @@
-"""The consume loop: getmany, apply the batch, then commit exactly what was applied."""
+"""The consume loop: getmany, apply the batch, publish its results, then commit its offsets.
+
+The publishing and committing of one batch overlap the applying of the next: batch N's results
+go out and its offsets commit while batch N+1 is decided in the database. Batch N+1's results
+are sent only after batch N's are acknowledged and its offsets committed, so results keep the
+order they were decided in and committed offsets only move forward.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import os
@@ -14,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 
+from worker.core.messages import OutgoingMessage
 from worker.core.records import InboundRecord
 from worker.messaging.clients import coordinator_known
 from worker.messaging.unreadable import UNREADABLE, UnreadableHandler, UnreadableRecords
@@ -21,7 +29,10 @@ from worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-BatchProcessor = Callable[[Sequence[InboundRecord]], Awaitable[None]]
+# Applies a batch; returns the messages to publish before its offsets are committed.
+BatchProcessor = Callable[[Sequence[InboundRecord]], Awaitable[Sequence[OutgoingMessage]]]
+# Returns once the broker has taken every message (or the ones it refuses for good are parked).
+Publisher = Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
 
 
 def to_inbound(record: ConsumerRecord[bytes, bytes]) -> InboundRecord:
@@ -48,20 +59,24 @@ def in_timestamp_order(
 
 
 class PartitionGuard(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Holds a rebalance until the batch in hand is applied and committed.
+    """Holds a rebalance until the batch in hand is applied, published and committed.
 
     Without it a partition could be processed by the old and the new owner at once; with it the
     new owner starts from the offset this worker committed last.
     """
 
-    def __init__(self, lock: asyncio.Lock, metrics: Metrics) -> None:
+    def __init__(
+        self, lock: asyncio.Lock, metrics: Metrics, settle: Callable[[], Awaitable[None]]
+    ) -> None:
         self._lock = lock
         self._metrics = metrics
+        self._settle = settle
         self.joined = False
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.joined = False
         async with self._lock:
+            await self._settle()
             log.info("partitions revoked", extra={"action": "revoke", "partitions": len(revoked)})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -77,13 +92,15 @@ class PartitionGuard(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class ConsumeLoop:
-    """Owns the consumer between start and stop; one batch at a time."""
+    """Owns the consumer between start and stop; one batch applied at a time, and the one before
+    it published and committed meanwhile."""
 
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
         topics: Sequence[str],
         process: BatchProcessor,
+        publish: Publisher,
         metrics: Metrics,
         *,
         dead_letter: UnreadableHandler,
@@ -96,34 +113,49 @@ class ConsumeLoop:
         self._batches = 0
         self._consumer = consumer
         self._process = process
+        self._publish = publish
         self._metrics = metrics
         self._max_records = max_records
         self._max_wait_ms = max_wait_ms
         self._on_committed = on_committed
         self._lock = asyncio.Lock()
-        self.guard = PartitionGuard(self._lock, metrics)
+        # The batch before the one in hand, being published and committed.
+        self._finishing: asyncio.Task[None] | None = None
+        # What stopped it from going out: raised by `run`.
+        self._failed: BaseException | None = None
+        self.guard = PartitionGuard(self._lock, metrics, self._settle_for_rebalance)
         self._unreadable = UnreadableRecords(
-            consumer, self._lock, self._handle, dead_letter, self._commit, max_records
+            consumer, self._lock, self._handle_settled, dead_letter, self._commit, max_records
         )
         consumer.subscribe(list(topics), listener=self.guard)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; the batch in hand when it is set is finished first."""
-        while not stop.is_set():
-            try:
-                batch = await self._consumer.getmany(
-                    timeout_ms=self._max_wait_ms, max_records=self._max_records
-                )
-            except UNREADABLE as exc:
-                log.error(  # noqa: TRY400 - the record, not the stack, is what to look at
-                    "a record cannot be parsed; finding it",
-                    extra={"action": "unreadable", "error": f"{type(exc).__name__}: {exc}"},
-                )
-                await self._unreadable.find()
-                continue
-            if batch:
-                async with self._lock:
-                    await self._handle(batch)
+        try:
+            while not stop.is_set():
+                if self._failed is not None:
+                    raise self._failed
+                try:
+                    batch = await self._consumer.getmany(
+                        timeout_ms=self._max_wait_ms, max_records=self._max_records
+                    )
+                except UNREADABLE as exc:
+                    log.error(  # noqa: TRY400 - the record, not the stack, is what to look at
+                        "a record cannot be parsed; finding it",
+                        extra={"action": "unreadable", "error": f"{type(exc).__name__}: {exc}"},
+                    )
+                    async with self._lock:  # it rewinds to the committed offsets
+                        await self._settle()
+                    await self._unreadable.find()
+                    continue
+                if batch:
+                    async with self._lock:
+                        await self._handle(batch)
+            async with self._lock:
+                await self._settle()
+        finally:
+            if self._finishing is not None:  # cut short: its offsets stay uncommitted
+                self._finishing.cancel()
         # No batch is processed after this line: the partitions are free for their next owner.
         log.info("consuming stopped", extra={"action": "consume_end"})
 
@@ -135,17 +167,58 @@ class ConsumeLoop:
     async def _handle(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
+        """Apply `batch`, then leave it publishing and committing while the next is applied."""
         started = time.perf_counter()
         records = in_timestamp_order(batch)
-        await self._process(records)
+        messages = await self._process(records)
         self._batches += 1
         if self._batches == self._failpoint:
             log.warning("failpoint: killed after a database commit", extra={"action": "failpoint"})
             os.kill(os.getpid(), signal.SIGKILL)
-        await self._commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+        offsets = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
+        await self._settle()  # the batch before goes out and commits first
+        self._finishing = asyncio.create_task(
+            self._finish(messages, offsets, len(records), started)
+        )
+        self._finishing.add_done_callback(self._note_failure)
+
+    async def _handle_settled(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Apply, publish and commit `batch` before returning."""
+        await self._handle(batch)
+        await self._settle()
+
+    async def _finish(
+        self,
+        messages: Sequence[OutgoingMessage],
+        offsets: dict[TopicPartition, int],
+        size: int,
+        started: float,
+    ) -> None:
+        await self._publish(messages)
+        await self._commit(offsets)
         self._on_committed()
-        self._metrics.batch_size.observe(len(records))
+        self._metrics.batch_size.observe(size)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _settle(self) -> None:
+        """Wait until the batch before is published and committed; raise what stopped it."""
+        finishing, self._finishing = self._finishing, None
+        if finishing is not None:
+            await finishing
+
+    def _note_failure(self, finishing: asyncio.Task[None]) -> None:
+        """Keep what stopped a batch from going out, for `run` to raise at once: the next batch
+        may be long in coming."""
+        if not finishing.cancelled() and finishing.exception() is not None:
+            self._failed = finishing.exception()
+
+    async def _settle_for_rebalance(self) -> None:
+        """`_settle` for the rebalance listener, whose errors aiokafka would only log: what
+        stopped the batch is raised by `run` instead (`_note_failure`)."""
+        with contextlib.suppress(Exception):
+            await self._settle()
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit after the database commit; partitions lost meanwhile are left to their owner."""

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
-
-from aiokafka import AIOKafkaProducer
+from typing import Protocol
 
 from worker.db.outbox import QueuedMessage
-from worker.errors import is_retriable
-from worker.messaging.clients import start_with_retry
+from worker.messaging.sender import Sender
 from worker.metrics import Metrics
 from worker.retry import transient_retry
 
@@ -42,7 +38,9 @@ class OutboxStore(Protocol):
 class OutboxRelay:
     """Publishes queued messages with the idempotent producer, oldest first, then forgets them.
 
-    The outbox keeps topics as event types; the relay adds the deployment's topic prefix.
+    The outbox holds the results that have no consumed input to be replayed from (the expiry
+    sweep's, the provider calls'), the payment results (see `worker.pipeline`), and the
+    messages an operator re-drives; it keeps topics as event types.
 
     Runs as one task per worker, but only one relay publishes at a time (a transaction-scoped
     advisory lock), chunk after chunk in queue order: so one student's results reach their
@@ -51,29 +49,24 @@ class OutboxRelay:
     worker left behind. Publishing is at least once: a crash between the broker's
     acknowledgement and the delete publishes a message again, with the same id.
 
-    A message the broker or the producer refuses for a reason retrying cannot cure is parked
-    (moved to `parked_messages`, counted and logged), so it never blocks the ones behind it. The
-    broker refuses a whole producer batch, and the idempotent producer's sequence breaks with
-    it (the batches after it fail too): so every message of the chunk that was not taken is
-    sent again on its own, in order, with a new producer, and only one refused alone is parked.
+    A message the broker or the producer refuses for a reason retrying cannot cure, even sent
+    alone (`Sender`), is parked (moved to `parked_messages`, counted and logged), so it never
+    blocks the ones behind it.
     """
 
     def __init__(
         self,
         outbox: OutboxStore,
-        new_producer: Callable[[], AIOKafkaProducer],
+        sender: Sender,
         metrics: Metrics,
         *,
-        topic_prefix: str = "",
         chunk: int = 1000,
         idle_seconds: float = 1.0,
         busy_seconds: float = 0.05,
     ) -> None:
         self._outbox = outbox
-        self._new_producer = new_producer
-        self._producer: AIOKafkaProducer | None = None
+        self._sender = sender
         self._metrics = metrics
-        self._topic_prefix = topic_prefix
         self._chunk = chunk
         self._idle_seconds = idle_seconds
         self._busy_seconds = busy_seconds
@@ -81,16 +74,6 @@ class OutboxRelay:
 
     def wake(self) -> None:
         self._wakeup.set()
-
-    async def start(self) -> None:
-        """Start the idempotent producer, waiting for the broker."""
-        self._producer = self._new_producer()
-        await start_with_retry(self._producer, "producer")
-
-    async def close(self) -> None:
-        if self._producer is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._producer.stop()
 
     async def run(self) -> None:
         """Publish until cancelled; when idle, refresh the backlog gauges once a second."""
@@ -128,8 +111,8 @@ class OutboxRelay:
             rows = chunk.messages
             if not rows:
                 return 0
-            refused = await self._send(rows)
-            parked = await self._send_alone([r for r in rows if r.seq in refused])
+            refused = await self._sender.send([row.message() for row in rows])
+            parked = {rows[position].seq: error for position, error in refused.items()}
             published = [row for row in rows if row.seq not in parked]
             await chunk.forget([row.seq for row in published])
             if parked:
@@ -138,71 +121,8 @@ class OutboxRelay:
             self._metrics.published.labels(topic=row.topic).inc()
         for row in rows:
             if row.seq in parked:
-                self._count_parked(row, parked[row.seq])
+                count_parked(self._metrics, row.topic, parked[row.seq], outbox_seq=row.seq)
         return len(rows)
-
-    async def _send(self, rows: Sequence[QueuedMessage]) -> dict[int, Exception]:
-        """Send `rows` in order and wait for every acknowledgement. Returns the messages not
-        taken, by outbox seq, with why; a passing fault is raised (the chunk rolls back and is
-        sent again, whole and in order)."""
-        producer = self._started()
-        refused: dict[int, Exception] = {}
-        deliveries: list[tuple[int, asyncio.Future[Any]]] = []
-        for row in rows:
-            try:
-                delivery = await producer.send(**_message(self._topic_prefix, row))
-            except Exception as exc:  # noqa: BLE001 - a permanent refusal is sent alone next
-                _raise_if_passing(exc)
-                refused[row.seq] = exc
-            else:
-                deliveries.append((row.seq, delivery))
-        outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
-        for (seq, _), outcome in zip(deliveries, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                _raise_if_passing(outcome)
-                refused[seq] = outcome
-            elif isinstance(outcome, BaseException):
-                raise outcome
-        return refused
-
-    async def _send_alone(self, rows: Sequence[QueuedMessage]) -> dict[int, Exception]:
-        """Send each of `rows` on its own, in order, with a new producer after any refusal (a
-        refused batch breaks the idempotent producer's sequence). Returns those refused alone:
-        to be parked. A passing fault is raised."""
-        if not rows:
-            return {}
-        parked: dict[int, Exception] = {}
-        await self._replace_producer()
-        for row in rows:
-            try:
-                await (await self._started().send(**_message(self._topic_prefix, row)))
-            except Exception as exc:  # noqa: BLE001 - refused alone: parked
-                _raise_if_passing(exc)
-                parked[row.seq] = exc
-                await self._replace_producer()
-        return parked
-
-    async def _replace_producer(self) -> None:
-        log.warning("replacing the producer", extra={"action": "producer_reset"})
-        await self.close()
-        await self.start()
-
-    def _started(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            raise RuntimeError("the relay's producer is not started")
-        return self._producer
-
-    def _count_parked(self, row: QueuedMessage, error: Exception) -> None:
-        self._metrics.parked.inc()
-        log.error(
-            "message parked: it cannot be published",
-            extra={
-                "action": "park",
-                "outbox_seq": row.seq,
-                "topic": row.topic,
-                "error": f"{type(error).__name__}: {error}",
-            },
-        )
 
     async def backlog(self) -> int:
         """Refresh the queued and parked gauges; returns how many messages are queued."""
@@ -212,19 +132,15 @@ class OutboxRelay:
         return queued
 
 
-def _message(prefix: str, row: QueuedMessage) -> dict[str, Any]:
-    """`producer.send`'s arguments for a queued message."""
-    return {
-        "topic": prefix + row.topic,
-        "value": row.value,
-        "key": row.key,
-        "headers": list(row.headers()),
-    }
-
-
-def _raise_if_passing(error: Exception) -> None:
-    """A passing fault is the whole chunk's: it rolls back and is sent again later. (A producer
-    whose sequence broke, aiokafka's OutOfOrderSequenceNumber, is not one: what it did not send
-    goes out alone, with a new producer.)"""
-    if is_retriable(error):
-        raise error
+def count_parked(metrics: Metrics, topic: str, error: Exception, **where: object) -> None:
+    """Count and log a message parked because it cannot be published."""
+    metrics.parked.inc()
+    log.error(
+        "message parked: it cannot be published",
+        extra={
+            "action": "park",
+            "topic": topic,
+            "error": f"{type(error).__name__}: {error}",
+            **where,
+        },
+    )
