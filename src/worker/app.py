@@ -19,7 +19,7 @@ from worker.core.gateway import Gateway
 from worker.core.handlers import Policies, Rewards
 from worker.core.payments import PaymentDefaults
 from worker.core.signatures import WebhookVerifier
-from worker.core.topics import ALL_TOPICS, INPUT_TOPICS, with_prefix
+from worker.core.topics import ALL_TOPICS, COIN_INPUT_TOPICS, INPUT_TOPICS, with_prefix
 from worker.core.types import Provider
 from worker.db.migrate import apply_migrations
 from worker.db.outbox import Outbox
@@ -252,7 +252,7 @@ async def _work(
         stack.push_async_callback(relay_sender.close)
         relay = OutboxRelay(outbox, relay_sender, metrics)
         # The consume loop's own producer: the relay replaces its one after a refusal.
-        batch_sender = Sender(lambda: make_producer(settings), topic_prefix=prefix)
+        batch_sender = Sender(lambda: make_producer(settings, linger_ms=0), topic_prefix=prefix)
         stack.push_async_callback(batch_sender.close)
         publisher = ResultPublisher(batch_sender, outbox, metrics)
         sweeper = ExpirySweeper(
@@ -288,6 +288,7 @@ async def _work(
             pipeline.process,
             publisher.publish,
             metrics,
+            ordered_together=with_prefix(prefix, COIN_INPUT_TOPICS),
             dead_letter=pipeline.dead_letter_unreadable,
             max_records=settings.worker_batch_max_records,
             max_wait_ms=settings.worker_batch_max_wait_ms,

@@ -72,19 +72,22 @@ class Pipeline:
         self._defaults = defaults
         self._topic_prefix = topic_prefix
 
-    async def process(self, records: Sequence[InboundRecord]) -> list[OutgoingMessage]:
-        """Apply `records`; returns the messages to publish before their offsets commit."""
+    async def process(
+        self, records: Sequence[InboundRecord], queue_all: bool = False
+    ) -> list[OutgoingMessage]:
+        """Apply `records`; returns the messages to publish before their offsets commit. With
+        `queue_all`, every message is queued in the outbox instead, and none returned."""
         items, rejects = self._validate(records, datetime.now(UTC))
         try:
-            return await self._apply(items, rejects)
+            return await self._apply(items, rejects, queue_all=queue_all)
         except Exception as exc:  # noqa: BLE001 - whatever it is, one record must not stop all
             log.warning(
                 "batch failed; isolating the records that cause it",
                 extra={"action": "isolate", "records": len(items), "error": _describe(exc)},
             )
             # Bad input alone first: dead letters are bytes, which nothing refuses.
-            letters = await self._apply([], rejects) if rejects else []
-            return [*letters, *await self._bisect(items, exc)]
+            letters = await self._apply([], rejects, queue_all=queue_all) if rejects else []
+            return [*letters, *await self._bisect(items, exc, queue_all)]
 
     async def dead_letter_unreadable(
         self, topic: str, partition: int, offset: int, error: BaseException
@@ -105,25 +108,30 @@ class Pipeline:
             },
         )
 
-    async def _bisect(self, items: Sequence[_Item], error: Exception) -> list[OutgoingMessage]:
+    async def _bisect(
+        self, items: Sequence[_Item], error: Exception, queue_all: bool
+    ) -> list[OutgoingMessage]:
         """`items` fail together with `error`: apply what passes, dead-letter what does not.
         Returns the messages to publish, in order."""
         if not items:
             return []
         if len(items) == 1:
-            return await self._dead_letter(items[0], error)
+            return await self._dead_letter(items[0], error, queue_all)
         middle = len(items) // 2
         messages = []
         for half in (items[:middle], items[middle:]):
             try:
-                messages += await self._apply(half, [])
+                messages += await self._apply(half, [], queue_all=queue_all)
             except Exception as exc:  # noqa: BLE001 - narrowed down further, then dead-lettered
-                messages += await self._bisect(half, exc)
+                messages += await self._bisect(half, exc, queue_all)
         return messages
 
-    async def _dead_letter(self, item: _Item, error: Exception) -> list[OutgoingMessage]:
+    async def _dead_letter(
+        self, item: _Item, error: Exception, queue_all: bool
+    ) -> list[OutgoingMessage]:
         record = item.record
-        letters = await self._apply([], [dead_letter(record, error, _now())])
+        letter = dead_letter(record, error, _now())
+        letters = await self._apply([], [letter], queue_all=queue_all)
         fields = {"action": "dead_letter", "error": _describe(error), **record.coordinates}
         if isinstance(error, BadInputError):  # found by the rules, not by the decoder
             log.warning("dead-lettered", extra=fields)

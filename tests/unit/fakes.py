@@ -48,6 +48,7 @@ class FakeConsumer:
         self.topics: list[str] = []
         self.listener: ConsumerRebalanceListener | None = None
         self.refuse_commits: Exception | None = None
+        self.partitions_of: dict[str, int] = {}  # partition counts by topic, when known
         self._clock = 0
 
     def append(self, tp: TopicPartition, value: bytes, *, timestamp: int | None = None) -> Record:
@@ -75,6 +76,10 @@ class FakeConsumer:
         self.owned = set(assigned)
         self.positions = {tp: self.committed_offsets.get(tp, 0) for tp in self.owned}
         await self.listener.on_partitions_assigned(set(self.owned))
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        count = self.partitions_of.get(topic)
+        return None if count is None else set(range(count))
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.owned)
@@ -191,7 +196,6 @@ class FakeProducer:
             self.broken = True
             delivery.set_exception(self.broker.refuses[value])
         elif value in self.broker.refuses_once:
-            self.broken = True
             delivery.set_exception(self.broker.refuses_once.pop(value))
         else:
             self.broker.taken.append(Sent(topic, key, value, headers, self.number))

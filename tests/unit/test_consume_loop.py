@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from tests.unit.fakes import FakeConsumer
 from worker.core.messages import OutgoingMessage
 from worker.core.records import InboundRecord
-from worker.messaging.consume import ConsumeLoop
+from worker.messaging.consume import ConsumeLoop, aligned
 from worker.messaging.unreadable import UnreadableHandler
 from worker.metrics import Metrics
 
@@ -40,9 +40,13 @@ class Applier:
 
     def __init__(self, during: Callable[[int], Awaitable[None]] | None = None) -> None:
         self.batches: list[list[Applied]] = []
+        self.queued_all: list[bool] = []
         self._during = during
 
-    async def __call__(self, records: Sequence[InboundRecord]) -> list[OutgoingMessage]:
+    async def __call__(
+        self, records: Sequence[InboundRecord], queue_all: bool
+    ) -> list[OutgoingMessage]:
+        self.queued_all.append(queue_all)
         if self._during is not None:
             await self._during(len(self.batches))
         self.batches.append([(r.topic, r.partition, r.offset) for r in records])
@@ -85,6 +89,7 @@ def consume_loop(
     metrics: Metrics | None = None,
     dead_letter: UnreadableHandler = no_dead_letters,
     publish: Publisher | None = None,
+    ordered_together: tuple[str, ...] = (),
 ) -> ConsumeLoop:
     """A loop that sets `stop` once a batch is committed and `until()` holds."""
 
@@ -99,6 +104,7 @@ def consume_loop(
         publish or Publisher(consumer),
         metrics or Metrics(CollectorRegistry()),
         dead_letter=dead_letter,
+        ordered_together=ordered_together,
         max_records=100,
         max_wait_ms=5,
         on_committed=on_committed,
@@ -410,4 +416,95 @@ async def test_a_publish_that_fails_while_a_rebalance_waits_is_raised_by_run() -
 
     with pytest.raises(RuntimeError, match="the producer is gone"):
         await within_deadline(consuming)
+    assert consumer.commits == []
+
+
+def partitions(**counts: int) -> Callable[[str], set[int] | None]:
+    return lambda topic: set(range(counts[topic])) if topic in counts else None
+
+
+def test_aligned_needs_one_partition_count_and_the_same_numbers_of_every_topic() -> None:
+    a0, a1, b0, b1 = (TopicPartition(t, p) for t in "ab" for p in (0, 1))
+    two_each = partitions(a=2, b=2)
+    assert aligned({a0, b0}, ("a", "b"), two_each)
+    assert aligned({a0, a1, b0, b1}, ("a", "b"), two_each)
+    assert aligned(set(), ("a", "b"), two_each)
+    assert not aligned({a0, b1}, ("a", "b"), two_each)  # round robin can do this
+    assert not aligned({a0}, ("a", "b"), two_each)
+    assert not aligned({a0, b0}, ("a", "b"), partitions(a=2, b=3))
+    assert not aligned({a0, b0}, ("a", "b"), partitions(a=2))  # b's metadata unknown
+    assert aligned({a0, TopicPartition("other", 5)}, ("a",), partitions(a=2))
+
+
+async def test_an_unaligned_assignment_queues_every_result_in_the_outbox() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    consumer.append(REDEMPTIONS, b"b")
+    consumer.partitions_of = {CREDITS.topic: 2, REDEMPTIONS.topic: 2}
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop, ordered_together=TOPICS)
+
+    await owning(consumer, CREDITS, TopicPartition(REDEMPTIONS.topic, 1))
+    await within_deadline(loop.run(stop))
+    assert applier.queued_all == [True]
+
+    consumer.append(CREDITS, b"c")
+    stop.clear()
+    await owning(consumer, CREDITS, REDEMPTIONS)
+    await within_deadline(loop.run(stop))
+    assert applier.queued_all == [True, False]
+
+
+async def test_a_publish_failure_met_by_a_rebalance_while_stopping_is_raised() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    publishing, release = asyncio.Event(), asyncio.Event()
+    stop = asyncio.Event()
+
+    async def fails_when_released(_: int) -> None:
+        publishing.set()
+        await release.wait()
+        raise RuntimeError("the producer is gone")
+
+    loop = consume_loop(consumer, Applier(), stop, publish=Publisher(consumer, fails_when_released))
+    await owning(consumer, CREDITS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(publishing.wait())
+    rebalance = asyncio.create_task(consumer.rebalance([CREDITS]))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    stop.set()
+    release.set()
+    await within_deadline(rebalance)
+
+    with pytest.raises(RuntimeError, match="the producer is gone"):
+        await within_deadline(consuming)
+    assert consumer.commits == []
+
+
+async def test_a_rebalance_after_run_failed_returns_without_a_cancellation() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    publishing = asyncio.Event()
+
+    async def hangs(_: int) -> None:
+        publishing.set()
+        await asyncio.Event().wait()
+
+    async def second_batch_fails(batch: int) -> None:
+        if batch == 1:
+            raise RuntimeError("the database is gone for good")
+        consumer.append(CREDITS, b"b")
+
+    stop = asyncio.Event()
+    loop = consume_loop(
+        consumer, Applier(second_batch_fails), stop, publish=Publisher(consumer, hangs)
+    )
+    await owning(consumer, CREDITS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(publishing.wait())
+    with pytest.raises(RuntimeError, match="gone for good"):
+        await within_deadline(consuming)
+
+    await within_deadline(consumer.rebalance([]))  # the listener returns: no CancelledError
     assert consumer.commits == []

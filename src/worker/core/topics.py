@@ -6,10 +6,16 @@ event types; only the dead-letter topic is not an event type.
 
 from __future__ import annotations
 
-from worker.core.registry import INPUT_TYPES, RESULT_TYPES
+from worker.core.registry import INPUT_EVENTS, INPUT_TYPES, RESULT_TYPES
 
 INPUT_TOPICS: tuple[str, ...] = INPUT_TYPES
 OUTPUT_TOPICS: tuple[str, ...] = RESULT_TYPES
+# The inputs answered by coin results, which the consume loop publishes from memory: a member
+# that owns partition p of one of them must own partition p of all, or one student's results
+# could leave two members out of order (`worker.messaging.consume.aligned`).
+COIN_INPUT_TOPICS: tuple[str, ...] = tuple(
+    row.type for row in INPUT_EVENTS if all(r.startswith("coins.") for r in row.results)
+)
 
 # Section 6.
 DLQ_TOPIC = "payment-worker.dlq"

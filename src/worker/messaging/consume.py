@@ -9,13 +9,12 @@ order they were decided in and committed offsets only move forward.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
@@ -29,10 +28,29 @@ from worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# Applies a batch; returns the messages to publish before its offsets are committed.
-BatchProcessor = Callable[[Sequence[InboundRecord]], Awaitable[Sequence[OutgoingMessage]]]
+# Applies a batch; returns the messages to publish before its offsets are committed. With
+# `queue_all` it queues every message in the outbox instead (and returns none).
+BatchProcessor = Callable[[Sequence[InboundRecord], bool], Awaitable[Sequence[OutgoingMessage]]]
 # Returns once the broker has taken every message (or the ones it refuses for good are parked).
 Publisher = Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
+
+
+def aligned(
+    assigned: Collection[TopicPartition],
+    together: Collection[str],
+    partitions_of: Callable[[str], Collection[int] | None],
+) -> bool:
+    """Whether the topics `together` have one partition count and this member owns, for each
+    partition number it owns of one of them, that partition of all of them. Then one student's
+    events of all those topics (keyed by the student, hashed alike) reach this member alone."""
+    counts = set()
+    for topic in together:
+        partitions = partitions_of(topic)
+        counts.add(None if partitions is None else len(partitions))
+    if len(counts) > 1 or None in counts:
+        return False
+    numbers = {tp.partition for tp in assigned if tp.topic in together}
+    return all(TopicPartition(t, p) in assigned for t in together for p in numbers)
 
 
 def to_inbound(record: ConsumerRecord[bytes, bytes]) -> InboundRecord:
@@ -66,11 +84,16 @@ class PartitionGuard(ConsumerRebalanceListener):  # type: ignore[misc]
     """
 
     def __init__(
-        self, lock: asyncio.Lock, metrics: Metrics, settle: Callable[[], Awaitable[None]]
+        self,
+        lock: asyncio.Lock,
+        metrics: Metrics,
+        settle: Callable[[], Awaitable[None]],
+        check_alignment: Callable[[set[TopicPartition]], None],
     ) -> None:
         self._lock = lock
         self._metrics = metrics
         self._settle = settle
+        self._check_alignment = check_alignment
         self.joined = False
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -81,6 +104,7 @@ class PartitionGuard(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.joined = True
+        self._check_alignment(assigned)
         self._metrics.assigned_partitions.set(len(assigned))
         log.info(
             "partitions assigned",
@@ -93,7 +117,14 @@ class PartitionGuard(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class ConsumeLoop:
     """Owns the consumer between start and stop; one batch applied at a time, and the one before
-    it published and committed meanwhile."""
+    it published and committed meanwhile.
+
+    Results go out from memory only while this member owns the same partition numbers of all
+    `ordered_together` topics (the coin inputs; `aligned`). Else (a group mid-upgrade whose
+    members agreed on round robin, topics of different partition counts) one student's results
+    could leave two members out of order, so every result is queued in the outbox, whose one
+    publisher keeps decision order; that is logged at ERROR on each such assignment.
+    """
 
     def __init__(
         self,
@@ -103,6 +134,7 @@ class ConsumeLoop:
         publish: Publisher,
         metrics: Metrics,
         *,
+        ordered_together: Collection[str] = (),
         dead_letter: UnreadableHandler,
         max_records: int,
         max_wait_ms: int,
@@ -114,6 +146,8 @@ class ConsumeLoop:
         self._consumer = consumer
         self._process = process
         self._publish = publish
+        self._ordered_together = ordered_together
+        self._aligned = True
         self._metrics = metrics
         self._max_records = max_records
         self._max_wait_ms = max_wait_ms
@@ -123,7 +157,9 @@ class ConsumeLoop:
         self._finishing: asyncio.Task[None] | None = None
         # What stopped it from going out: raised by `run`.
         self._failed: BaseException | None = None
-        self.guard = PartitionGuard(self._lock, metrics, self._settle_for_rebalance)
+        self.guard = PartitionGuard(
+            self._lock, metrics, self._settle_for_rebalance, self._check_alignment
+        )
         self._unreadable = UnreadableRecords(
             consumer, self._lock, self._handle_settled, dead_letter, self._commit, max_records
         )
@@ -133,8 +169,7 @@ class ConsumeLoop:
         """Consume until `stop` is set; the batch in hand when it is set is finished first."""
         try:
             while not stop.is_set():
-                if self._failed is not None:
-                    raise self._failed
+                self._raise_failure()
                 try:
                     batch = await self._consumer.getmany(
                         timeout_ms=self._max_wait_ms, max_records=self._max_records
@@ -153,9 +188,11 @@ class ConsumeLoop:
                         await self._handle(batch)
             async with self._lock:
                 await self._settle()
+            self._raise_failure()  # one a rebalance met while stopping
         finally:
-            if self._finishing is not None:  # cut short: its offsets stay uncommitted
-                self._finishing.cancel()
+            finishing, self._finishing = self._finishing, None
+            if finishing is not None:  # cut short: its offsets stay uncommitted
+                finishing.cancel()
         # No batch is processed after this line: the partitions are free for their next owner.
         log.info("consuming stopped", extra={"action": "consume_end"})
 
@@ -170,7 +207,7 @@ class ConsumeLoop:
         """Apply `batch`, then leave it publishing and committing while the next is applied."""
         started = time.perf_counter()
         records = in_timestamp_order(batch)
-        messages = await self._process(records)
+        messages = await self._process(records, not self._aligned)
         self._batches += 1
         if self._batches == self._failpoint:
             log.warning("failpoint: killed after a database commit", extra={"action": "failpoint"})
@@ -214,11 +251,29 @@ class ConsumeLoop:
         if not finishing.cancelled() and finishing.exception() is not None:
             self._failed = finishing.exception()
 
+    def _raise_failure(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+
     async def _settle_for_rebalance(self) -> None:
         """`_settle` for the rebalance listener, whose errors aiokafka would only log: what
-        stopped the batch is raised by `run` instead (`_note_failure`)."""
-        with contextlib.suppress(Exception):
-            await self._settle()
+        stopped the batch is raised by `run` instead (`_note_failure`). A batch cut short by
+        `run` ending is not waited for: the listener returns, and the consumer leaves cleanly."""
+        finishing, self._finishing = self._finishing, None
+        if finishing is not None:
+            await asyncio.wait({finishing})
+
+    def _check_alignment(self, assigned: set[TopicPartition]) -> None:
+        self._aligned = aligned(
+            assigned, self._ordered_together, self._consumer.partitions_for_topic
+        )
+        if not self._aligned:
+            log.error(
+                "this member does not own the same partitions of every coin input topic (a "
+                "group mid-upgrade on round robin, or unequal partition counts): coin results "
+                "go through the outbox until it does",
+                extra={"action": "unaligned", "topics": sorted(self._ordered_together)},
+            )
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit after the database commit; partitions lost meanwhile are left to their owner."""
