@@ -19,7 +19,14 @@ from worker.core.gateway import Gateway
 from worker.core.handlers import Policies, Rewards
 from worker.core.payments import PaymentDefaults
 from worker.core.signatures import WebhookVerifier
-from worker.core.topics import ALL_TOPICS, COIN_INPUT_TOPICS, INPUT_TOPICS, with_prefix
+from worker.core.topics import (
+    ALL_TOPICS,
+    COIN_INPUT_TOPICS,
+    DLQ_TOPIC,
+    INPUT_TOPICS,
+    OUTPUT_TOPICS,
+    with_prefix,
+)
 from worker.core.types import Provider
 from worker.db.migrate import apply_migrations
 from worker.db.outbox import Outbox
@@ -248,11 +255,17 @@ async def _work(
 
         # The parts, made without I/O; the sidecar answers from them while Kafka is awaited.
         outbox = Outbox(pool)
-        relay_sender = Sender(lambda: make_producer(settings), topic_prefix=prefix)
+        relay_sender = Sender(
+            lambda: make_producer(settings), topic_prefix=prefix, topics=OUTPUT_TOPICS
+        )
         stack.push_async_callback(relay_sender.close)
         relay = OutboxRelay(outbox, relay_sender, metrics)
         # The consume loop's own producer: the relay replaces its one after a refusal.
-        batch_sender = Sender(lambda: make_producer(settings, linger_ms=0), topic_prefix=prefix)
+        batch_sender = Sender(
+            lambda: make_producer(settings, linger_ms=0),
+            topic_prefix=prefix,
+            topics=(*OUTPUT_TOPICS, DLQ_TOPIC),
+        )
         stack.push_async_callback(batch_sender.close)
         publisher = ResultPublisher(batch_sender, outbox, metrics)
         sweeper = ExpirySweeper(

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from worker.core.messages import OutgoingMessage
 from worker.errors import is_retriable
 from worker.messaging.clients import start_with_retry
+from worker.retry import transient_retry
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +32,27 @@ class Sender:
     """
 
     def __init__(
-        self, new_producer: Callable[[], AIOKafkaProducer], *, topic_prefix: str = ""
+        self,
+        new_producer: Callable[[], AIOKafkaProducer],
+        *,
+        topic_prefix: str = "",
+        topics: Sequence[str] = (),
     ) -> None:
         self._new_producer = new_producer
         self._producer: AIOKafkaProducer | None = None
         self._topic_prefix = topic_prefix
+        self._topics = topics
 
     async def start(self) -> None:
-        """Start the idempotent producer, waiting for the broker."""
+        """Start the idempotent producer, waiting for the broker, and learn where `topics` live:
+        else the first batch to each topic would wait for its metadata, one topic after another,
+        and every batch behind it with it."""
         self._producer = self._new_producer()
         await start_with_retry(self._producer, "producer")
+        async for attempt in transient_retry():
+            with attempt:
+                for topic in self._topics:
+                    await self._producer.partitions_for(self._topic_prefix + topic)
 
     async def close(self) -> None:
         if self._producer is not None:
