@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TypeVar
 
@@ -201,18 +202,24 @@ async def test_a_commit_refused_after_a_rebalance_is_counted_and_consuming_goes_
     assert metrics.registry.get_sample_value("payment_worker_offset_commit_failures_total") == 1
 
 
-async def test_a_batch_that_fails_commits_nothing() -> None:
+@pytest.mark.parametrize("failing", ["apply", "publish"])
+async def test_a_batch_that_fails_to_apply_or_publish_stops_consuming_and_commits_nothing(
+    failing: str,
+) -> None:
     consumer = FakeConsumer()
     consumer.append(CREDITS, b"x")
 
     async def fails(_: int) -> None:
-        raise RuntimeError("the database said no")
+        raise RuntimeError(f"could not {failing}")
 
     stop = asyncio.Event()
-    loop = consume_loop(consumer, Applier(fails), stop)
+    if failing == "apply":
+        loop = consume_loop(consumer, Applier(fails), stop)
+    else:
+        loop = consume_loop(consumer, Applier(), stop, publish=Publisher(consumer, fails))
     await owning(consumer, CREDITS)
 
-    with pytest.raises(RuntimeError, match="the database said no"):
+    with pytest.raises(RuntimeError, match=f"could not {failing}"):
         await within_deadline(loop.run(stop))
     assert consumer.commits == []
 
@@ -347,78 +354,6 @@ async def test_results_go_out_before_the_offsets_commit_and_the_next_batch_appli
     assert consumer.commits == [{CREDITS: 1}, {CREDITS: 2}]
 
 
-async def test_a_rebalance_waits_until_the_batch_being_published_is_committed() -> None:
-    consumer = FakeConsumer()
-    consumer.append(CREDITS, b"a")
-    publishing, release = asyncio.Event(), asyncio.Event()
-
-    async def held(_: int) -> None:
-        publishing.set()
-        await release.wait()
-
-    stop = asyncio.Event()
-    loop = consume_loop(consumer, Applier(), stop, publish=Publisher(consumer, held))
-    await owning(consumer, CREDITS)
-    consuming = asyncio.create_task(loop.run(stop))
-    await within_deadline(publishing.wait())
-
-    rebalance = asyncio.create_task(consumer.rebalance([REDEMPTIONS]))
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert not rebalance.done(), "the partitions were revoked before the results went out"
-    assert consumer.commits == []
-
-    release.set()
-    await within_deadline(rebalance)
-    await within_deadline(consuming)
-    assert consumer.commits == [{CREDITS: 1}]
-    assert consumer.owned == {REDEMPTIONS}
-
-
-async def test_a_publish_that_fails_stops_consuming_with_its_error_and_commits_nothing() -> None:
-    consumer = FakeConsumer()
-    consumer.append(CREDITS, b"a")
-    consumer.append(CREDITS, b"b")
-
-    async def fails(_: int) -> None:
-        raise RuntimeError("the producer is gone")
-
-    stop = asyncio.Event()
-    loop = consume_loop(consumer, Applier(), stop, publish=Publisher(consumer, fails))
-    await owning(consumer, CREDITS)
-
-    with pytest.raises(RuntimeError, match="the producer is gone"):
-        await within_deadline(loop.run(stop))
-    assert consumer.commits == []
-
-
-async def test_a_publish_that_fails_while_a_rebalance_waits_is_raised_by_run() -> None:
-    consumer = FakeConsumer()
-    consumer.append(CREDITS, b"a")
-    publishing, release = asyncio.Event(), asyncio.Event()
-
-    async def fails_when_released(_: int) -> None:
-        publishing.set()
-        await release.wait()
-        raise RuntimeError("the producer is gone")
-
-    stop = asyncio.Event()
-    loop = consume_loop(consumer, Applier(), stop, publish=Publisher(consumer, fails_when_released))
-    await owning(consumer, CREDITS)
-    consuming = asyncio.create_task(loop.run(stop))
-    await within_deadline(publishing.wait())
-
-    rebalance = asyncio.create_task(consumer.rebalance([CREDITS]))
-    for _ in range(20):
-        await asyncio.sleep(0)
-    release.set()
-    await within_deadline(rebalance)  # the listener does not fail: aiokafka would only log it
-
-    with pytest.raises(RuntimeError, match="the producer is gone"):
-        await within_deadline(consuming)
-    assert consumer.commits == []
-
-
 def partitions(**counts: int) -> Callable[[str], set[int] | None]:
     return lambda topic: set(range(counts[topic])) if topic in counts else None
 
@@ -455,33 +390,6 @@ async def test_an_unaligned_assignment_queues_every_result_in_the_outbox() -> No
     assert applier.queued_all == [True, False]
 
 
-async def test_a_publish_failure_met_by_a_rebalance_while_stopping_is_raised() -> None:
-    consumer = FakeConsumer()
-    consumer.append(CREDITS, b"a")
-    publishing, release = asyncio.Event(), asyncio.Event()
-    stop = asyncio.Event()
-
-    async def fails_when_released(_: int) -> None:
-        publishing.set()
-        await release.wait()
-        raise RuntimeError("the producer is gone")
-
-    loop = consume_loop(consumer, Applier(), stop, publish=Publisher(consumer, fails_when_released))
-    await owning(consumer, CREDITS)
-    consuming = asyncio.create_task(loop.run(stop))
-    await within_deadline(publishing.wait())
-    rebalance = asyncio.create_task(consumer.rebalance([CREDITS]))
-    for _ in range(20):
-        await asyncio.sleep(0)
-    stop.set()
-    release.set()
-    await within_deadline(rebalance)
-
-    with pytest.raises(RuntimeError, match="the producer is gone"):
-        await within_deadline(consuming)
-    assert consumer.commits == []
-
-
 async def test_a_rebalance_after_run_failed_returns_without_a_cancellation() -> None:
     consumer = FakeConsumer()
     consumer.append(CREDITS, b"a")
@@ -508,3 +416,63 @@ async def test_a_rebalance_after_run_failed_returns_without_a_cancellation() -> 
 
     await within_deadline(consumer.rebalance([]))  # the listener returns: no CancelledError
     assert consumer.commits == []
+
+
+@dataclass
+class HeldPublish:
+    """A loop whose first batch is being published, held until `release` is set (then it
+    fails, when asked to); a rebalance to `moving_to` is under way, waiting for it."""
+
+    consumer: FakeConsumer
+    stop: asyncio.Event
+    consuming: asyncio.Task[None]
+    release: asyncio.Event
+    rebalance: asyncio.Task[None]
+
+
+async def publish_held(moving_to: list[TopicPartition], *, fails: bool = False) -> HeldPublish:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    publishing, release, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def held(_: int) -> None:
+        publishing.set()
+        await release.wait()
+        if fails:
+            raise RuntimeError("the producer is gone")
+
+    loop = consume_loop(consumer, Applier(), stop, publish=Publisher(consumer, held))
+    await owning(consumer, CREDITS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(publishing.wait())
+    rebalance = asyncio.create_task(consumer.rebalance(moving_to))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    return HeldPublish(consumer, stop, consuming, release, rebalance)
+
+
+async def test_a_rebalance_waits_until_the_batch_being_published_is_committed() -> None:
+    held = await publish_held([REDEMPTIONS])
+    assert not held.rebalance.done(), "the partitions were revoked before the results went out"
+    assert held.consumer.commits == []
+
+    held.release.set()
+    await within_deadline(held.rebalance)
+    await within_deadline(held.consuming)
+    assert held.consumer.commits == [{CREDITS: 1}]
+    assert held.consumer.owned == {REDEMPTIONS}
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+async def test_a_publish_that_fails_while_a_rebalance_waits_is_raised_by_run(
+    stopping: bool,
+) -> None:
+    held = await publish_held([CREDITS], fails=True)
+    if stopping:  # the loop would end without another batch: the failure is raised all the same
+        held.stop.set()
+    held.release.set()
+    await within_deadline(held.rebalance)  # the listener does not fail: aiokafka would only log
+
+    with pytest.raises(RuntimeError, match="the producer is gone"):
+        await within_deadline(held.consuming)
+    assert held.consumer.commits == []
