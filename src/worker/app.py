@@ -256,7 +256,7 @@ async def _work(
         # The parts, made without I/O; the sidecar answers from them while Kafka is awaited.
         outbox = Outbox(pool)
         relay_sender = Sender(
-            lambda: make_producer(settings), topic_prefix=prefix, topics=OUTPUT_TOPICS
+            lambda: make_producer(settings), topic_prefix=prefix, topics=(*OUTPUT_TOPICS, DLQ_TOPIC)
         )
         stack.push_async_callback(relay_sender.close)
         relay = OutboxRelay(outbox, relay_sender, metrics)
@@ -302,6 +302,7 @@ async def _work(
             publisher.publish,
             metrics,
             ordered_together=with_prefix(prefix, COIN_INPUT_TOPICS),
+            coin_results_queued=outbox.coin_results_queued,
             dead_letter=pipeline.dead_letter_unreadable,
             max_records=settings.worker_batch_max_records,
             max_wait_ms=settings.worker_batch_max_wait_ms,

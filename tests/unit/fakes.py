@@ -49,6 +49,7 @@ class FakeConsumer:
         self.listener: ConsumerRebalanceListener | None = None
         self.refuse_commits: Exception | None = None
         self.partitions_of: dict[str, int] = {}  # partition counts by topic, when known
+        self.max_per_fetch = 500  # records one getmany returns at most
         self._clock = 0
 
     def append(self, tp: TopicPartition, value: bytes, *, timestamp: int | None = None) -> Record:
@@ -88,7 +89,7 @@ class FakeConsumer:
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[Record]]:
         await asyncio.sleep(0)  # a fetch yields to the event loop
-        room = max_records or 500
+        room = min(max_records or 500, self.max_per_fetch)
         batch: dict[TopicPartition, list[Record]] = {}
         unparsable = False
         for tp in sorted(partitions or self.owned):

@@ -91,6 +91,7 @@ def consume_loop(
     dead_letter: UnreadableHandler = no_dead_letters,
     publish: Publisher | None = None,
     ordered_together: tuple[str, ...] = (),
+    coin_results_queued: Callable[[], Awaitable[bool]] | None = None,
 ) -> ConsumeLoop:
     """A loop that sets `stop` once a batch is committed and `until()` holds."""
 
@@ -106,6 +107,7 @@ def consume_loop(
         metrics or Metrics(CollectorRegistry()),
         dead_letter=dead_letter,
         ordered_together=ordered_together,
+        **({"coin_results_queued": coin_results_queued} if coin_results_queued else {}),
         max_records=100,
         max_wait_ms=5,
         on_committed=on_committed,
@@ -369,6 +371,7 @@ def test_aligned_needs_one_partition_count_and_the_same_numbers_of_every_topic()
     assert not aligned({a0, b0}, ("a", "b"), partitions(a=2, b=3))
     assert not aligned({a0, b0}, ("a", "b"), partitions(a=2))  # b's metadata unknown
     assert aligned({a0, TopicPartition("other", 5)}, ("a",), partitions(a=2))
+    assert aligned({TopicPartition("other", 5)}, ("a", "b"), partitions())  # none of them here
 
 
 async def test_an_unaligned_assignment_queues_every_result_in_the_outbox() -> None:
@@ -475,4 +478,42 @@ async def test_a_publish_that_fails_while_a_rebalance_waits_is_raised_by_run(
 
     with pytest.raises(RuntimeError, match="the producer is gone"):
         await within_deadline(held.consuming)
+    assert held.consumer.commits == []
+
+
+async def test_coin_results_wait_for_those_an_earlier_assignment_queued() -> None:
+    consumer = FakeConsumer()
+    for value in (b"a", b"b", b"c"):
+        consumer.append(CREDITS, value)
+    consumer.max_per_fetch = 1
+    still_queued = [True, False]  # the relay publishes the queued ones meanwhile
+    asked: list[bool] = []
+
+    async def coin_results_queued() -> bool:
+        asked.append(still_queued.pop(0))
+        return asked[-1]
+
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(
+        consumer,
+        applier,
+        stop,
+        until=lambda: len(consumer.commits) == 3,
+        coin_results_queued=coin_results_queued,
+    )
+    await owning(consumer, CREDITS)
+    await within_deadline(loop.run(stop))
+
+    # Queued while the outbox held coin results; from memory after; asked only until then.
+    assert applier.queued_all == [True, False, False]
+    assert asked == [True, False]
+
+
+async def test_a_stop_cut_short_while_a_rebalance_waits_for_a_publish_ends_both() -> None:
+    held = await publish_held([CREDITS])  # the publish never ends: the broker is away
+    loop_task = held.consuming
+    loop_task.cancel()  # WORKER_SHUTDOWN_GRACE_SECONDS ran out
+    with pytest.raises(asyncio.CancelledError):
+        await within_deadline(loop_task)
+    await within_deadline(held.rebalance)  # the listener returns: the consumer can leave
     assert held.consumer.commits == []

@@ -146,6 +146,11 @@ class Outbox:
         async with self._pool.acquire() as conn:
             return await backlog(conn)
 
+    async def coin_results_queued(self) -> bool:
+        """Whether any coin result still waits in the outbox."""
+        async with self._pool.acquire() as conn:
+            return bool(await conn.fetchval(sql("outbox_coin_results")))
+
     async def park(self, refused: Sequence[tuple[OutgoingMessage, Exception]]) -> None:
         """Park messages published from memory that the broker refused for good."""
         async with self._pool.acquire() as conn:

@@ -35,6 +35,10 @@ BatchProcessor = Callable[[Sequence[InboundRecord], bool], Awaitable[Sequence[Ou
 Publisher = Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
 
 
+async def _nothing_queued() -> bool:
+    return False
+
+
 def aligned(
     assigned: Collection[TopicPartition],
     together: Collection[str],
@@ -43,13 +47,15 @@ def aligned(
     """Whether the topics `together` have one partition count and this member owns, for each
     partition number it owns of one of them, that partition of all of them. Then one student's
     events of all those topics (keyed by the student, hashed alike) reach this member alone."""
+    numbers = {tp.partition for tp in assigned if tp.topic in together}
+    if not numbers:
+        return True  # none of them here: nothing to keep in order
     counts = set()
     for topic in together:
         partitions = partitions_of(topic)
         counts.add(None if partitions is None else len(partitions))
     if len(counts) > 1 or None in counts:
         return False
-    numbers = {tp.partition for tp in assigned if tp.topic in together}
     return all(TopicPartition(t, p) in assigned for t in together for p in numbers)
 
 
@@ -135,6 +141,7 @@ class ConsumeLoop:
         metrics: Metrics,
         *,
         ordered_together: Collection[str] = (),
+        coin_results_queued: Callable[[], Awaitable[bool]] = _nothing_queued,
         dead_letter: UnreadableHandler,
         max_records: int,
         max_wait_ms: int,
@@ -147,7 +154,9 @@ class ConsumeLoop:
         self._process = process
         self._publish = publish
         self._ordered_together = ordered_together
+        self._coin_results_queued = coin_results_queued
         self._aligned = True
+        self._outbox_checked = False
         self._metrics = metrics
         self._max_records = max_records
         self._max_wait_ms = max_wait_ms
@@ -207,7 +216,7 @@ class ConsumeLoop:
         """Apply `batch`, then leave it publishing and committing while the next is applied."""
         started = time.perf_counter()
         records = in_timestamp_order(batch)
-        messages = await self._process(records, not self._aligned)
+        messages = await self._process(records, not await self._publishing_from_memory())
         self._batches += 1
         if self._batches == self._failpoint:
             log.warning("failpoint: killed after a database commit", extra={"action": "failpoint"})
@@ -251,22 +260,41 @@ class ConsumeLoop:
         if not finishing.cancelled() and finishing.exception() is not None:
             self._failed = finishing.exception()
 
+    async def _publishing_from_memory(self) -> bool:
+        """Whether this batch's coin results may go out from memory: the assignment is aligned,
+        and no coin result of an earlier assignment still waits in the outbox. (Within one
+        assignment no member queues a result for this member's students: a member that shares
+        a partition number with another is unaligned, and so is the other.)"""
+        if not self._aligned:
+            return False
+        if not self._outbox_checked:
+            if await self._coin_results_queued():
+                return False
+            self._outbox_checked = True
+        return True
+
     def _raise_failure(self) -> None:
         if self._failed is not None:
             raise self._failed
 
     async def _settle_for_rebalance(self) -> None:
         """`_settle` for the rebalance listener, whose errors aiokafka would only log: what
-        stopped the batch is raised by `run` instead (`_note_failure`). A batch cut short by
-        `run` ending is not waited for: the listener returns, and the consumer leaves cleanly."""
-        finishing, self._finishing = self._finishing, None
+        stopped the batch is raised by `run` instead (`_note_failure`). The batch stays where
+        `run` can cancel it if it is cut short: the listener then returns too, and the consumer
+        leaves cleanly."""
+        finishing = self._finishing
         if finishing is not None:
             await asyncio.wait({finishing})
+            if self._finishing is finishing:
+                self._finishing = None
 
     def _check_alignment(self, assigned: set[TopicPartition]) -> None:
         self._aligned = aligned(
             assigned, self._ordered_together, self._consumer.partitions_for_topic
         )
+        # Coin results an earlier assignment queued (this member's or another's, unaligned then)
+        # must reach the broker before this member publishes later ones from memory.
+        self._outbox_checked = False
         if not self._aligned:
             log.error(
                 "this member does not own the same partitions of every coin input topic (a "

@@ -44,19 +44,24 @@ class Sender:
         self._topics = topics
 
     async def start(self) -> None:
-        """Start the idempotent producer, waiting for the broker, and learn where `topics` live:
-        else the first batch to each topic would wait for its metadata, one topic after another,
-        and every batch behind it with it."""
+        """Start the idempotent producer, waiting for the broker, and learn where `topics` live
+        (the first start only): else the first batch to each topic would wait for its
+        metadata, one topic after another, and every batch behind it with it."""
+        first = self._producer is None
         self._producer = self._new_producer()
         await start_with_retry(self._producer, "producer")
-        async for attempt in transient_retry():
-            with attempt:
-                for topic in self._topics:
-                    await self._producer.partitions_for(self._topic_prefix + topic)
+        if first and self._topics:
+            producer = self._producer
+            async for attempt in transient_retry():
+                with attempt:
+                    await asyncio.gather(
+                        *(producer.partitions_for(self._topic_prefix + t) for t in self._topics)
+                    )
 
     async def close(self) -> None:
+        """Stop the producer; a failure to stop is ignored, a cancellation is not."""
         if self._producer is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
+            with contextlib.suppress(Exception):
                 await self._producer.stop()
 
     async def send(self, messages: Sequence[OutgoingMessage]) -> dict[int, Exception]:
