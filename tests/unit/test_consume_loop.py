@@ -517,3 +517,23 @@ async def test_a_stop_cut_short_while_a_rebalance_waits_for_a_publish_ends_both(
         await within_deadline(loop_task)
     await within_deadline(held.rebalance)  # the listener returns: the consumer can leave
     assert held.consumer.commits == []
+
+
+async def test_the_outbox_check_waits_out_a_database_outage() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    answers: list[bool | Exception] = [ConnectionRefusedError("the database is away"), False]
+
+    async def coin_results_queued() -> bool:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop, coin_results_queued=coin_results_queued)
+    await owning(consumer, CREDITS)
+
+    await within_deadline(loop.run(stop))
+    assert applier.queued_all == [False]
+    assert answers == []

@@ -25,6 +25,7 @@ from worker.core.records import InboundRecord
 from worker.messaging.clients import coordinator_known
 from worker.messaging.unreadable import UNREADABLE, UnreadableHandler, UnreadableRecords
 from worker.metrics import Metrics
+from worker.retry import transient_retry
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,10 @@ class ConsumeLoop:
         if not self._aligned:
             return False
         if not self._outbox_checked:
-            if await self._coin_results_queued():
+            async for attempt in transient_retry():  # the database may be away a while
+                with attempt:
+                    queued = await self._coin_results_queued()
+            if queued:
                 return False
             self._outbox_checked = True
         return True
