@@ -332,7 +332,13 @@ async def test_results_go_out_before_the_offsets_commit_and_the_next_batch_appli
             publishing.set()
             await release.wait()
 
-    applier, stop = Applier(), asyncio.Event()
+    second_applied = asyncio.Event()
+
+    async def note_the_second(batch: int) -> None:
+        if batch == 1:
+            second_applied.set()
+
+    applier, stop = Applier(note_the_second), asyncio.Event()
     publisher = Publisher(consumer, first_held)
     loop = consume_loop(
         consumer, applier, stop, publish=publisher, until=lambda: len(consumer.commits) == 2
@@ -340,10 +346,9 @@ async def test_results_go_out_before_the_offsets_commit_and_the_next_batch_appli
     await owning(consumer, CREDITS)
     consuming = asyncio.create_task(loop.run(stop))
     await within_deadline(publishing.wait())
-    for _ in range(50):
-        if len(applier.batches) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await within_deadline(second_applied.wait())  # applied while the first is still held
+    for _ in range(20):  # let the loop try to go further, were it able to
+        await asyncio.sleep(0)
 
     assert applier.batches == [[(CREDITS.topic, 0, 0)], [(CREDITS.topic, 0, 1)]]
     assert publisher.batches == []  # the second batch's results wait for the first's
