@@ -217,9 +217,11 @@ class Pipeline:
         outcomes.update((c.event_type, o) for c, o in coins.outcomes)
         for (kind, outcome), count in outcomes.items():
             self._metrics.messages.labels(event_type=kind, outcome=outcome).inc(count)
-        for entry in coins.entries:
-            direction = "credited" if entry.amount > 0 else "debited"
-            self._metrics.coins.labels(direction=direction).inc(abs(entry.amount))
+        credited = sum(e.amount for e in coins.entries if e.amount > 0)
+        debited = -sum(e.amount for e in coins.entries if e.amount < 0)
+        for direction, amount in (("credited", credited), ("debited", debited)):
+            if amount:
+                self._metrics.coins.labels(direction=direction).inc(amount)
         count_payment_plan(self._metrics, payments)
         if dead_lettered:
             self._metrics.dead_lettered.inc(dead_lettered)

@@ -8,7 +8,7 @@ statements.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -79,12 +79,8 @@ class Wallet:
 
     def moved(self, amount: int) -> Wallet:
         if amount > 0:
-            return replace(
-                self, balance=self.balance + amount, lifetime_earned=self.lifetime_earned + amount
-            )
-        return replace(
-            self, balance=self.balance + amount, lifetime_spent=self.lifetime_spent - amount
-        )
+            return Wallet(self.balance + amount, self.lifetime_earned + amount, self.lifetime_spent)
+        return Wallet(self.balance + amount, self.lifetime_earned, self.lifetime_spent - amount)
 
 
 @dataclass(frozen=True, slots=True)

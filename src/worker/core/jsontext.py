@@ -17,8 +17,14 @@ class JsonTextError(ValueError):
 
 def loads(text: str | bytes) -> Any:
     """`json.loads` that refuses repeated member names (at any depth) and non-finite numbers."""
+    # What `json.loads` does before it decodes, kept to the letter.
+    if isinstance(text, str):
+        if text.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    else:
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
     try:
-        return json.loads(text, object_pairs_hook=_unique_members, parse_constant=_no_constant)
+        return _DECODER.decode(text)
     except RecursionError:
         raise JsonTextError("nested too deeply") from None
 
@@ -36,3 +42,7 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise JsonTextError(f"{name} is not a JSON number")
+
+
+# One decoder for every document: `json.loads` with hooks would build a new one per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_members, parse_constant=_no_constant)

@@ -28,17 +28,34 @@ async def apply_coin_commands(
     """
     if not commands:
         return CoinPlan()
-    students = sorted({c.student_id for c in commands})
-    await conn.execute(sql("coins_ensure_wallets"), students)
-    wallets = {
-        row["student_id"]: Wallet(row["balance"], row["lifetime_earned"], row["lifetime_spent"])
-        for row in await conn.fetch(sql("coins_lock_wallets"), students)
-    }
+    wallets = await _lock_wallets(conn, {c.student_id for c in commands})
     known = await _known_decisions(conn, {c.key for c in commands})
     answered = await known_answers(conn, {c.event for c in commands})
     plan = decide_coins(commands, known, wallets, now, answered)
     await _write(conn, plan)
     return plan
+
+
+async def _lock_wallets(conn: Connection, students: set[str]) -> dict[str, Wallet]:
+    """Lock the wallets of `students` until commit, creating the missing ones (balance 0).
+
+    Most students of a batch have a wallet already: those are locked at once, and only the
+    missing ones are inserted and then locked (one or two statements more, only when some are
+    missing). Two batches that create one wallet at once may deadlock; PostgreSQL then cancels
+    one, which is a passing fault that retries the batch.
+    """
+    wallets = await _locked(conn, sorted(students))
+    if missing := sorted(students - wallets.keys()):
+        await conn.execute(sql("coins_ensure_wallets"), missing)
+        wallets.update(await _locked(conn, missing))
+    return wallets
+
+
+async def _locked(conn: Connection, students: list[str]) -> dict[str, Wallet]:
+    return {
+        row["student_id"]: Wallet(row["balance"], row["lifetime_earned"], row["lifetime_spent"])
+        for row in await conn.fetch(sql("coins_lock_wallets"), students)
+    }
 
 
 async def _known_decisions(conn: Connection, keys: set[Key]) -> dict[Key, CoinDecision]:
