@@ -150,6 +150,10 @@ class FakeBroker:
     producer fails every later message with OutOfOrderSequenceNumber. A value in `too_large`
     is refused by `send` itself (MessageSizeTooLargeError), which breaks nothing. A value in
     `refuses_once` is refused so the first time only, as a passing fault would be.
+
+    A producer batch (`create_batch`, `send_batch`) is taken or refused whole: one refused
+    value refuses its batch. `too_large` is the producer's own size check, which only `send`
+    makes: a batch takes such a value (as a broker allowing larger messages would).
     """
 
     def __init__(
@@ -157,7 +161,10 @@ class FakeBroker:
         refuses: Mapping[bytes, Exception] | None = None,
         too_large: Iterable[bytes] = (),
         refuses_once: Mapping[bytes, Exception] | None = None,
+        batch_size: int = 3,
     ) -> None:
+        # How many messages one producer batch holds (aiokafka's holds up to 16 KiB).
+        self.batch_size = batch_size
         self.refuses = dict(refuses or {})
         self.refuses_once = dict(refuses_once or {})
         self.too_large = set(too_large)
@@ -202,6 +209,50 @@ class FakeProducer:
             self.broker.taken.append(Sent(topic, key, value, headers, self.number))
             delivery.set_result(None)
         return delivery
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.broker.batch_size)
+
+    async def send_batch(
+        self, batch: FakeBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[None]:
+        if not self.started or self.stopped:
+            raise ProducerClosed()
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        values = [value for _, value, _ in batch.messages]
+        refused = next((v for v in values if v in self.broker.refuses), None)
+        once = next((v for v in values if v in self.broker.refuses_once), None)
+        if self.broken:
+            delivery.set_exception(OutOfOrderSequenceNumber())
+        elif refused is not None:
+            self.broken = True
+            delivery.set_exception(self.broker.refuses[refused])
+        elif once is not None:
+            delivery.set_exception(self.broker.refuses_once.pop(once))
+        else:
+            for key, value, headers in batch.messages:
+                self.broker.taken.append(Sent(topic, key, value, headers, self.number))
+            delivery.set_result(None)
+        return delivery
+
+
+@dataclass
+class FakeBatch:
+    """A producer batch: takes messages until it holds `size` (an empty one takes any)."""
+
+    size: int
+    messages: list[tuple[bytes | None, bytes | None, list[Any]]] = field(default_factory=list)
+
+    def append(
+        self, *, key: bytes | None, value: bytes | None, timestamp: None, headers: list[Any]
+    ) -> object | None:
+        if len(self.messages) >= self.size:
+            return None
+        self.messages.append((key, value, headers))
+        return object()
 
 
 @dataclass

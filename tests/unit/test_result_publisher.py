@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aiokafka.errors import CorruptRecordException, KafkaTimeoutError
+from aiokafka.errors import CorruptRecordException, KafkaTimeoutError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
 from tests.unit.fakes import FakeBroker
@@ -38,16 +38,21 @@ def published(metrics: Metrics, topic: str) -> float | None:
 
 
 async def test_messages_go_out_in_order_with_the_prefix_and_are_counted_by_topic() -> None:
-    broker, parking, metrics = FakeBroker(), Parking(), Metrics(CollectorRegistry())
+    broker, parking, metrics = FakeBroker(batch_size=2), Parking(), Metrics(CollectorRegistry())
     results = await publisher(broker, parking, metrics)
 
-    await results.publish([message(b"v1"), message(b"v2", "dlq"), message(b"v3")])
+    await results.publish(
+        [message(b"v1"), message(b"v2", "dlq"), message(b"v3"), message(b"v4"), message(b"v5")]
+    )
 
-    assert [(s.topic, s.value) for s in broker.taken] == [
-        ("dev.coins.credited", b"v1"), ("dev.dlq", b"v2"), ("dev.coins.credited", b"v3"),
+    # In order within each topic (Kafka orders a partition, not the topics against each other),
+    # across as many producer batches as it takes.
+    assert [s.value for s in broker.taken if s.topic == "dev.coins.credited"] == [
+        b"v1", b"v3", b"v4", b"v5",
     ]  # fmt: skip
+    assert [s.value for s in broker.taken if s.topic == "dev.dlq"] == [b"v2"]
     assert broker.taken[0].headers == [("content-type", b"application/json")]
-    assert published(metrics, "coins.credited") == 2
+    assert published(metrics, "coins.credited") == 4
     assert published(metrics, "dlq") == 1
     assert parking.parked == []
 
@@ -66,7 +71,8 @@ async def test_a_message_refused_for_good_is_parked_and_the_rest_go_out_in_order
 
 
 async def test_a_passing_fault_sends_them_all_again_and_parks_nothing() -> None:
-    broker = FakeBroker(refuses_once={b"v2": KafkaTimeoutError()})
+    # One message per producer batch, so that some are taken around the fault.
+    broker = FakeBroker(refuses_once={b"v2": KafkaTimeoutError()}, batch_size=1)
     parking, metrics = Parking(), Metrics(CollectorRegistry())
     results = await publisher(broker, parking, metrics)
 
@@ -84,3 +90,22 @@ async def test_nothing_to_publish_sends_nothing() -> None:
     results = await publisher(broker, Parking(), Metrics(CollectorRegistry()))
     await results.publish([])
     assert broker.taken == []
+
+
+async def test_a_large_message_goes_by_send_in_its_place_and_its_size_limit_holds() -> None:
+    large, too_large = b"L" * 10_000, b"T" * 10_000
+    broker = FakeBroker(too_large=[too_large])
+    parking, metrics = Parking(), Metrics(CollectorRegistry())
+    results = await publisher(broker, parking, metrics)
+
+    await results.publish(
+        [message(b"v1"), message(large), message(b"v3"), message(too_large), message(b"v5")]
+    )
+
+    # Not in a batch, where the producer's own size check would not judge it: `send` took the
+    # large one between the batches around it and refused the one above its limit alone.
+    assert [s.value for s in broker.taken] == [b"v1", large, b"v3", b"v5"]
+    assert len(broker.producers) == 3  # a new one to send it alone, another after its refusal
+    assert [(m.value, type(e)) for m, e in parking.parked] == [
+        (too_large, MessageSizeTooLargeError)
+    ]

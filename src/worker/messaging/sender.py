@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from worker.core.messages import OutgoingMessage
 from worker.errors import is_retriable
@@ -72,25 +73,66 @@ class Sender:
         return await self._send_alone(messages, sorted(refused))
 
     async def _send_together(self, messages: Sequence[OutgoingMessage]) -> dict[int, Exception]:
+        """Each partition's messages in order, in as few producer batches as hold them: one
+        delivery to wait for per batch, not per message. A batch the broker refuses refuses
+        every message in it (the caller sends those alone next). A large message goes by
+        `send`, in its place, so that the producer's size limit still judges it."""
         producer = self._started()
         refused: dict[int, Exception] = {}
-        deliveries: list[tuple[int, asyncio.Future[Any]]] = []
-        for position, message in enumerate(messages):
+        deliveries: list[tuple[list[int], asyncio.Future[Any]]] = []
+
+        async def submit(positions: list[int], sending: Awaitable[asyncio.Future[Any]]) -> None:
             try:
-                delivery = await producer.send(**self._arguments(message))
+                delivery = await sending
             except Exception as exc:  # noqa: BLE001 - a permanent refusal is sent alone next
                 _raise_if_passing(exc)
-                refused[position] = exc
+                refused.update(dict.fromkeys(positions, exc))
             else:
-                deliveries.append((position, delivery))
+                deliveries.append((positions, delivery))
+
+        for (topic, partition), positions in (await self._by_partition(messages)).items():
+            batch = producer.create_batch()
+            taken: list[int] = []
+            for position in positions:
+                message = messages[position]
+                if len(message.value or b"") + len(message.key or b"") > _BATCHED_UP_TO:
+                    if taken:  # the batch before it goes first
+                        await submit(taken, producer.send_batch(batch, topic, partition=partition))
+                        batch, taken = producer.create_batch(), []
+                    await submit([position], producer.send(**self._arguments(message)))
+                    continue
+                if not _append(batch, message):  # full: it goes, and a new one starts
+                    await submit(taken, producer.send_batch(batch, topic, partition=partition))
+                    batch, taken = producer.create_batch(), []
+                    _append(batch, message)  # an empty batch takes any message
+                taken.append(position)
+            if taken:
+                await submit(taken, producer.send_batch(batch, topic, partition=partition))
         outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
-        for (position, _), outcome in zip(deliveries, outcomes, strict=True):
+        for (positions, _), outcome in zip(deliveries, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 _raise_if_passing(outcome)
-                refused[position] = outcome
+                refused.update(dict.fromkeys(positions, outcome))
             elif isinstance(outcome, BaseException):
                 raise outcome
         return refused
+
+    async def _by_partition(
+        self, messages: Sequence[OutgoingMessage]
+    ) -> dict[tuple[str, int], list[int]]:
+        """The messages' positions by the partition `send` would choose for each: the default
+        partitioner's (murmur2 of the key, as Kafka's Java clients hash it)."""
+        producer = self._started()
+        partitions: dict[str, list[int]] = {}
+        grouped: dict[tuple[str, int], list[int]] = {}
+        for position, message in enumerate(messages):
+            topic = self._topic_prefix + message.topic
+            if (known := partitions.get(topic)) is None:
+                # The producer's own order of the partitions, as `send` hands them over.
+                known = partitions[topic] = list(await producer.partitions_for(topic))
+            partition = _PARTITIONER(message.key, known, known)
+            grouped.setdefault((topic, partition), []).append(position)
+        return grouped
 
     async def _send_alone(
         self, messages: Sequence[OutgoingMessage], positions: Sequence[int]
@@ -127,6 +169,21 @@ class Sender:
             "key": message.key,
             "headers": list(message.headers),
         }
+
+
+# Larger messages go by `send`, whose size check (`max_request_size`) a batch skips. Below
+# aiokafka's batch size (16 KiB), so a batch never holds one message above it.
+_BATCHED_UP_TO = 8_192
+# The partitioner aiokafka's producer uses when it is given none (as `make_producer` gives it).
+_PARTITIONER = DefaultPartitioner()
+
+
+def _append(batch: Any, message: OutgoingMessage) -> bool:
+    """Whether `batch` took `message` (False: it is full)."""
+    taken = batch.append(
+        key=message.key, value=message.value, timestamp=None, headers=list(message.headers)
+    )
+    return taken is not None
 
 
 def _raise_if_passing(error: Exception) -> None:
