@@ -44,6 +44,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 
 from bench.peers import PEERS, run_peer
 from bench.workload import (
@@ -515,6 +516,95 @@ async def raw_sql(
         await conn.close()
 
 
+async def raw_end_to_end(scenario: Scenario, workload: Workload, events: list[Event]) -> float:
+    """The least any pipeline on this stack does per event, end to end: events/s.
+
+    The worker's libraries and durability, and none of its code: getmany (500 records, as the
+    worker), `json.loads` of each record, the SQL effects of `raw_sql` for the batch as one
+    statement in one transaction (its rows computed before the run, so deciding costs
+    nothing), a result per record (its own bytes) sent by an idempotent `acks=all` producer in
+    one producer batch per partition, and the offsets committed once the broker took them. As
+    the worker does, a batch's results and offsets go out while the next batch is written.
+    It reads nothing before writing, so it stores no refusals it did not know in advance, and
+    checks no repeats: a floor, not a rival.
+    """
+    columns = raw_effects(workload, events)
+    rows = {event.value: [column[n] for column in columns] for n, event in enumerate(events)}
+    # Refusals were decided in the workload's order; it is seeded so that the same ones hold in
+    # any order (bench/workload.py), and each balance follows the order consumed.
+    balances = dict.fromkeys(workload.students, SEED_COINS)
+    topics = [scenario.prefix + t for t in INPUT_TOPICS]
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=scenario.bootstrap,
+        group_id=f"raw-e2e-{scenario.tag}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = make_producer(scenario.bootstrap, linger_ms=0)
+    partitioner = DefaultPartitioner()
+    result_topic = scenario.prefix + "coins.credited"
+    conn = await asyncpg.connect(scenario.database_url)
+    await consumer.start()
+    await producer.start()
+    known = list(await producer.partitions_for(result_topic))
+
+    async def finish(records: list[Any], offsets: dict[TopicPartition, int]) -> None:
+        by_partition: dict[int, Any] = {}
+        deliveries = []
+        for record in records:
+            partition = partitioner(record.key, known, known)
+            batch = by_partition.get(partition)
+            if (
+                batch is None
+                or batch.append(key=record.key, value=record.value, timestamp=None, headers=HEADERS)
+                is None
+            ):
+                if batch is not None:
+                    deliveries.append(
+                        await producer.send_batch(batch, result_topic, partition=partition)
+                    )
+                batch = by_partition[partition] = producer.create_batch()
+                batch.append(key=record.key, value=record.value, timestamp=None, headers=HEADERS)
+        for partition, batch in by_partition.items():
+            deliveries.append(await producer.send_batch(batch, result_topic, partition=partition))
+        await asyncio.gather(*deliveries)
+        await consumer.commit(offsets)
+
+    try:
+        await conn.execute("TRUNCATE outbox")
+        seen, started, finishing = 0, 0.0, None
+        while seen < len(events):
+            batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            if not batch:
+                continue
+            started = started or time.perf_counter()
+            records = [r for rs in batch.values() for r in rs]
+            chunk: list[list[Any]] = [[] for _ in columns]
+            for record in records:
+                json.loads(record.value)
+                row = rows[record.value]
+                if (student := row[0]) is not None:  # balances in the order consumed
+                    balances[student] += row[3] or 0
+                    row = [*row[:4], balances[student], *row[5:]]
+                for column, value in zip(chunk, row, strict=True):
+                    column.append(value)
+            async with conn.transaction():
+                await conn.execute(RAW_SQL, *chunk, False)
+            if finishing is not None:
+                await finishing
+            offsets = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
+            finishing = asyncio.create_task(finish(records, offsets))
+            seen += len(records)
+        if finishing is not None:
+            await finishing
+        return len(events) / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        await conn.close()
+
+
 def raw_effects(workload: Workload, events: list[Event]) -> list[list[Any]]:
     """Per event (in order): its ledger row (if any), its payment change (if any), its result."""
     balances = dict.fromkeys(workload.students, SEED_COINS)
@@ -701,6 +791,15 @@ async def main(args: argparse.Namespace) -> int:
             results[name] = {"events_per_s": raw_rate}
             shape = "every result through the outbox (before)" if queue_all else "today's shape"
             say(f"  {raw_rate:,.0f} events/s, {shape}")
+        say("raw limits: end to end with the least Python (the worker's stack, none of its code)")
+        floor = Scenario("raw-e2e", server_url, bootstrap)
+        scenarios.append(floor)
+        await floor.create(workload)
+        await produce_all(bootstrap, floor.prefix, workload.events)
+        results["raw_e2e"] = {
+            "events_per_s": await raw_end_to_end(floor, workload, workload.events)
+        }
+        say(f"  {results['raw_e2e']['events_per_s']:,.0f} events/s")
 
         if args.peer_events:
             results["peers"] = await peers(server_url, bootstrap, args)
@@ -861,6 +960,11 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             f"{results['raw_sql_outbox']['events_per_s']:,.0f} events/s",
             "the storage shape before results were published from memory",
         ),
+        (
+            "raw: end to end, least Python",
+            f"{results['raw_e2e']['events_per_s']:,.0f} events/s",
+            "getmany, json.loads, the raw SQL per batch, results in producer batches, commit",
+        ),
     ]
     if "peers" in results:
         found = results["peers"]
@@ -894,6 +998,11 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"as built / per event:      {batched / results['per_event']['events_per_s']:.1f}x")
     print(f"as built / raw SQL limit:  {batched / results['raw_sql']['events_per_s']:.0%}")
     print(f"as built / raw Kafka drain: {batched / results['raw_kafka']['events_per_s']:.0%}")
+    print(f"as built / raw end to end: {batched / results['raw_e2e']['events_per_s']:.0%}")
+    print(
+        f"raw end to end / raw SQL:  "
+        f"{results['raw_e2e']['events_per_s'] / results['raw_sql']['events_per_s']:.0%}"
+    )
     print(
         f"ledger check: {results['ledger_check']}; "
         f"per-event ledger check: {results['per_event']['ledger_check']}"
