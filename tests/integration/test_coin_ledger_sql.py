@@ -72,6 +72,35 @@ async def test_replayed_batch_changes_nothing(conn: asyncpg.Connection) -> None:
     assert await conn.fetchval("SELECT balance FROM coin_wallets") == 50
 
 
+async def test_a_kept_answer_is_found_by_type_source_and_id_together(
+    conn: asyncpg.Connection,
+) -> None:
+    def unauthorized(reference: str, event_type: str, source: str) -> CoinCommand:
+        return CoinCommand(
+            "s", "manual_adjustment", reference, 5, 5, "e1", event_type,
+            authorized=False, event_source=source,
+        )  # fmt: skip
+
+    first = await _decide(conn, [unauthorized("a1", "coins.adjustment.requested", "admin")])
+    # The same event again, whatever it asks now: its first answer, byte for byte.
+    again = await _decide(conn, [unauthorized("a2", "coins.adjustment.requested", "admin")])
+    assert again.messages == first.messages
+    assert again.outcomes[0][1] == "duplicate"
+    # The same id from another source, or of another type, is another event.
+    for other in (
+        unauthorized("a1", "coins.adjustment.requested", "console"),
+        unauthorized("a1", "coins.redemption.requested", "admin"),
+    ):
+        plan = await _decide(conn, [other])
+        assert plan.outcomes[0][1] == "rejected"  # answered afresh, not "duplicate"
+    kept = await conn.fetch("SELECT event_type, event_source FROM event_answers ORDER BY 1, 2")
+    assert [tuple(k) for k in kept] == [
+        ("coins.adjustment.requested", "admin"),
+        ("coins.adjustment.requested", "console"),
+        ("coins.redemption.requested", "admin"),
+    ]
+
+
 async def test_two_transactions_on_one_wallet_serialise_on_its_lock(db_url: str) -> None:
     first, second = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
     try:

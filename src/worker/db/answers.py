@@ -23,19 +23,21 @@ def answer_id(event: EventKey) -> str:
 async def known_answers(conn: Connection, events: Iterable[EventKey]) -> Answers:
     """The answers kept for `events`; call it after locking what the events are about, so that
     a concurrent batch holding the same event has committed its answer or not begun."""
-    ids = {answer_id(event): event for event in events}
-    if not ids:
+    wanted = set(events)
+    if not wanted:
         return {}
-    rows = await conn.fetch(sql("answers_known"), list(ids))
-    return {
-        ids[str(row["answer_id"])]: OutgoingMessage(
-            topic=row["result_topic"],
-            key=row["result_key"],
-            value=row["result_value"],
-            headers=tuple(cloudevents.structured_headers()),
-        )
-        for row in rows
-    }
+    rows = await conn.fetch(sql("answers_known"), list({event_id for _, _, event_id in wanted}))
+    found: Answers = {}
+    for row in rows:
+        event = (row["event_type"], row["event_source"], row["event_id"])
+        if event in wanted:  # the same id from another source or of another type is not it
+            found[event] = OutgoingMessage(
+                topic=row["result_topic"],
+                key=row["result_key"],
+                value=row["result_value"],
+                headers=tuple(cloudevents.structured_headers()),
+            )
+    return found
 
 
 async def record_answers(conn: Connection, answers: Answers) -> None:

@@ -1,5 +1,5 @@
--- Answers earlier batches gave the events of this one ($1: answer ids, UUIDv5 of the events'
--- type, source and id).
-SELECT answer_id, result_topic, result_key, result_value
+-- Answers earlier batches gave events with these ids ($1); the caller keeps those whose type and
+-- source match too.
+SELECT event_type, event_source, event_id, result_topic, result_key, result_value
 FROM event_answers
-WHERE answer_id = ANY($1::uuid[])
+WHERE event_id = ANY($1::text[])
