@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import hmac
 import logging
@@ -130,10 +131,22 @@ async def _consume(
         return
     try:
         await start_with_retry(consumer, "consumer")
+        _freeze_the_heap()
         log.info("worker started", extra={"action": "started", "topics": list(topics)})
         await consume.run(stop)
     finally:
         await _close(consumer, "consumer")
+
+
+def _freeze_the_heap() -> None:
+    """Leave what start-up built (modules, schemas, clients) out of every later collection.
+
+    A full collection scans every tracked object; with the start-up heap in it, each took up to
+    56 ms here, every few seconds under load: a pause every event in flight waits out (it was
+    most of the latency's p99). What is left to scan is what processing creates and keeps.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _stopping(stop: asyncio.Event, deadline: asyncio.Timeout, grace_seconds: float) -> None:
