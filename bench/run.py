@@ -42,7 +42,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -519,7 +524,15 @@ async def raw_sql(
         await conn.close()
 
 
-async def raw_end_to_end(scenario: Scenario, workload: Workload, events: list[Event]) -> float:
+async def raw_end_to_end(
+    scenario: Scenario,
+    workload: Workload,
+    events: list[Event],
+    *,
+    group: str | None = None,
+    until: int | None = None,
+    assigned: Any = None,
+) -> float:
     """The least any pipeline on this stack does per event, end to end: events/s.
 
     The worker's libraries and durability, and none of its code: getmany (500 records, as the
@@ -530,6 +543,10 @@ async def raw_end_to_end(scenario: Scenario, workload: Workload, events: list[Ev
     the worker does, a batch's results and offsets go out while the next batch is written.
     It reads nothing before writing, so it stores no refusals it did not know in advance, and
     checks no repeats: a floor, not a rival.
+
+    Alone, it reads all of `events` and returns. In a group (`bench/floor.py`, one process
+    each) it runs until `until` records, or for ever, and calls `assigned` with each new
+    assignment.
     """
     columns = raw_effects(workload, events)
     rows = {event.value: [column[n] for column in columns] for n, event in enumerate(events)}
@@ -538,14 +555,26 @@ async def raw_end_to_end(scenario: Scenario, workload: Workload, events: list[Ev
     balances = dict.fromkeys(workload.students, SEED_COINS)
     topics = [scenario.prefix + t for t in INPUT_TOPICS]
     consumer = AIOKafkaConsumer(
-        *topics,
         bootstrap_servers=scenario.bootstrap,
-        group_id=f"raw-e2e-{scenario.tag}",
+        group_id=group or f"raw-e2e-{scenario.tag}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            if finishing is not None:
+                await finishing
+
+        async def on_partitions_assigned(self, partitions: Any) -> None:
+            if assigned is not None:
+                assigned(partitions)
+
+    consumer.subscribe(topics, listener=Listener())
+    until = len(events) if until is None and group is None else until
     producer = make_producer(scenario.bootstrap, linger_ms=0)
     partitioner = DefaultPartitioner()
+    finishing: asyncio.Task[None] | None = None
     result_topic = scenario.prefix + "coins.credited"
     conn = await asyncpg.connect(scenario.database_url)
     await consumer.start()
@@ -576,8 +605,8 @@ async def raw_end_to_end(scenario: Scenario, workload: Workload, events: list[Ev
 
     try:
         await conn.execute("TRUNCATE outbox")
-        seen, started, finishing = 0, 0.0, None
-        while seen < len(events):
+        seen, started = 0, 0.0
+        while until is None or seen < until:
             batch = await consumer.getmany(timeout_ms=500, max_records=500)
             if not batch:
                 continue
@@ -601,11 +630,75 @@ async def raw_end_to_end(scenario: Scenario, workload: Workload, events: list[Ev
             seen += len(records)
         if finishing is not None:
             await finishing
-        return len(events) / (time.perf_counter() - started)
+        return seen / (time.perf_counter() - started)
     finally:
         await producer.stop()
         await consumer.stop()
         await conn.close()
+
+
+async def raw_end_to_end_group(
+    server_url: str, bootstrap: str, workload: Workload, args: argparse.Namespace
+) -> float:
+    """`raw_end_to_end` with `--processes` processes in one group (`bench/floor.py`), started
+    on empty topics: events/s from the first event produced to the last offset committed."""
+    scenario = Scenario("raw-e2e-group", server_url, bootstrap)
+    await scenario.create(workload)
+    group = f"raw-e2e-group-{scenario.tag}"
+    arguments = {
+        "--server-url": server_url, "--bootstrap": bootstrap, "--tag": scenario.tag,
+        "--group": group, "--mix": args.mix, "--events": str(args.events),
+        "--students": str(args.students),
+    }  # fmt: skip
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.floor",
+            *(x for pair in arguments.items() for x in pair),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(args.processes)
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        shares = [0] * len(children)
+        settled = asyncio.Event()
+
+        async def follow(n: int, child: asyncio.subprocess.Process) -> None:
+            if child.stdout is None:  # never: it is a pipe
+                return
+            async for line in child.stdout:
+                if line.startswith(b"assigned "):
+                    shares[n] = int(line.split()[1])
+                    if all(shares) and sum(shares) == len(INPUT_TOPICS) * PARTITIONS:
+                        settled.set()
+                    else:
+                        settled.clear()
+
+        following = [asyncio.create_task(follow(n, c)) for n, c in enumerate(children)]
+        async with asyncio.timeout(180):
+            await settled.wait()
+        started = time.perf_counter()
+        await produce_all(bootstrap, scenario.prefix, workload.events)
+        async with asyncio.timeout(600):
+            while True:
+                offsets = await admin.list_consumer_group_offsets(group)
+                if sum(max(o.offset, 0) for o in offsets.values()) >= len(workload.events):
+                    break
+                await asyncio.sleep(0.1)
+        rate = len(workload.events) / (time.perf_counter() - started)
+        for task in following:
+            task.cancel()
+        return rate
+    finally:
+        await admin.close()
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+            await child.wait()
+        await scenario.drop()
 
 
 def raw_effects(workload: Workload, events: list[Event]) -> list[list[Any]]:
@@ -810,6 +903,13 @@ async def main(args: argparse.Namespace) -> int:
             "events_per_s": await raw_end_to_end(floor, workload, workload.events)
         }
         say(f"  {results['raw_e2e']['events_per_s']:,.0f} events/s")
+        if args.processes > 1:
+            say(f"raw limits: the same, {args.processes} processes in one group")
+            results["raw_e2e_processes"] = {
+                "count": args.processes,
+                "events_per_s": await raw_end_to_end_group(server_url, bootstrap, workload, args),
+            }
+            say(f"  {results['raw_e2e_processes']['events_per_s']:,.0f} events/s")
 
         if args.peer_events:
             results["peers"] = await peers(server_url, bootstrap, args)
@@ -974,6 +1074,17 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             "raw: end to end, least Python",
             f"{results['raw_e2e']['events_per_s']:,.0f} events/s",
             "getmany, json.loads, the raw SQL per batch, results in producer batches, commit",
+        ),
+        *(
+            [
+                (
+                    f"raw: end to end, {results['raw_e2e_processes']['count']} processes",
+                    f"{results['raw_e2e_processes']['events_per_s']:,.0f} events/s",
+                    "the same, one consumer group, timed from the first event produced",
+                )
+            ]
+            if "raw_e2e_processes" in results
+            else []
         ),
     ]
     if "peers" in results:

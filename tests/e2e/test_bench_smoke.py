@@ -35,6 +35,8 @@ async def test_a_small_benchmark_run_completes_with_a_correct_ledger(
     assert results["batched"]["events_per_s"] > 0
     assert [p["offered"] > 0 for p in results["latency"]] == [True, True]
     assert results["processes"]["check"] == "ok"  # two worker processes in one group
+    assert results["raw_e2e"]["events_per_s"] > 0  # the floor, alone and in a group of two
+    assert results["raw_e2e_processes"]["events_per_s"] > 0
     peers = results["peers"]
     assert [peers[name]["check"] for name in ("per message", "batched", "worker")] == ["ok"] * 3
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
