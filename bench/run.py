@@ -82,6 +82,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"  # --out changes it
 PARTITIONS = 6
 JWT_SECRET = "bench-only-jwt-secret-of-32-bytes-or-more"  # noqa: S105 - a local bench
+# How long the latency runs' worker warms up before the first point is measured.
+WARM_UP_SECONDS = 3.0
 # A latency point whose bench producer lagged (p99) by more than this share of the p99 measured
 # is void: the latency it reports is the bench's own.
 VOID_LAG_SHARE = 0.1
@@ -743,10 +745,19 @@ def raw_effects(workload: Workload, events: list[Event]) -> list[list[Any]]:
 async def latency(
     scenario: Scenario, workload: Workload, loads: list[float], seconds: float
 ) -> list[dict[str, float]]:
-    """Open-loop runs at each rate in `loads` (events/s) against one worker: percentiles."""
+    """Open-loop runs at each rate in `loads` (events/s) against one worker: percentiles.
+
+    The worker first takes `WARM_UP_SECONDS` of the first load, not measured: a fresh worker's
+    first batches are slower (each connection prepares its statements on first use), and they
+    would otherwise fall in the first point's tail. The runs after it measure a running worker.
+    """
     worker = await start_worker(scenario)
     try:
-        offset, phases = 0, []
+        offset = int(loads[0] * WARM_UP_SECONDS)
+        say(f"  warm-up: {loads[0]:,.0f} events/s for {WARM_UP_SECONDS:g} s, not measured")
+        await produce_at(scenario.bootstrap, scenario.prefix, workload.events[:offset], loads[0])
+        await run_to_completion(worker, offset, "warm-up")
+        phases = []
         for rate in loads:
             events = workload.events[offset : offset + int(rate * seconds)]
             offset += len(events)
@@ -756,7 +767,7 @@ async def latency(
             phases.append((rate, events, due, lags))
     finally:
         await worker.stop()
-    appended = await result_times(scenario, offset)
+    appended = await result_times(scenario, offset)  # the warm-up's too, not used
     report = []
     for rate, events, due, lags in phases:
         samples = []
@@ -915,7 +926,7 @@ async def main(args: argparse.Namespace) -> int:
             results["peers"] = await peers(server_url, bootstrap, args)
 
         loads = [rate * share for share in args.loads]
-        needed = int(sum(loads) * args.latency_seconds) + 1
+        needed = int(sum(loads) * args.latency_seconds + loads[0] * WARM_UP_SECONDS) + 1
         say(
             "latency under open-loop load at "
             f"{', '.join(f'{s:.0%}' for s in args.loads)} of {rate:,.0f} events/s"
