@@ -49,6 +49,7 @@ from aiokafka import (
     TopicPartition,
 )
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.partitioner import DefaultPartitioner
 
 from bench.peers import PEERS, run_peer
@@ -561,6 +562,9 @@ async def raw_end_to_end(
         group_id=group or f"raw-e2e-{scenario.tag}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        # As the worker: partition p of every topic to one member, so that a student's events
+        # (and the balances computed here) stay in one process.
+        partition_assignment_strategy=(RangePartitionAssignor,),
     )
 
     class Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -20,6 +20,7 @@ from aiokafka.errors import (
     OutOfOrderSequenceNumber,
     ProducerClosed,
 )
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
 from worker.core.messages import OutgoingMessage
@@ -133,27 +134,38 @@ class FakeConsumer:
 
 @dataclass(frozen=True)
 class Sent:
-    """A message the broker took, and which of the broker's producers sent it."""
+    """A message the broker took, which of the broker's producers sent it, to which partition,
+    and the CreateTime it was given (None: the producer's clock; not compared)."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
     producer: int
+    partition: int = 0
+    timestamp: int | None = field(default=None, compare=False)
 
 
 class FakeBroker:
     """Makes the relay's producers (`broker.new_producer`) and keeps what they published.
 
-    `refuses` maps a value to the error the broker answers it with, every time: the delivery
-    fails, and, as aiokafka's idempotent producer's sequence breaks with a refused batch, that
-    producer fails every later message with OutOfOrderSequenceNumber. A value in `too_large`
-    is refused by `send` itself (MessageSizeTooLargeError), which breaks nothing. A value in
-    `refuses_once` is refused so the first time only, as a passing fault would be.
+    `refuses` maps a value to the error the broker answers it with, every time. A value in
+    `too_large` is refused by `send` itself (MessageSizeTooLargeError), before the broker sees
+    it, which breaks nothing. A value in `refuses_once` is refused so the first time only, as a
+    passing fault would be (it breaks no sequence).
+
+    Sequences are kept per partition, as Kafka's broker keeps them for an idempotent producer:
+    once a producer's delivery to a partition where the broker already took some of its
+    messages is refused, every later one of that producer to that partition fails with
+    OutOfOrderSequenceNumber. A partition where it took none holds no sequence yet, so the
+    broker takes whatever comes next, refusal or not. (`broken` breaks the producer everywhere:
+    it was fenced, say.)
 
     A producer batch (`create_batch`, `send_batch`) is taken or refused whole: one refused
     value refuses its batch. `too_large` is the producer's own size check, which only `send`
     makes: a batch takes such a value (as a broker allowing larger messages would).
+    `partitions` is each topic's partition count; `send` chooses among them as aiokafka's
+    default partitioner does.
     """
 
     def __init__(
@@ -162,9 +174,14 @@ class FakeBroker:
         too_large: Iterable[bytes] = (),
         refuses_once: Mapping[bytes, Exception] | None = None,
         batch_size: int = 3,
+        partitions: int = 1,
+        unencodable: Iterable[bytes] = (),
     ) -> None:
+        # Values the client cannot encode: `send` and a batch's `append` raise ValueError.
+        self.unencodable = set(unencodable)
         # How many messages one producer batch holds (aiokafka's holds up to 16 KiB).
         self.batch_size = batch_size
+        self.partitions = partitions
         self.refuses = dict(refuses or {})
         self.refuses_once = dict(refuses_once or {})
         self.too_large = set(too_large)
@@ -183,6 +200,10 @@ class FakeProducer:
     started: bool = False
     stopped: bool = False
     broken: bool = False
+    # Partitions where the broker took a message of this producer, and where a refusal
+    # broke its sequence since.
+    sequenced: set[tuple[str, int]] = field(default_factory=set)
+    out_of_order: set[tuple[str, int]] = field(default_factory=set)
 
     async def start(self) -> None:
         self.started = True
@@ -190,51 +211,59 @@ class FakeProducer:
     async def stop(self) -> None:
         self.stopped = True
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.broker.partitions))
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.broker.batch_size, self.broker.unencodable)
+
     async def send(
-        self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any]
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[Any],
+        timestamp_ms: int | None = None,
     ) -> asyncio.Future[None]:
         if not self.started or self.stopped:
             raise ProducerClosed()
         if value in self.broker.too_large:
             raise MessageSizeTooLargeError()
-        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.broken:
-            delivery.set_exception(OutOfOrderSequenceNumber())
-        elif value in self.broker.refuses:
-            self.broken = True
-            delivery.set_exception(self.broker.refuses[value])
-        elif value in self.broker.refuses_once:
-            delivery.set_exception(self.broker.refuses_once.pop(value))
-        else:
-            self.broker.taken.append(Sent(topic, key, value, headers, self.number))
-            delivery.set_result(None)
-        return delivery
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return {0}
-
-    def create_batch(self) -> FakeBatch:
-        return FakeBatch(self.broker.batch_size)
+        if value in self.broker.unencodable:
+            raise ValueError("cannot encode")
+        every = list(range(self.broker.partitions))
+        partition = 0 if key is None else DefaultPartitioner()(key, every, every)
+        return self._deliver(topic, partition, [(key, value, headers, timestamp_ms)])
 
     async def send_batch(
         self, batch: FakeBatch, topic: str, *, partition: int
     ) -> asyncio.Future[None]:
         if not self.started or self.stopped:
             raise ProducerClosed()
+        return self._deliver(topic, partition, batch.messages)
+
+    def _deliver(
+        self, topic: str, partition: int, messages: list[tuple[Any, ...]]
+    ) -> asyncio.Future[None]:
         delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        values = [value for _, value, _ in batch.messages]
+        where = (topic, partition)
+        values = [value for _, value, _, _ in messages]
         refused = next((v for v in values if v in self.broker.refuses), None)
         once = next((v for v in values if v in self.broker.refuses_once), None)
-        if self.broken:
+        if self.broken or where in self.out_of_order:
             delivery.set_exception(OutOfOrderSequenceNumber())
         elif refused is not None:
-            self.broken = True
+            if where in self.sequenced:
+                self.out_of_order.add(where)
             delivery.set_exception(self.broker.refuses[refused])
-        elif once is not None:
+        elif once is not None:  # no answer in time: nothing was written, nothing broke
             delivery.set_exception(self.broker.refuses_once.pop(once))
         else:
-            for key, value, headers in batch.messages:
-                self.broker.taken.append(Sent(topic, key, value, headers, self.number))
+            self.sequenced.add(where)
+            for key, value, headers, timestamp in messages:
+                self.broker.taken.append(
+                    Sent(topic, key, value, headers, self.number, partition, timestamp)
+                )
             delivery.set_result(None)
         return delivery
 
@@ -244,14 +273,17 @@ class FakeBatch:
     """A producer batch: takes messages until it holds `size` (an empty one takes any)."""
 
     size: int
-    messages: list[tuple[bytes | None, bytes | None, list[Any]]] = field(default_factory=list)
+    unencodable: set[bytes] = field(default_factory=set)
+    messages: list[tuple[Any, ...]] = field(default_factory=list)
 
     def append(
-        self, *, key: bytes | None, value: bytes | None, timestamp: None, headers: list[Any]
+        self, *, key: bytes | None, value: bytes | None, timestamp: int | None, headers: list[Any]
     ) -> object | None:
+        if value in self.unencodable:
+            raise ValueError("cannot encode")
         if len(self.messages) >= self.size:
             return None
-        self.messages.append((key, value, headers))
+        self.messages.append((key, value, headers, timestamp))
         return object()
 
 

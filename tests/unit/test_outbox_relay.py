@@ -88,10 +88,13 @@ async def test_a_refused_message_is_parked_alone_and_the_rest_go_out_on_new_prod
 
     assert await relay.publish_once() == 4
 
-    # Producer 0's first batch (v1 to v3) was refused for v2, and producer 0 broke, refusing its
-    # next batch (v4) too. Each then went alone: v1 on producer 1; v2 refused again (so parked,
-    # and producer 1 broke); v3 and v4 on producer 2, in order.
-    assert [(s.value, s.producer) for s in broker.taken] == [(b"v1", 1), (b"v3", 2), (b"v4", 2)]
+    # Producer 0's first batch (v1 to v3) was refused for v2. The broker held no sequence of
+    # producer 0 on that partition yet, so it took the next batch (v4), ahead of v1 and v3.
+    # So every one from v1 on went again, alone: v1 on producer 1; v2 refused again (parked,
+    # and producer 1's sequence broke); v3 and v4 on producer 2. The partition ends on v4.
+    assert [(s.value, s.producer) for s in broker.taken] == [
+        (b"v4", 0), (b"v1", 1), (b"v3", 2), (b"v4", 2),
+    ]  # fmt: skip
     assert [(p.started, p.stopped) for p in broker.producers] == [
         (True, True), (True, True), (True, False),
     ]  # fmt: skip
@@ -125,9 +128,10 @@ async def test_a_message_send_itself_refuses_is_parked_without_holding_back_the_
 
     assert await relay.publish_once() == 3
 
-    # `send` refused it before the broker saw it, which breaks nothing: v1 and v3 went out on
-    # the first producer, in batches around it.
-    assert [(s.value, s.producer) for s in broker.taken] == [(b"v1", 0), (b"v3", 0)]
+    # `send` refused it before the broker saw it: v1 had gone before it, and v3, behind it on
+    # its partition, went alone after it was tried alone again (a new producer after each
+    # refusal), so that nothing overtakes it should it be taken then.
+    assert [(s.value, s.producer) for s in broker.taken] == [(b"v1", 0), (b"v3", 2)]
     assert list(outbox.parked) == [huge_seq]
     assert isinstance(outbox.parked[huge_seq], MessageSizeTooLargeError)
     assert outbox.queued == []

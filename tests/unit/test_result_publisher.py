@@ -109,3 +109,53 @@ async def test_a_large_message_goes_by_send_in_its_place_and_its_size_limit_hold
     assert [(m.value, type(e)) for m, e in parking.parked] == [
         (too_large, MessageSizeTooLargeError)
     ]
+
+
+# Kafka's own test vectors of its Java clients' murmur2 (UtilsTest), as signed 32-bit ints: a
+# result goes to the partition any Kafka client would choose for its key.
+JAVA_MURMUR2 = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"abc": 479470107,
+}
+
+
+async def test_each_result_goes_to_the_partition_kafka_clients_choose_for_its_key() -> None:
+    broker, parking, metrics = FakeBroker(partitions=6), Parking(), Metrics(CollectorRegistry())
+    results = await publisher(broker, parking, metrics)
+
+    sent = [OutgoingMessage("coins.credited", key, key + b"#" + bytes([n]), ())
+            for n in range(2) for key in JAVA_MURMUR2]  # fmt: skip
+    await results.publish(sent)
+
+    for key, hashed in JAVA_MURMUR2.items():
+        found = [s for s in broker.taken if s.key == key]
+        assert {s.partition for s in found} == {(hashed & 0x7FFFFFFF) % 6}
+        assert [s.value for s in found] == [key + b"#\x00", key + b"#\x01"]
+
+
+async def test_every_result_of_one_publish_has_one_create_time() -> None:
+    # Timestamps never run backwards in decision order, across topics and partitions too.
+    broker, parking, metrics = FakeBroker(partitions=6), Parking(), Metrics(CollectorRegistry())
+    results = await publisher(broker, parking, metrics)
+
+    await results.publish(
+        [message(b"v1"), message(b"v2", "coins.debited"), message(b"L" * 10_000), message(b"v4")]
+    )
+
+    assert len(broker.taken) == 4
+    assert len({s.timestamp for s in broker.taken}) == 1
+    assert broker.taken[0].timestamp is not None
+
+
+async def test_a_message_the_client_cannot_encode_is_parked_and_the_rest_keep_their_order() -> None:
+    broker = FakeBroker(unencodable=[b"bad"])
+    parking, metrics = Parking(), Metrics(CollectorRegistry())
+    results = await publisher(broker, parking, metrics)
+
+    await results.publish([message(b"v1"), message(b"bad"), message(b"v3")])
+
+    assert [s.value for s in broker.taken] == [b"v1", b"v3"]
+    assert [m.value for m, _ in parking.parked] == [b"bad"]

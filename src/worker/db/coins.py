@@ -40,9 +40,11 @@ async def _lock_wallets(conn: Connection, students: set[str]) -> dict[str, Walle
     """Lock the wallets of `students` until commit, creating the missing ones (balance 0).
 
     Most students of a batch have a wallet already: those are locked at once, and only the
-    missing ones are inserted and then locked (one or two statements more, only when some are
-    missing). Two batches that create one wallet at once may deadlock; PostgreSQL then cancels
-    one, which is a passing fault that retries the batch.
+    missing ones are inserted and then locked (two statements more, only when some are
+    missing). Two batches creating one wallet queue behind each other on the insert. Three can
+    deadlock (a wallet committed by one between the first statements of the two others, each
+    holding a lock the other then needs); PostgreSQL cancels one, a passing fault that retries
+    its batch, which then finds everything committed.
     """
     wallets = await _locked(conn, sorted(students))
     if missing := sorted(students - wallets.keys()):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -69,42 +70,64 @@ class Sender:
         """Send `messages` in order; returns those refused even alone, by position, with why.
         A passing fault is raised: the caller sends them all again, in order (the producer is
         idempotent and a result's id is deterministic, so a repeat is harmless)."""
-        refused = await self._send_together(messages)
-        return await self._send_alone(messages, sorted(refused))
+        again = await self._send_together(messages)
+        return await self._send_alone(messages, again)
 
-    async def _send_together(self, messages: Sequence[OutgoingMessage]) -> dict[int, Exception]:
+    async def _send_together(self, messages: Sequence[OutgoingMessage]) -> list[int]:
         """Each partition's messages in order, in as few producer batches as hold them: one
-        delivery to wait for per batch, not per message. A batch the broker refuses refuses
-        every message in it (the caller sends those alone next). A large message goes by
-        `send`, in its place, so that the producer's size limit still judges it."""
+        delivery to wait for per batch, not per message. Returns the positions to send again,
+        alone and in order: every message refused, and every one after it on its partition.
+
+        A batch the broker refuses refuses every message in it, and a broker that holds no
+        state for a new producer may still take the batches after it: so those are sent again
+        after the refused ones, or a student's results would reach their partition out of
+        order (a repeat has the same id and bytes, so it is harmless; a reordering is not).
+        A large or keyless message goes by `send`, in its place: the producer's size limit
+        still judges it, and its partitioner picks among the partitions that have a leader.
+        Every message of one call carries the same CreateTime, so timestamps never run
+        backwards in decision order, across topics too.
+        """
         producer = self._started()
-        refused: dict[int, Exception] = {}
+        timestamp_ms = int(time.time() * 1000)
+        again: set[int] = set()
         deliveries: list[tuple[list[int], asyncio.Future[Any]]] = []
 
-        async def submit(positions: list[int], sending: Awaitable[asyncio.Future[Any]]) -> None:
+        async def submit(positions: list[int], sending: Awaitable[asyncio.Future[Any]]) -> bool:
+            """Hand `positions` to the producer; False if it refused them at once."""
             try:
                 delivery = await sending
             except Exception as exc:  # noqa: BLE001 - a permanent refusal is sent alone next
                 _raise_if_passing(exc)
-                refused.update(dict.fromkeys(positions, exc))
-            else:
-                deliveries.append((positions, delivery))
+                again.update(positions)
+                return False
+            deliveries.append((positions, delivery))
+            return True
 
-        for (topic, partition), positions in (await self._by_partition(messages)).items():
+        groups = await self._by_partition(messages)
+        for (topic, partition), positions in groups.items():
             batch = producer.create_batch()
             taken: list[int] = []
-            for position in positions:
+            for n, position in enumerate(positions):
                 message = messages[position]
-                if len(message.value or b"") + len(message.key or b"") > _BATCHED_UP_TO:
-                    if taken:  # the batch before it goes first
-                        await submit(taken, producer.send_batch(batch, topic, partition=partition))
-                        batch, taken = producer.create_batch(), []
-                    await submit([position], producer.send(**self._arguments(message)))
-                    continue
-                if not _append(batch, message):  # full: it goes, and a new one starts
-                    await submit(taken, producer.send_batch(batch, topic, partition=partition))
+                if partition is None or _size(message) > _BATCHED_UP_TO:
+                    sent = not taken or await submit(  # the batch before it goes first
+                        taken, producer.send_batch(batch, topic, partition=partition)
+                    )
                     batch, taken = producer.create_batch(), []
-                    _append(batch, message)  # an empty batch takes any message
+                    arguments = {**self._arguments(message), "timestamp_ms": timestamp_ms}
+                    if not (sent and await submit([position], producer.send(**arguments))):
+                        again.update(positions[n:])  # it and those after it go alone, after
+                        break
+                    continue
+                if not _append(batch, message, timestamp_ms):  # full: it goes, a new one starts
+                    sent = not taken or await submit(
+                        taken, producer.send_batch(batch, topic, partition=partition)
+                    )
+                    batch, taken = producer.create_batch(), []
+                    # An empty batch takes any message it can encode: one it cannot goes alone.
+                    if not (sent and _append(batch, message, timestamp_ms)):
+                        again.update(positions[n:])
+                        break
                 taken.append(position)
             if taken:
                 await submit(taken, producer.send_batch(batch, topic, partition=partition))
@@ -112,25 +135,30 @@ class Sender:
         for (positions, _), outcome in zip(deliveries, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 _raise_if_passing(outcome)
-                refused.update(dict.fromkeys(positions, outcome))
+                again.update(positions)
             elif isinstance(outcome, BaseException):
                 raise outcome
-        return refused
+        for positions in groups.values():  # those after a refused one follow it again
+            first = next((n for n, position in enumerate(positions) if position in again), None)
+            if first is not None:
+                again.update(positions[first:])
+        return sorted(again)
 
     async def _by_partition(
         self, messages: Sequence[OutgoingMessage]
-    ) -> dict[tuple[str, int], list[int]]:
+    ) -> dict[tuple[str, int | None], list[int]]:
         """The messages' positions by the partition `send` would choose for each: the default
-        partitioner's (murmur2 of the key, as Kafka's Java clients hash it)."""
+        partitioner's, murmur2 of the key as Kafka's Java clients hash it. Keyless messages
+        are grouped under None: `send` places them."""
         producer = self._started()
         partitions: dict[str, list[int]] = {}
-        grouped: dict[tuple[str, int], list[int]] = {}
+        grouped: dict[tuple[str, int | None], list[int]] = {}
         for position, message in enumerate(messages):
             topic = self._topic_prefix + message.topic
             if (known := partitions.get(topic)) is None:
                 # The producer's own order of the partitions, as `send` hands them over.
                 known = partitions[topic] = list(await producer.partitions_for(topic))
-            partition = _PARTITIONER(message.key, known, known)
+            partition = None if message.key is None else _PARTITIONER(message.key, known, known)
             grouped.setdefault((topic, partition), []).append(position)
         return grouped
 
@@ -171,18 +199,30 @@ class Sender:
         }
 
 
-# Larger messages go by `send`, whose size check (`max_request_size`) a batch skips. Below
-# aiokafka's batch size (16 KiB), so a batch never holds one message above it.
+# Larger messages (key, value and headers) go by `send`, whose size check (`max_request_size`)
+# a batch skips. Below aiokafka's batch size (16 KiB), so a batch never holds one above it.
 _BATCHED_UP_TO = 8_192
 # The partitioner aiokafka's producer uses when it is given none (as `make_producer` gives it).
 _PARTITIONER = DefaultPartitioner()
 
 
-def _append(batch: Any, message: OutgoingMessage) -> bool:
-    """Whether `batch` took `message` (False: it is full)."""
-    taken = batch.append(
-        key=message.key, value=message.value, timestamp=None, headers=list(message.headers)
-    )
+def _size(message: OutgoingMessage) -> int:
+    headers = sum(len(name) + len(value or b"") for name, value in message.headers)
+    return len(message.value or b"") + len(message.key or b"") + headers
+
+
+def _append(batch: Any, message: OutgoingMessage, timestamp_ms: int) -> bool:
+    """Whether `batch` took `message`: False when it is full, or cannot take it at all (the
+    message then goes by `send`, whose refusal parks it)."""
+    try:
+        taken = batch.append(
+            key=message.key,
+            value=message.value,
+            timestamp=timestamp_ms,
+            headers=list(message.headers),
+        )
+    except Exception:  # noqa: BLE001 - e.g. a header name that is not text: `send` judges it
+        return False
     return taken is not None
 
 
