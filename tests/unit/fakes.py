@@ -144,6 +144,7 @@ class Sent:
     producer: int
     partition: int = 0
     timestamp: int | None = field(default=None, compare=False)
+    via: str = field(default="batch", compare=False)  # `send` or a producer batch
 
 
 class FakeBroker:
@@ -233,7 +234,7 @@ class FakeProducer:
             raise ValueError("cannot encode")
         every = list(range(self.broker.partitions))
         partition = 0 if key is None else DefaultPartitioner()(key, every, every)
-        return self._deliver(topic, partition, [(key, value, headers, timestamp_ms)])
+        return self._deliver(topic, partition, [(key, value, headers, timestamp_ms)], "send")
 
     async def send_batch(
         self, batch: FakeBatch, topic: str, *, partition: int
@@ -243,7 +244,7 @@ class FakeProducer:
         return self._deliver(topic, partition, batch.messages)
 
     def _deliver(
-        self, topic: str, partition: int, messages: list[tuple[Any, ...]]
+        self, topic: str, partition: int, messages: list[tuple[Any, ...]], via: str = "batch"
     ) -> asyncio.Future[None]:
         delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         where = (topic, partition)
@@ -256,13 +257,17 @@ class FakeProducer:
             if where in self.sequenced:
                 self.out_of_order.add(where)
             delivery.set_exception(self.broker.refuses[refused])
-        elif once is not None:  # no answer in time: nothing was written, nothing broke
+        elif once is not None:
+            # A batch that expired unanswered: nothing was written, but it had its sequence
+            # numbers, so where the broker holds this producer's sequence there is now a gap.
+            if where in self.sequenced:
+                self.out_of_order.add(where)
             delivery.set_exception(self.broker.refuses_once.pop(once))
         else:
             self.sequenced.add(where)
             for key, value, headers, timestamp in messages:
                 self.broker.taken.append(
-                    Sent(topic, key, value, headers, self.number, partition, timestamp)
+                    Sent(topic, key, value, headers, self.number, partition, timestamp, via)
                 )
             delivery.set_result(None)
         return delivery

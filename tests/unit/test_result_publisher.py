@@ -78,9 +78,12 @@ async def test_a_passing_fault_sends_them_all_again_and_parks_nothing() -> None:
 
     await results.publish([message(b"v1"), message(b"v2"), message(b"v3")])
 
-    # v1 and v3 were taken around the fault, and again with v2: repeats with the same ids.
-    assert [s.value for s in broker.taken] == [b"v1", b"v3", b"v1", b"v2", b"v3"]
-    assert len(broker.producers) == 1  # nothing refused for good: none sent alone
+    # v1 was taken; v2's batch expired, which left a gap in the sequence the broker held, so
+    # the batches after it failed, and so did the whole send again on that producer: every
+    # message then went alone, in order, on a new one. A repeat has the same id.
+    assert [(s.value, s.producer) for s in broker.taken] == [
+        (b"v1", 0), (b"v1", 1), (b"v2", 1), (b"v3", 1),
+    ]  # fmt: skip
     assert parking.parked == []
     assert published(metrics, "coins.credited") == 3
 
@@ -159,3 +162,49 @@ async def test_a_message_the_client_cannot_encode_is_parked_and_the_rest_keep_th
 
     assert [s.value for s in broker.taken] == [b"v1", b"v3"]
     assert [m.value for m, _ in parking.parked] == [b"bad"]
+
+
+async def test_after_a_refusal_where_the_broker_holds_the_sequence_the_rest_follow_in_order() -> (
+    None
+):
+    broker = FakeBroker(refuses={b"v5": CorruptRecordException()}, batch_size=2)
+    parking, metrics = Parking(), Metrics(CollectorRegistry())
+    results = await publisher(broker, parking, metrics)
+    await results.publish([message(b"v1"), message(b"v2")])  # the broker holds its sequence now
+
+    await results.publish([message(f"v{n}".encode()) for n in range(3, 8)])
+
+    # v3 and v4 went in one batch; v5's batch (with v6) was refused, and the batch behind it
+    # (v7) failed on the broken sequence: v5, v6 and v7 went alone, in order, v5 refused again.
+    assert [s.value for s in broker.taken] == [b"v1", b"v2", b"v3", b"v4", b"v6", b"v7"]
+    assert [m.value for m, _ in parking.parked] == [b"v5"]
+
+
+async def test_keyless_and_large_messages_go_by_send_in_their_place() -> None:
+    broker, parking, metrics = FakeBroker(), Parking(), Metrics(CollectorRegistry())
+    results = await publisher(broker, parking, metrics)
+    large_headers = (("x-error", b"e" * 10_000),)
+
+    await results.publish([
+        message(b"v1"),
+        OutgoingMessage("coins.credited", None, b"keyless", ()),
+        OutgoingMessage("coins.credited", b"stu-1", b"v3", large_headers),
+        message(b"v4"),
+    ])  # fmt: skip
+
+    # `send` judges their size and, for the keyless one, picks a partition with a leader.
+    assert {s.value: s.via for s in broker.taken} == {
+        b"v1": "batch", b"keyless": "send", b"v3": "send", b"v4": "batch",
+    }  # fmt: skip
+    assert [s.value for s in broker.taken if s.key == b"stu-1"] == [b"v1", b"v3", b"v4"]
+
+
+async def test_messages_sent_alone_keep_the_create_time_of_their_send() -> None:
+    broker = FakeBroker(refuses={b"v2": CorruptRecordException()}, batch_size=1)
+    parking, metrics = Parking(), Metrics(CollectorRegistry())
+    results = await publisher(broker, parking, metrics)
+
+    await results.publish([message(b"v1"), message(b"v2"), message(b"v3"), message(b"v4")])
+
+    assert [s.value for s in broker.taken] == [b"v1", b"v3", b"v4"]
+    assert len({s.timestamp for s in broker.taken}) == 1

@@ -28,9 +28,11 @@ class Sender:
     """Sends messages in order and waits for every acknowledgement.
 
     Topics are event types; the sender adds the deployment's topic prefix. The broker refuses a
-    whole producer batch, and the idempotent producer's sequence breaks with it (the batches
-    after it fail too): so every message that was not taken is sent again on its own, in order,
-    with a new producer, and only one refused alone is reported as refused.
+    whole producer batch, and where it holds the idempotent producer's sequence, the batches
+    behind it fail too: so every message that was not taken, and every one after it on its
+    partition, is sent again on its own, in order, with a new producer, and only one refused
+    alone is reported as refused. Where the broker holds no sequence of the producer yet, only
+    one batch per partition is in flight until the broker takes one (`_send_together`).
     """
 
     def __init__(
@@ -44,6 +46,8 @@ class Sender:
         self._producer: AIOKafkaProducer | None = None
         self._topic_prefix = topic_prefix
         self._topics = topics
+        # (topic, partition) -> when the broker last took a message of this producer there.
+        self._sequenced: dict[tuple[str, int], float] = {}
 
     async def start(self) -> None:
         """Start the idempotent producer, waiting for the broker, and learn where `topics` live
@@ -51,6 +55,7 @@ class Sender:
         metadata, one topic after another, and every batch behind it with it."""
         first = self._producer is None
         self._producer = self._new_producer()
+        self._sequenced.clear()  # a new producer: the broker holds no sequence of it yet
         await start_with_retry(self._producer, "producer")
         if first and self._topics:
             producer = self._producer
@@ -69,68 +74,44 @@ class Sender:
     async def send(self, messages: Sequence[OutgoingMessage]) -> dict[int, Exception]:
         """Send `messages` in order; returns those refused even alone, by position, with why.
         A passing fault is raised: the caller sends them all again, in order (the producer is
-        idempotent and a result's id is deterministic, so a repeat is harmless)."""
-        again = await self._send_together(messages)
-        return await self._send_alone(messages, again)
+        idempotent and a result's id is deterministic, so a repeat is harmless).
 
-    async def _send_together(self, messages: Sequence[OutgoingMessage]) -> list[int]:
+        Every message of one call carries the same CreateTime, sent alone or not, so
+        timestamps never run backwards in decision order, across topics too."""
+        timestamp_ms = int(time.time() * 1000)
+        again = await self._send_together(messages, timestamp_ms)
+        return await self._send_alone(messages, again, timestamp_ms)
+
+    async def _send_together(
+        self, messages: Sequence[OutgoingMessage], timestamp_ms: int
+    ) -> list[int]:
         """Each partition's messages in order, in as few producer batches as hold them: one
         delivery to wait for per batch, not per message. Returns the positions to send again,
         alone and in order: every message refused, and every one after it on its partition.
 
-        A batch the broker refuses refuses every message in it, and a broker that holds no
-        state for a new producer may still take the batches after it: so those are sent again
-        after the refused ones, or a student's results would reach their partition out of
-        order (a repeat has the same id and bytes, so it is harmless; a reordering is not).
-        A large or keyless message goes by `send`, in its place: the producer's size limit
-        still judges it, and its partitioner picks among the partitions that have a leader.
-        Every message of one call carries the same CreateTime, so timestamps never run
-        backwards in decision order, across topics too.
+        A batch the broker refuses refuses every message in it. Where the broker already holds
+        this producer's sequence for the partition, every batch behind a refused one fails
+        too. Where it holds none (a new producer, or one long idle there), it would take the
+        batches behind a refused one, ahead of the refused messages sent again: so there the
+        first batch goes alone, and the rest only once the broker has taken it. A large or
+        keyless message goes by `send`, in its place: the producer's size limit still judges
+        it, and its partitioner picks among the partitions that have a leader.
         """
-        producer = self._started()
-        timestamp_ms = int(time.time() * 1000)
         again: set[int] = set()
         deliveries: list[tuple[list[int], asyncio.Future[Any]]] = []
-
-        async def submit(positions: list[int], sending: Awaitable[asyncio.Future[Any]]) -> bool:
-            """Hand `positions` to the producer; False if it refused them at once."""
-            try:
-                delivery = await sending
-            except Exception as exc:  # noqa: BLE001 - a permanent refusal is sent alone next
-                _raise_if_passing(exc)
-                again.update(positions)
-                return False
-            deliveries.append((positions, delivery))
-            return True
-
         groups = await self._by_partition(messages)
-        for (topic, partition), positions in groups.items():
-            batch = producer.create_batch()
-            taken: list[int] = []
-            for n, position in enumerate(positions):
-                message = messages[position]
-                if partition is None or _size(message) > _BATCHED_UP_TO:
-                    sent = not taken or await submit(  # the batch before it goes first
-                        taken, producer.send_batch(batch, topic, partition=partition)
-                    )
-                    batch, taken = producer.create_batch(), []
-                    arguments = {**self._arguments(message), "timestamp_ms": timestamp_ms}
-                    if not (sent and await submit([position], producer.send(**arguments))):
-                        again.update(positions[n:])  # it and those after it go alone, after
-                        break
-                    continue
-                if not _append(batch, message, timestamp_ms):  # full: it goes, a new one starts
-                    sent = not taken or await submit(
-                        taken, producer.send_batch(batch, topic, partition=partition)
-                    )
-                    batch, taken = producer.create_batch(), []
-                    # An empty batch takes any message it can encode: one it cannot goes alone.
-                    if not (sent and _append(batch, message, timestamp_ms)):
-                        again.update(positions[n:])
-                        break
-                taken.append(position)
-            if taken:
-                await submit(taken, producer.send_batch(batch, topic, partition=partition))
+        handing = [
+            asyncio.ensure_future(
+                self._hand_over(messages, where, positions, timestamp_ms, again, deliveries)
+            )
+            for where, positions in groups.items()
+        ]
+        try:
+            await asyncio.gather(*handing)
+        except BaseException:
+            for task in handing:  # a passing fault: the caller sends them all again
+                task.cancel()
+            raise
         outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
         for (positions, _), outcome in zip(deliveries, outcomes, strict=True):
             if isinstance(outcome, Exception):
@@ -138,11 +119,81 @@ class Sender:
                 again.update(positions)
             elif isinstance(outcome, BaseException):
                 raise outcome
-        for positions in groups.values():  # those after a refused one follow it again
+        now = time.monotonic()
+        for (topic, partition), positions in groups.items():
             first = next((n for n, position in enumerate(positions) if position in again), None)
-            if first is not None:
+            if first is not None:  # those after a refused one follow it again
                 again.update(positions[first:])
+            elif partition is not None:
+                self._sequenced[topic, partition] = now
         return sorted(again)
+
+    async def _hand_over(
+        self,
+        messages: Sequence[OutgoingMessage],
+        where: tuple[str, int | None],
+        positions: list[int],
+        timestamp_ms: int,
+        again: set[int],
+        deliveries: list[tuple[list[int], asyncio.Future[Any]]],
+    ) -> None:
+        """Hand one partition's messages to the producer, in order (`_send_together`)."""
+        producer = self._started()
+        topic, partition = where
+        # Whether the broker holds this producer's sequence here: else the first unit goes
+        # alone, and nothing follows until the broker took it.
+        held = partition is None or self._holds_sequence(topic, partition)
+
+        async def submit(taken: list[int], sending: Awaitable[asyncio.Future[Any]]) -> bool:
+            """False if the producer or the broker refused `taken`: then it and every one after
+            it on the partition go again, and nothing more is handed over."""
+            nonlocal held
+            try:
+                delivery = await sending
+                if not held:
+                    await asyncio.shield(delivery)  # the producer's own future: never cancel it
+                    held = True
+            except Exception as exc:  # noqa: BLE001 - a permanent refusal is sent alone next
+                _raise_if_passing(exc)
+                again.update(positions[positions.index(taken[0]) :])
+                return False
+            deliveries.append((taken, delivery))
+            return True
+
+        batch = producer.create_batch()
+        taken: list[int] = []
+        for n, position in enumerate(positions):
+            message = messages[position]
+            if partition is None or _size(message) > _BATCHED_UP_TO:
+                if taken and not await submit(  # the batch before it goes first
+                    taken, producer.send_batch(batch, topic, partition=partition)
+                ):
+                    return
+                batch, taken = producer.create_batch(), []
+                sending = producer.send(**self._arguments(message, timestamp_ms))
+                if not await submit([position], sending):
+                    return
+                continue
+            if not _append(batch, message, timestamp_ms):  # full: it goes, a new one starts
+                if taken and not await submit(
+                    taken, producer.send_batch(batch, topic, partition=partition)
+                ):
+                    return
+                batch, taken = producer.create_batch(), []
+                # An empty batch takes any message it can encode: one it cannot goes alone.
+                if not _append(batch, message, timestamp_ms):
+                    again.update(positions[n:])
+                    return
+            taken.append(position)
+        if taken:
+            await submit(taken, producer.send_batch(batch, topic, partition=partition))
+
+    def _holds_sequence(self, topic: str, partition: int) -> bool:
+        """Whether the broker took a message of this producer on the partition lately enough
+        to hold its sequence still (it forgets an idle producer after
+        `producer.id.expiration.ms`, a day by default; this assumes far less)."""
+        last = self._sequenced.get((topic, partition))
+        return last is not None and time.monotonic() - last < _SEQUENCE_HELD_SECONDS
 
     async def _by_partition(
         self, messages: Sequence[OutgoingMessage]
@@ -163,7 +214,7 @@ class Sender:
         return grouped
 
     async def _send_alone(
-        self, messages: Sequence[OutgoingMessage], positions: Sequence[int]
+        self, messages: Sequence[OutgoingMessage], positions: Sequence[int], timestamp_ms: int
     ) -> dict[int, Exception]:
         """Send each message at `positions` on its own, in order, with a new producer after
         any refusal (a refused batch breaks the idempotent producer's sequence)."""
@@ -173,7 +224,8 @@ class Sender:
         await self._replace_producer()
         for position in positions:
             try:
-                await (await self._started().send(**self._arguments(messages[position])))
+                arguments = self._arguments(messages[position], timestamp_ms)
+                await (await self._started().send(**arguments))
             except Exception as exc:  # noqa: BLE001 - refused alone: the caller parks it
                 _raise_if_passing(exc)
                 refused[position] = exc
@@ -190,18 +242,22 @@ class Sender:
             raise RuntimeError("the producer is not started")
         return self._producer
 
-    def _arguments(self, message: OutgoingMessage) -> dict[str, Any]:
+    def _arguments(self, message: OutgoingMessage, timestamp_ms: int) -> dict[str, Any]:
         return {
             "topic": self._topic_prefix + message.topic,
             "value": message.value,
             "key": message.key,
             "headers": list(message.headers),
+            "timestamp_ms": timestamp_ms,
         }
 
 
 # Larger messages (key, value and headers) go by `send`, whose size check (`max_request_size`)
 # a batch skips. Below aiokafka's batch size (16 KiB), so a batch never holds one above it.
 _BATCHED_UP_TO = 8_192
+# How long the broker is assumed to keep a producer's sequence for a partition it does not
+# write to (Kafka's `producer.id.expiration.ms` is a day by default).
+_SEQUENCE_HELD_SECONDS = 600.0
 # The partitioner aiokafka's producer uses when it is given none (as `make_producer` gives it).
 _PARTITIONER = DefaultPartitioner()
 
