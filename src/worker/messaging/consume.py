@@ -127,9 +127,9 @@ class ConsumeLoop:
     it published and committed meanwhile.
 
     Results go out from memory only while this member owns the same partition numbers of all
-    `ordered_together` topics (the coin inputs; `aligned`). Else (a group mid-upgrade whose
-    members agreed on round robin, topics of different partition counts) one student's results
-    could leave two members out of order, so every result is queued in the outbox, whose one
+    `ordered_together` topics (the coin inputs; `aligned`). Else (a group whose members agreed
+    on another assignor, topics of different partition counts) one student's results could
+    leave two members out of order, so every result is queued in the outbox, whose one
     publisher keeps decision order; that is logged at ERROR on each such assignment.
     """
 
@@ -302,7 +302,7 @@ class ConsumeLoop:
         if not self._aligned:
             log.error(
                 "this member does not own the same partitions of every coin input topic (a "
-                "group mid-upgrade on round robin, or unequal partition counts): coin results "
+                "member with another assignor, or unequal partition counts): coin results "
                 "go through the outbox until it does",
                 extra={"action": "unaligned", "topics": sorted(self._ordered_together)},
             )
