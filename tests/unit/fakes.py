@@ -313,6 +313,7 @@ class FakeOutbox:
         self.queued: list[QueuedMessage] = []
         self.parked: dict[int, Exception] = {}
         self.busy_claims = 0  # how many claims to come find another relay publishing
+        self.claims = 0  # how many claims were made
         for message in messages:
             self.enqueue(message)
 
@@ -326,6 +327,7 @@ class FakeOutbox:
 
     @contextlib.asynccontextmanager
     async def claim(self, limit: int) -> AsyncIterator[FakeChunk | None]:
+        self.claims += 1
         if self.busy_claims:
             self.busy_claims -= 1
             yield None

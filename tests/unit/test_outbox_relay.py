@@ -26,11 +26,13 @@ def message(value: bytes, topic: str = "coins.credited") -> OutgoingMessage:
 
 
 async def started_relay(
-    outbox: FakeOutbox, broker: FakeBroker, metrics: Metrics | None = None
+    outbox: FakeOutbox, broker: FakeBroker, metrics: Metrics | None = None, chunk: int = 1000
 ) -> OutboxRelay:
     sender = Sender(broker.new_producer, topic_prefix=PREFIX)
     await sender.start()
-    return OutboxRelay(outbox, sender, metrics or Metrics(CollectorRegistry()), busy_seconds=0.001)
+    return OutboxRelay(
+        outbox, sender, metrics or Metrics(CollectorRegistry()), chunk=chunk, busy_seconds=0.001
+    )
 
 
 def values(sent: list[Sent]) -> list[bytes | None]:
@@ -77,6 +79,22 @@ async def test_a_chunk_is_taken_only_by_the_publisher_and_drain_waits_its_turn()
     await relay.drain()
     assert values(broker.taken) == [b"v1", b"v2"]
     assert outbox.queued == []
+
+
+@pytest.mark.parametrize(("queued", "claims"), [(5, 3), (4, 3), (1, 1), (0, 1)])
+async def test_drain_stops_at_the_first_chunk_shorter_than_the_limit(
+    queued: int, claims: int
+) -> None:
+    outbox = FakeOutbox([message(b"v%d" % n) for n in range(queued)])
+    broker = FakeBroker()
+    relay = await started_relay(outbox, broker, chunk=2)
+
+    await relay.drain()
+
+    assert len(broker.taken) == queued
+    assert outbox.queued == []
+    # A short chunk took everything committed when it was claimed: no empty pass after it.
+    assert outbox.claims == claims
 
 
 async def test_a_refused_message_is_parked_alone_and_the_rest_go_out_on_new_producers() -> None:

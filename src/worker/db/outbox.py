@@ -49,17 +49,16 @@ async def enqueue(conn: Connection, messages: Sequence[OutgoingMessage]) -> None
     )
 
 
-async def become_publisher(conn: Connection) -> bool:
-    """Make the caller's transaction the only publisher until it ends (False: another is)."""
-    return bool(await conn.fetchval(sql("outbox_publisher_lock"), PUBLISHER_LOCK_KEY))
-
-
-async def claim_oldest(conn: Connection, limit: int) -> list[QueuedMessage]:
-    """Lock the oldest `limit` queued messages, in queue order."""
-    rows = await conn.fetch(sql("outbox_claim"), limit)
+async def claim_oldest(conn: Connection, limit: int) -> list[QueuedMessage] | None:
+    """Make the caller's transaction the only publisher until it ends, and lock the oldest
+    `limit` queued messages, in queue order (None: another relay publishes now)."""
+    rows = await conn.fetch(sql("outbox_claim"), PUBLISHER_LOCK_KEY, limit)
+    if not rows[0]["publisher"]:
+        return None
     return [
         QueuedMessage(row["seq"], row["topic"], row["key"], row["value"], row["headers"])
         for row in rows
+        if row["seq"] is not None
     ]
 
 
@@ -137,10 +136,8 @@ class Outbox:
         """One transaction as the only publisher, holding the oldest `limit` messages (None:
         another relay publishes now). It commits when the block ends, rolls back if it raises."""
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await become_publisher(conn):
-                yield None
-                return
-            yield Claimed(conn, await claim_oldest(conn, limit))
+            messages = await claim_oldest(conn, limit)
+            yield None if messages is None else Claimed(conn, messages)
 
     async def backlog(self) -> tuple[int, int]:
         async with self._pool.acquire() as conn:

@@ -94,12 +94,17 @@ class OutboxRelay:
 
     async def drain(self) -> None:
         """Publish until the queue is empty; while another relay publishes, wait for it (its
-        last pass may have missed what this worker queued just now)."""
+        last pass may have missed what this worker queued just now).
+
+        A chunk shorter than the limit took every message committed before it was claimed, so
+        no empty pass follows it (a transaction of round trips for nothing, after every batch):
+        what commits later wakes this relay again (`wake`), or, queued by another worker, that
+        worker's relay, which waits its turn."""
         while True:
             sent = await self.publish_once()
             if sent is None:
                 await asyncio.sleep(self._busy_seconds)
-            elif sent == 0:
+            elif sent < self._chunk:
                 return
 
     async def publish_once(self) -> int | None:

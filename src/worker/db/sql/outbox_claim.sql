@@ -1,7 +1,17 @@
--- Takes the oldest queued messages, in the order they were queued (the caller holds the
--- publisher lock, so no other relay is publishing).
-SELECT seq, topic, key, value, headers, created_at
-FROM outbox
-ORDER BY seq
-LIMIT $1
-FOR UPDATE
+-- Makes this transaction the only publisher until it ends ($1, the lock key) and takes the
+-- oldest queued messages ($2 at most), in the order they were queued. One publisher at a time
+-- keeps each student's results in the order they were decided. One row without a message when
+-- the queue is empty, or when another relay publishes now (`publisher` false).
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock($1) AS publisher
+)
+SELECT lock.publisher, o.seq, o.topic, o.key, o.value, o.headers
+FROM lock
+LEFT JOIN LATERAL (
+    SELECT seq, topic, key, value, headers
+    FROM outbox
+    WHERE lock.publisher
+    ORDER BY seq
+    LIMIT $2
+    FOR UPDATE
+) AS o ON true
