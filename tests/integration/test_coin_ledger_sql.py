@@ -6,13 +6,16 @@ import asyncio
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import eventually
 from tests.unit.test_coins import commands as coin_commands
 from worker.core.coins import CoinCommand, CoinPlan
+from worker.db import coins
 from worker.db.coins import apply_coin_commands
+from worker.errors import ConcurrentWriteError, PermanentError, is_retriable
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
@@ -99,6 +102,51 @@ async def test_a_kept_answer_is_found_by_type_source_and_id_together(
         ("coins.adjustment.requested", "console"),
         ("coins.redemption.requested", "admin"),
     ]
+
+
+async def test_a_decision_or_answer_kept_meanwhile_fails_the_write_retriably(
+    conn: asyncpg.Connection,
+) -> None:
+    credit = CoinCommand("s", "course_completion", "c1", 100, None, "e1", "course.completed")
+    refused = CoinCommand(
+        "s", "manual_adjustment", "a1", 5, 5, "e2", "coins.adjustment.requested",
+        authorized=False, event_source="admin",
+    )  # fmt: skip
+    plan = await _decide(conn, [credit, refused])
+    assert (len(plan.decisions), len(plan.answers)) == (1, 1)  # a refusal is kept by event
+    # The same writes again, as a transaction that did not see the first one's would make them.
+    for again in (
+        CoinPlan(decisions=plan.decisions),
+        CoinPlan(answers=plan.answers),
+    ):
+        with pytest.raises(ConcurrentWriteError) as raised:
+            async with conn.transaction():
+                await coins._write(conn, again)
+        assert is_retriable(raised.value)
+    assert await conn.fetchval("SELECT count(*) FROM coin_requests") == 1
+    assert await conn.fetchval("SELECT count(*) FROM event_answers") == 1
+    await assert_invariants(conn)
+
+
+async def test_a_ledger_entry_whose_key_has_no_decision_fails_the_batch_for_good(
+    conn: asyncpg.Connection,
+) -> None:
+    # An entry written outside the decisions (by hand, or before they were kept): the batch
+    # that decides its key cannot write its own, and retrying cannot change that.
+    await conn.execute(
+        "INSERT INTO coin_wallets (student_id, balance, lifetime_earned) VALUES ('s', 7, 7)"
+    )
+    await conn.execute(
+        "INSERT INTO coin_transactions (transaction_id, student_id, type, reference_id, amount,"
+        " balance_after, source_event_id)"
+        " VALUES (gen_random_uuid(), 's', 'course_completion', 'c1', 7, 7, 'e0')"
+    )
+    credit = CoinCommand("s", "course_completion", "c1", 100, None, "e1", "course.completed")
+    with pytest.raises(PermanentError) as raised:
+        await apply(conn, [credit])
+    assert not is_retriable(raised.value)
+    assert await conn.fetchval("SELECT count(*) FROM coin_requests") == 0  # rolled back whole
+    assert await conn.fetchval("SELECT balance FROM coin_wallets") == 7
 
 
 async def test_two_transactions_on_one_wallet_serialise_on_its_lock(db_url: str) -> None:

@@ -7,14 +7,12 @@ from dataclasses import dataclass
 import pytest
 
 from worker.db import queries
-from worker.db.queries import unnest_arrays, unnest_columns
+from worker.db.queries import unnest_all, unnest_arrays, unnest_columns, unnest_groups
 
-# Every statement whose arrays are built by `unnest_arrays`.
+# Every statement whose arrays are built by `unnest_arrays` or `unnest_all`.
 BUILT_BY_NAME = (
     "answers_record",
-    "coins_insert_entries",
-    "coins_record_decisions",
-    "coins_update_wallets",
+    "coins_write",
     "gateway_calls_insert",
     "gateway_calls_owe",
     "outbox_enqueue",
@@ -29,9 +27,9 @@ BUILT_BY_NAME = (
 
 @pytest.mark.parametrize("name", BUILT_BY_NAME)
 def test_each_statement_names_one_column_per_array_parameter(name: str) -> None:
-    columns = unnest_columns(name)
-    assert len(columns) == len(set(columns)) >= 3
-    assert all(column.isidentifier() for column in columns)
+    for columns in unnest_groups(name):
+        assert len(columns) == len(set(columns)) >= 3
+        assert all(column.isidentifier() for column in columns)
 
 
 def test_the_columns_come_in_the_order_of_the_parameters() -> None:
@@ -40,7 +38,8 @@ def test_the_columns_come_in_the_order_of_the_parameters() -> None:
         "expires_at", "captured_id",
     )  # fmt: skip
     # WITH ORDINALITY's position column is not a parameter.
-    assert unnest_columns("coins_insert_entries")[-1] == "source_event_id"
+    assert unnest_columns("outbox_enqueue") == ("topic", "key", "value", "headers")
+    assert [len(columns) for columns in unnest_groups("coins_write")] == [7, 7, 7, 4]
 
 
 @dataclass
@@ -70,15 +69,59 @@ def test_arrays_are_taken_by_name_whatever_the_rows_field_order(
         "SELECT * FROM unnest($1::text[], $2::text[])",  # columns not named
         "SELECT * FROM unnest($2::text[], $1::text[]) AS v (a, b)",  # parameters out of order
         "SELECT * FROM unnest($1::text[], $2::text[]) AS v (a, b, c)",  # a name too many
+        "SELECT * FROM unnest($1::text[]) AS v (a), unnest($2::text[]) AS w (b)",  # two
     ],
 )
 def test_a_statement_that_does_not_name_its_columns_plainly_is_refused(
     statement: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(queries, "sql", lambda _: statement)
-    unnest_columns.cache_clear()
+    unnest_groups.cache_clear()
     try:
         with pytest.raises(ValueError, match=r"\.sql: "):
             unnest_columns("bad")
     finally:
-        unnest_columns.cache_clear()
+        unnest_groups.cache_clear()
+
+
+def test_a_statement_of_several_unnests_takes_one_group_per_unnest_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    statement = (
+        "WITH x AS (INSERT INTO t SELECT * FROM unnest($1::text[], $2::int[]) AS v (a, c)) "
+        "SELECT * FROM unnest($3::text[]) WITH ORDINALITY AS w (b, position)"
+    )
+    monkeypatch.setattr(queries, "sql", lambda _: statement)
+    unnest_groups.cache_clear()
+    try:
+        assert unnest_groups("t") == (("a", "c"), ("b",))
+        rows = [Row(b="b1", a="a1", c=1)]
+        assert unnest_all("t", (rows, {}), (rows, {"b": lambda row: row.b + "!"})) == [
+            ["a1"], [1], ["b1!"],
+        ]  # fmt: skip
+        with pytest.raises(ValueError, match="has 2 unnests, not 1"):
+            unnest_all("t", (rows, {}))
+        with pytest.raises(ValueError, match=r"unnests no column named \['b'\]"):
+            unnest_all("t", (rows, {"b": str}), (rows, {}))
+    finally:
+        unnest_groups.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        # the second unnest does not take the parameters after the first's
+        "SELECT * FROM unnest($1::text[]) AS v (a), unnest($3::text[]) AS w (b)",
+        "SELECT * FROM unnest($2::text[]) AS v (a), unnest($1::text[]) AS w (b)",
+    ],
+)
+def test_unnests_must_take_the_parameters_in_turn(
+    statement: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queries, "sql", lambda _: statement)
+    unnest_groups.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="each unnest must take the next"):
+            unnest_groups("bad")
+    finally:
+        unnest_groups.cache_clear()

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from worker.core import cloudevents
+from worker.core.answers import Answers
 from worker.core.coins import CoinCommand, CoinDecision, CoinPlan, Key, Wallet, decide_coins
 from worker.core.messages import OutgoingMessage
-from worker.db.answers import known_answers, record_answers
-from worker.db.queries import sql, unnest_arrays
-from worker.errors import ConcurrentWriteError
+from worker.db.answers import answer_rows, answers_found, event_ids
+from worker.db.queries import sql, unnest_all
+from worker.errors import ConcurrentWriteError, PermanentError
 
 if TYPE_CHECKING:
     from worker.db import Connection
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 async def apply_coin_commands(
     conn: Connection, commands: Sequence[CoinCommand], now: datetime
 ) -> CoinPlan:
-    """Apply `commands` in order inside the caller's transaction: a few statements per batch.
+    """Apply `commands` in order inside the caller's transaction, in three statements (five when
+    some wallets are new): lock, read, write.
 
     The wallets are locked before anything earlier is read: a batch that holds the same key as
     one in another transaction (a rebalance, a member evicted while it waited on the database)
@@ -29,8 +31,7 @@ async def apply_coin_commands(
     if not commands:
         return CoinPlan()
     wallets = await _lock_wallets(conn, {c.student_id for c in commands})
-    known = await _known_decisions(conn, {c.key for c in commands})
-    answered = await known_answers(conn, {c.event for c in commands})
+    known, answered = await _known(conn, commands)
     plan = decide_coins(commands, known, wallets, now, answered)
     await _write(conn, plan)
     return plan
@@ -60,59 +61,68 @@ async def _locked(conn: Connection, students: list[str]) -> dict[str, Wallet]:
     }
 
 
-async def _known_decisions(conn: Connection, keys: set[Key]) -> dict[Key, CoinDecision]:
-    students, types, references = zip(*keys, strict=True)
-    rows = await conn.fetch(sql("coins_known"), students, types, references)
-    return {
-        (row["student_id"], row["type"], row["reference_id"]): CoinDecision(
-            requested_amount=row["requested_amount"],
-            outcome=row["outcome"],
+async def _known(
+    conn: Connection, commands: Sequence[CoinCommand]
+) -> tuple[dict[Key, CoinDecision], Answers]:
+    """The decisions taken earlier for the commands' keys, and the answers kept for their
+    events: one statement, after the wallets are locked."""
+    students, types, references = zip(*{c.key for c in commands}, strict=True)
+    events = {c.event for c in commands}
+    [row] = await conn.fetch(sql("coins_read"), students, types, references, event_ids(events))
+    decisions = {
+        (student_id, ledger_type, reference_id): CoinDecision(
+            requested_amount=requested_amount,
+            outcome=outcome,
             result=OutgoingMessage(
-                topic=row["result_topic"],
-                key=row["student_id"].encode(),
-                value=row["result_value"],
+                topic=result_topic,
+                key=student_id.encode(),
+                value=result_value,
                 headers=tuple(cloudevents.structured_headers()),
             ),
         )
-        for row in rows
-    }
+        for student_id, ledger_type, reference_id, requested_amount, outcome, result_topic,
+        result_value in row["decisions"]
+    }  # fmt: skip
+    return decisions, answers_found(events, row["answers"])
 
 
 async def _write(conn: Connection, plan: CoinPlan) -> None:
-    # Decisions first: a key decided meanwhile is a retriable conflict, not a unique violation
-    # of the ledger below.
-    if plan.decisions:
-        decided = list(plan.decisions.items())
-        kept = await conn.fetchval(
-            sql("coins_record_decisions"),
-            *unnest_arrays(
-                "coins_record_decisions",
-                decided,
-                student_id=lambda item: item[0][0],
-                ledger_type=lambda item: item[0][1],
-                reference_id=lambda item: item[0][2],
-                requested_amount=lambda item: item[1].requested_amount,
-                outcome=lambda item: item[1].outcome,
-                result_topic=lambda item: item[1].result.topic,
-                result_value=lambda item: item[1].result.value,
-            ),
-        )
-        if kept != len(decided):
-            raise ConcurrentWriteError("a coin request was decided by another worker meanwhile")
-    if plan.entries:
-        await conn.execute(
-            sql("coins_insert_entries"), *unnest_arrays("coins_insert_entries", plan.entries)
-        )
-    await record_answers(conn, plan.answers)
-    if plan.wallets:
-        await conn.execute(
-            sql("coins_update_wallets"),
-            *unnest_arrays(
-                "coins_update_wallets",
-                list(plan.wallets.items()),
-                student_id=lambda item: item[0],
-                balance=lambda item: item[1].balance,
-                lifetime_earned=lambda item: item[1].lifetime_earned,
-                lifetime_spent=lambda item: item[1].lifetime_spent,
-            ),
-        )
+    """Write `plan` in one statement. A decision or an answer another transaction kept
+    meanwhile is a retriable conflict; so it was when the ledger was written after the
+    decisions, in a statement of its own, whose unique violation was permanent."""
+    if not (plan.decisions or plan.entries or plan.answers or plan.wallets):
+        return
+    [(decided, entered, answered)] = await conn.fetch(
+        sql("coins_write"),
+        *unnest_all(
+            "coins_write",
+            (list(plan.decisions.items()), _DECISION_COLUMNS),
+            (plan.entries, {}),
+            answer_rows(plan.answers),
+            (list(plan.wallets.items()), _WALLET_COLUMNS),
+        ),
+    )
+    if decided != len(plan.decisions):
+        raise ConcurrentWriteError("a coin request was decided by another worker meanwhile")
+    if entered != len(plan.entries):  # an entry of a key that has no decision: never retried
+        raise PermanentError("a ledger entry with one of these keys exists already")
+    if answered != len(plan.answers):
+        raise ConcurrentWriteError("an event was answered by another worker meanwhile")
+
+
+# A decision (key, CoinDecision) and a wallet (student id, Wallet) as unnest rows.
+_DECISION_COLUMNS: dict[str, Callable[[Any], object]] = {
+    "student_id": lambda item: item[0][0],
+    "ledger_type": lambda item: item[0][1],
+    "reference_id": lambda item: item[0][2],
+    "requested_amount": lambda item: item[1].requested_amount,
+    "outcome": lambda item: item[1].outcome,
+    "result_topic": lambda item: item[1].result.topic,
+    "result_value": lambda item: item[1].result.value,
+}
+_WALLET_COLUMNS: dict[str, Callable[[Any], object]] = {
+    "student_id": lambda item: item[0],
+    "balance": lambda item: item[1].balance,
+    "lifetime_earned": lambda item: item[1].lifetime_earned,
+    "lifetime_spent": lambda item: item[1].lifetime_spent,
+}

@@ -1,0 +1,21 @@
+-- What a batch's coin commands need to know, once their wallets are locked: the earlier
+-- decisions for its keys ($1 students, $2 ledger types, $3 references) and the answers earlier
+-- batches gave events with these ids ($4). Two arrays of rows, each row's fields in the order
+-- written here, cast to their base types (a domain has no decoder inside a row); the caller
+-- keeps the answers whose event type and source match too.
+SELECT
+    ARRAY(
+        SELECT ROW(r.student_id::text, r.type::text, r.reference_id::text,
+                   r.requested_amount::bigint, r.outcome::text, r.result_topic::text,
+                   r.result_value::bytea)
+        FROM coin_requests AS r
+        JOIN unnest($1::text[], $2::text[], $3::text[]) AS k (student_id, type, reference_id)
+            ON r.student_id = k.student_id AND r.type = k.type
+                AND r.reference_id = k.reference_id
+    ) AS decisions,
+    ARRAY(
+        SELECT ROW(a.event_type::text, a.event_source::text, a.event_id::text,
+                   a.result_topic::text, a.result_key::bytea, a.result_value::bytea)
+        FROM event_answers AS a
+        WHERE a.event_id = ANY($4::text[])
+    ) AS answers

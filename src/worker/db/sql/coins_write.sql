@@ -1,0 +1,56 @@
+-- Writes what a batch's coin commands decided, in one statement: the new decisions with the
+-- result event each one answered, the ledger entries in decision order (seq follows it: the
+-- newest has the highest), the answers by event, and the balances the wallets end with (they
+-- are locked by coins_lock_wallets). A decision, entry or answer whose key is taken is skipped:
+-- the caller compares the counts returned and fails the batch (a decision or an answer another
+-- transaction kept meanwhile: it is retried, and then repeats that one).
+WITH decided AS (
+    INSERT INTO coin_requests
+        (student_id, type, reference_id, requested_amount, outcome, result_topic, result_value)
+    SELECT student_id, ledger_type, reference_id, requested_amount, outcome, result_topic,
+           result_value
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                $7::bytea[])
+        AS d (student_id, ledger_type, reference_id, requested_amount, outcome, result_topic,
+              result_value)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+),
+entries AS (
+    INSERT INTO coin_transactions
+        (transaction_id, student_id, type, reference_id, amount, balance_after,
+         source_event_id)
+    SELECT transaction_id, student_id, ledger_type, reference_id, amount, balance_after,
+           source_event_id
+    FROM unnest($8::uuid[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
+                $14::text[])
+        WITH ORDINALITY AS e (transaction_id, student_id, ledger_type, reference_id, amount,
+                              balance_after, source_event_id, position)
+    ORDER BY position
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+),
+answered AS (
+    INSERT INTO event_answers
+        (answer_id, event_type, event_source, event_id, result_topic, result_key, result_value)
+    SELECT answer_id, event_type, event_source, event_id, result_topic, result_key,
+           result_value
+    FROM unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[], $20::bytea[],
+                $21::bytea[])
+        AS a (answer_id, event_type, event_source, event_id, result_topic, result_key,
+              result_value)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+),
+balances AS (
+    UPDATE coin_wallets AS w
+    SET balance = b.balance,
+        lifetime_earned = b.lifetime_earned,
+        lifetime_spent = b.lifetime_spent,
+        updated_at = now()
+    FROM unnest($22::text[], $23::bigint[], $24::bigint[], $25::bigint[])
+        AS b (student_id, balance, lifetime_earned, lifetime_spent)
+    WHERE w.student_id = b.student_id
+)
+SELECT (SELECT count(*) FROM decided) AS decided, (SELECT count(*) FROM entries) AS entered,
+       (SELECT count(*) FROM answered) AS answered
