@@ -16,7 +16,7 @@ from bench.workload import MIXES, generate
 
 
 async def main(args: argparse.Namespace) -> None:
-    workload = generate(args.events, args.students, mix=MIXES[args.mix])
+    workload = generate(args.events, args.students, seed=args.seed, mix=MIXES[args.mix])
     gc.freeze()
     scenario = Scenario("raw-e2e", args.server_url, args.bootstrap, tag=args.tag)
 
@@ -32,4 +32,5 @@ if __name__ == "__main__":
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--students", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=42, help="the workload's seed (default 42)")
     asyncio.run(main(parser.parse_args()))

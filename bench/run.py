@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -88,6 +88,8 @@ WARM_UP_SECONDS = 3.0
 # A latency point whose bench producer lagged (p99) by more than this share of the p99 measured
 # is void: the latency it reports is the bench's own.
 VOID_LAG_SHARE = 0.1
+# The latency runs' workload is drawn apart from the throughput runs' (another seed).
+LATENCY_SEED = 7
 RAW_SQL = (ROOT / "bench" / "raw_effects.sql").read_text()
 EXTRA_ENV: dict[str, str] = {}  # --worker-env: settings for every worker of the run
 
@@ -757,26 +759,112 @@ async def latency(
     """
     worker = await start_worker(scenario)
     try:
-        offset = int(loads[0] * WARM_UP_SECONDS)
-        say(f"  warm-up: {loads[0]:,.0f} events/s for {WARM_UP_SECONDS:g} s, not measured")
-        await produce_at(scenario.bootstrap, scenario.prefix, workload.events[:offset], loads[0])
-        await run_to_completion(worker, offset, "warm-up")
-        phases = []
-        for rate in loads:
-            events = workload.events[offset : offset + int(rate * seconds)]
-            offset += len(events)
-            say(f"  latency: {rate:,.0f} events/s for {seconds:g} s ({len(events):,} events)")
-            due, lags = await produce_at(scenario.bootstrap, scenario.prefix, events, rate)
-            await run_to_completion(worker, offset, f"latency {rate:,.0f}/s")
-            phases.append((rate, events, due, lags))
+
+        async def done(offset: int, label: str) -> None:
+            await run_to_completion(worker, offset, label)
+
+        phases, total = await open_loop(scenario, workload, loads, seconds, done)
     finally:
         await worker.stop()
-    appended = await result_times(scenario, offset)  # the warm-up's too, not used
+    appended = await result_times(scenario, total)  # the warm-up's too, not used
+    return latency_report(phases, appended, lambda event: event.result_id)
+
+
+async def floor_latency(
+    server_url: str,
+    bootstrap: str,
+    workload: Workload,
+    loads: list[float],
+    seconds: float,
+    made_by: argparse.Namespace,
+) -> list[dict[str, float]]:
+    """`latency` for the floor (`raw_end_to_end` in one `bench/floor.py` process, which
+    answers each event with its own bytes on `coins.credited`), at the same loads and on the
+    same events (`made_by`: the mix, students and seed `workload` was generated from, for the
+    floor to generate it too): the latency this machine and the worker's libraries allow, with
+    none of its code."""
+    scenario = Scenario("floor-latency", server_url, bootstrap)
+    await scenario.create(workload)
+    group = f"floor-latency-{scenario.tag}"
+    arguments = {
+        "--server-url": server_url, "--bootstrap": bootstrap, "--tag": scenario.tag,
+        "--group": group, "--mix": made_by.mix, "--events": str(len(workload.events)),
+        "--students": str(made_by.students), "--seed": str(made_by.seed),
+    }  # fmt: skip
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.floor",
+        *(x for pair in arguments.items() for x in pair),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if child.stdout is None:  # never: it is a pipe
+            raise RuntimeError("the floor's output is not piped")
+        async with asyncio.timeout(180):
+            while not (await child.stdout.readline()).startswith(
+                f"assigned {len(INPUT_TOPICS) * PARTITIONS}\n".encode()
+            ):
+                pass
+
+        async def done(offset: int, label: str) -> None:
+            async with asyncio.timeout(600):
+                while True:
+                    offsets = await admin.list_consumer_group_offsets(group)
+                    if sum(max(o.offset, 0) for o in offsets.values()) >= offset:
+                        return
+                    await asyncio.sleep(0.1)
+
+        phases, total = await open_loop(scenario, workload, loads, seconds, done)
+        appended = await result_times(scenario, total)
+    finally:
+        await admin.close()
+        if child.returncode is None:
+            child.kill()
+        await child.wait()
+        await scenario.drop()
+    return latency_report(phases, appended, lambda event: json.loads(event.value)["id"])
+
+
+# One open-loop phase: its rate, events, their scheduled times and the producer's lag on each.
+Phase = tuple[float, list[Event], list[float], list[float]]
+
+
+async def open_loop(
+    scenario: Scenario,
+    workload: Workload,
+    loads: list[float],
+    seconds: float,
+    done: Callable[[int, str], Awaitable[None]],
+) -> tuple[list[Phase], int]:
+    """The warm-up, then each load for `seconds`, each waited out by `done(events so far)`.
+    Returns the measured phases and how many events were produced in all."""
+    offset = int(loads[0] * WARM_UP_SECONDS)
+    say(f"  warm-up: {loads[0]:,.0f} events/s for {WARM_UP_SECONDS:g} s, not measured")
+    await produce_at(scenario.bootstrap, scenario.prefix, workload.events[:offset], loads[0])
+    await done(offset, "warm-up")
+    phases = []
+    for rate in loads:
+        events = workload.events[offset : offset + int(rate * seconds)]
+        offset += len(events)
+        say(f"  latency: {rate:,.0f} events/s for {seconds:g} s ({len(events):,} events)")
+        due, lags = await produce_at(scenario.bootstrap, scenario.prefix, events, rate)
+        await done(offset, f"latency {rate:,.0f}/s")
+        phases.append((rate, events, due, lags))
+    return phases, offset
+
+
+def latency_report(
+    phases: list[Phase], appended: dict[str, list[float]], result_of: Callable[[Event], str]
+) -> list[dict[str, float]]:
+    """Per phase: percentiles of each event's result append time after its scheduled time."""
     report = []
     for rate, events, due, lags in phases:
         samples = []
         for event, sent in zip(events, due, strict=True):
-            times = appended[event.result_id]
+            times = appended[result_of(event)]
             samples.append(max(0.0, (times.pop(0) if len(times) > 1 else times[0]) - sent) * 1000)
         # How late the bench's own producer was against its schedule: part of the latency above
         # (measured from the schedule), but not the worker's doing.
@@ -935,12 +1023,17 @@ async def main(args: argparse.Namespace) -> int:
             "latency under open-loop load at "
             f"{', '.join(f'{s:.0%}' for s in args.loads)} of {rate:,.0f} events/s"
         )
-        lat_workload = generate(needed, args.students, seed=7, mix=MIXES[args.mix])
+        lat_workload = generate(needed, args.students, seed=LATENCY_SEED, mix=MIXES[args.mix])
         gc.freeze()
         lat = Scenario("latency", server_url, bootstrap)
         scenarios.append(lat)
         await lat.create(lat_workload)
         results["latency"] = await latency(lat, lat_workload, loads, args.latency_seconds)
+        say("latency of the floor (its one process), at the same loads on the same events")
+        made_by = argparse.Namespace(mix=args.mix, students=args.students, seed=LATENCY_SEED)
+        results["floor_latency"] = await floor_latency(
+            server_url, bootstrap, lat_workload, loads, args.latency_seconds, made_by
+        )
     finally:
         if not args.keep:
             for scenario in scenarios:
@@ -1114,7 +1207,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
                     f"{found['events']:,} course completions ({worker:,.0f} events/s)",
                 )
             )
-    for phase in results["latency"]:
+    floors = results.get("floor_latency") or [None] * len(results["latency"])
+    for phase, floor in zip(results["latency"], floors, strict=True):
         rows.append(
             (
                 f"latency at {phase['offered']:,.0f} events/s",
@@ -1128,6 +1222,16 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
                 ),
             )
         )
+        if floor is not None:
+            rows.append(
+                (
+                    "  the floor at that load",
+                    f"p50 {floor['p50_ms']:.0f} ms",
+                    f"p99 {floor['p99_ms']:.0f} ms, p99.9 {floor['p999_ms']:.0f} ms "
+                    f"(bench producer lag p99 {floor['producer_lag_p99_ms']:.0f} ms"
+                    + (", VOID)" if floor.get("void") else ")"),
+                )
+            )
     width = max(len(r[0]) for r in rows)
     print()
     sizes = f"{results['events']:,} events, {results['students']:,} students"
@@ -1161,6 +1265,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     figure, axes = pyplot.subplots(figsize=(7, 4.2), dpi=120)
     for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
         axes.plot(offered, [p[key] for p in phases], marker="o", label=label)
+    if floors := results.get("floor_latency"):
+        axes.plot(
+            offered, [p["p99_ms"] for p in floors], marker="x", linestyle=":", color="black",
+            label="p99 of the floor (none of the worker's code)",
+        )  # fmt: skip
     axes.axhline(50, color="grey", linestyle="--", linewidth=0.8, label="50 ms target (p99 at 50%)")
     axes.set_xlabel("offered load (events/s, open loop)")
     axes.set_ylabel("production to result published (ms)")

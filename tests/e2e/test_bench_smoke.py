@@ -34,6 +34,11 @@ async def test_a_small_benchmark_run_completes_with_a_correct_ledger(
     assert results["ledger_check"] == "ok"
     assert results["batched"]["events_per_s"] > 0
     assert [p["offered"] > 0 for p in results["latency"]] == [True, True]
+    # The floor's latency at the same loads, every event answered (else result_times waits).
+    assert [p["offered"] for p in results["floor_latency"]] == [
+        p["offered"] for p in results["latency"]
+    ]
+    assert all(p["p99_ms"] >= p["p50_ms"] >= 0 for p in results["floor_latency"])
     assert results["processes"]["check"] == "ok"  # two worker processes in one group
     assert results["raw_e2e"]["events_per_s"] > 0  # the floor, alone and in a group of two
     assert results["raw_e2e_processes"]["events_per_s"] > 0
