@@ -784,30 +784,31 @@ async def floor_latency(
     floor to generate it too): the latency this machine and the worker's libraries allow, with
     none of its code."""
     scenario = Scenario("floor-latency", server_url, bootstrap)
-    await scenario.create(workload)
     group = f"floor-latency-{scenario.tag}"
     arguments = {
         "--server-url": server_url, "--bootstrap": bootstrap, "--tag": scenario.tag,
         "--group": group, "--mix": made_by.mix, "--events": str(len(workload.events)),
         "--students": str(made_by.students), "--seed": str(made_by.seed),
     }  # fmt: skip
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.floor",
-        *(x for pair in arguments.items() for x in pair),
-        stdout=asyncio.subprocess.PIPE,
-    )
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    child: asyncio.subprocess.Process | None = None
     try:
+        await scenario.create(workload)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.floor",
+            *(x for pair in arguments.items() for x in pair),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        await admin.start()
         if child.stdout is None:  # never: it is a pipe
             raise RuntimeError("the floor's output is not piped")
+        everything = f"assigned {len(INPUT_TOPICS) * PARTITIONS}\n".encode()
         async with asyncio.timeout(180):
-            while not (await child.stdout.readline()).startswith(
-                f"assigned {len(INPUT_TOPICS) * PARTITIONS}\n".encode()
-            ):
-                pass
+            while (line := await child.stdout.readline()) != everything:
+                if not line:  # it ended before the group held every partition
+                    raise RuntimeError(f"the floor exited {await child.wait()} before it began")
 
         async def done(offset: int, label: str) -> None:
             async with asyncio.timeout(600):
@@ -821,9 +822,10 @@ async def floor_latency(
         appended = await result_times(scenario, total)
     finally:
         await admin.close()
-        if child.returncode is None:
-            child.kill()
-        await child.wait()
+        if child is not None:
+            if child.returncode is None:
+                child.kill()
+            await child.wait()
         await scenario.drop()
     return latency_report(phases, appended, lambda event: json.loads(event.value)["id"])
 

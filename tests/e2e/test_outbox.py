@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -57,9 +57,11 @@ async def relays(
     prefix: str,
     count: int,
     metrics: Metrics | None = None,
+    topics: Sequence[str] = (),
 ) -> AsyncIterator[list[OutboxRelay]]:
-    """`count` relays running as tasks, as `count` workers would run them."""
-    senders = [Sender(new_producer, topic_prefix=prefix) for _ in range(count)]
+    """`count` relays running as tasks, as `count` workers would run them (`topics`: the
+    senders' own, as the worker's result topics)."""
+    senders = [Sender(new_producer, topic_prefix=prefix, topics=topics) for _ in range(count)]
     started = [
         OutboxRelay(outbox.Outbox(pool), sender, metrics or Metrics(CollectorRegistry()), chunk=50)
         for sender in senders
@@ -149,6 +151,28 @@ async def test_a_message_that_cannot_be_published_is_parked_and_redriven_after_a
     published = await read_all(stack.kafka_bootstrap, prefix + "coins.credited", at_least=3)
     assert [len(r.value or b"") for r in published] == [6, 5, len(too_large)]
     assert payment_worker(db_url, "parked", "list").stdout == ""
+
+
+async def test_a_message_for_a_topic_the_cluster_lacks_is_parked_not_waited_for(
+    stack: Stack, pool: asyncpg.Pool
+) -> None:
+    # A parked message re-driven after its topic was deleted (topics are never created by the
+    # broker here, as in production): it is parked again and the messages behind it go out.
+    prefix = new_prefix()
+    await create_topic(stack.kafka_bootstrap, prefix + "coins.credited", 1)
+    await queue(pool, [
+        OutgoingMessage("coins.credited", b"s", b"a"),
+        OutgoingMessage("retired.type", b"s", b"b"),
+        OutgoingMessage("coins.credited", b"s", b"c"),
+    ])  # fmt: skip
+    # A shorter metadata wait than the worker's 30 s, for the test's sake.
+    quick = producer_factory(stack.kafka_bootstrap, request_timeout_ms=3000)
+    async with relays(pool, quick, prefix, 1, topics=("coins.credited",)):
+        await eventually(lambda: drained(pool), within=30)
+    published = await read_all(stack.kafka_bootstrap, prefix + "coins.credited", at_least=2)
+    assert [r.value for r in published] == [b"a", b"c"]
+    parked = await pool.fetch("SELECT topic, value, error_class FROM parked_messages")
+    assert [tuple(p) for p in parked] == [("retired.type", b"b", "UnknownTopicOrPartitionError")]
 
 
 def payment_worker(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

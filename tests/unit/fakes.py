@@ -19,6 +19,7 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerClosed,
+    UnknownTopicOrPartitionError,
 )
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
@@ -166,7 +167,9 @@ class FakeBroker:
     value refuses its batch. `too_large` is the producer's own size check, which only `send`
     makes: a batch takes such a value (as a broker allowing larger messages would).
     `partitions` is each topic's partition count; `send` chooses among them as aiokafka's
-    default partitioner does.
+    default partitioner does. A topic in `missing` does not exist: asked for its partitions,
+    a producer raises UnknownTopicOrPartitionError, as aiokafka's does once its metadata wait
+    ends.
     """
 
     def __init__(
@@ -177,7 +180,9 @@ class FakeBroker:
         batch_size: int = 3,
         partitions: int = 1,
         unencodable: Iterable[bytes] = (),
+        missing: Iterable[str] = (),
     ) -> None:
+        self.missing = set(missing)
         # Values the client cannot encode: `send` and a batch's `append` raise ValueError.
         self.unencodable = set(unencodable)
         # How many messages one producer batch holds (aiokafka's holds up to 16 KiB).
@@ -213,6 +218,8 @@ class FakeProducer:
         self.stopped = True
 
     async def partitions_for(self, topic: str) -> set[int]:
+        if topic in self.broker.missing:
+            raise UnknownTopicOrPartitionError()
         return set(range(self.broker.partitions))
 
     def create_batch(self) -> FakeBatch:

@@ -8,11 +8,17 @@ passing fault rolls the chunk back whole.
 from __future__ import annotations
 
 import pytest
-from aiokafka.errors import CorruptRecordException, KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    CorruptRecordException,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    UnknownTopicOrPartitionError,
+)
 from prometheus_client import CollectorRegistry
 
 from tests.unit.fakes import FakeBroker, FakeOutbox, Sent
 from worker.core.messages import Headers, OutgoingMessage
+from worker.errors import is_retriable
 from worker.messaging.outbox import OutboxRelay
 from worker.messaging.sender import Sender
 from worker.metrics import Metrics
@@ -95,6 +101,40 @@ async def test_drain_stops_at_the_first_chunk_shorter_than_the_limit(
     assert outbox.queued == []
     # A short chunk took everything committed when it was claimed: no empty pass after it.
     assert outbox.claims == claims
+
+
+async def test_a_message_for_a_topic_the_cluster_lacks_is_parked_and_the_rest_go_out() -> None:
+    # A parked message re-driven after its topic was deleted, or of a type this version no
+    # longer publishes: waiting for the topic would hold back everything behind it for ever.
+    outbox = FakeOutbox([message(b"v1"), message(b"v2", "gone.type"), message(b"v3")])
+    [_, gone_seq, _] = [m.seq for m in outbox.queued]
+    broker = FakeBroker(missing={"dev.gone.type"})
+    sender = Sender(broker.new_producer, topic_prefix=PREFIX, topics=("coins.credited",))
+    await sender.start()
+    relay = OutboxRelay(outbox, sender, Metrics(CollectorRegistry()))
+
+    assert await relay.publish_once() == 3
+
+    assert values(broker.taken) == [b"v1", b"v3"]
+    assert outbox.queued == []
+    assert list(outbox.parked) == [gone_seq]
+    assert "dev.gone.type does not exist" in str(outbox.parked[gone_seq])
+
+
+async def test_one_of_the_senders_own_topics_missing_is_a_passing_fault() -> None:
+    # The deployment's fault, not the message's: it waits for the operator, parking nothing.
+    outbox = FakeOutbox([message(b"v1")])
+    broker = FakeBroker()
+    sender = Sender(broker.new_producer, topic_prefix=PREFIX, topics=("coins.credited",))
+    await sender.start()
+    broker.missing.add("dev.coins.credited")  # deleted since the worker started
+    relay = OutboxRelay(outbox, sender, Metrics(CollectorRegistry()))
+
+    with pytest.raises(UnknownTopicOrPartitionError) as raised:
+        await relay.publish_once()
+    assert is_retriable(raised.value)
+    assert len(outbox.queued) == 1
+    assert outbox.parked == {}
 
 
 async def test_a_refused_message_is_parked_alone_and_the_rest_go_out_on_new_producers() -> None:

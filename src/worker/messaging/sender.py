@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
 
 from worker.core.messages import OutgoingMessage
@@ -79,11 +80,12 @@ class Sender:
         Every message of one call carries the same CreateTime, sent alone or not, so
         timestamps never run backwards in decision order, across topics too."""
         timestamp_ms = int(time.time() * 1000)
-        again = await self._send_together(messages, timestamp_ms)
-        return await self._send_alone(messages, again, timestamp_ms)
+        nowhere: dict[int, Exception] = {}
+        again = await self._send_together(messages, timestamp_ms, nowhere)
+        return {**nowhere, **await self._send_alone(messages, again, timestamp_ms)}
 
     async def _send_together(
-        self, messages: Sequence[OutgoingMessage], timestamp_ms: int
+        self, messages: Sequence[OutgoingMessage], timestamp_ms: int, nowhere: dict[int, Exception]
     ) -> list[int]:
         """Each partition's messages in order, in as few producer batches as hold them: one
         delivery to wait for per batch, not per message. Returns the positions to send again,
@@ -95,11 +97,12 @@ class Sender:
         batches behind a refused one, ahead of the refused messages sent again: so there the
         first batch goes alone, and the rest only once the broker has taken it. A large or
         keyless message goes by `send`, in its place: the producer's size limit still judges
-        it, and its partitioner picks among the partitions that have a leader.
+        it, and its partitioner picks among the partitions that have a leader. A message for a
+        topic the cluster does not have is left out, refused (`_by_partition`).
         """
         again: set[int] = set()
         deliveries: list[tuple[list[int], asyncio.Future[Any]]] = []
-        groups = await self._by_partition(messages)
+        groups = await self._by_partition(messages, nowhere)
         handing = [
             asyncio.ensure_future(
                 self._hand_over(messages, where, positions, timestamp_ms, again, deliveries)
@@ -196,22 +199,45 @@ class Sender:
         return last is not None and time.monotonic() - last < _SEQUENCE_HELD_SECONDS
 
     async def _by_partition(
-        self, messages: Sequence[OutgoingMessage]
+        self, messages: Sequence[OutgoingMessage], nowhere: dict[int, Exception]
     ) -> dict[tuple[str, int | None], list[int]]:
         """The messages' positions by the partition `send` would choose for each: the default
         partitioner's, murmur2 of the key as Kafka's Java clients hash it. Keyless messages
-        are grouped under None: `send` places them."""
+        are grouped under None: `send` places them.
+
+        A message for a topic the cluster does not have (once the producer has waited for its
+        metadata) goes into `nowhere`, refused, unless the topic is one of this sender's own
+        `topics`: a re-driven message of a topic since deleted, or of a type this version no
+        longer publishes, is parked instead of holding back every message behind it for ever.
+        One of its own topics missing is the deployment's fault: that waits for the operator,
+        as a passing fault."""
         producer = self._started()
-        partitions: dict[str, list[int]] = {}
+        partitions: dict[str, list[int] | Exception] = {}
         grouped: dict[tuple[str, int | None], list[int]] = {}
         for position, message in enumerate(messages):
             topic = self._topic_prefix + message.topic
             if (known := partitions.get(topic)) is None:
                 # The producer's own order of the partitions, as `send` hands them over.
-                known = partitions[topic] = list(await producer.partitions_for(topic))
+                known = partitions[topic] = await self._partitions(producer, message.topic)
+            if isinstance(known, Exception):
+                nowhere[position] = known
+                continue
             partition = None if message.key is None else _PARTITIONER(message.key, known, known)
             grouped.setdefault((topic, partition), []).append(position)
         return grouped
+
+    async def _partitions(self, producer: AIOKafkaProducer, topic: str) -> list[int] | Exception:
+        """The partitions of `topic` (an event type), or why it has none to send to."""
+        try:
+            found: list[int] = list(await producer.partitions_for(self._topic_prefix + topic))
+        except UnknownTopicOrPartitionError as exc:
+            if topic in self._topics:
+                raise
+            missing: Exception = UnknownTopicOrPartitionError(
+                f"topic {self._topic_prefix + topic} does not exist ({exc})"
+            )
+            return missing
+        return found
 
     async def _send_alone(
         self, messages: Sequence[OutgoingMessage], positions: Sequence[int], timestamp_ms: int

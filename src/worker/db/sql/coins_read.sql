@@ -1,8 +1,9 @@
 -- What a batch's coin commands need to know, once their wallets are locked: the earlier
 -- decisions for its keys ($1 students, $2 ledger types, $3 references) and the answers earlier
 -- batches gave events with these ids ($4). Two arrays of rows, each row's fields in the order
--- written here, cast to their base types (a domain has no decoder inside a row); the caller
--- keeps the answers whose event type and source match too.
+-- written here, cast to their base types (asyncpg has no decoder for a domain inside a row,
+-- and that error would fail every batch as an outage; tests/unit/test_queries.py checks); the
+-- caller keeps the answers whose event type and source match too.
 SELECT
     ARRAY(
         SELECT ROW(r.student_id::text, r.type::text, r.reference_id::text,
