@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -43,6 +44,18 @@ def test_the_columns_come_in_the_order_of_the_parameters() -> None:
     assert [len(columns) for columns in unnest_groups("coins_write")] == [7, 7, 7, 4]
 
 
+@pytest.fixture
+def given(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Makes every statement name read as the given text, with nothing cached from before."""
+
+    def statement(text: str) -> None:
+        monkeypatch.setattr(queries, "sql", lambda _: text)
+        unnest_groups.cache_clear()
+
+    yield statement
+    unnest_groups.cache_clear()
+
+
 @dataclass
 class Row:
     b: str
@@ -51,10 +64,9 @@ class Row:
 
 
 def test_arrays_are_taken_by_name_whatever_the_rows_field_order(
-    monkeypatch: pytest.MonkeyPatch,
+    given: Callable[[str], None],
 ) -> None:
-    statement = "SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) AS v (a, b, c)"
-    monkeypatch.setattr(queries, "sql", lambda _: statement)
+    given("SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) AS v (a, b, c)")
     rows = [Row(b="b1", a="a1", c=1), Row(b="b2", a="a2", c=2)]
     assert unnest_arrays("t", rows) == [["a1", "a2"], ["b1", "b2"], [1, 2]]
     assert unnest_arrays("t", rows, c=lambda row: row.c * 10)[2] == [10, 20]
@@ -74,38 +86,29 @@ def test_arrays_are_taken_by_name_whatever_the_rows_field_order(
     ],
 )
 def test_a_statement_that_does_not_name_its_columns_plainly_is_refused(
-    statement: str, monkeypatch: pytest.MonkeyPatch
+    statement: str, given: Callable[[str], None]
 ) -> None:
-    monkeypatch.setattr(queries, "sql", lambda _: statement)
-    unnest_groups.cache_clear()
-    try:
-        with pytest.raises(ValueError, match=r"\.sql: "):
-            unnest_columns("bad")
-    finally:
-        unnest_groups.cache_clear()
+    given(statement)
+    with pytest.raises(ValueError, match=r"\.sql: "):
+        unnest_columns("bad")
 
 
 def test_a_statement_of_several_unnests_takes_one_group_per_unnest_in_order(
-    monkeypatch: pytest.MonkeyPatch,
+    given: Callable[[str], None],
 ) -> None:
-    statement = (
+    given(
         "WITH x AS (INSERT INTO t SELECT * FROM unnest($1::text[], $2::int[]) AS v (a, c)) "
         "SELECT * FROM unnest($3::text[]) WITH ORDINALITY AS w (b, position)"
     )
-    monkeypatch.setattr(queries, "sql", lambda _: statement)
-    unnest_groups.cache_clear()
-    try:
-        assert unnest_groups("t") == (("a", "c"), ("b",))
-        rows = [Row(b="b1", a="a1", c=1)]
-        assert unnest_all("t", (rows, {}), (rows, {"b": lambda row: row.b + "!"})) == [
-            ["a1"], [1], ["b1!"],
-        ]  # fmt: skip
-        with pytest.raises(ValueError, match="has 2 unnests, not 1"):
-            unnest_all("t", (rows, {}))
-        with pytest.raises(ValueError, match=r"unnests no column named \['b'\]"):
-            unnest_all("t", (rows, {"b": str}), (rows, {}))
-    finally:
-        unnest_groups.cache_clear()
+    assert unnest_groups("t") == (("a", "c"), ("b",))
+    rows = [Row(b="b1", a="a1", c=1)]
+    assert unnest_all("t", (rows, {}), (rows, {"b": lambda row: row.b + "!"})) == [
+        ["a1"], [1], ["b1!"],
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="has 2 unnests, not 1"):
+        unnest_all("t", (rows, {}))
+    with pytest.raises(ValueError, match=r"unnests no column named \['b'\]"):
+        unnest_all("t", (rows, {"b": str}), (rows, {}))
 
 
 @pytest.mark.parametrize(
@@ -117,15 +120,11 @@ def test_a_statement_of_several_unnests_takes_one_group_per_unnest_in_order(
     ],
 )
 def test_unnests_must_take_the_parameters_in_turn(
-    statement: str, monkeypatch: pytest.MonkeyPatch
+    statement: str, given: Callable[[str], None]
 ) -> None:
-    monkeypatch.setattr(queries, "sql", lambda _: statement)
-    unnest_groups.cache_clear()
-    try:
-        with pytest.raises(ValueError, match="each unnest must take the next"):
-            unnest_groups("bad")
-    finally:
-        unnest_groups.cache_clear()
+    given(statement)
+    with pytest.raises(ValueError, match="each unnest must take the next"):
+        unnest_groups("bad")
 
 
 def test_every_field_of_a_row_read_back_is_cast_to_its_base_type() -> None:
