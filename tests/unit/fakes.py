@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import (
     IllegalStateError,
+    KafkaError,
     MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerClosed,
@@ -169,7 +170,8 @@ class FakeBroker:
     `partitions` is each topic's partition count; `send` chooses among them as aiokafka's
     default partitioner does. A topic in `missing` does not exist: asked for its partitions,
     a producer raises UnknownTopicOrPartitionError, as aiokafka's does once its metadata wait
-    ends.
+    ends, also when no broker answered it (`unreachable`: the client's `fetch_all_metadata`
+    raises then, as aiokafka's does).
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class FakeBroker:
         missing: Iterable[str] = (),
     ) -> None:
         self.missing = set(missing)
+        self.unreachable = False
         # Values the client cannot encode: `send` and a batch's `append` raise ValueError.
         self.unencodable = set(unencodable)
         # How many messages one producer batch holds (aiokafka's holds up to 16 KiB).
@@ -197,6 +200,21 @@ class FakeBroker:
     def new_producer(self) -> FakeProducer:
         self.producers.append(FakeProducer(self, len(self.producers)))
         return self.producers[-1]
+
+
+@dataclass
+class FakeClient:
+    """The producer's client, as far as `Sender` asks it: the cluster's topics."""
+
+    broker: FakeBroker
+
+    async def fetch_all_metadata(self) -> FakeClient:
+        if self.broker.unreachable:
+            raise KafkaError("Unable to get cluster metadata over all known brokers")
+        return self
+
+    def topics(self, exclude_internal_topics: bool = True) -> set[str]:
+        return {"some.other.topic"}  # any the test asks for, but the missing ones
 
 
 @dataclass
@@ -217,8 +235,12 @@ class FakeProducer:
     async def stop(self) -> None:
         self.stopped = True
 
+    @property
+    def client(self) -> FakeClient:
+        return FakeClient(self.broker)
+
     async def partitions_for(self, topic: str) -> set[int]:
-        if topic in self.broker.missing:
+        if topic in self.broker.missing or self.broker.unreachable:
             raise UnknownTopicOrPartitionError()
         return set(range(self.broker.partitions))
 

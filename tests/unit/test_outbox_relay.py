@@ -121,6 +121,27 @@ async def test_a_message_for_a_topic_the_cluster_lacks_is_parked_and_the_rest_go
     assert "dev.gone.type does not exist" in str(outbox.parked[gone_seq])
 
 
+async def test_a_topic_unknown_while_no_broker_answers_is_a_passing_fault() -> None:
+    # aiokafka's metadata wait ends the same way in an outage: that is no verdict on the topic.
+    outbox = FakeOutbox([message(b"v1", "retired.type")])
+    broker = FakeBroker()
+    sender = Sender(broker.new_producer, topic_prefix=PREFIX, topics=("coins.credited",))
+    await sender.start()
+    relay = OutboxRelay(outbox, sender, Metrics(CollectorRegistry()))
+    broker.unreachable = True
+
+    with pytest.raises(UnknownTopicOrPartitionError) as raised:
+        await relay.publish_once()
+    assert is_retriable(raised.value)
+    assert outbox.parked == {}
+
+    broker.unreachable = False  # back: it answers that the topic does not exist
+    broker.missing.add("dev.retired.type")
+    assert await relay.publish_once() == 1
+    [(_, why)] = outbox.parked.items()
+    assert str(why).endswith("topic dev.retired.type does not exist")
+
+
 async def test_one_of_the_senders_own_topics_missing_is_a_passing_fault() -> None:
     # The deployment's fault, not the message's: it waits for the operator, parking nothing.
     outbox = FakeOutbox([message(b"v1")])

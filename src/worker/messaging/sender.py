@@ -210,7 +210,7 @@ class Sender:
         `topics`: a re-driven message of a topic since deleted, or of a type this version no
         longer publishes, is parked instead of holding back every message behind it for ever.
         One of its own topics missing is the deployment's fault: that waits for the operator,
-        as a passing fault."""
+        as a passing fault. (A sender given no `topics` owns none.)"""
         producer = self._started()
         partitions: dict[str, list[int] | Exception] = {}
         grouped: dict[tuple[str, int | None], list[int]] = {}
@@ -228,14 +228,15 @@ class Sender:
 
     async def _partitions(self, producer: AIOKafkaProducer, topic: str) -> list[int] | Exception:
         """The partitions of `topic` (an event type), or why it has none to send to."""
+        name = self._topic_prefix + topic
         try:
-            found: list[int] = list(await producer.partitions_for(self._topic_prefix + topic))
-        except UnknownTopicOrPartitionError as exc:
-            if topic in self._topics:
+            found: list[int] = list(await producer.partitions_for(name))
+        except UnknownTopicOrPartitionError:
+            # aiokafka says the same when no broker answered for its whole metadata wait: only
+            # the word of a broker that answers refuses the message.
+            if topic in self._topics or not await _cluster_lacks(producer, name):
                 raise
-            missing: Exception = UnknownTopicOrPartitionError(
-                f"topic {self._topic_prefix + topic} does not exist ({exc})"
-            )
+            missing: Exception = UnknownTopicOrPartitionError(f"topic {name} does not exist")
             return missing
         return found
 
@@ -286,6 +287,16 @@ _BATCHED_UP_TO = 8_192
 _SEQUENCE_HELD_SECONDS = 600.0
 # The partitioner aiokafka's producer uses when it is given none (as `make_producer` gives it).
 _PARTITIONER = DefaultPartitioner()
+
+
+async def _cluster_lacks(producer: AIOKafkaProducer, topic: str) -> bool:
+    """Whether a broker that answers now says the cluster has no topic `topic` (a cluster no
+    broker of which answers says nothing)."""
+    try:
+        metadata = await producer.client.fetch_all_metadata()
+    except Exception:  # noqa: BLE001 - no broker answered: no verdict, the caller waits
+        return False
+    return topic not in metadata.topics(exclude_internal_topics=False)
 
 
 def _size(message: OutgoingMessage) -> int:
