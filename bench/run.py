@@ -1289,7 +1289,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     phases = results["latency"]
     offered = [p["offered"] for p in phases]
-    figure, axes = pyplot.subplots(figsize=(7, 4.2), dpi=120)
+    figure, axes = pyplot.subplots(figsize=(7, 5.4), dpi=120)
     for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
         axes.plot(offered, [p[key] for p in phases], marker="o", label=label)
     if floors := results.get("floor_latency"):
@@ -1303,6 +1303,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
             color="grey", label="p99 of the floor at the same shares of its own maximum",
         )  # fmt: skip
     axes.axhline(50, color="grey", linestyle="--", linewidth=0.8, label="50 ms target (p99 at 50%)")
+    axes.axhline(
+        100, color="grey", linestyle="-.", linewidth=0.8, label="100 ms target (p99 at 80%)"
+    )
     axes.set_xlabel("offered load (events/s, open loop)")
     axes.set_ylabel("production to result published (ms)")
     axes.set_yscale("log")
@@ -1310,7 +1313,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         f"payment-worker latency (max measured {results['batched']['events_per_s']:,.0f} events/s)"
     )
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize="small")
     figure.tight_layout()
     figure.savefig(path)
     say(f"plot written to {path}")
