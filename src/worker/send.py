@@ -10,6 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from worker.core import cloudevents
+from worker.messaging.clients import connection
 from worker.settings import Settings
 
 
@@ -24,9 +25,7 @@ async def send_event(settings: Settings, event_type: str, data: dict[str, Any], 
         time=datetime.now(UTC),
         data=data,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**connection(settings), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         await producer.send_and_wait(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 JSON_SAFE_MAX = 9_007_199_254_740_991
@@ -73,6 +74,15 @@ class Settings(BaseSettings):
     # Where a provider sends the student after paying (Stripe `success_url`, Razorpay
     # `callback_url`); unset: the provider's own page.
     payment_return_url: HttpUrl | None = None
+    # How every Kafka client of the worker connects (CONTRACT section 8): checked together by
+    # `_kafka_security_is_complete`.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = Field(None, min_length=1, max_length=255)
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: FilePath | None = None
+    kafka_ssl_certfile: FilePath | None = None
+    kafka_ssl_keyfile: FilePath | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -90,6 +100,12 @@ class Settings(BaseSettings):
         "razorpay_key_secret",
         "razorpay_api_base",
         "payment_return_url",
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
         mode="before",
     )
     @classmethod
@@ -114,6 +130,48 @@ class Settings(BaseSettings):
             raise ValueError(f"{missing}: required with the other Razorpay key")
         return self
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_kafka_names(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        """A SASL protocol needs its mechanism and credentials; SASL or TLS settings under a
+        protocol that does not use them are a mistake (the connection would not be what the
+        operator meant), so both stop the start, naming the variable."""
+        sasl = {
+            "KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+        }
+        tls = {
+            "KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            for name, value in sasl.items():
+                if value is None:
+                    raise ValueError(f"{name}: required with KAFKA_SECURITY_PROTOCOL={protocol}")
+        elif given := [name for name, value in sasl.items() if value is not None]:
+            raise ValueError(
+                f"{given[0]}: set, but KAFKA_SECURITY_PROTOCOL={protocol} uses no SASL "
+                "(SASL_PLAINTEXT or SASL_SSL does)"
+            )
+        if not protocol.endswith("SSL"):
+            if given := [name for name, value in tls.items() if value is not None]:
+                raise ValueError(
+                    f"{given[0]}: set, but KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS "
+                    "(SSL or SASL_SSL does)"
+                )
+            return self
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("KAFKA_SSL_KEYFILE: set without KAFKA_SSL_CERTFILE")
+        _check_tls_files(self)
+        return self
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
@@ -130,6 +188,21 @@ class Settings(BaseSettings):
         if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
             raise ValueError("expected postgresql://[user[:password]@]host[:port]/database")
         return value
+
+
+def _check_tls_files(settings: Settings) -> None:
+    """Load the TLS files as the Kafka clients will, so that a bad one stops the start here."""
+    try:
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"KAFKA_SSL_CAFILE: not a CA bundle ({exc})") from None
+    if settings.kafka_ssl_certfile is not None:
+        try:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"KAFKA_SSL_CERTFILE: no certificate and key in it and KAFKA_SSL_KEYFILE ({exc})"
+            ) from None
 
 
 class ConfigError(Exception):

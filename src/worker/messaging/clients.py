@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
 from worker.core.messages import MAX_MESSAGE_BYTES
 from worker.retry import transient_retry
@@ -18,10 +19,34 @@ from worker.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def connection(settings: Settings) -> dict[str, Any]:
+    """Where and how every Kafka client of the worker connects: the brokers, the security
+    protocol and, as it asks, the SASL credentials and the TLS context (CONTRACT section 8;
+    `Settings` has checked that the set is complete)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": password.get_secret_value() if password else None,
+        }
+    if settings.kafka_security_protocol.endswith("SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
+    return options
+
+
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     """A group member that never commits on its own: offsets go only after the database."""
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **connection(settings),
         group_id=settings.kafka_consumer_group,
         client_id="payment-worker",
         enable_auto_commit=False,
@@ -49,7 +74,7 @@ def make_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaProducer
     `linger_ms` 0 suits a caller that sends a whole batch before it yields to the event loop:
     the messages gather in the producer's buffer anyway, and nothing waits for more."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **connection(settings),
         client_id="payment-worker",
         enable_idempotence=True,
         acks="all",
@@ -70,9 +95,7 @@ async def start_with_retry(client: Any, what: str) -> None:
 
 async def ensure_topics(settings: Settings, names: tuple[str, ...]) -> list[str]:
     """Create the topics that are missing; never change existing ones. Returns those created."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="payment-worker-admin"
-    )
+    admin = AIOKafkaAdminClient(**connection(settings), client_id="payment-worker-admin")
     await start_with_retry(admin, "admin")
     try:
         existing = set(await admin.list_topics())
