@@ -1,4 +1,5 @@
-"""The `scripts/stack` command: up, down, status, env and reset of the local stack.
+"""The `scripts/stack` command: up, down, status, env and reset of the local stack, and Kafka's
+user and ACL tools against its broker.
 
 The arguments are read by hand, not by argparse: its conventions (exit 2 for a bad argument,
 `-h` exiting 0, `--` swallowed) would change the exit codes and messages that scripts and tests
@@ -18,7 +19,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Protocol
 
-from stack.kafka import Kafka
+from stack.kafka import TOOLS, Kafka
 from stack.postgres import Postgres
 from stack.process import StackError, remove_tree, say
 from stack.settings import Settings, load
@@ -36,6 +37,10 @@ with `go install`. Everything listens on 127.0.0.1 only.
   scripts/stack status                                 one line per service
   scripts/stack env                                    export lines for the app
   scripts/stack reset                                  down, then delete $STACK_DIR (keeps the cache)
+  scripts/stack kafka-acls|kafka-configs ARGS...       Kafka's tool against the local broker
+
+Kafka also listens for SASL/SCRAM clients on 127.0.0.1:$KAFKA_SASL_PORT (9094), where its ACLs
+bind; its plain listener stays open to all (docs/security.md).
 """  # noqa: E501 - the help text as the bash script printed it
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -146,12 +151,23 @@ def reset(settings: Settings, args: Sequence[str]) -> None:
     say(f"reset: deleted {ours.stack_dir} (jar and binary cache kept in {ours.stack_cache})")
 
 
+def kafka_tool(name: str) -> Callable[[Settings, Sequence[str]], None]:
+    """`scripts/stack kafka-acls ...`: one of Kafka's tools against this stack's broker."""
+
+    def command(settings: Settings, args: Sequence[str]) -> None:
+        if code := Kafka(settings).tool(name, args):
+            raise StackError(f"{name} exited {code}")
+
+    return command
+
+
 COMMANDS: dict[str, Callable[[Settings, Sequence[str]], None]] = {
     "up": up,
     "down": down,
     "status": status,
     "env": env,
     "reset": reset,
+    **{name: kafka_tool(name) for name in TOOLS},
 }
 
 

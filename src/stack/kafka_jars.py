@@ -1,4 +1,5 @@
-"""Kafka's jars: kafka_2.13 and its runtime dependencies, resolved once by Maven into the
+"""Kafka's jars: kafka_2.13 and kafka-tools (kafka-acls, kafka-configs) with their runtime
+dependencies, resolved once by Maven into the
 cache (STACK_CACHE), which resets keep."""
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from stack.process import StackError, remove_leftovers, run_logged, say, show_lines, show_log_tail
+from stack.process import (
+    StackError,
+    remove_leftovers,
+    remove_tree,
+    run_logged,
+    say,
+    show_lines,
+    show_log_tail,
+)
 from stack.settings import Settings
 
 MAVEN_DEP_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
@@ -29,6 +38,11 @@ POM = """\
       <artifactId>kafka_2.13</artifactId>
       <version>{version}</version>
     </dependency>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>{version}</version>
+    </dependency>
   </dependencies>
 </project>
 """
@@ -40,7 +54,11 @@ def ensure(settings: Settings) -> None:
     dir and is simply redone next time."""
     libs = settings.kafka_libs
     if libs.is_dir():
-        return
+        if _first(libs, "kafka-tools-[0-9]*.jar") is not None:
+            return
+        # Resolved by a version of this script before the tools (kafka-acls) were added.
+        say("kafka: adding Kafka's tools to the resolved jars")
+        remove_tree(libs)
     if shutil.which("mvn") is None:
         raise StackError("kafka: mvn not found; install Maven (apt-get install maven)")
     say("kafka: resolving jars with Maven (first time only)...")

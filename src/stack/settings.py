@@ -20,6 +20,7 @@ DEFAULT_STRIPE_MOCK_VERSION = "v0.203.0"
 DEFAULT_PORTS = {
     "KAFKA_PORT": 9092,
     "KAFKA_CONTROLLER_PORT": 9093,
+    "KAFKA_SASL_PORT": 9094,
     "PG_PORT": 5432,
     "STRIPE_MOCK_PORT": 12111,
     "STRIPE_MOCK_HTTPS_PORT": 12112,
@@ -46,6 +47,7 @@ class Settings:
     stripe_mock_version: str
     kafka_port: int
     kafka_controller_port: int
+    kafka_sasl_port: int  # the SASL/SCRAM listener, whose clients the broker's ACLs bind
     pg_port: int
     stripe_mock_port: int
     stripe_mock_https_port: int
@@ -87,18 +89,26 @@ class Settings:
     def stripe_mock_bin(self) -> Path:
         return self.stack_cache / f"stripe-mock-{self.stripe_mock_version}" / "bin" / "stripe-mock"
 
+    @property
+    def kafka_sasl_address(self) -> str:
+        return f"127.0.0.1:{self.kafka_sasl_port}"
+
     def app_env(self) -> dict[str, str]:
         """KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL and STRIPE_API_BASE for the app: this stack's
-        addresses, or the given URL of a service that runs elsewhere."""
+        addresses, or the given URL of a service that runs elsewhere; and, when the stack runs
+        Kafka, KAFKA_SASL_LISTENER: the address of its SASL/SCRAM listener (for the ACL
+        tests, and for trying the worker with KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT)."""
         stripe_port = self.stripe_mock_port
         if self.stripe_mock_scheme == "https":
             stripe_port = self.stripe_mock_https_port
         own_database = f"postgresql://{PG_ROLE}:{PG_PASSWORD}@127.0.0.1:{self.pg_port}/{PG_DB}"
+        sasl = {} if self.kafka_elsewhere else {"KAFKA_SASL_LISTENER": self.kafka_sasl_address}
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_elsewhere or f"127.0.0.1:{self.kafka_port}",
             "DATABASE_URL": self.database_elsewhere or own_database,
             "STRIPE_API_BASE": self.stripe_elsewhere
             or f"{self.stripe_mock_scheme}://127.0.0.1:{stripe_port}",
+            **sasl,
         }
 
 
@@ -174,6 +184,8 @@ def load(environ: Mapping[str, str], repo_root: Path = REPO_ROOT) -> Settings:
         name: _port(name, ports[name] or str(default)) for name, default in DEFAULT_PORTS.items()
     }
     _refuse_same(numbers, "KAFKA_PORT", "KAFKA_CONTROLLER_PORT")
+    _refuse_same(numbers, "KAFKA_PORT", "KAFKA_SASL_PORT")
+    _refuse_same(numbers, "KAFKA_CONTROLLER_PORT", "KAFKA_SASL_PORT")
     _refuse_same(numbers, "STRIPE_MOCK_PORT", "STRIPE_MOCK_HTTPS_PORT")
     stripe_mock_version = get("STRIPE_MOCK_VERSION") or DEFAULT_STRIPE_MOCK_VERSION
     if not re.fullmatch(r"v[0-9A-Za-z.+-]+", stripe_mock_version):
@@ -191,6 +203,7 @@ def load(environ: Mapping[str, str], repo_root: Path = REPO_ROOT) -> Settings:
         stripe_mock_version=stripe_mock_version,
         kafka_port=numbers["KAFKA_PORT"],
         kafka_controller_port=numbers["KAFKA_CONTROLLER_PORT"],
+        kafka_sasl_port=numbers["KAFKA_SASL_PORT"],
         pg_port=numbers["PG_PORT"],
         stripe_mock_port=numbers["STRIPE_MOCK_PORT"],
         stripe_mock_https_port=numbers["STRIPE_MOCK_HTTPS_PORT"],

@@ -93,6 +93,7 @@ def test_defaults_are_the_readme_ports_and_the_repo_folders(tmp_path: Path) -> N
         5432,
     )
     assert (settings.stripe_mock_port, settings.stripe_mock_https_port) == (12111, 12112)
+    assert settings.kafka_sasl_port == 9094
     assert settings.kafka_heap == ("-Xms128m", "-Xmx512m")
     assert settings.kafka_libs == tmp_path.resolve() / ".cache/kafka-4.4.0/libs"
     assert settings.stripe_mock_bin.parts[-3:] == ("stripe-mock-v0.203.0", "bin", "stripe-mock")
@@ -100,6 +101,7 @@ def test_defaults_are_the_readme_ports_and_the_repo_folders(tmp_path: Path) -> N
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
         "DATABASE_URL": "postgresql://payments:payments@127.0.0.1:5432/payments",
         "STRIPE_API_BASE": "http://127.0.0.1:12111",
+        "KAFKA_SASL_LISTENER": "127.0.0.1:9094",
     }
 
 
@@ -382,19 +384,29 @@ def test_up_is_a_no_op_when_this_stacks_broker_runs(
     settings = settings_for(KAFKA_PORT="19092")
     kafka = Kafka(settings, answers=always, tcp_open=always)
     settings.kafka_dir.mkdir(parents=True)
-    config = "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093\n"
+    config = (
+        "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093,"
+        "SASL_PLAINTEXT://127.0.0.1:19094\n"
+    )
     kafka.conf.write_text(config)
     pid = sleeper("kafka.Kafka", str(kafka.conf))
     kafka.daemon.pid_file.write_text(f"{pid}\n")
 
     kafka.up()
     kafka.status()
+    # A broker started before the SASL listener existed: still left alone, and said so.
+    old_config = "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093\n"
+    kafka.conf.write_text(old_config)
+    kafka.up()
 
     assert capsys.readouterr().out.splitlines() == [
         f"kafka: already running on 127.0.0.1:19092 (pid {pid})",
         f"kafka: listening on 127.0.0.1:19092, pid {pid}, state {settings.kafka_dir}",
+        f"kafka: the running broker (pid {pid}) has no SASL listener; "
+        "'scripts/stack down kafka' and 'up' again to add it",
+        f"kafka: already running on 127.0.0.1:19092 (pid {pid})",
     ]
-    assert kafka.conf.read_text() == config  # not rewritten
+    assert kafka.conf.read_text() == old_config  # not rewritten
     with pytest.raises(
         StackError, match=re.escape("runs on 127.0.0.1:19092, not KAFKA_PORT=19094")
     ):
