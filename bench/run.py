@@ -875,6 +875,7 @@ def latency_report(
         report.append(
             {
                 "offered": rate,
+                "events": len(events),
                 **found,
                 "producer_lag_p99_ms": lag["p99_ms"],
                 # The point measures the bench, not the worker, unless its lag is small beside it.
@@ -1248,7 +1249,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
                     + (", VOID)" if floor.get("void") else ")"),
                 )
             )
-    for share, floor in zip(args.loads, results.get("floor_latency_own", []), strict=False):
+    own = results.get("floor_latency_own") or []
+    for share, floor in zip(args.loads if own else [], own, strict=True):
         rows.append(
             (
                 f"floor latency at {share:.0%} of its own max",
