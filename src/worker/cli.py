@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 
 from worker import admin, app, logs, schemas
+from worker.acls import Principals, acl_commands, shell_lines
 from worker.send import parse_data, send_event
 from worker.settings import (
     ConfigError,
@@ -42,6 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--sub", required=True, help="the caller: a student id, or a service name")
     token.add_argument("--role", required=True, choices=ROLES)
     token.add_argument("--minutes", type=float, default=60.0, help="lifetime (default: 60)")
+    acls = commands.add_parser(
+        "kafka-acls", help="print the kafka-acls commands a deployment needs (docs/security.md)"
+    )
+    acls.add_argument("--worker", default="User:payment-worker", help="the worker's principal")
+    acls.add_argument("--admin-console", default="User:admin-console")
+    acls.add_argument("--webhook-ingress", default="User:webhook-ingress")
+    acls.add_argument(
+        "--services", default="User:platform", help="the services sending the other inputs"
+    )
+    acls.add_argument("--prefix", default="", help="KAFKA_TOPIC_PREFIX (default: none)")
+    acls.add_argument("--group", default="payment-worker", help="KAFKA_CONSUMER_GROUP")
     generate = commands.add_parser("schemas", help="write the events' JSON Schemas and AsyncAPI")
     generate.add_argument("--out", type=Path, default=Path("schemas"), help="default: schemas")
     park = commands.add_parser("parked", help="messages that could not be published")
@@ -54,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     chosen.add_argument("--all", action="store_true", help="re-drive every parked message")
     args = parser.parse_args(argv)
 
+    if args.command == "kafka-acls":  # from its arguments alone: no settings, no environment
+        principals = Principals(
+            args.worker, args.admin_console, args.webhook_ingress, args.services
+        )
+        for line in shell_lines(acl_commands(principals, args.prefix, args.group)):
+            print(line)
+        return 0
     if args.command == "schemas":  # reads only the models: no settings, no environment
         for path in schemas.write(args.out):
             print(path)

@@ -1,0 +1,70 @@
+"""The Kafka ACLs a deployment needs: who may write and read which of the worker's topics.
+
+Money moves on a few of them, so only their owners may write them: an admin console the two
+privileged requests (`coins.adjustment.requested`, `payment.refund.requested`), the webhook
+ingress the provider callbacks (`payment.webhook.received`). The worker reads every input and
+writes only results and dead letters. `payment-worker kafka-acls` prints these as `kafka-acls`
+commands; `tests/e2e/test_kafka_acls.py` applies the same commands to a real broker and checks
+that every other write is refused.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, with_prefix
+
+ADMIN_TOPICS: tuple[str, ...] = ("coins.adjustment.requested", "payment.refund.requested")
+WEBHOOK_TOPICS: tuple[str, ...] = ("payment.webhook.received",)
+# What the platform's other services send: course completions, referrals, redemptions and
+# payment requests.
+SERVICE_TOPICS: tuple[str, ...] = tuple(
+    topic for topic in INPUT_TOPICS if topic not in (*ADMIN_TOPICS, *WEBHOOK_TOPICS)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Principals:
+    """Kafka principals (`User:name`) of the worker and of each kind of producer."""
+
+    worker: str
+    admin_console: str
+    webhook_ingress: str
+    services: str
+
+
+def acl_commands(principals: Principals, prefix: str, group: str) -> list[list[str]]:
+    """`kafka-acls` arguments (after `--bootstrap-server` and its credentials) granting exactly
+    what each principal needs on topics named with `prefix`, the worker's consumer group
+    `group` included. Anything not granted is refused (`allow.everyone.if.no.acl.found=false`)."""
+
+    def grant(principal: str, operations: tuple[str, ...], topics: tuple[str, ...]) -> list[str]:
+        arguments = ["--add", "--allow-principal", principal]
+        for operation in operations:
+            arguments += ["--operation", operation]
+        for topic in with_prefix(prefix, topics):
+            arguments += ["--topic", topic]
+        return arguments
+
+    everything = (*INPUT_TOPICS, *OUTPUT_TOPICS, DLQ_TOPIC)
+    return [
+        # The worker consumes every input in its group...
+        [*grant(principals.worker, ("Read", "Describe"), INPUT_TOPICS), "--group", group],
+        # ...publishes results and dead letters (idempotently: WRITE is enough since Kafka 3.0)...
+        grant(principals.worker, ("Write",), (*OUTPUT_TOPICS, DLQ_TOPIC)),
+        # ...and creates the topics that are missing at start.
+        grant(principals.worker, ("Create", "Describe"), everything),
+        grant(principals.admin_console, ("Write", "Describe"), ADMIN_TOPICS),
+        grant(principals.webhook_ingress, ("Write", "Describe"), WEBHOOK_TOPICS),
+        grant(principals.services, ("Write", "Describe"), SERVICE_TOPICS),
+    ]
+
+
+def shell_lines(commands: list[list[str]], tool: str = "kafka-acls.sh") -> list[str]:
+    """The commands as shell lines, `--bootstrap-server` and `--command-config` left to fill."""
+    return [
+        f'{tool} --bootstrap-server "$KAFKA" --command-config "$ADMIN_CONFIG" '
+        + " ".join(shlex.quote(argument) for argument in command)
+        for command in commands
+    ]

@@ -1,0 +1,68 @@
+"""The ACL set (`worker.acls`): who may write what, read from the commands themselves."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from worker.acls import ADMIN_TOPICS, SERVICE_TOPICS, WEBHOOK_TOPICS, Principals, acl_commands
+from worker.cli import main
+from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
+
+PRINCIPALS = Principals("User:w", "User:admin", "User:hooks", "User:platform")
+
+
+def grants(prefix: str = "") -> set[tuple[str, str, str]]:
+    """(principal, operation, resource) for every grant of the command set."""
+    found = set()
+    for command in acl_commands(PRINCIPALS, prefix, "g1"):
+        options = list(zip(command[1::2], command[2::2], strict=False))
+        assert command[0] == "--add"
+        who = next(value for flag, value in options if flag == "--allow-principal")
+        operations = [value for flag, value in options if flag == "--operation"]
+        resources = [
+            f"{flag[2:]}:{value}" for flag, value in options if flag in ("--topic", "--group")
+        ]
+        found |= {(who, op, resource) for op in operations for resource in resources}
+    return found
+
+
+def writers(topic: str) -> set[str]:
+    return {who for who, op, resource in grants() if op == "Write" and resource == f"topic:{topic}"}
+
+
+def test_each_input_has_one_writer_and_the_privileged_ones_their_owners() -> None:
+    owners = {
+        **{topic: {"User:admin"} for topic in ADMIN_TOPICS},
+        **{topic: {"User:hooks"} for topic in WEBHOOK_TOPICS},
+        **{topic: {"User:platform"} for topic in SERVICE_TOPICS},
+    }
+    assert sorted(owners) == sorted(INPUT_TOPICS)
+    assert {topic: writers(topic) for topic in INPUT_TOPICS} == owners
+
+
+def test_the_worker_reads_inputs_in_its_group_and_writes_only_results_and_dead_letters() -> None:
+    mine = {(op, resource) for who, op, resource in grants() if who == "User:w"}
+    assert {resource for op, resource in mine if op == "Write"} == {
+        f"topic:{topic}" for topic in (*OUTPUT_TOPICS, DLQ_TOPIC)
+    }
+    assert {resource for op, resource in mine if op == "Read"} == {
+        *(f"topic:{topic}" for topic in INPUT_TOPICS),
+        "group:g1",
+    }
+
+
+def test_topics_carry_the_prefix() -> None:
+    topics = {resource for _, _, resource in grants("staging.") if resource.startswith("topic:")}
+    assert topics
+    assert all(resource.startswith("topic:staging.") for resource in topics)
+
+
+def test_the_command_prints_shell_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kafka-acls", "--prefix", "p.", "--group", "g1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(acl_commands(PRINCIPALS, "p.", "g1"))
+    assert all(shlex.split(line)[0] == "kafka-acls.sh" for line in lines)
+    assert "--topic p.coins.adjustment.requested" in lines[3]
+    assert "User:admin-console" in lines[3]
