@@ -14,7 +14,6 @@ from typing import Any
 
 import asyncpg
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 
 from worker.core.gateway import Gateway
 from worker.core.handlers import Policies, Rewards
@@ -49,10 +48,11 @@ from worker.messaging.publish import ResultPublisher
 from worker.messaging.sender import Sender
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
-from worker.settings import Settings
+from worker.settings import Settings, webhook_secrets
 from worker.settings import jwt_secret as token_secret
 from worker.sidecar.api import ReadApi
 from worker.sidecar.app import Backends, create_app
+from worker.sidecar.auth import TokenRules
 from worker.sidecar.cursors import Cursors
 from worker.sidecar.readiness import Readiness
 from worker.sidecar.server import embedded_server, serve
@@ -86,8 +86,8 @@ async def run(settings: Settings) -> int:
     stop = asyncio.Event()
     metrics = Metrics(CollectorRegistry())
     backends: asyncio.Future[Backends] = loop.create_future()
-    secret = jwt_secret(settings)
-    app = create_app(backends, metrics, secret)
+    rules = token_rules(settings)
+    app = create_app(backends, metrics, rules)
     sidecar = embedded_server(
         app,
         settings.sidecar_host,
@@ -103,7 +103,7 @@ async def run(settings: Settings) -> int:
                         sig, _stopping, stop, deadline, settings.worker_shutdown_grace_seconds
                     )
                 await alongside(
-                    _work(settings, metrics, backends, cursor_key(secret), stop),
+                    _work(settings, metrics, backends, cursor_keys(rules), stop),
                     {"sidecar": lambda: serve(sidecar)},
                 )
         except TimeoutError:
@@ -170,12 +170,11 @@ async def _close(client: Any, name: str) -> None:
 
 def policies(settings: Settings) -> Policies:
     """The rewards and webhook secrets the handlers apply."""
-    secrets: dict[Provider, SecretStr | None] = {
-        "mock": settings.payment_webhook_secret_mock,
-        "stripe": settings.payment_webhook_secret_stripe,
-        "razorpay": settings.payment_webhook_secret_razorpay,
+    keys: dict[Provider, tuple[bytes, ...]] = {
+        "mock": webhook_secrets(settings.payment_webhook_secret_mock),
+        "stripe": webhook_secrets(settings.payment_webhook_secret_stripe),
+        "razorpay": webhook_secrets(settings.payment_webhook_secret_razorpay),
     }
-    keys = {p: None if s is None else s.get_secret_value().encode() for p, s in secrets.items()}
     return Policies(
         rewards=Rewards(
             settings.coin_reward_course_completion,
@@ -236,16 +235,32 @@ def jwt_secret(settings: Settings) -> str:
     return token_secret(settings)
 
 
-def cursor_key(secret: str) -> bytes:
-    """The read API's cursor key, derived from its token secret."""
-    return hmac.new(secret.encode(), b"payment-worker cursors", hashlib.sha256).digest()
+def token_rules(settings: Settings) -> TokenRules:
+    """What the read API's tokens must satisfy: the secret (and the previous one during a
+    rotation), the issuer and audience when set, the maximum lifetime."""
+    previous = settings.sidecar_jwt_previous_secret
+    return TokenRules(
+        secrets=(jwt_secret(settings), *([previous.get_secret_value()] if previous else [])),
+        issuer=settings.sidecar_jwt_issuer,
+        audience=settings.sidecar_jwt_audience,
+        max_lifetime=timedelta(minutes=settings.sidecar_jwt_max_lifetime_minutes),
+    )
+
+
+def cursor_keys(rules: TokenRules) -> tuple[bytes, ...]:
+    """The read API's cursor keys, derived from its token secrets: the current one signs, and
+    cursors issued under the previous one stay valid during a rotation."""
+    return tuple(
+        hmac.new(secret.encode(), b"payment-worker cursors", hashlib.sha256).digest()
+        for secret in rules.secrets
+    )
 
 
 async def _work(
     settings: Settings,
     metrics: Metrics,
     backends: asyncio.Future[Backends],
-    cursors_key: bytes,
+    cursors_keys: tuple[bytes, ...],
     stop: asyncio.Event,
 ) -> None:
     """Bring up the pools, schema, topics and clients; hand the sidecar what it answers from;
@@ -328,7 +343,7 @@ async def _work(
         backends.set_result(
             Backends(
                 readiness=Readiness(pool, consume.in_group, metrics),
-                read_api=ReadApi(read_pool, Cursors(cursors_key)),
+                read_api=ReadApi(read_pool, Cursors(*cursors_keys)),
             )
         )
 

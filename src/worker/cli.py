@@ -88,8 +88,23 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level)
 
     if args.command == "token":
+        limit = settings.sidecar_jwt_max_lifetime_minutes
+        if args.minutes > limit:
+            print(
+                f"token: --minutes {args.minutes:g} is longer than the tokens the sidecar "
+                f"accepts (SIDECAR_JWT_MAX_LIFETIME_MINUTES={limit:g})",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG_ERROR
         print(
-            mint_token(jwt_secret(settings), args.sub, args.role, timedelta(minutes=args.minutes))
+            mint_token(
+                jwt_secret(settings),
+                args.sub,
+                args.role,
+                timedelta(minutes=args.minutes),
+                issuer=settings.sidecar_jwt_issuer,
+                audience=settings.sidecar_jwt_audience,
+            )
         )
         return 0
     if args.command == "migrate":

@@ -10,6 +10,7 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 JSON_SAFE_MAX = 9_007_199_254_740_991
+MIN_WEBHOOK_SECRET_BYTES = 16
 
 PositiveCoins = Annotated[int, Field(ge=1, le=JSON_SAFE_MAX)]
 HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
@@ -33,6 +34,14 @@ class Settings(BaseSettings):
     kafka_topic_partitions: int = Field(6, ge=1, le=10_000)
     database_url: SecretStr = SecretStr("postgresql://localhost:5432/payments")
     sidecar_jwt_secret: SecretStr | None = None
+    # Section 8's rotation: the secret before SIDECAR_JWT_SECRET, still accepted (never used
+    # to sign) until every token it signed has expired.
+    sidecar_jwt_previous_secret: SecretStr | None = None
+    # When set, a token must name them (`iss`, `aud`).
+    sidecar_jwt_issuer: str | None = Field(None, min_length=1, max_length=255)
+    sidecar_jwt_audience: str | None = Field(None, min_length=1, max_length=255)
+    # A token whose `exp - iat` is longer is refused: a stolen token is useful this long at most.
+    sidecar_jwt_max_lifetime_minutes: float = Field(60, gt=0, le=7 * 24 * 60)
     payment_webhook_secret_mock: SecretStr | None = None
     payment_webhook_secret_stripe: SecretStr | None = None
     payment_webhook_secret_razorpay: SecretStr | None = None
@@ -91,6 +100,9 @@ class Settings(BaseSettings):
 
     @field_validator(
         "sidecar_jwt_secret",
+        "sidecar_jwt_previous_secret",
+        "sidecar_jwt_issuer",
+        "sidecar_jwt_audience",
         "payment_webhook_secret_mock",
         "payment_webhook_secret_stripe",
         "payment_webhook_secret_razorpay",
@@ -113,13 +125,36 @@ class Settings(BaseSettings):
         # An empty variable (as compose passes `${VAR:-}`) means "no secret", never "".
         return None if value == "" else value
 
-    @field_validator("sidecar_jwt_secret")
+    @field_validator(
+        "payment_webhook_secret_mock",
+        "payment_webhook_secret_stripe",
+        "payment_webhook_secret_razorpay",
+    )
+    @classmethod
+    def _webhook_secrets_are_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # Several secrets, comma-separated, during a rotation (CONTRACT section 8).
+        if value is not None:
+            for number, secret in enumerate(value.get_secret_value().split(","), start=1):
+                if len(secret.strip().encode()) < MIN_WEBHOOK_SECRET_BYTES:
+                    raise ValueError(
+                        f"secret {number} is shorter than {MIN_WEBHOOK_SECRET_BYTES} bytes "
+                        "(several secrets are separated by commas)"
+                    )
+        return value
+
+    @field_validator("sidecar_jwt_secret", "sidecar_jwt_previous_secret")
     @classmethod
     def _long_enough_for_hs256(cls, value: SecretStr | None) -> SecretStr | None:
         # RFC 7518 section 3.2: an HS256 key must be at least as long as the hash (32 bytes).
         if value is not None and len(value.get_secret_value().encode()) < 32:
             raise ValueError("must be at least 32 bytes long (HS256 key, RFC 7518 section 3.2)")
         return value
+
+    @model_validator(mode="after")
+    def _previous_jwt_secret_needs_a_current_one(self) -> Self:
+        if self.sidecar_jwt_previous_secret is not None and self.sidecar_jwt_secret is None:
+            raise ValueError("SIDECAR_JWT_PREVIOUS_SECRET: set without SIDECAR_JWT_SECRET")
+        return self
 
     @model_validator(mode="after")
     def _razorpay_keys_come_in_pairs(self) -> Self:
@@ -230,6 +265,13 @@ def describe(exc: ValidationError) -> str:
 # Signs and checks read-API tokens when SIDECAR_DEV_MODE is on and no secret is set. It is in
 # the README on purpose: anyone can mint tokens for it, so it is for a developer's machine only.
 DEV_JWT_SECRET = "payment-worker-development-only-secret"  # noqa: S105 - public on purpose
+
+
+def webhook_secrets(secret: SecretStr | None) -> tuple[bytes, ...]:
+    """A webhook secret variable's secrets (several during a rotation; none: unset)."""
+    if secret is None:
+        return ()
+    return tuple(part.strip().encode() for part in secret.get_secret_value().split(","))
 
 
 def jwt_secret(settings: Settings) -> str:

@@ -46,7 +46,7 @@ async def coin_worker(stack: Stack, empty_db: str, tmp_path: Path) -> AsyncItera
         assert await worker.stop() == 0, worker.log_tail()
 
 
-WEBHOOK_SECRET = "whsec_e2e_mock"
+WEBHOOK_SECRET = "whsec_e2e_mock_secret"
 StartWorker = Callable[..., Awaitable[RunningWorker]]
 
 

@@ -17,7 +17,7 @@ from worker.metrics import Metrics
 from worker.retry import transient_retry
 from worker.sidecar.api import ReadApi
 from worker.sidecar.app import Backends, create_app
-from worker.sidecar.auth import mint_token
+from worker.sidecar.auth import TokenRules, mint_token
 from worker.sidecar.cursors import Cursors
 
 SECRET = "integration-test-secret-of-32-bytes-or-more"
@@ -97,7 +97,7 @@ async def reads(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
     backends: asyncio.Future[Backends] = asyncio.get_running_loop().create_future()
     backends.set_result(Backends(ready, ReadApi(pool, Cursors(b"k" * 32))))
-    app = create_app(backends, Metrics(CollectorRegistry()), SECRET)
+    app = create_app(backends, Metrics(CollectorRegistry()), TokenRules((SECRET,)))
     token = mint_token(SECRET, "ops", "admin", timedelta(minutes=5))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),

@@ -62,3 +62,18 @@ def test_worker_reaches_services_by_their_compose_names(compose: dict[str, Any])
     assert "@postgres:5432/" in env["DATABASE_URL"]
     postgres = compose["services"]["postgres"]["environment"]
     assert f"{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}@" in env["DATABASE_URL"]
+
+
+def test_published_ports_are_bound_to_loopback(compose: dict[str, Any]) -> None:
+    published = [
+        (name, str(port)) for name, service in compose["services"].items()
+        for port in service.get("ports", [])
+    ]  # fmt: skip
+    assert published
+    assert all(port.startswith("127.0.0.1:") for _, port in published), published
+
+
+def test_development_mode_is_off_unless_asked_for(compose: dict[str, Any]) -> None:
+    env = compose["services"]["worker"]["environment"]
+    assert env["SIDECAR_DEV_MODE"] == "${SIDECAR_DEV_MODE:-false}"
+    assert env["SIDECAR_JWT_SECRET"] == "${SIDECAR_JWT_SECRET:-}"  # no default secret

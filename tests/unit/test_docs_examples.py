@@ -30,7 +30,7 @@ def test_the_fixed_vector_in_the_docs_is_right() -> None:
     header = re.search(r"`Stripe-Signature: (t=\d+,v1=[0-9a-f]{64})`", text)
     assert body
     assert header
-    assert stripe_signature(body.group(1), "whsec_dev_mock", 1795683600) == header.group(1)
+    assert stripe_signature(body.group(1), "whsec_dev_mock_secret", 1795683600) == header.group(1)
 
 
 @pytest.mark.skipif(not (shutil.which("openssl") and shutil.which("jq")), reason="no openssl/jq")
@@ -46,6 +46,6 @@ def test_the_command_line_example_signs_a_webhook_the_worker_accepts() -> None:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     data = json.loads(printed)
-    verifier = WebhookVerifier({"mock": b"whsec_dev_mock"})
+    verifier = WebhookVerifier({"mock": b"whsec_dev_mock_secret"})
     verifier.verify("mock", data["headers"], data["body"], datetime.now(UTC))
     assert json.loads(data["body"])["data"]["amount"] == 49900

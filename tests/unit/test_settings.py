@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from worker.settings import ConfigError, Settings, load_settings, require_sidecar_secret
+from worker.settings import (
+    ConfigError,
+    Settings,
+    load_settings,
+    require_sidecar_secret,
+    webhook_secrets,
+)
 
 CONTRACT_VARIABLES = (
     "PAYMENT_SERVICE_PORT",
@@ -99,6 +105,12 @@ def test_dotenv_file_supplies_values(tmp_path: Path) -> None:
         ("WORKER_FAILPOINT_AFTER_DB_COMMIT", "-1"),
         ("COIN_MAX_AMOUNT", "0"),
         ("COIN_MAX_AMOUNT", "9007199254740992"),
+        ("PAYMENT_WEBHOOK_SECRET_MOCK", "whsec_15_bytes_"),  # at least 16 bytes
+        ("PAYMENT_WEBHOOK_SECRET_STRIPE", "whsec_long_enough_one,short"),  # each of a rotation
+        ("PAYMENT_WEBHOOK_SECRET_RAZORPAY", "rzp_long_enough_secret,"),  # an empty one
+        ("SIDECAR_JWT_PREVIOUS_SECRET", "short"),
+        ("SIDECAR_JWT_MAX_LIFETIME_MINUTES", "0"),
+        ("SIDECAR_JWT_ISSUER", "x" * 256),
     ],
 )
 def test_bad_value_names_its_variable(
@@ -158,3 +170,19 @@ def test_run_without_sidecar_secret_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("config error: SIDECAR_JWT_SECRET: ")
+
+
+def test_a_previous_jwt_secret_needs_a_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIDECAR_JWT_SECRET")
+    monkeypatch.setenv("SIDECAR_JWT_PREVIOUS_SECRET", "the-previous-secret-of-32-bytes-long")
+    with pytest.raises(
+        ConfigError, match=r"^config error: SIDECAR_JWT_PREVIOUS_SECRET: set without"
+    ):
+        load_settings(env_file=None)
+
+
+def test_webhook_secrets_of_a_rotation_are_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYMENT_WEBHOOK_SECRET_STRIPE", "whsec_the_new_one_1, whsec_the_old_one_2")
+    secret = load_settings(env_file=None).payment_webhook_secret_stripe
+    assert webhook_secrets(secret) == (b"whsec_the_new_one_1", b"whsec_the_old_one_2")
+    assert webhook_secrets(None) == ()

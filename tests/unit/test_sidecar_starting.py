@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from worker.metrics import Metrics
 from worker.sidecar.app import Backends, create_app
-from worker.sidecar.auth import mint_token
+from worker.sidecar.auth import TokenRules, mint_token
 
 SECRET = "a-test-secret-of-at-least-thirty-two-bytes"
 
@@ -20,7 +20,7 @@ SECRET = "a-test-secret-of-at-least-thirty-two-bytes"
 @pytest.fixture
 async def starting() -> AsyncIterator[httpx.AsyncClient]:
     backends: asyncio.Future[Backends] = asyncio.get_running_loop().create_future()
-    app = create_app(backends, Metrics(CollectorRegistry()), SECRET)
+    app = create_app(backends, Metrics(CollectorRegistry()), TokenRules((SECRET,)))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://sidecar"
     ) as client:

@@ -149,3 +149,18 @@ def test_a_provider_without_a_secret_refuses_every_webhook(provider: str) -> Non
     no_secrets = WebhookVerifier({"mock": None, "stripe": None, "razorpay": None})
     headers = {"Stripe-Signature": f"t={T},v1={V1}", "X-Razorpay-Signature": RAZORPAY}
     assert refusal(provider, headers, verifier=no_secrets) == "invalid_signature"
+
+
+@pytest.mark.parametrize("order", [(b"other", SECRET.encode()), (SECRET.encode(), b"other")])
+def test_during_a_rotation_a_signature_by_any_secret_verifies(order: tuple[bytes, ...]) -> None:
+    rotating = WebhookVerifier({"stripe": order, "razorpay": (b"rzp_new", b"rzp_secret")})
+    rotating.verify("stripe", {"Stripe-Signature": f"t={T},v1={V1}"}, BODY, RECEIVED)
+    rotating.verify("stripe", {"Stripe-Signature": f"t={T},v1={V1_OTHER}"}, BODY, RECEIVED)
+    rotating.verify("razorpay", {"X-Razorpay-Signature": RAZORPAY}, BODY, RECEIVED)
+    only_new = WebhookVerifier({"stripe": (b"other",)})
+    assert refusal("stripe", {"Stripe-Signature": f"t={T},v1={V1}"}, verifier=only_new) == (
+        "invalid_signature"
+    )
+    assert refusal("mock", {"Stripe-Signature": f"t={T},v1={V1}"}, verifier=rotating) == (
+        "invalid_signature"  # no secret for mock at all
+    )

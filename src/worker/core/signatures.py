@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -35,10 +35,18 @@ class SignatureError(Exception):
 
 @dataclass(frozen=True)
 class WebhookVerifier:
-    """The providers' secrets (None: the provider's webhooks are all refused) and tolerance."""
+    """The providers' secrets and the tolerance. A provider may have several secrets during a
+    rotation (a signature by any of them verifies); one with none (None or empty) has all its
+    webhooks refused."""
 
-    secrets: Mapping[Provider, bytes | None]
+    secrets: Mapping[Provider, bytes | Sequence[bytes] | None]
     tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS
+
+    def _secrets(self, provider: Provider) -> tuple[bytes, ...]:
+        found = self.secrets.get(provider)
+        if found is None:
+            return ()
+        return (found,) if isinstance(found, bytes) else tuple(found)
 
     def verify(
         self, provider: Provider, headers: Mapping[str, str], body: str, received_at: datetime
@@ -48,13 +56,15 @@ class WebhookVerifier:
         `received_at` is when the ingress received the webhook (the event's `time`), so a
         redelivered event gets the same verdict however late the worker reads it.
         """
-        secret = self.secrets.get(provider)
-        if secret is None:
+        secrets = self._secrets(provider)
+        if not secrets:
             raise SignatureError("invalid_signature", f"no webhook secret is set for {provider}")
         if provider == "razorpay":
-            _verify_razorpay(headers, body.encode(), secret)
+            _verify_razorpay(headers, body.encode(), secrets)
         else:
-            _verify_timestamped(headers, body.encode(), secret, received_at, self.tolerance_seconds)
+            _verify_timestamped(
+                headers, body.encode(), secrets, received_at, self.tolerance_seconds
+            )
 
 
 def stripe_signature(body: str, secret: str, timestamp: int) -> str:
@@ -73,11 +83,13 @@ def _hex_hmac(secret: bytes, payload: bytes) -> str:
     return hmac.new(secret, payload, hashlib.sha256).hexdigest()
 
 
-def _matches(expected: str, candidates: list[str]) -> bool:
-    """Constant-time comparison with every candidate (all are compared, whichever matches)."""
+def _matches(expected: list[str], candidates: list[str]) -> bool:
+    """Constant-time comparison of every expected value with every candidate (all pairs are
+    compared, whichever matches)."""
     matched = False
-    for candidate in candidates:
-        matched |= hmac.compare_digest(expected.encode(), candidate.encode())
+    for value in expected:
+        for candidate in candidates:
+            matched |= hmac.compare_digest(value.encode(), candidate.encode())
     return matched
 
 
@@ -93,7 +105,7 @@ def _header(headers: Mapping[str, str], name: str) -> str:
 def _verify_timestamped(
     headers: Mapping[str, str],
     body: bytes,
-    secret: bytes,
+    secrets: tuple[bytes, ...],
     received_at: datetime,
     tolerance_seconds: float,
 ) -> None:
@@ -109,7 +121,8 @@ def _verify_timestamped(
     if not signatures:
         raise SignatureError("invalid_signature", f"{STRIPE_HEADER} has no v1 signature")
     timestamp = timestamps[0]
-    if not _matches(_hex_hmac(secret, f"{timestamp}.".encode() + body), signatures):
+    signed = f"{timestamp}.".encode() + body
+    if not _matches([_hex_hmac(secret, signed) for secret in secrets], signatures):
         raise SignatureError("invalid_signature", "no v1 signature matches the body")
     age = received_at.timestamp() - int(timestamp)
     if abs(age) > tolerance_seconds:
@@ -119,6 +132,7 @@ def _verify_timestamped(
         )
 
 
-def _verify_razorpay(headers: Mapping[str, str], body: bytes, secret: bytes) -> None:
-    if not _matches(_hex_hmac(secret, body), [_header(headers, RAZORPAY_HEADER).strip()]):
+def _verify_razorpay(headers: Mapping[str, str], body: bytes, secrets: tuple[bytes, ...]) -> None:
+    expected = [_hex_hmac(secret, body) for secret in secrets]
+    if not _matches(expected, [_header(headers, RAZORPAY_HEADER).strip()]):
         raise SignatureError("invalid_signature", f"{RAZORPAY_HEADER} does not match the body")

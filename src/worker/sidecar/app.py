@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from worker.errors import passes_by_itself
 from worker.metrics import Metrics
 from worker.sidecar.api import ReadApi, ServiceUnavailableError, router
+from worker.sidecar.auth import TokenRules
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 log = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ _DATABASE_FAULTS = (
 )
 
 
-def create_app(backends: asyncio.Future[Backends], metrics: Metrics, jwt_secret: str) -> FastAPI:
+def create_app(
+    backends: asyncio.Future[Backends], metrics: Metrics, token_rules: TokenRules
+) -> FastAPI:
     """The sidecar. It serves from the first moment (`/healthz`, `/metrics`, token checks);
     `/readyz` and the read API answer from `backends` once the worker has opened them, and say
     503 until then."""
@@ -62,7 +65,7 @@ def create_app(backends: asyncio.Future[Backends], metrics: Metrics, jwt_secret:
         description="Health, readiness, metrics and the read API of payment-worker.",
     )
     app.state.backends = backends
-    app.state.jwt_secret = jwt_secret
+    app.state.token_rules = token_rules
     app.include_router(router)
 
     @app.get("/healthz", tags=["operations"])

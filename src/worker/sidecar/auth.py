@@ -1,7 +1,14 @@
-"""Bearer tokens of the read API (CONTRACT section 7): HS256 JWTs checked with PyJWT."""
+"""Bearer tokens of the read API (CONTRACT section 7): HS256 JWTs checked with PyJWT.
+
+A token must carry `sub`, `role`, `iat` and `exp`, live no longer than the maximum lifetime,
+and, when the deployment names them, carry its issuer and audience. During a secret rotation
+the previous secret still verifies (it never signs). Why a token was refused goes to the log,
+never to the caller.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, get_args
@@ -11,10 +18,14 @@ import jwt
 Role = Literal["student", "admin", "service"]
 ROLES: tuple[str, ...] = get_args(Role)
 ALGORITHM = "HS256"
+DEFAULT_MAX_LIFETIME = timedelta(minutes=60)
+# Clock difference allowed between the token's issuer and this worker.
+LEEWAY = timedelta(seconds=30)
 
 
 class AuthError(Exception):
-    """The token is missing, malformed, badly signed, expired or lacks a claim: 401."""
+    """The token is missing, malformed, badly signed, expired or lacks a claim: 401. The
+    message says why, for the log only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +40,51 @@ class Caller:
         return self.role != "student" or self.sub == student_id
 
 
-def verify_token(token: str, secret: str) -> Caller:
+@dataclass(frozen=True, slots=True)
+class TokenRules:
+    """What a token must satisfy: signed by one of `secrets` (the first is the current one,
+    the rest verify only, during a rotation), from `issuer` for `audience` when they are set,
+    living at most `max_lifetime`."""
+
+    secrets: Sequence[str]
+    issuer: str | None = None
+    audience: str | None = None
+    max_lifetime: timedelta = DEFAULT_MAX_LIFETIME
+
+    def __post_init__(self) -> None:
+        if not self.secrets:
+            raise ValueError("at least one secret is needed")
+
+
+def verify_token(token: str, rules: TokenRules) -> Caller:
     """The caller a token proves; AuthError saying why not otherwise."""
-    try:
-        claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "role"]}
-        )
-    except jwt.PyJWTError as exc:
-        raise AuthError(f"invalid token: {exc}") from None
+    required = ["exp", "iat", "sub", "role"]
+    required += ["iss"] if rules.issuer is not None else []
+    required += ["aud"] if rules.audience is not None else []
+    claims = None
+    for secret in rules.secrets:
+        try:
+            claims = jwt.decode(
+                token,
+                secret,
+                algorithms=[ALGORITHM],
+                issuer=rules.issuer,
+                audience=rules.audience,
+                leeway=LEEWAY,
+                options={"require": required, "verify_aud": rules.audience is not None},
+            )
+            break
+        except jwt.InvalidSignatureError:
+            continue  # maybe the other secret of a rotation
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+    if claims is None:
+        raise AuthError("invalid token: signed by no secret of this service")
+    issued, expires = claims["iat"], claims["exp"]
+    if not isinstance(issued, int | float) or isinstance(issued, bool):
+        raise AuthError("invalid token: iat must be a number")
+    if timedelta(seconds=expires - issued) > rules.max_lifetime:
+        raise AuthError(f"invalid token: lives longer than {rules.max_lifetime}")
     sub, role = claims["sub"], claims["role"]
     if not isinstance(sub, str) or not sub:
         raise AuthError("invalid token: sub must be a non-empty string")
@@ -46,9 +94,20 @@ def verify_token(token: str, secret: str) -> Caller:
 
 
 def mint_token(
-    secret: str, sub: str, role: Role, ttl: timedelta, now: datetime | None = None
+    secret: str,
+    sub: str,
+    role: Role,
+    ttl: timedelta,
+    now: datetime | None = None,
+    *,
+    issuer: str | None = None,
+    audience: str | None = None,
 ) -> str:
     """A token for `sub` in `role`, valid for `ttl`: for development and tests."""
     issued = now or datetime.now(UTC)
-    claims = {"sub": sub, "role": role, "iat": issued, "exp": issued + ttl}
+    claims: dict[str, object] = {"sub": sub, "role": role, "iat": issued, "exp": issued + ttl}
+    if issuer is not None:
+        claims["iss"] = issuer
+    if audience is not None:
+        claims["aud"] = audience
     return jwt.encode(claims, secret, algorithm=ALGORITHM)

@@ -22,12 +22,16 @@ class CursorError(Exception):
 
 
 class Cursors:
-    def __init__(self, key: bytes) -> None:
+    """Issues cursors under `key`; accepts those of `key` and of `previous` keys, so that the
+    cursors a client holds stay valid across a rotation of the secret they derive from."""
+
+    def __init__(self, key: bytes, *previous: bytes) -> None:
         self._key = key
+        self._keys = (key, *previous)
 
     def encode(self, scope: str, seq: int) -> str:
         payload = json.dumps({"scope": scope, "seq": seq}, separators=(",", ":")).encode()
-        return f"{_b64(payload)}.{_b64(self._mac(payload))}"
+        return f"{_b64(payload)}.{_b64(self._mac(payload, self._key))}"
 
     def decode(self, cursor: str, scope: str) -> int:
         """The position `cursor` holds, if this server issued it for `scope`."""
@@ -37,7 +41,7 @@ class Cursors:
             mac = _unb64(mac_part)
         except (binascii.Error, ValueError):
             raise CursorError("malformed cursor") from None
-        if not hmac.compare_digest(mac, self._mac(payload)):
+        if not any(hmac.compare_digest(mac, self._mac(payload, key)) for key in self._keys):
             raise CursorError("cursor was not issued by this service")
         fields = json.loads(payload)
         if fields.get("scope") != scope:
@@ -47,8 +51,9 @@ class Cursors:
             raise CursorError("malformed cursor")
         return seq
 
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+    @staticmethod
+    def _mac(payload: bytes, key: bytes) -> bytes:
+        return hmac.new(key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
 def _b64(raw: bytes) -> str:
