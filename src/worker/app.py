@@ -54,6 +54,7 @@ from worker.sidecar.api import ReadApi
 from worker.sidecar.app import Backends, create_app
 from worker.sidecar.auth import TokenRules
 from worker.sidecar.cursors import Cursors
+from worker.sidecar.limits import RateLimiter
 from worker.sidecar.readiness import Readiness
 from worker.sidecar.server import embedded_server, serve
 from worker.supervise import alongside, causes
@@ -87,7 +88,7 @@ async def run(settings: Settings) -> int:
     metrics = Metrics(CollectorRegistry())
     backends: asyncio.Future[Backends] = loop.create_future()
     rules = token_rules(settings)
-    app = create_app(backends, metrics, rules)
+    app = create_app(backends, metrics, rules, RateLimiter(settings.sidecar_rate_limit_per_minute))
     sidecar = embedded_server(
         app,
         settings.sidecar_host,

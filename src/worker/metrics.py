@@ -126,6 +126,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry,
         )
+        self.rate_limited = Counter(
+            "payment_worker_http_rate_limited_total",
+            "Read-API requests refused with 429 by the per-subject rate limit, by role.",
+            ["role"],
+            registry=registry,
+        )
         self.ready = Gauge(
             "payment_worker_ready",
             "1 while the database answers and the consumer is in its group.",

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     sidecar_jwt_audience: str | None = Field(None, min_length=1, max_length=255)
     # A token whose `exp - iat` is longer is refused: a stolen token is useful this long at most.
     sidecar_jwt_max_lifetime_minutes: float = Field(60, gt=0, le=7 * 24 * 60)
+    # Requests per minute per token subject on the read API (a token bucket); 429 beyond it.
+    sidecar_rate_limit_per_minute: int = Field(600, ge=1, le=1_000_000)
     payment_webhook_secret_mock: SecretStr | None = None
     payment_webhook_secret_stripe: SecretStr | None = None
     payment_webhook_secret_razorpay: SecretStr | None = None

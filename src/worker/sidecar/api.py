@@ -9,6 +9,7 @@ with a statement timeout, so they never hold up the consumer's connections.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -146,7 +147,7 @@ async def _caller(
     try:
         if credentials is None:
             raise AuthError("no bearer token")  # noqa: TRY301 - one refusal for every reason
-        return verify_token(credentials.credentials, request.app.state.token_rules)
+        caller = verify_token(credentials.credentials, request.app.state.token_rules)
     except AuthError as exc:
         # Why goes to the log; the caller learns only that it is not let in, which tells a
         # token thief nothing about what to change.
@@ -155,6 +156,14 @@ async def _caller(
             extra={"action": "unauthorized", "error": str(exc), "path": request.url.path},
         )
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unauthorized", _UNAUTHORIZED) from None
+    if wait := request.app.state.limiter.take(caller.sub):
+        request.app.state.metrics.rate_limited.labels(role=caller.role).inc()
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many requests: slow down",
+            {"Retry-After": str(math.ceil(wait))},
+        )
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(_caller)]
@@ -194,6 +203,7 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "no token, or a bad or expired one",
         403: "a student asking for another student's data",
         404: "no such payment (or not the caller's)",
+        429: "too many requests from this token's subject; retry after `Retry-After` seconds",
         503: "the database cannot answer now; try again",
     }
     return {code: {"model": Problem, "description": what[code]} for code in codes}
@@ -205,7 +215,9 @@ router = APIRouter(prefix="/api/v1", tags=["read API"])
 
 
 @router.get(
-    "/wallets/{student_id}", response_model=WalletView, responses=_responses(400, 401, 403, 503)
+    "/wallets/{student_id}",
+    response_model=WalletView,
+    responses=_responses(400, 401, 403, 429, 503),
 )
 async def get_wallet(student_id: StudentId, caller: CallerDep, api: ApiDep) -> WalletView:
     """A student's balance; a student with no wallet yet has balance 0."""
@@ -222,7 +234,7 @@ async def get_wallet(student_id: StudentId, caller: CallerDep, api: ApiDep) -> W
 @router.get(
     "/wallets/{student_id}/transactions",
     response_model=TransactionPage,
-    responses=_responses(400, 401, 403, 503),
+    responses=_responses(400, 401, 403, 429, 503),
 )
 async def list_transactions(
     student_id: StudentId,
@@ -255,7 +267,7 @@ async def list_transactions(
 @router.get(
     "/students/{student_id}/payments",
     response_model=PaymentPage,
-    responses=_responses(400, 401, 403, 503),
+    responses=_responses(400, 401, 403, 429, 503),
 )
 async def list_payments(
     student_id: StudentId,
@@ -278,7 +290,9 @@ async def list_payments(
 
 
 @router.get(
-    "/payments/{payment_id}", response_model=PaymentView, responses=_responses(400, 401, 404, 503)
+    "/payments/{payment_id}",
+    response_model=PaymentView,
+    responses=_responses(400, 401, 404, 429, 503),
 )
 async def get_payment(payment_id: PaymentId, caller: CallerDep, api: ApiDep) -> PaymentView:
     """One payment; 404 when it is unknown or, for a student, not theirs."""

@@ -20,6 +20,9 @@ from worker.errors import passes_by_itself
 from worker.metrics import Metrics
 from worker.sidecar.api import ReadApi, ServiceUnavailableError, router
 from worker.sidecar.auth import TokenRules
+from worker.sidecar.limits import RateLimiter
+
+DEFAULT_RATE_LIMIT_PER_MINUTE = 600
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 log = logging.getLogger(__name__)
@@ -54,7 +57,10 @@ _DATABASE_FAULTS = (
 
 
 def create_app(
-    backends: asyncio.Future[Backends], metrics: Metrics, token_rules: TokenRules
+    backends: asyncio.Future[Backends],
+    metrics: Metrics,
+    token_rules: TokenRules,
+    limiter: RateLimiter | None = None,
 ) -> FastAPI:
     """The sidecar. It serves from the first moment (`/healthz`, `/metrics`, token checks);
     `/readyz` and the read API answer from `backends` once the worker has opened them, and say
@@ -66,6 +72,8 @@ def create_app(
     )
     app.state.backends = backends
     app.state.token_rules = token_rules
+    app.state.limiter = limiter or RateLimiter(DEFAULT_RATE_LIMIT_PER_MINUTE)
+    app.state.metrics = metrics
     app.include_router(router)
 
     @app.get("/healthz", tags=["operations"])

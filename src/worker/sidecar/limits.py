@@ -1,0 +1,52 @@
+"""A token bucket per token subject: the read API's rate limit (SIDECAR_RATE_LIMIT_PER_MINUTE).
+
+Each subject may make `per_minute` requests a minute on average, and up to `per_minute` at once
+after a quiet minute. The buckets live in the process: with N workers behind a balancer a
+subject gets up to N times the rate. Subjects come only from verified tokens, and the table
+forgets full (idle) buckets when it grows past `max_subjects`, so it stays small.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_subjects: int = 10_000,
+    ) -> None:
+        if per_minute < 1:
+            raise ValueError("per_minute must be at least 1")
+        self._capacity = float(per_minute)
+        self._per_second = per_minute / 60.0
+        self._clock = clock
+        self._max_subjects = max_subjects
+        self._buckets: dict[str, tuple[float, float]] = {}  # subject -> (tokens, as of when)
+
+    def take(self, subject: str) -> float:
+        """Spend one request of `subject`'s: 0 when allowed, else the seconds until it would
+        be (for `Retry-After`)."""
+        now = self._clock()
+        tokens, then = self._buckets.get(subject, (self._capacity, now))
+        tokens = min(self._capacity, tokens + (now - then) * self._per_second)
+        if tokens >= 1:
+            self._buckets[subject] = (tokens - 1, now)
+            if len(self._buckets) > self._max_subjects:
+                self._forget_idle(now)
+            return 0.0
+        self._buckets[subject] = (tokens, now)
+        return (1 - tokens) / self._per_second
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the buckets that have refilled: forgetting them changes nothing."""
+        full = [
+            subject
+            for subject, (tokens, then) in self._buckets.items()
+            if tokens + (now - then) * self._per_second >= self._capacity
+        ]
+        for subject in full:
+            del self._buckets[subject]
