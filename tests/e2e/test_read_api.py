@@ -65,7 +65,12 @@ async def credit_courses(
 
 @pytest.fixture
 async def reader(start_worker: StartWorker) -> RunningWorker:
-    return await start_worker(SIDECAR_STATEMENT_TIMEOUT_MS="500", SIDECAR_DB_POOL_SIZE="2")
+    # Far above what these tests ask for: the limit has a test of its own (below).
+    return await start_worker(
+        SIDECAR_STATEMENT_TIMEOUT_MS="500",
+        SIDECAR_DB_POOL_SIZE="2",
+        SIDECAR_RATE_LIMIT_PER_MINUTE="1000000",
+    )
 
 
 async def test_every_route_answers_from_what_the_pipeline_wrote(
@@ -336,3 +341,17 @@ async def test_the_openapi_document_holds_up_under_schemathesis(
     report = output.decode(errors="replace")
     assert process.returncode == 0, report[-6000:]
     assert "generated" in report
+
+
+async def test_the_rate_limit_setting_holds_per_subject(start_worker: StartWorker) -> None:
+    w = await start_worker(SIDECAR_RATE_LIMIT_PER_MINUTE="3")
+    ana, bo = token("ana"), token("bo")
+    codes = [(await get(w, "/api/v1/wallets/ana", ana)).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    limited = await get(w, "/api/v1/wallets/ana", ana)
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= 20  # one request every 20 s
+    assert (await get(w, "/api/v1/wallets/bo", bo)).status_code == 200
+    assert (await get(w, "/healthz", None)).status_code == 200
+    metrics = (await get(w, "/metrics", None)).text
+    assert 'payment_worker_http_rate_limited_total{role="student"} 2.0' in metrics
