@@ -72,12 +72,13 @@ async def test_postgres_stopped_mid_stream(
 @pytest.fixture
 def private_kafka(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A broker of this test's own, which it may stop and start."""
-    port, controller = free_port(), free_port()
+    port, controller, sasl = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "STACK_DIR": str(tmp_path_factory.mktemp("kafka")),
         "KAFKA_PORT": str(port),
         "KAFKA_CONTROLLER_PORT": str(controller),
+        "KAFKA_SASL_PORT": str(sasl),  # the shared broker has the default one
     }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
 

@@ -47,6 +47,8 @@ def test_a_minted_token_proves_its_caller() -> None:
         pytest.param(jwt.encode({"sub": "s", "role": "admin", "exp": LATER},
                                 None, algorithm="none"), id="alg-none"),
         pytest.param(signed({"sub": "s", "role": "admin", "exp": LATER}), id="no-iat"),
+        pytest.param(signed({"sub": "s", "role": "admin", "iat": NOW - timedelta(minutes=5),
+                             "exp": NOW - timedelta(seconds=1)}), id="expired-just-now"),
         pytest.param(signed({"sub": "s", "role": "admin", "iat": NOW,
                              "exp": NOW + timedelta(minutes=61)}), id="lives-too-long"),
         pytest.param(signed({"sub": "s", "role": "admin", "iat": NOW + timedelta(hours=1),

@@ -27,6 +27,7 @@ KNOBS = (
     "STACK_CACHE",
     "KAFKA_PORT",
     "KAFKA_CONTROLLER_PORT",
+    "KAFKA_SASL_PORT",
     "PG_PORT",
     "STRIPE_MOCK_PORT",
     "STRIPE_MOCK_HTTPS_PORT",
@@ -231,6 +232,10 @@ def test_an_https_api_base_keeps_the_http_port_for_the_server(
         (
             {"KAFKA_BOOTSTRAP_SERVERS": "localhost:9093"},
             "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ (both 9093)",
+        ),
+        (
+            {"KAFKA_SASL_PORT": "9092"},
+            "KAFKA_PORT and KAFKA_SASL_PORT must differ (both 9092)",
         ),
         (
             {"STRIPE_MOCK_PORT": "22000", "STRIPE_MOCK_HTTPS_PORT": "22000"},

@@ -19,8 +19,9 @@ Role = Literal["student", "admin", "service"]
 ROLES: tuple[str, ...] = get_args(Role)
 ALGORITHM = "HS256"
 DEFAULT_MAX_LIFETIME = timedelta(minutes=60)
-# Clock difference allowed between the token's issuer and this worker.
-LEEWAY = timedelta(seconds=30)
+# How far in the future a token's `iat` may lie (the issuer's clock may run ahead). Expiry is
+# exact: an expired token is refused at once.
+IAT_LEEWAY = timedelta(seconds=30)
 
 
 class AuthError(Exception):
@@ -70,8 +71,11 @@ def verify_token(token: str, rules: TokenRules) -> Caller:
                 algorithms=[ALGORITHM],
                 issuer=rules.issuer,
                 audience=rules.audience,
-                leeway=LEEWAY,
-                options={"require": required, "verify_aud": rules.audience is not None},
+                options={
+                    "require": required,
+                    "verify_aud": rules.audience is not None,
+                    "verify_iat": False,  # below, with its leeway
+                },
             )
             break
         except jwt.InvalidSignatureError:
@@ -83,6 +87,8 @@ def verify_token(token: str, rules: TokenRules) -> Caller:
     issued, expires = claims["iat"], claims["exp"]
     if not isinstance(issued, int | float) or isinstance(issued, bool):
         raise AuthError("invalid token: iat must be a number")
+    if issued > (datetime.now(UTC) + IAT_LEEWAY).timestamp():
+        raise AuthError("invalid token: issued in the future")
     if timedelta(seconds=expires - issued) > rules.max_lifetime:
         raise AuthError(f"invalid token: lives longer than {rules.max_lifetime}")
     sub, role = claims["sub"], claims["role"]
