@@ -3,7 +3,6 @@ with `java -cp`."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
 import socket
@@ -213,6 +212,12 @@ class Kafka:
         else:
             say(f"kafka: not answering on 127.0.0.1:{port} yet, pid {pid} alive (starting?){note}")
 
+    def _conf_text(self) -> str:
+        try:
+            return self.conf.read_text()
+        except OSError:
+            return ""
+
     def _configured_port(self) -> int | None:
         """The port our running broker was started with; the knobs may have changed."""
         try:
@@ -226,12 +231,18 @@ class Kafka:
         """Refuses to act when this stack's broker is up on another port than asked: starting
         a second one on the same data would fail, reporting it would lie. Says so when it was
         started by a version of this script without the SASL listener."""
-        with contextlib.suppress(OSError):
-            if "SASL_PLAINTEXT://" not in self.conf.read_text():
-                say(
-                    f"kafka: the running broker (pid {pid}) has no SASL listener; "
-                    "'scripts/stack down kafka' and 'up' again to add it"
-                )
+        if "SASL_PLAINTEXT://" not in self._conf_text():
+            say(
+                f"kafka: the running broker (pid {pid}) has no SASL listener; "
+                "'scripts/stack down kafka' and 'up' again to add it"
+            )
+        sasl = re.search(r"SASL_PLAINTEXT://[^,\n]*:([0-9]+)", self._conf_text())
+        if sasl and int(sasl[1]) != self.settings.kafka_sasl_port:
+            raise StackError(
+                f"kafka: this stack's broker (pid {pid}) has its SASL listener on "
+                f"127.0.0.1:{sasl[1]}, not KAFKA_SASL_PORT={self.settings.kafka_sasl_port}; run "
+                "'down kafka' and 'up' again"
+            )
         port = self._configured_port()
         if port is not None and port != self.settings.kafka_port:
             raise StackError(
@@ -264,6 +275,12 @@ class Kafka:
         plain listener (a super user's): `scripts/stack kafka-acls ...`. Returns its exit code."""
         if self.elsewhere():
             raise StackError(f"kafka: {name} runs against this stack's broker only")
+        if kafka_jars.lacks_tools(self.settings) and self.daemon.pid() is not None:
+            # Replacing the jars under a running broker would break its later class loads.
+            raise StackError(
+                "kafka: the broker runs from jars resolved before Kafka's tools were added; "
+                "'scripts/stack down kafka' and 'up' again first"
+            )
         kafka_jars.ensure(self.settings)
         self.settings.kafka_dir.mkdir(parents=True, exist_ok=True)
         (self.settings.kafka_dir / "log4j2-tools.properties").write_text(TOOLS_LOG4J)

@@ -15,7 +15,6 @@ from typing import IO
 from stack.process import (
     StackError,
     remove_leftovers,
-    remove_tree,
     run_logged,
     say,
     show_lines,
@@ -48,6 +47,12 @@ POM = """\
 """
 
 
+def lacks_tools(settings: Settings) -> bool:
+    """Whether the jars were resolved by a version of this script before Kafka's tools."""
+    libs = settings.kafka_libs
+    return libs.is_dir() and _first(libs, "kafka-tools-[0-9]*.jar") is None
+
+
 def ensure(settings: Settings) -> None:
     """Resolves the jars into settings.kafka_libs unless they are there. They land in a temp
     dir first and are renamed into place, so an interrupted resolve leaves no half-filled libs
@@ -56,9 +61,9 @@ def ensure(settings: Settings) -> None:
     if libs.is_dir():
         if _first(libs, "kafka-tools-[0-9]*.jar") is not None:
             return
-        # Resolved by a version of this script before the tools (kafka-acls) were added.
+        # Resolved by a version of this script before the tools (kafka-acls) were added: the
+        # full set is resolved beside them and replaces them only once it is complete.
         say("kafka: adding Kafka's tools to the resolved jars")
-        remove_tree(libs)
     if shutil.which("mvn") is None:
         raise StackError("kafka: mvn not found; install Maven (apt-get install maven)")
     say("kafka: resolving jars with Maven (first time only)...")
@@ -81,6 +86,9 @@ def ensure(settings: Settings) -> None:
         )
         _add_log_binding(maven, resolved)
         libs.parent.mkdir(parents=True, exist_ok=True)
+        if libs.is_dir():  # the set without the tools: out of the way, then gone
+            old = Path(tmp) / "old-libs"
+            libs.rename(old)
         resolved.rename(libs)
     say(f"kafka: {sum(1 for _ in libs.rglob('*.jar'))} jars in {libs}")
 

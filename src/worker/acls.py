@@ -17,10 +17,13 @@ from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, with_pref
 
 ADMIN_TOPICS: tuple[str, ...] = ("coins.adjustment.requested", "payment.refund.requested")
 WEBHOOK_TOPICS: tuple[str, ...] = ("payment.webhook.received",)
-# What the platform's other services send: course completions, referrals, redemptions and
-# payment requests.
-SERVICE_TOPICS: tuple[str, ...] = tuple(
-    topic for topic in INPUT_TOPICS if topic not in (*ADMIN_TOPICS, *WEBHOOK_TOPICS)
+# What the platform's other services send. Named, not derived: a new input type gets an owner
+# by decision (tests/unit/test_acls.py checks that every input has exactly one).
+SERVICE_TOPICS: tuple[str, ...] = (
+    "course.completed",
+    "referral.succeeded",
+    "coins.redemption.requested",
+    "payment.requested",
 )
 
 
@@ -32,12 +35,16 @@ class Principals:
     admin_console: str
     webhook_ingress: str
     services: str
+    # A downstream service that consumes the results (one per consuming service), in its group.
+    readers: str
+    readers_group: str = "payment-results"
 
 
 def acl_commands(principals: Principals, prefix: str, group: str) -> list[list[str]]:
     """`kafka-acls` arguments (after `--bootstrap-server` and its credentials) granting exactly
     what each principal needs on topics named with `prefix`, the worker's consumer group
-    `group` included. Anything not granted is refused (`allow.everyone.if.no.acl.found=false`)."""
+    `group` included. Anything not granted is refused (`allow.everyone.if.no.acl.found=false`):
+    nobody but the worker writes a result, and nobody but its owner writes an input."""
 
     def grant(principal: str, operations: tuple[str, ...], topics: tuple[str, ...]) -> list[str]:
         arguments = ["--add", "--allow-principal", principal]
@@ -58,6 +65,11 @@ def acl_commands(principals: Principals, prefix: str, group: str) -> list[list[s
         grant(principals.admin_console, ("Write", "Describe"), ADMIN_TOPICS),
         grant(principals.webhook_ingress, ("Write", "Describe"), WEBHOOK_TOPICS),
         grant(principals.services, ("Write", "Describe"), SERVICE_TOPICS),
+        [
+            *grant(principals.readers, ("Read", "Describe"), OUTPUT_TOPICS),
+            "--group",
+            principals.readers_group,
+        ],
     ]
 
 

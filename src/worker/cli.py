@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     acls.add_argument(
         "--services", default="User:platform", help="the services sending the other inputs"
     )
+    acls.add_argument(
+        "--readers", default="User:payment-results", help="a service consuming the results"
+    )
+    acls.add_argument("--readers-group", default="payment-results", help="its consumer group")
     acls.add_argument("--prefix", default="", help="KAFKA_TOPIC_PREFIX (default: none)")
     acls.add_argument("--group", default="payment-worker", help="KAFKA_CONSUMER_GROUP")
     generate = commands.add_parser("schemas", help="write the events' JSON Schemas and AsyncAPI")
@@ -68,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "kafka-acls":  # from its arguments alone: no settings, no environment
         principals = Principals(
-            args.worker, args.admin_console, args.webhook_ingress, args.services
+            args.worker,
+            args.admin_console,
+            args.webhook_ingress,
+            args.services,
+            args.readers,
+            args.readers_group,
         )
         for line in shell_lines(acl_commands(principals, args.prefix, args.group)):
             print(line)

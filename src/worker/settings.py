@@ -38,8 +38,8 @@ class Settings(BaseSettings):
     # to sign) until every token it signed has expired.
     sidecar_jwt_previous_secret: SecretStr | None = None
     # When set, a token must name them (`iss`, `aud`).
-    sidecar_jwt_issuer: str | None = Field(None, min_length=1, max_length=255)
-    sidecar_jwt_audience: str | None = Field(None, min_length=1, max_length=255)
+    sidecar_jwt_issuer: str | None = Field(None, pattern=r"^\S(.*\S)?$", max_length=255)
+    sidecar_jwt_audience: str | None = Field(None, pattern=r"^\S(.*\S)?$", max_length=255)
     # A token whose `exp - iat` is longer is refused: a stolen token is useful this long at most.
     sidecar_jwt_max_lifetime_minutes: float = Field(60, gt=0, le=7 * 24 * 60)
     # Requests per minute per token subject on the read API (a token bucket); 429 beyond it.
@@ -137,6 +137,8 @@ class Settings(BaseSettings):
         # Several secrets, comma-separated, during a rotation (CONTRACT section 8).
         if value is not None:
             for number, secret in enumerate(value.get_secret_value().split(","), start=1):
+                if not secret.strip():
+                    raise ValueError(f"secret {number} is empty (a comma too many?)")
                 if len(secret.strip().encode()) < MIN_WEBHOOK_SECRET_BYTES:
                     raise ValueError(
                         f"secret {number} is shorter than {MIN_WEBHOOK_SECRET_BYTES} bytes "

@@ -27,7 +27,8 @@ from tests.worker_process import running_worker, worker_env
 from worker.acls import ADMIN_TOPICS, WEBHOOK_TOPICS, Principals, acl_commands
 
 MECHANISM = "SCRAM-SHA-512"
-ROLES = ("worker", "admin-console", "webhook-ingress", "services")
+ROLES = ("worker", "admin-console", "webhook-ingress", "services", "readers")
+USERS = (*ROLES, "nobody")  # "nobody" has credentials and no ACL at all
 
 
 def stack_tool(*arguments: str) -> None:
@@ -47,7 +48,7 @@ def sasl_listener(stack: Stack) -> str:
 def users() -> Iterator[dict[str, tuple[str, str]]]:
     """A SCRAM user per role, unique to this test: name and password; deleted afterwards."""
     run = uuid.uuid4().hex[:8]
-    made = {role: (f"{role}-{run}", secrets.token_urlsafe(18)) for role in ROLES}
+    made = {role: (f"{role}-{run}", secrets.token_urlsafe(18)) for role in USERS}
     for name, password in made.values():
         stack_tool(
             "kafka-configs", "--alter", "--entity-type", "users", "--entity-name", name,
@@ -92,7 +93,7 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
         PAYMENT_WEBHOOK_SECRET_MOCK="whsec_acl_test_secret",
     )
     prefix, group = env["KAFKA_TOPIC_PREFIX"], env["KAFKA_CONSUMER_GROUP"]
-    principals = Principals(*(principal(users[role]) for role in ROLES))
+    principals = Principals(*(principal(users[role]) for role in ROLES), readers_group=f"r{group}")
     commands = acl_commands(principals, prefix, group)
     for command in commands:
         stack_tool("kafka-acls", *command)
@@ -109,8 +110,9 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
                 resources.push_async_callback(made.stop)
                 return made
 
-            admin, ingress, service = [
-                await producer(role) for role in ("admin-console", "webhook-ingress", "services")
+            admin, ingress, service, nobody = [
+                await producer(role)
+                for role in ("admin-console", "webhook-ingress", "services", "nobody")
             ]
             as_worker = await producer("worker")
 
@@ -123,11 +125,15 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
             credited = await read_all(stack.kafka_bootstrap, prefix + "coins.credited", at_least=2)
             assert len(credited) == 2
 
-            # Every other write to a privileged topic is refused by the broker.
+            # Every other write to a privileged topic is refused by the broker, and so is a
+            # forged result (a payment.confirmed would unlock a course without payment), and
+            # anything by a user with no ACL.
             refund = refund_request("r-1", "p-1")
             attempts = [
                 *((who, topic) for topic in ADMIN_TOPICS for who in (ingress, service, as_worker)),
                 *((who, topic) for topic in WEBHOOK_TOPICS for who in (admin, service, as_worker)),
+                *((who, "payment.confirmed") for who in (admin, ingress, service, nobody)),
+                (nobody, "course.completed"),
             ]
             for who, topic in attempts:
                 data = refund if topic == "payment.refund.requested" else webhook

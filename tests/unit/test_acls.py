@@ -10,7 +10,7 @@ from worker.acls import ADMIN_TOPICS, SERVICE_TOPICS, WEBHOOK_TOPICS, Principals
 from worker.cli import main
 from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 
-PRINCIPALS = Principals("User:w", "User:admin", "User:hooks", "User:platform")
+PRINCIPALS = Principals("User:w", "User:admin", "User:hooks", "User:platform", "User:r", "rg")
 
 
 def grants(prefix: str = "") -> set[tuple[str, str, str]]:
@@ -38,8 +38,20 @@ def test_each_input_has_one_writer_and_the_privileged_ones_their_owners() -> Non
         **{topic: {"User:hooks"} for topic in WEBHOOK_TOPICS},
         **{topic: {"User:platform"} for topic in SERVICE_TOPICS},
     }
-    assert sorted(owners) == sorted(INPUT_TOPICS)
+    assert sorted(owners) == sorted(INPUT_TOPICS)  # each input owned once, none forgotten
+    assert len(owners) == len(ADMIN_TOPICS) + len(WEBHOOK_TOPICS) + len(SERVICE_TOPICS)
     assert {topic: writers(topic) for topic in INPUT_TOPICS} == owners
+
+
+def test_only_the_worker_writes_results_and_dead_letters_and_readers_only_read() -> None:
+    for topic in (*OUTPUT_TOPICS, DLQ_TOPIC):
+        assert writers(topic) == {"User:w"}, topic
+    theirs = {(op, resource) for who, op, resource in grants() if who == "User:r"}
+    assert theirs == {
+        *((op, f"topic:{topic}") for topic in OUTPUT_TOPICS for op in ("Read", "Describe")),
+        ("Read", "group:rg"),
+        ("Describe", "group:rg"),
+    }
 
 
 def test_the_worker_reads_inputs_in_its_group_and_writes_only_results_and_dead_letters() -> None:
@@ -66,3 +78,4 @@ def test_the_command_prints_shell_lines(capsys: pytest.CaptureFixture[str]) -> N
     assert all(shlex.split(line)[0] == "kafka-acls.sh" for line in lines)
     assert "--topic p.coins.adjustment.requested" in lines[3]
     assert "User:admin-console" in lines[3]
+    assert "User:payment-results" in lines[-1]

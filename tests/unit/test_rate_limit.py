@@ -39,14 +39,17 @@ def test_a_subject_gets_its_rate_and_a_burst_of_one_minute() -> None:
     assert [limiter.take("a") for _ in range(60)] == [0.0] * 60  # refilled, never above 60
 
 
-def test_idle_buckets_are_forgotten_when_the_table_grows() -> None:
+def test_the_table_stays_bounded_forgetting_the_least_recently_seen() -> None:
     clock = Clock()
-    limiter = RateLimiter(60, clock, max_subjects=3)
+    limiter = RateLimiter(60, clock, max_subjects=4)
     for subject in "abcd":
         limiter.take(subject)
-    clock.now += 120  # all full again: forgetting them changes nothing
-    limiter.take("e")
-    assert set(limiter._buckets) == {"e"}
+    limiter.take("a")  # seen again: now the most recent
+    limiter.take("e")  # five: the least recently seen half goes
+    assert list(limiter._buckets) == ["d", "a", "e"]
+    for n in range(1000):
+        limiter.take(f"s{n}")
+        assert len(limiter._buckets) <= 4
 
 
 async def test_over_the_limit_the_api_says_429_with_retry_after_and_counts_it() -> None:

@@ -111,6 +111,7 @@ def test_dotenv_file_supplies_values(tmp_path: Path) -> None:
         ("SIDECAR_JWT_PREVIOUS_SECRET", "short"),
         ("SIDECAR_JWT_MAX_LIFETIME_MINUTES", "0"),
         ("SIDECAR_JWT_ISSUER", "x" * 256),
+        ("SIDECAR_JWT_AUDIENCE", " "),  # blank: a typo, not "no audience"
     ],
 )
 def test_bad_value_names_its_variable(

@@ -386,7 +386,7 @@ def test_up_is_a_no_op_when_this_stacks_broker_runs(
     sleeper: Sleeper,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings = settings_for(KAFKA_PORT="19092")
+    settings = settings_for(KAFKA_PORT="19092", KAFKA_SASL_PORT="19094")
     kafka = Kafka(settings, answers=always, tcp_open=always)
     settings.kafka_dir.mkdir(parents=True)
     config = (
@@ -416,6 +416,11 @@ def test_up_is_a_no_op_when_this_stacks_broker_runs(
         StackError, match=re.escape("runs on 127.0.0.1:19092, not KAFKA_PORT=19094")
     ):
         Kafka(settings_for(KAFKA_PORT="19094"), answers=always).up()
+    kafka.conf.write_text(config)  # the broker's SASL listener is not where asked
+    with pytest.raises(
+        StackError, match=re.escape("SASL listener on 127.0.0.1:19094, not KAFKA_SASL_PORT=19095")
+    ):
+        Kafka(settings_for(KAFKA_PORT="19092", KAFKA_SASL_PORT="19095"), answers=always).up()
 
 
 def test_down_leaves_alone_a_process_this_stack_did_not_start(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from math import isfinite
 from typing import Literal, get_args
 
 import jwt
@@ -71,26 +72,26 @@ def verify_token(token: str, rules: TokenRules) -> Caller:
                 algorithms=[ALGORITHM],
                 issuer=rules.issuer,
                 audience=rules.audience,
-                options={
-                    "require": required,
-                    "verify_aud": rules.audience is not None,
-                    "verify_iat": False,  # below, with its leeway
-                },
+                # Without an audience set, a token naming one is refused (PyJWT's default):
+                # it was meant for another service.
+                options={"require": required, "verify_iat": False},  # iat: below
             )
             break
         except jwt.InvalidSignatureError:
             continue  # maybe the other secret of a rotation
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError, OverflowError) as exc:
+            # PyJWT lets some odd claim values (a string `exp`, NaN) through to arithmetic.
             raise AuthError(f"invalid token: {exc}") from None
     if claims is None:
         raise AuthError("invalid token: signed by no secret of this service")
     issued, expires = claims["iat"], claims["exp"]
-    if not isinstance(issued, int | float) or isinstance(issued, bool):
-        raise AuthError("invalid token: iat must be a number")
+    for name, value in (("iat", issued), ("exp", expires)):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not isfinite(value):
+            raise AuthError(f"invalid token: {name} must be a finite number")
     if issued > (datetime.now(UTC) + IAT_LEEWAY).timestamp():
         raise AuthError("invalid token: issued in the future")
-    if timedelta(seconds=expires - issued) > rules.max_lifetime:
-        raise AuthError(f"invalid token: lives longer than {rules.max_lifetime}")
+    if not 0 < expires - issued <= rules.max_lifetime.total_seconds():
+        raise AuthError(f"invalid token: must expire after iat, within {rules.max_lifetime}")
     sub, role = claims["sub"], claims["role"]
     if not isinstance(sub, str) or not sub:
         raise AuthError("invalid token: sub must be a non-empty string")

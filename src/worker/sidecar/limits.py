@@ -3,7 +3,7 @@
 Each subject may make `per_minute` requests a minute on average, and up to `per_minute` at once
 after a quiet minute. The buckets live in the process: with N workers behind a balancer a
 subject gets up to N times the rate. Subjects come only from verified tokens, and the table
-forgets full (idle) buckets when it grows past `max_subjects`, so it stays small.
+forgets its least recently seen half when it grows past `max_subjects`, so it stays bounded.
 """
 
 from __future__ import annotations
@@ -33,20 +33,20 @@ class RateLimiter:
         now = self._clock()
         tokens, then = self._buckets.get(subject, (self._capacity, now))
         tokens = min(self._capacity, tokens + (now - then) * self._per_second)
+        # Re-inserted, so the table runs from the least recently seen subject to the most.
+        self._buckets.pop(subject, None)
         if tokens >= 1:
             self._buckets[subject] = (tokens - 1, now)
-            if len(self._buckets) > self._max_subjects:
-                self._forget_idle(now)
+            self._bound()
             return 0.0
         self._buckets[subject] = (tokens, now)
         return (1 - tokens) / self._per_second
 
-    def _forget_idle(self, now: float) -> None:
-        """Drop the buckets that have refilled: forgetting them changes nothing."""
-        full = [
-            subject
-            for subject, (tokens, then) in self._buckets.items()
-            if tokens + (now - then) * self._per_second >= self._capacity
-        ]
-        for subject in full:
+    def _bound(self) -> None:
+        """Past `max_subjects`, forget the least recently seen half: a bucket that has not been
+        used for a while is (nearly) full, and a forgotten one starts full, so this costs at
+        most a burst to a subject that was quiet. Amortised O(1) a request."""
+        if len(self._buckets) <= self._max_subjects:
+            return
+        for subject in list(self._buckets)[: len(self._buckets) // 2]:
             del self._buckets[subject]
