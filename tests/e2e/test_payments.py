@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import asyncpg
@@ -209,3 +210,23 @@ async def test_a_signed_webhook_with_a_malformed_body_is_dead_lettered_whole(
     assert headers["dlq.source.offset"] == str(sent.offset).encode()
     assert b"mock webhook body" in headers["dlq.error.message"]
     assert json.loads(dead[0].value or b"")["data"] == data
+
+
+async def test_the_webhook_topic_keeps_the_brokers_append_time(
+    payment_worker: RunningWorker, producer: AIOKafkaProducer
+) -> None:
+    """The worker creates the webhook topic with LogAppendTime: a producer cannot set a
+    webhook's record time back (the record of a replayed webhook is stamped when it arrives)."""
+    rewound = int(time.time() * 1000) - 3_600_000  # an hour ago
+    sent = await producer.send_and_wait(
+        payment_worker.prefix + "payment.webhook.received",
+        b"{}",
+        key=b"pp-1",
+        timestamp_ms=rewound,
+    )
+    assert sent.timestamp_type == 1  # LogAppendTime
+    assert sent.timestamp > rewound + 3_000_000
+    other = await producer.send_and_wait(
+        payment_worker.prefix + "course.completed", b"{}", key=b"s-1", timestamp_ms=rewound
+    )
+    assert (other.timestamp_type, other.timestamp) == (0, rewound)  # CreateTime elsewhere

@@ -13,6 +13,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
 from worker.core.messages import MAX_MESSAGE_BYTES
+from worker.core.topics import event_type
 from worker.retry import transient_retry
 from worker.settings import Settings
 
@@ -93,10 +94,18 @@ async def start_with_retry(client: Any, what: str) -> None:
     log.info("kafka client started", extra={"action": "kafka_start", "client": what})
 
 
+# Topic settings the worker sets when it creates a topic. Webhooks carry the broker's append
+# time, which their producer cannot set back (CONTRACT section 8, issue 15).
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "payment.webhook.received": {"message.timestamp.type": "LogAppendTime"},
+}
+
+
 async def ensure_topics(settings: Settings, names: tuple[str, ...]) -> list[str]:
     """Create the topics that are missing; never change existing ones. Returns those created."""
     admin = AIOKafkaAdminClient(**connection(settings), client_id="payment-worker-admin")
     await start_with_retry(admin, "admin")
+    prefix = settings.kafka_topic_prefix
     try:
         existing = set(await admin.list_topics())
         missing = [name for name in names if name not in existing]
@@ -105,7 +114,15 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...]) -> list[str]
             # Another worker starting at the same time may have created them first.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(name, settings.kafka_topic_partitions, factor) for name in missing]
+                    [
+                        NewTopic(
+                            name,
+                            settings.kafka_topic_partitions,
+                            factor,
+                            topic_configs=TOPIC_CONFIGS.get(event_type(prefix, name), {}),
+                        )
+                        for name in missing
+                    ]
                 )
             log.info("topics created", extra={"action": "create_topics", "topics": missing})
         return missing
