@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -19,7 +20,12 @@ TIME_UNIX = 1795683600  # TIME in Unix seconds: when the ingress "received" a te
 
 
 def structured(
-    kind: str, data: dict[str, Any], *, event_id: str | None = None, subject: str | None = None
+    kind: str,
+    data: dict[str, Any],
+    *,
+    event_id: str | None = None,
+    subject: str | None = None,
+    at: str = TIME,
 ) -> bytes:
     return json.dumps(
         {
@@ -27,7 +33,7 @@ def structured(
             "id": event_id or str(uuid.uuid4()),
             "type": kind,
             "source": "tests",
-            "time": TIME,
+            "time": at,
             "subject": subject or data.get("student_id") or data.get("referrer_id"),
             "datacontenttype": "application/json",
             "data": data,
@@ -115,9 +121,12 @@ def mock_webhook(
     *,
     amount: int = 49900,
     currency: str = "INR",
-    signed_at: int = TIME_UNIX,
+    signed_at: int | None = None,
 ) -> dict[str, Any]:
-    """The data of a `payment.webhook.received` carrying a signed mock notification."""
+    """The data of a `payment.webhook.received` carrying a signed mock notification, signed
+    `signed_at` (default: now; the worker's own webhook topic keeps the broker's append time,
+    which the signature's age is judged against)."""
+    signed_at = int(time.time()) if signed_at is None else signed_at
     body = json.dumps(
         {
             "id": f"ntf-{uuid.uuid4().hex[:8]}",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
 from tests.support import eventually
+from worker.messaging.clients import TOPIC_CONFIGS
 
 # The topic prefixes the running test has used: its topics are deleted after it.
 _PREFIXES: list[str] = []
@@ -75,3 +77,20 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
     finally:
         await admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+async def keep_producer_time(bootstrap: str, env: Mapping[str, str]) -> None:
+    """Create the topics the worker would stamp with the broker's append time (webhooks and
+    privileged requests, `TOPIC_CONFIGS`) as plain topics that keep the producer's time.
+
+    For fault tests whose oracle judges a webhook's signature age against the event's `time`,
+    as the worker does where a topic keeps the producer's time: their streams are built before
+    they are sent, and sent for minutes. The worker never changes an existing topic. The
+    append-time rule has its own tests (tests/e2e/test_payments.py)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        prefix, partitions = env["KAFKA_TOPIC_PREFIX"], int(env["KAFKA_TOPIC_PARTITIONS"])
+        await admin.create_topics([NewTopic(prefix + t, partitions, 1) for t in TOPIC_CONFIGS])
+    finally:
+        await admin.close()

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import CollectorRegistry
 
+from worker.core.assertions import AdminAssertions
 from worker.core.gateway import Gateway
 from worker.core.handlers import Policies, Rewards
 from worker.core.payments import PaymentDefaults
@@ -48,7 +49,7 @@ from worker.messaging.publish import ResultPublisher
 from worker.messaging.sender import Sender
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
-from worker.settings import Settings, webhook_secrets
+from worker.settings import Settings, read_assertion_keys, webhook_secrets
 from worker.settings import jwt_secret as token_secret
 from worker.sidecar.api import ReadApi
 from worker.sidecar.app import Backends, create_app
@@ -170,7 +171,7 @@ async def _close(client: Any, name: str) -> None:
 
 
 def policies(settings: Settings) -> Policies:
-    """The rewards and webhook secrets the handlers apply."""
+    """The rewards, webhook secrets and admin assertion keys the handlers apply."""
     keys: dict[Provider, tuple[bytes, ...]] = {
         "mock": webhook_secrets(settings.payment_webhook_secret_mock),
         "stripe": webhook_secrets(settings.payment_webhook_secret_stripe),
@@ -183,6 +184,11 @@ def policies(settings: Settings) -> Policies:
             settings.coin_max_amount,
         ),
         webhooks=WebhookVerifier(keys, settings.payment_webhook_tolerance_seconds),
+        assertions=(
+            None
+            if settings.admin_assertion_public_keys is None
+            else AdminAssertions(read_assertion_keys(settings.admin_assertion_public_keys))
+        ),
     )
 
 

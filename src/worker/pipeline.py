@@ -15,10 +15,10 @@ from worker.core.commands import command_for
 from worker.core.envelope import BadInputError
 from worker.core.handlers import Command, Policies
 from worker.core.messages import OutgoingMessage
-from worker.core.payments import PaymentDefaults, PaymentPlan
+from worker.core.payments import PaymentDefaults, PaymentPlan, RefundPayment
 from worker.core.records import InboundRecord, dead_letter, unreadable_record
 from worker.core.topics import event_type
-from worker.db import outbox
+from worker.db import audit, outbox
 from worker.db.coins import apply_coin_commands
 from worker.db.payments import apply_payment_commands
 from worker.metrics import Metrics
@@ -160,6 +160,7 @@ class Pipeline:
                     payments = await apply_payment_commands(
                         conn, payment_commands, self._defaults, now
                     )
+                    await audit.record(conn, [*coins.audits, *payments.audits])
                     late = _late_bad_input(items, payments)
                     letters = [dead_letter(r, BadInputError(why), now) for r, why in late]
                     direct = [*coins.messages, *rejects, *letters]
@@ -187,8 +188,9 @@ class Pipeline:
             kind = event_type(self._topic_prefix, record.topic)
             try:
                 command = command_for(
-                    kind, record.key, record.value, record.headers, self._policies
-                )
+                    kind, record.key, record.value, record.headers, self._policies,
+                    record.appended_at,
+                )  # fmt: skip
             except BadInputError as exc:
                 rejects.append(dead_letter(record, exc, now))
                 log.warning(
@@ -206,6 +208,7 @@ class Pipeline:
                 )
             else:
                 items.append(_Item(record, command))
+                _log_unauthorized(command, record)
         return items, rejects
 
     def _count_poison(self, kind: str) -> None:
@@ -236,6 +239,20 @@ def _late_bad_input(
         return []
     records = {id(item.command): item.record for item in items}
     return [(records[id(command)], why) for command, why in payments.bad_input]
+
+
+def _log_unauthorized(command: Command, record: InboundRecord) -> None:
+    """Why a privileged request will be answered `not_authorized`: the log says it, the answer
+    does not (it would tell a forger what to fix)."""
+    if isinstance(command, CoinCommand | RefundPayment) and command.unauthorized_because:
+        log.warning(
+            "privileged request not authorized",
+            extra={
+                "action": "not_authorized",
+                "error": command.unauthorized_because,
+                **record.coordinates,
+            },
+        )
 
 
 def _now() -> datetime:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.core.assertions import AssertionKey, KeyFileError, load_keys
 
 JSON_SAFE_MAX = 9_007_199_254_740_991
 MIN_WEBHOOK_SECRET_BYTES = 16
@@ -94,6 +97,9 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: FilePath | None = None
     kafka_ssl_certfile: FilePath | None = None
     kafka_ssl_keyfile: FilePath | None = None
+    # Files (comma-separated) of the public keys admin assertions are checked with: JWKS or PEM.
+    # Set: an adjustment or refund needs an assertion by one of them (CONTRACT section 8).
+    admin_assertion_public_keys: str | None = Field(None, min_length=1, max_length=10_000)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -211,6 +217,13 @@ class Settings(BaseSettings):
         _check_tls_files(self)
         return self
 
+    @field_validator("admin_assertion_public_keys")
+    @classmethod
+    def _assertion_keys_load(cls, value: str | None) -> str | None:
+        if value is not None:
+            read_assertion_keys(value)
+        return value
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
@@ -242,6 +255,22 @@ def _check_tls_files(settings: Settings) -> None:
             raise ValueError(
                 f"KAFKA_SSL_CERTFILE: no certificate and key in it and KAFKA_SSL_KEYFILE ({exc})"
             ) from None
+
+
+def read_assertion_keys(files: str) -> list[AssertionKey]:
+    """The public keys in ADMIN_ASSERTION_PUBLIC_KEYS's files; ValueError saying which file
+    (and key) is unusable."""
+    keys = []
+    for name in (part.strip() for part in files.split(",")):
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {name!r}: {exc}") from None
+        try:
+            keys.extend(load_keys(text, repr(name)))
+        except KeyFileError as exc:
+            raise ValueError(str(exc)) from None
+    return keys
 
 
 class ConfigError(Exception):

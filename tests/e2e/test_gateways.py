@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from tests.conftest import Stack
 from tests.e2e.conftest import RunningWorker, StartWorker
-from tests.events import TIME_UNIX, completed, payment_request, refund_request, send
+from tests.events import completed, payment_request, refund_request, send
 from tests.providers import webhooks
 from tests.providers.razorpay_server import RazorpayServer
 from tests.providers.recording_proxy import RecordingProxy
@@ -94,7 +94,7 @@ async def webhook(
     w: RunningWorker, producer: AIOKafkaProducer, provider: str, key: str, body: str
 ) -> None:
     if provider == "stripe":
-        headers = webhooks.stripe_signature_header(body, STRIPE_SECRET, t=TIME_UNIX)
+        headers = webhooks.stripe_signature_header(body, STRIPE_SECRET)
     else:
         headers = webhooks.razorpay_signature_header(body, RAZORPAY_SECRET)
     data = {"provider": provider, "headers": headers, "body": body}

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from tests.e2e.conftest import WEBHOOK_SECRET, RunningWorker, StartWorker
-from tests.events import TIME_UNIX, mock_webhook, payment_request, refund_request, send
+from tests.events import (
+    STRUCTURED,
+    mock_webhook,
+    payment_request,
+    refund_request,
+    send,
+    structured,
+)
 from tests.kafka import read_all
 from tests.support import eventually
 from worker.core.signatures import stripe_signature
@@ -131,7 +139,7 @@ async def test_an_unpaid_session_expires_and_a_late_success_still_wins(
     assert expired["data"]["status"] == "expired"
     assert (await payment_row(w, "p-late"))["status"] == "expired"
 
-    await notify(w, producer, ppid, "succeeded", signed_at=TIME_UNIX)
+    await notify(w, producer, ppid, "succeeded")
     confirmed = (await results_for(w, "payment.confirmed", 1, "p-late"))[0]
     assert confirmed["subject"] == "cai"
     assert (await payment_row(w, "p-late"))["status"] == "succeeded"
@@ -173,7 +181,7 @@ async def test_forged_and_stale_webhooks_are_refused_and_change_nothing(
     w = payment_worker
     ppid = await open_payment(w, producer, "p-1", "eve")
     await notify(w, producer, ppid, "succeeded", secret="guessed")
-    await notify(w, producer, ppid, "succeeded", signed_at=TIME_UNIX - 301)
+    await notify(w, producer, ppid, "succeeded", signed_at=int(time.time()) - 600)
     tampered = mock_webhook(ppid, "succeeded", WEBHOOK_SECRET)
     tampered["body"] = tampered["body"].replace("49900", "100")
     await send(producer, w.prefix, WEBHOOK, tampered, key=ppid)
@@ -200,7 +208,7 @@ async def test_a_signed_webhook_with_a_malformed_body_is_dead_lettered_whole(
     body = '{"id": "n1", "type": "payment.succeeded", "data": {"amount": "lots"}}'
     data = {
         "provider": "mock",
-        "headers": {"Stripe-Signature": stripe_signature(body, WEBHOOK_SECRET, TIME_UNIX)},
+        "headers": {"Stripe-Signature": stripe_signature(body, WEBHOOK_SECRET, int(time.time()))},
         "body": body,
     }
     sent = await send(producer, w.prefix, WEBHOOK, data, key="ppid-1")
@@ -230,3 +238,26 @@ async def test_the_webhook_topic_keeps_the_brokers_append_time(
         payment_worker.prefix + "course.completed", b"{}", key=b"s-1", timestamp_ms=rewound
     )
     assert (other.timestamp_type, other.timestamp) == (0, rewound)  # CreateTime elsewhere
+
+
+async def test_a_webhooks_age_is_judged_by_the_brokers_append_time(
+    payment_worker: RunningWorker, producer: AIOKafkaProducer
+) -> None:
+    """Not by the event's `time` or the record's timestamp, which its producer writes."""
+    w = payment_worker
+    ppid = await open_payment(w, producer, "p-time", "fay")
+    hour_ago = int(time.time()) - 3600
+    # A notification signed an hour ago, replayed now with its time and timestamp set back.
+    replayed = mock_webhook(ppid, "succeeded", WEBHOOK_SECRET, signed_at=hour_ago)
+    back = datetime.fromtimestamp(hour_ago, UTC).isoformat()
+    value = structured(WEBHOOK, replayed, subject=ppid, at=back)
+    await producer.send_and_wait(
+        w.prefix + WEBHOOK, value, key=ppid.encode(), headers=STRUCTURED,
+        timestamp_ms=hour_ago * 1000,
+    )  # fmt: skip
+    stale = await results_for(w, "payment.rejected", 1, None)
+    assert [e["data"]["reason"] for e in stale] == ["stale_signature"]
+    # Signed now, in an event whose `time` says two days ago (tests.events.TIME): it holds.
+    await notify(w, producer, ppid, "succeeded")
+    await results_for(w, "payment.confirmed", 1, "p-time")
+    assert (await payment_row(w, "p-time"))["status"] == "succeeded"

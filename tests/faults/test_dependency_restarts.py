@@ -22,6 +22,7 @@ from tests.faults.stream import (
     seed_database,
     worker_settings,
 )
+from tests.kafka import keep_producer_time
 from tests.support import STACK, eventually, free_port
 from tests.worker_process import WorkerProcess, running_worker, worker_env
 from worker.db.migrate import apply_migrations
@@ -50,6 +51,7 @@ async def test_postgres_stopped_mid_stream(
     await seed_database(private_postgres.database_url, stream)
     env = worker_env(private_postgres.database_url, stack.kafka_bootstrap, **worker_settings())
     prefix = env["KAFKA_TOPIC_PREFIX"]
+    await keep_producer_time(stack.kafka_bootstrap, env)
     async with running_worker(env, tmp_path) as worker:
         await worker.wait_ready()
         producing = asyncio.create_task(produce(producer, prefix, stream, per_second=1_500))
@@ -101,6 +103,7 @@ async def test_kafka_stopped_mid_stream(
     await seed_database(db_url, stream)
     env = worker_env(db_url, bootstrap, **worker_settings())
     prefix = env["KAFKA_TOPIC_PREFIX"]
+    await keep_producer_time(bootstrap, env)
     half = len(stream.events) // 2
     first, second = make_stream(0, 1), make_stream(0, 1)
     first.workload, first.events = stream.workload, stream.events[:half]

@@ -19,6 +19,7 @@ from tests.faults.stream import (
     seed_database,
     worker_settings,
 )
+from tests.kafka import keep_producer_time
 from tests.worker_process import WorkerProcess, running_worker, worker_env
 
 Interval = tuple[datetime, datetime, str]  # owned from, until, by which worker
@@ -50,6 +51,7 @@ async def test_three_workers_with_one_killed_and_one_added_apply_everything_once
     env = worker_env(db_url, stack.kafka_bootstrap, WORKER_BATCH_MAX_RECORDS="100",
                      **worker_settings())  # fmt: skip
     prefix = env["KAFKA_TOPIC_PREFIX"]
+    await keep_producer_time(stack.kafka_bootstrap, env)
     async with (
         running_worker(env, tmp_path) as one,
         running_worker(env, tmp_path) as two,

@@ -20,6 +20,7 @@ from tests.faults.stream import (
     seed_database,
     worker_settings,
 )
+from tests.kafka import keep_producer_time
 from tests.support import eventually
 from tests.worker_process import running_worker, worker_env
 
@@ -65,6 +66,7 @@ async def test_a_flood_of_bad_input_is_dead_lettered_and_valid_events_still_appl
     await seed_database(db_url, stream)
     env = worker_env(db_url, stack.kafka_bootstrap, **worker_settings())
     prefix = env["KAFKA_TOPIC_PREFIX"]
+    await keep_producer_time(stack.kafka_bootstrap, env)
     async with running_worker(env, tmp_path) as worker:
         await worker.wait_ready()
         await produce(producer, prefix, stream)

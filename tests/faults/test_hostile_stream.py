@@ -38,6 +38,7 @@ from tests.faults.hostile import (
     labels_of,
 )
 from tests.faults.stream import SCALE, results_by_topic
+from tests.kafka import keep_producer_time
 from tests.raw_records import send_unreadable
 from tests.support import eventually
 from tests.worker_process import WorkerProcess, running_worker, worker_env
@@ -62,6 +63,7 @@ async def test_every_input_of_a_hostile_stream_gets_one_outcome_from_the_same_wo
         COIN_MAX_AMOUNT=str(COIN_MAX),
     )
     prefix = env["KAFKA_TOPIC_PREFIX"]
+    await keep_producer_time(stack.kafka_bootstrap, env)
     sent: dict[Coordinates, Input] = {}
     async with running_worker(env, tmp_path) as worker:
         await worker.wait_ready()

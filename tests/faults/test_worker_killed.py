@@ -18,6 +18,7 @@ from tests.faults.stream import (
     seed_database,
     worker_settings,
 )
+from tests.kafka import keep_producer_time
 from tests.worker_process import running_worker, worker_env
 
 KILLS = 10 * SCALE
@@ -30,6 +31,7 @@ async def test_killed_workers_lose_nothing_and_apply_nothing_twice(
     await seed_database(db_url, stream)
     env = worker_env(db_url, stack.kafka_bootstrap, **worker_settings())
     prefix, rng = env["KAFKA_TOPIC_PREFIX"], random.Random(7)  # noqa: S311 - reproducible choices
+    await keep_producer_time(stack.kafka_bootstrap, env)
     producing: asyncio.Task[None] | None = None
     killed, injected = 0, 0
     while killed < KILLS:

@@ -30,7 +30,7 @@ EXPECTED_COLUMNS = {
     },
     "payment_transitions": {
         "payment_id", "status", "from_status", "result_topic", "result_key", "result_value",
-        "source_event_id", "created_at",
+        "source_event_id", "created_at", "provider_event_id",
     },
     "payment_refunds": {
         "refund_id", "payment_id", "outcome", "actor_id", "reason", "result_topic", "result_key",
@@ -50,11 +50,16 @@ EXPECTED_COLUMNS = {
         "queued_at", "parked_at",
     },
     "schema_migrations": {"version", "name", "checksum", "applied_at"},
+    "admin_audit": {
+        "seq", "recorded_at", "action", "subject", "reference_id", "actor_id", "actor_role",
+        "event_source", "event_id", "change",
+    },
 }  # fmt: skip
 
 EXPECTED_UNIQUE = {
     "coin_transactions": {("student_id", "type", "reference_id"), ("transaction_id",)},
     "payments": {("provider", "provider_payment_id"), ("seq",)},
+    "admin_audit": {("action", "subject", "reference_id")},
 }
 
 

@@ -90,15 +90,20 @@ def requested(pid: str, student: str = "stu-1", amount: int = 49900) -> OpenPaym
     )
 
 
-def webhook(provider: str, body: dict[str, Any], *, signed_at: datetime = NOW) -> PaymentCommand:
-    """A signed `payment.webhook.received` event, through the real handler."""
+def webhook(
+    provider: str, body: dict[str, Any], *, signed_at: datetime = NOW, delivery: str = ""
+) -> PaymentCommand:
+    """A signed `payment.webhook.received` event, through the real handler. Its CloudEvent id
+    follows the body and `delivery` (another delivery of one notification: a new CloudEvent)."""
     raw = json.dumps(body)
     if provider == "razorpay":
-        headers = {"X-Razorpay-Signature": razorpay_signature(raw, "rzp")}
+        digest = hashlib.sha256(raw.encode()).hexdigest()[:16]
+        headers = {"X-Razorpay-Signature": razorpay_signature(raw, "rzp"),
+                   "X-Razorpay-Event-Id": f"rzp_evt_{digest}"}  # fmt: skip
     else:
         headers = {"Stripe-Signature": stripe_signature(raw, SECRET, int(signed_at.timestamp()))}
     event = {
-        "specversion": "1.0", "id": "evt-" + hashlib.sha256(raw.encode()).hexdigest(),
+        "specversion": "1.0", "id": "evt-" + hashlib.sha256(raw.encode()).hexdigest() + delivery,
         "type": "payment.webhook.received", "source": "ingress", "time": NOW.isoformat(),
         "subject": _reported(provider, body), "datacontenttype": "application/json",
         "data": {"provider": provider, "headers": headers, "body": raw},
@@ -130,7 +135,7 @@ def mock_event(kind: str, ppid: str, amount: int = 49900, currency: str = "INR")
 
 def stripe_event(kind: str, intent: str, amount: int = 49900) -> dict[str, Any]:
     return {
-        "id": f"evt_{kind}", "object": "event", "type": kind,
+        "id": f"evt_{kind}_{intent}_{amount}", "object": "event", "type": kind,
         "data": {"object": {"id": intent, "object": "payment_intent", "amount": amount,
                             "amount_received": amount, "status": "succeeded",
                             "currency": "inr"}},
@@ -367,6 +372,33 @@ async def test_a_webhook_delivered_again_after_later_moves_repeats_its_result(
     again = await apply(pool, [failed])  # the same CloudEvent, after a crash before its offset
     assert again.messages == [first.messages[0]]
     assert not again.webhook_refusals
+    assert await status(pool, "pay-1") == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("provider", "closing"),
+    [("mock", "payment.failed"), ("stripe", "payment_intent.canceled")],
+)
+async def test_a_providers_retry_in_a_new_event_repeats_its_result_after_later_moves(
+    pool: asyncpg.Pool, provider: Provider, closing: str
+) -> None:
+    """The provider sends a notification again (its retry, or captured bytes replayed within
+    the tolerance) in a new CloudEvent: recognised by the provider's event id, it repeats its
+    first result and changes nothing, though the payment has moved on since."""
+    gateway = ProviderGateway(provider) if provider != "mock" else MOCK
+    await apply(pool, [requested("pay-1")], gateway)
+    ppid = await provider_id(pool, "pay-1")
+    if provider == "mock":
+        closed, paid = mock_event(closing, ppid), mock_event("payment.succeeded", ppid)
+    else:
+        closed, paid = stripe_event(closing, ppid), stripe_event("payment_intent.succeeded", ppid)
+    first = await apply(pool, [webhook(provider, closed), webhook(provider, paid)], gateway)
+    assert await status(pool, "pay-1") == "succeeded"  # a late success: the provider wins
+    retried = await apply(pool, [webhook(provider, closed, delivery="-retry")], gateway)
+    assert retried.messages == [first.messages[0]]
+    assert retried.outcomes == [("payment.webhook.received", "duplicate")]
+    assert not retried.webhook_refusals
+    assert not retried.transitions
     assert await status(pool, "pay-1") == "succeeded"
 
 

@@ -7,6 +7,8 @@ as aiokafka hands it over; that commands apply in the order given is the ledger'
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
@@ -41,3 +43,14 @@ def test_a_partition_keeps_its_order_whatever_its_timestamps() -> None:
     ordered = [(r.topic, r.offset) for r in in_timestamp_order(batch)]
     assert [o for t, o in ordered if t == one.topic] == [0, 1]
     assert ordered[0] == (other.topic, 0)  # 20 is before the head of the other partition (50)
+
+
+def test_a_record_carries_the_brokers_append_time_only_where_the_topic_keeps_it() -> None:
+    appended = ConsumerRecord(
+        "payment.webhook.received", 0, 5, 1_795_856_400_250, 1, b"p", b"v", None, 1, 1, []
+    )  # fmt: skip
+    [inbound] = in_timestamp_order({TopicPartition("payment.webhook.received", 0): [appended]})
+    assert inbound.appended_at == datetime(2026, 11, 28, 9, 0, 0, 250_000, tzinfo=UTC)
+    # CreateTime (0): the producer's choice, not the broker's time.
+    [produced] = in_timestamp_order({TopicPartition("course.completed", 0): [record("c", 1, 9)]})
+    assert produced.appended_at is None

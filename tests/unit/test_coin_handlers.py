@@ -66,9 +66,14 @@ def test_adjustment_is_signed_and_authorized_only_for_admins() -> None:
         "coins.adjustment.requested",
         authorized=True,
         event_source="t",
+        actor=("a-1", "admin"),
     )
     student_actor = {**data, "actor": {"id": "s", "role": "student"}}
-    assert command("coins.adjustment.requested", student_actor).authorized is False
+    refused = command("coins.adjustment.requested", student_actor)
+    assert (refused.authorized, refused.unauthorized_because) == (
+        False,
+        "actor role 'student' is not admin",
+    )
 
 
 def test_redemption_is_a_debit() -> None:

@@ -40,7 +40,8 @@ def webhook(provider: str, body: Any, *, signed: bool = True, subject: str = "pp
     raw = body if isinstance(body, str) else json.dumps(body)
     secret = SECRETS[provider] if signed else "forged"
     if provider == "razorpay":
-        headers = {"X-Razorpay-Signature": razorpay_signature(raw, secret)}
+        headers = {"X-Razorpay-Signature": razorpay_signature(raw, secret),
+                   "x-razorpay-event-id": "rzp-evt-1"}  # fmt: skip
     else:
         headers = {"Stripe-Signature": stripe_signature(raw, secret, T)}
     data = {"provider": provider, "headers": headers, "body": raw}
@@ -81,6 +82,8 @@ def test_a_refund_request_is_authorized_only_for_admins(role: str, authorized: b
         "payment.refund.requested",
         "stu-1",
         "tests",
+        actor_role=role,
+        unauthorized_because=None if authorized else "actor role 'support' is not admin",
     )
 
 
@@ -124,14 +127,16 @@ RAZORPAY_CAPTURED = {
 @pytest.mark.parametrize(
     ("provider", "body", "notification"),
     [
-        ("mock", MOCK, Notification("mp_1", "failed", 100, "INR", "declined")),
+        ("mock", MOCK, Notification("mp_1", "failed", 100, "INR", "declined", event_id="n1")),
         ("stripe", STRIPE_FAILED,
          Notification("pi_1", "attempt_failed", 100, "USD", "Your card was declined.",
-                      names="payment")),
+                      names="payment", event_id="evt_1")),
         ("stripe", STRIPE_CANCELED,
-         Notification("pi_1", "cancelled", 100, "USD", "abandoned", names="payment")),
+         Notification("pi_1", "cancelled", 100, "USD", "abandoned", names="payment",
+                      event_id="evt_2")),
         ("razorpay", RAZORPAY_CAPTURED,
-         Notification("pay_1", "succeeded", 100, "INR", captured_id="pay_1", names="payment")),
+         Notification("pay_1", "succeeded", 100, "INR", captured_id="pay_1", names="payment",
+                      event_id="rzp-evt-1")),
     ],
 )  # fmt: skip
 def test_each_providers_body_reports_a_status(

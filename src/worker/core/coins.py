@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal
 
 from worker.core.answers import Answers, EventKey, Outcome
+from worker.core.audit import AuditRecord
 from worker.core.messages import OutgoingMessage
 from worker.core.results import (
     CoinRejection,
@@ -46,6 +47,11 @@ class CoinCommand:
     exceeds_limit: bool = False
     # The event's CloudEvents `source`: with its id, what a redelivery is recognised by.
     event_source: str = ""
+    # Who asked, (id, role), for a privileged request (an adjustment): its audit record names
+    # them. None for the others.
+    actor: tuple[str, str] | None = None
+    # Why an unauthorized request is refused, for the log (never in the answer).
+    unauthorized_because: str | None = None
 
     @property
     def key(self) -> Key:
@@ -108,6 +114,8 @@ class CoinPlan:
     # Answers that no decision repeats (conflicts, `not_authorized`), kept by the event that got
     # them so that its redelivery repeats them byte for byte.
     answers: Answers = field(default_factory=dict)
+    # The honoured privileged requests (adjustments), for the audit trail.
+    audits: list[AuditRecord] = field(default_factory=list)
 
 
 def transaction_id(key: Key) -> str:
@@ -219,6 +227,22 @@ def _apply(plan: CoinPlan, command: CoinCommand, wallet: Wallet, now: datetime) 
     plan.decisions[command.key] = CoinDecision(command.requested_amount, "applied", message)
     plan.messages.append(message)
     plan.outcomes.append((command, "applied"))
+    if command.actor is not None:
+        actor_id, actor_role = command.actor
+        change = {"transaction_id": entry.transaction_id, "student_id": command.student_id,
+                  "amount": command.amount, "balance_after": after.balance}  # fmt: skip
+        plan.audits.append(
+            AuditRecord(
+                action=command.event_type,
+                subject=command.student_id,
+                reference_id=command.reference_id,
+                actor_id=actor_id,
+                actor_role=actor_role,
+                event_source=command.event_source,
+                event_id=command.source_event_id,
+                change=change,
+            )
+        )
 
 
 def _rejection(command: CoinCommand, reason: CoinRejection, balance: int) -> CoinsRejected:

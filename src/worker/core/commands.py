@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from worker.core.coins import CoinCommand
 from worker.core.envelope import BadInputError, decode, parse_data
 from worker.core.handlers import Command, Policies
@@ -11,13 +13,19 @@ from worker.core.registry import BY_TYPE
 
 
 def command_for(
-    kind: str, key: bytes | None, value: bytes | None, headers: Headers, policies: Policies
+    kind: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers,
+    policies: Policies,
+    appended_at: datetime | None = None,
 ) -> Command:
-    """The command a consumed record asks for; BadInputError if it is not a valid event."""
+    """The command a consumed record asks for; BadInputError if it is not a valid event.
+    `appended_at` is when the broker appended the record, where its topic records that."""
     registered = BY_TYPE.get(kind)
     if registered is None:
         raise BadInputError(f"no handler for event type {kind!r}")
-    envelope = decode(value, headers, kind)
+    envelope = decode(value, headers, kind).appended(appended_at)
     command = registered.handler(envelope, parse_data(envelope, registered.data), policies)
     _check_subject(envelope.subject, key, _named_by_data(command))
     return command

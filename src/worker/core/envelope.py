@@ -5,9 +5,10 @@ Anything that cannot be decoded is `BadInput`: the pipeline dead-letters it whol
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from worker.core import jsontext
 from worker.core.messages import Headers
@@ -32,6 +33,21 @@ class Envelope(BaseModel):
     time: AwareDatetime
     datacontenttype: Literal["application/json"]
     data: Any
+    # When the broker appended the record, if its topic records that (LogAppendTime); never
+    # read from the event itself, which its producer writes.
+    _appended_at: datetime | None = PrivateAttr(default=None)
+
+    def appended(self, at: datetime | None) -> Envelope:
+        """This event as received in a record the broker appended `at` (None: not known)."""
+        copy = self.model_copy()
+        copy._appended_at = at
+        return copy
+
+    @property
+    def received_at(self) -> datetime:
+        """When the event reached the broker: the broker's append time where the topic records
+        it, which no producer can set; else the event's `time`, which its producer wrote."""
+        return self._appended_at or self.time
 
 
 _BINARY_PREFIX = "ce_"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from worker.core.types import Amount, Currency, Id, PositiveAmount, Provider, Text, Utf8
+from worker.core.types import Amount, Assertion, Currency, Id, PositiveAmount, Provider, Text, Utf8
 
 
 class InboundData(BaseModel):
@@ -18,6 +18,11 @@ class InboundData(BaseModel):
 class Actor(InboundData):
     id: Id
     role: Text
+    assertion: Assertion | None = Field(
+        default=None,
+        description="A JWS (ES256 or EdDSA) proving the request, required when the worker has "
+        "ADMIN_ASSERTION_PUBLIC_KEYS (CONTRACT section 8; docs/security.md).",
+    )
 
 
 class CourseCompleted(InboundData):

@@ -6,11 +6,14 @@ A handler receives the envelope, its `data` already parsed into the model the re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from worker.core.assertions import AdminAssertions
 from worker.core.coins import CoinCommand
 from worker.core.envelope import Envelope
 from worker.core.events import (
+    Actor,
     CoinsAdjustmentRequested,
     CoinsRedemptionRequested,
     CourseCompleted,
@@ -45,10 +48,24 @@ class Rewards:
 
 @dataclass(frozen=True)
 class Policies:
-    """What handlers need from configuration: the coin rewards and the webhook secrets."""
+    """What handlers need from configuration: the coin rewards, the webhook secrets and the
+    keys admin assertions are checked with (None: the role alone is checked)."""
 
     rewards: Rewards
     webhooks: WebhookVerifier
+    assertions: AdminAssertions | None = None
+
+
+def _refused_privilege(
+    event: Envelope, actor: Actor, bound: Mapping[str, object], policies: Policies
+) -> str | None:
+    """None when `actor` may ask for this privileged request; otherwise why not. Only `admin`
+    is honoured; with assertion keys set, only with an assertion binding the request."""
+    if actor.role != "admin":
+        return f"actor role {actor.role!r} is not admin"
+    if policies.assertions is None:
+        return None
+    return policies.assertions.refusal(actor.assertion, actor.id, bound, event.received_at)
 
 
 # ---------------------------------------------------------------------------- coins
@@ -87,6 +104,9 @@ def reward_referral(event: Envelope, data: ReferralSucceeded, policies: Policies
 def adjust_coins(
     event: Envelope, data: CoinsAdjustmentRequested, policies: Policies
 ) -> CoinCommand:
+    bound = {"adjustment_id": data.adjustment_id, "student_id": data.student_id,
+             "amount": data.amount}  # fmt: skip
+    refused = _refused_privilege(event, data.actor, bound, policies)
     return CoinCommand(
         student_id=data.student_id,
         ledger_type="manual_adjustment",
@@ -95,9 +115,11 @@ def adjust_coins(
         requested_amount=data.amount,
         source_event_id=event.id,
         event_type=event.type,
-        authorized=data.actor.role == "admin",
+        authorized=refused is None,
         exceeds_limit=abs(data.amount) > policies.rewards.max_amount,
         event_source=event.source,
+        actor=(data.actor.id, data.actor.role),
+        unauthorized_because=refused,
     )
 
 
@@ -140,13 +162,15 @@ def receive_webhook(
 ) -> PaymentCommand:
     """Check the signature before anything else; only then read what the body reports."""
     try:
-        policies.webhooks.verify(data.provider, data.headers, data.body, received_at=event.time)
+        policies.webhooks.verify(
+            data.provider, data.headers, data.body, received_at=event.received_at
+        )
     except SignatureError as refused:
         return RefuseWebhook(
             data.provider, refused.reason, str(refused), event.id, event.type, event.subject,
             event.source,
         )  # fmt: skip
-    notification = parse_notification(data.provider, data.body)
+    notification = parse_notification(data.provider, data.body, data.headers)
     if notification is None:
         return IgnoreWebhook(data.provider, event.id, event.type)
     return ReportStatus(
@@ -154,13 +178,19 @@ def receive_webhook(
     )
 
 
-def refund_payment(event: Envelope, data: PaymentRefundRequested, _: Policies) -> PaymentCommand:
+def refund_payment(
+    event: Envelope, data: PaymentRefundRequested, policies: Policies
+) -> PaymentCommand:
+    bound = {"refund_id": data.refund_id, "payment_id": data.payment_id}
+    refused = _refused_privilege(event, data.actor, bound, policies)
     return RefundPayment(
         refund_id=data.refund_id,
         payment_id=data.payment_id,
         reason=data.reason,
         actor_id=data.actor.id,
-        authorized=data.actor.role == "admin",
+        actor_role=data.actor.role,
+        authorized=refused is None,
+        unauthorized_because=refused,
         source_event_id=event.id,
         event_type=event.type,
         subject=event.subject,

@@ -17,6 +17,7 @@ from typing import Literal
 
 from worker.core import money
 from worker.core.answers import Answers, EventKey, Outcome
+from worker.core.audit import AuditRecord
 from worker.core.gateway import (
     InstantGateway,
     RefundReceipt,
@@ -184,6 +185,9 @@ class RefundPayment:
     event_type: str
     subject: str
     event_source: str
+    actor_role: str = ""
+    # Why an unauthorized refund is refused, for the log (never in the answer).
+    unauthorized_because: str | None = None
 
 
 PaymentCommand = OpenPayment | ReportStatus | RefuseWebhook | IgnoreWebhook | RefundPayment
@@ -205,6 +209,8 @@ class Transition:
     to_status: Status
     result: OutgoingMessage
     source_event_id: str | None
+    # The provider's own id of the webhook that caused it, if one did and it has one.
+    provider_event_id: str | None = None
 
 
 RefundOutcome = Literal["pending", "applied", "rejected"]
@@ -258,6 +264,9 @@ class Known:
     webhooks: Mapping[tuple[str, str], OutgoingMessage] = field(default_factory=dict)
     # Every other answer, by the event that got it (see `worker.core.answers`).
     answered: Mapping[EventKey, OutgoingMessage] = field(default_factory=dict)
+    # The result each applied webhook got, by (provider, the provider's event id): a provider's
+    # retry, in a new CloudEvent, repeats it and changes nothing (CONTRACT section 8).
+    provider_events: Mapping[tuple[Provider, str], OutgoingMessage] = field(default_factory=dict)
 
 
 @dataclass
@@ -281,6 +290,8 @@ class PaymentPlan:
     # Commands found to be bad input only once the database was read: dead-lettered, not
     # answered (see `_Book.refund`).
     bad_input: list[tuple[PaymentCommand, str]] = field(default_factory=list)
+    # The honoured privileged requests (refunds accepted), for the audit trail.
+    audits: list[AuditRecord] = field(default_factory=list)
 
 
 def decide_payments(
@@ -388,6 +399,9 @@ class _Book:
         self.refunding = set(known.refunding)
         self.results: dict[tuple[str, Status], OutgoingMessage] = dict(known.results)
         self.webhooks: dict[tuple[str, str], OutgoingMessage] = dict(known.webhooks)
+        self.provider_events: dict[tuple[Provider, str], OutgoingMessage] = dict(
+            known.provider_events
+        )
 
     def answered(self, command: AnsweredCommand) -> OutgoingMessage | None:
         """The first answer of a redelivered event, when no decision repeats it by itself."""
@@ -468,6 +482,12 @@ class _Book:
 
     def report(self, command: ReportStatus) -> Outcome:
         notification = command.notification
+        provider_event = (command.provider, notification.event_id or "")
+        if notification.event_id is not None and provider_event in self.provider_events:
+            # The provider sent this notification again (its retry, or a replay of captured
+            # bytes in a new CloudEvent): the first result, and nothing changes.
+            self.plan.messages.append(self.provider_events[provider_event])
+            return "duplicate"
         payment = self.find(command.provider, notification)
         if payment is None:
             self.reject_webhook(command, "unknown_payment", None, command.subject)
@@ -502,8 +522,12 @@ class _Book:
         reason = None if target == "succeeded" else notification.reason or _DEFAULT_REASONS[target]
         if notification.captured_id is not None:
             payment = replace(payment, captured_id=notification.captured_id)
-        transition = self.move(payment, target, reason, command.source_event_id)
+        transition = self.move(
+            payment, target, reason, command.source_event_id, notification.event_id
+        )
         self.webhooks[(command.source_event_id, payment.payment_id)] = transition.result
+        if notification.event_id is not None:
+            self.provider_events[provider_event] = transition.result
         if is_late_success(payment.status, target):
             self.plan.late_successes.append(transition)
         return "applied"
@@ -571,12 +595,14 @@ class _Book:
             instant.refund_now(refund_request(payment, command.refund_id, command.reason))
             transition = self.move(payment, "refunded", command.reason, command.source_event_id)
             self._decide_refund(command, "applied", transition.result)
+            self._audit(command, payment, "refunded")
             return "applied"
         else:
             # Pending until the provider answers (`settle_refund`): recorded before it is asked.
             self.refunding.add(payment.payment_id)
             self.plan.calls.append(GatewayCall("refund", command.refund_id, payment.payment_id))
             self._decide_refund(command, "pending", None)
+            self._audit(command, payment, "requested from the provider")
             return "applied"
         # A refusal is remembered like an effect: a replay of the refund id repeats it.
         event_id = derived_id("payment.rejected", "refund", command.refund_id)
@@ -603,23 +629,33 @@ class _Book:
         self.plan.webhook_refusals.append((command.provider, reason))
 
     def move(
-        self, payment: Payment, target: Status, reason: str | None, source_event_id: str | None
+        self,
+        payment: Payment,
+        target: Status,
+        reason: str | None,
+        source_event_id: str | None,
+        provider_event_id: str | None = None,
     ) -> Transition:
         moved = replace(payment, status=target, status_reason=reason)
         if moved.payment_id in self.plan.created:
             self.plan.created[moved.payment_id] = moved
         else:
             self.plan.changed[moved.payment_id] = moved
-        return self.record(payment.status, moved, source_event_id)
+        return self.record(payment.status, moved, source_event_id, provider_event_id)
 
     def record(
-        self, from_status: Status | None, payment: Payment, source_event_id: str | None
+        self,
+        from_status: Status | None,
+        payment: Payment,
+        source_event_id: str | None,
+        provider_event_id: str | None = None,
     ) -> Transition:
         self.current[payment.payment_id] = payment
         message = status_message(payment, self.now)
         transition = Transition(
-            payment.payment_id, from_status, payment.status, message, source_event_id
-        )
+            payment.payment_id, from_status, payment.status, message, source_event_id,
+            provider_event_id,
+        )  # fmt: skip
         self.results[(payment.payment_id, payment.status)] = message
         self.plan.transitions.append(transition)
         self.plan.messages.append(message)
@@ -662,6 +698,23 @@ class _Book:
         message = result_message("payment.rejected", event_id, subject, data, self.now)
         self.plan.messages.append(message)
         return message
+
+    def _audit(self, command: RefundPayment, payment: Payment, refund: str) -> None:
+        change = {"payment_id": payment.payment_id, "student_id": payment.student_id,
+                  "amount": payment.amount, "currency": payment.currency,
+                  "provider": payment.provider, "refund": refund}  # fmt: skip
+        self.plan.audits.append(
+            AuditRecord(
+                action=command.event_type,
+                subject=payment.payment_id,
+                reference_id=command.refund_id,
+                actor_id=command.actor_id,
+                actor_role=command.actor_role,
+                event_source=command.event_source,
+                event_id=command.source_event_id,
+                change=change,
+            )
+        )
 
     def _decide_refund(
         self, command: RefundPayment, outcome: RefundOutcome, result: OutgoingMessage | None

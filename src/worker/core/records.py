@@ -27,6 +27,9 @@ class InboundRecord:
     key: bytes | None
     value: bytes | None
     headers: Headers
+    # When the broker appended it, for a topic with message.timestamp.type=LogAppendTime; None
+    # when the timestamp is the producer's (CreateTime), which any producer can set.
+    appended_at: datetime | None = None
 
     @property
     def coordinates(self) -> dict[str, object]:

@@ -53,8 +53,9 @@ class WebhookVerifier:
     ) -> None:
         """Return if the signature holds; raise SignatureError saying why not otherwise.
 
-        `received_at` is when the ingress received the webhook (the event's `time`), so a
-        redelivered event gets the same verdict however late the worker reads it.
+        `received_at` is when the webhook reached the broker (the record's append time, or
+        the event's `time` where the topic does not record it), so a redelivered event gets the
+        same verdict however late the worker reads it.
         """
         secrets = self._secrets(provider)
         if not secrets:

@@ -7,7 +7,8 @@ event type the worker does not act on (Stripe sends many) is `None`: acknowledge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
@@ -37,6 +38,9 @@ class Notification:
     # What `provider_payment_id` names: the session (mock, Checkout Session, Payment Link) or
     # the payment attempt's money (PaymentIntent, Razorpay payment).
     names: Literal["session", "payment"] = "session"
+    # The provider's own id of this notification (Stripe `evt_...`, Razorpay's
+    # `X-Razorpay-Event-Id` header, the mock body's `id`): a provider's retry repeats it.
+    event_id: str | None = None
 
 
 class _Body(BaseModel):
@@ -184,21 +188,41 @@ _RAZORPAY_LINK_STATUS: dict[str, ReportedStatus] = {
 }
 
 
-def parse_notification(provider: Provider, body: str) -> Notification | None:
-    """What the (already verified) `body` reports; None for an event type not acted on."""
+RAZORPAY_EVENT_ID_HEADER = "X-Razorpay-Event-Id"
+
+
+def parse_notification(
+    provider: Provider, body: str, headers: Mapping[str, str] | None = None
+) -> Notification | None:
+    """What the (already verified) `body` reports; None for an event type not acted on.
+    `headers` are the provider's HTTP headers (Razorpay sends its event id in one)."""
     document = _json(body)
     try:
         if provider == "mock":
             return _mock(document)
         if provider == "stripe":
             return _stripe(document)
-        return _razorpay(document)
+        notification = _razorpay(document)
+        event_id = _razorpay_event_id(headers or {})
+        return notification and replace(notification, event_id=event_id)
     except ValidationError as exc:
         details = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
             for e in exc.errors(include_url=False, include_input=False)
         )
         raise BadInputError(f"{provider} webhook body: {details}") from None
+
+
+def _razorpay_event_id(headers: Mapping[str, str]) -> str | None:
+    """The `X-Razorpay-Event-Id` header's value, when it is one usable id (else None: such a
+    webhook is simply not recognised by its event id)."""
+    name = RAZORPAY_EVENT_ID_HEADER.lower()
+    values = {value.strip() for key, value in headers.items() if key.lower() == name}
+    if len(values) != 1:
+        return None
+    value = values.pop()
+    usable = 0 < len(value) <= 128 and value.isprintable()
+    return value if usable else None
 
 
 def _json(body: str) -> Any:
@@ -216,6 +240,7 @@ def _mock(document: Any) -> Notification:
         amount=event.data.amount,
         currency=event.data.currency,
         reason=event.data.reason,
+        event_id=event.id,
     )
 
 
@@ -236,6 +261,7 @@ def _stripe(document: Any) -> Notification | None:
             currency=session.currency,
             payment_id=_payment_id((session.metadata or _StripeMetadata()).payment_id),
             captured_id=session.payment_intent if status == "succeeded" else None,
+            event_id=event.id,
         )
     status = _STRIPE_INTENT_STATUS.get(event.type)
     if status is None:
@@ -258,6 +284,7 @@ def _stripe(document: Any) -> Notification | None:
         payment_id=_payment_id((intent.metadata or _StripeMetadata()).payment_id),
         captured_id=intent.id if status == "succeeded" else None,
         names="payment",
+        event_id=event.id,
     )
 
 

@@ -24,6 +24,7 @@ from worker.core.payments import (
     event_of,
     expire_payments,
 )
+from worker.core.types import Provider
 from worker.db import outbox
 from worker.db.answers import known_answers, record_answers
 from worker.db.queries import sql, unnest_arrays
@@ -56,6 +57,11 @@ async def apply_payment_commands(
     payments = await lock_payments(conn, payment_ids, references)
     refund_ids = [c.refund_id for c in commands if isinstance(c, RefundPayment)]
     webhook_events = [c.source_event_id for c in commands if isinstance(c, ReportStatus)]
+    provider_events = {
+        (c.provider, c.notification.event_id)
+        for c in commands
+        if isinstance(c, ReportStatus) and c.notification.event_id is not None
+    }
     known = Known(
         payments=payments,
         results=await _known_results(conn, list(payments)),
@@ -64,6 +70,7 @@ async def apply_payment_commands(
             conn, [c.payment_id for c in commands if isinstance(c, RefundPayment)]
         ),
         webhooks=await _known_webhooks(conn, webhook_events),
+        provider_events=await _known_provider_events(conn, provider_events),
         answered=await known_answers(
             conn, {event_of(c) for c in commands if not isinstance(c, IgnoreWebhook)}
         ),
@@ -189,6 +196,17 @@ async def _known_webhooks(
         return {}
     rows = await conn.fetch(sql("payment_transitions_by_event"), event_ids)
     return {(row["source_event_id"], row["payment_id"]): stored_message(row) for row in rows}
+
+
+async def _known_provider_events(
+    conn: Connection, events: set[tuple[Provider, str]]
+) -> dict[tuple[Provider, str], OutgoingMessage]:
+    if not events:
+        return {}
+    ids = sorted({event_id for _, event_id in events})
+    rows = await conn.fetch(sql("payment_transitions_by_provider_event"), ids)
+    found = {(row["provider"], row["provider_event_id"]): stored_message(row) for row in rows}
+    return {event: message for event, message in found.items() if event in events}
 
 
 async def known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, RefundDecision]:

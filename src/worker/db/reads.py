@@ -30,3 +30,7 @@ async def student_payments(
 
 async def payment(conn: Connection, payment_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(sql("read_payment"), payment_id)
+
+
+async def audit(conn: Connection, before: int | None, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(sql("read_audit"), before, limit)

@@ -94,10 +94,14 @@ async def start_with_retry(client: Any, what: str) -> None:
     log.info("kafka client started", extra={"action": "kafka_start", "client": what})
 
 
-# Topic settings the worker sets when it creates a topic. Webhooks carry the broker's append
-# time, which their producer cannot set back (CONTRACT section 8, issue 15).
+# Topic settings the worker sets when it creates a topic. Webhooks and privileged requests
+# carry the broker's append time, which their producer cannot set back: a webhook signature's
+# age and an admin assertion's expiry are judged by it (CONTRACT section 8; docs/security.md).
+_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
-    "payment.webhook.received": {"message.timestamp.type": "LogAppendTime"},
+    "payment.webhook.received": _APPEND_TIME,
+    "coins.adjustment.requested": _APPEND_TIME,
+    "payment.refund.requested": _APPEND_TIME,
 }
 
 

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
@@ -68,7 +69,20 @@ def to_inbound(record: ConsumerRecord[bytes, bytes]) -> InboundRecord:
         key=record.key,
         value=record.value,
         headers=tuple(record.headers),
+        appended_at=appended_at(record),
     )
+
+
+# The record timestamp type of a topic with message.timestamp.type=LogAppendTime.
+LOG_APPEND_TIME = 1
+
+
+def appended_at(record: ConsumerRecord[bytes, bytes]) -> datetime | None:
+    """When the broker appended `record`, if its topic records that; None for a producer's
+    timestamp (CreateTime), which says only what its producer chose."""
+    if record.timestamp_type != LOG_APPEND_TIME or record.timestamp < 0:
+        return None
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
 def in_timestamp_order(

@@ -8,6 +8,7 @@ with a statement timeout, so they never hold up the consumer's connections.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import AsyncIterator, Sequence
@@ -97,6 +98,27 @@ class PaymentView(Model):
     expires_at: datetime
     created_at: datetime
     updated_at: datetime
+
+
+class ActorView(Model):
+    id: str
+    role: str
+
+
+class AuditView(Model):
+    recorded_at: datetime
+    action: str = Field(description="the request's event type, e.g. coins.adjustment.requested")
+    subject: str = Field(description="whom it is about: the student, or the refunded payment")
+    reference_id: str = Field(description="the request's id: adjustment_id or refund_id")
+    actor: ActorView
+    event_source: str = Field(description="the CloudEvents `source` of the request")
+    event_id: str = Field(description="the CloudEvents `id` of the request")
+    change: dict[str, Any] = Field(description="what it changed")
+
+
+class AuditPage(Model):
+    items: list[AuditView]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
 
 
 class TransactionPage(Model):
@@ -201,7 +223,7 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     what = {
         400: "a parameter or cursor is not valid",
         401: "no token, or a bad or expired one",
-        403: "a student asking for another student's data",
+        403: "a student asking for another student's data, or a non-admin for admin data",
         404: "no such payment (or not the caller's)",
         429: "too many requests from this token's subject; retry after `Retry-After` seconds",
         503: "the database cannot answer now; try again",
@@ -301,3 +323,36 @@ async def get_payment(payment_id: PaymentId, caller: CallerDep, api: ApiDep) -> 
     if row is None or not caller.may_read(row["student_id"]):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such payment")
     return _payment(row)
+
+
+@router.get(
+    "/admin/audit",
+    response_model=AuditPage,
+    responses=_responses(400, 401, 403, 429, 503),
+)
+async def list_audit(
+    caller: CallerDep, api: ApiDep, limit: Limit = 20, cursor: Cursor = None
+) -> AuditPage:
+    """The audit trail of honoured privileged requests (adjustments, refunds), newest first;
+    `admin` role only."""
+    if caller.role != "admin":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the audit trail is for admins only")
+    scope = "audit"
+    before = _position(api, cursor, scope)
+    async with api.connection() as conn:
+        rows = await reads.audit(conn, before, limit + 1)
+    page, next_cursor = _page(api, rows, limit, scope)
+    items = [
+        AuditView(
+            recorded_at=row["recorded_at"],
+            action=row["action"],
+            subject=row["subject"],
+            reference_id=row["reference_id"],
+            actor=ActorView(id=row["actor_id"], role=row["actor_role"]),
+            event_source=row["event_source"],
+            event_id=row["event_id"],
+            change=json.loads(row["change"]),
+        )
+        for row in page
+    ]
+    return AuditPage(items=items, next_cursor=next_cursor)
