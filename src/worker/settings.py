@@ -126,6 +126,7 @@ class Settings(BaseSettings):
         "kafka_ssl_cafile",
         "kafka_ssl_certfile",
         "kafka_ssl_keyfile",
+        "admin_assertion_public_keys",
         mode="before",
     )
     @classmethod

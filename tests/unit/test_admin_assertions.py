@@ -237,3 +237,9 @@ def test_the_setting_reads_jwks_and_pem_files_and_names_itself_when_one_is_bad(
         assert message.startswith("config error: ADMIN_ASSERTION_PUBLIC_KEYS: ")
         assert says in message
         assert "\n" not in message
+
+
+def test_an_empty_setting_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As docker-compose passes `${ADMIN_ASSERTION_PUBLIC_KEYS:-}`."""
+    monkeypatch.setenv("ADMIN_ASSERTION_PUBLIC_KEYS", "")
+    assert load_settings(env_file=None).admin_assertion_public_keys is None
