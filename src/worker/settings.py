@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
@@ -258,7 +259,8 @@ def _check_tls_files(settings: Settings) -> None:
             ) from None
 
 
-def read_assertion_keys(files: str) -> list[AssertionKey]:
+@cache  # read once: checked at start, then used by the composition root
+def read_assertion_keys(files: str) -> tuple[AssertionKey, ...]:
     """The public keys in ADMIN_ASSERTION_PUBLIC_KEYS's files; ValueError saying which file
     (and key) is unusable."""
     keys = []
@@ -271,7 +273,7 @@ def read_assertion_keys(files: str) -> list[AssertionKey]:
             keys.extend(load_keys(text, repr(name)))
         except KeyFileError as exc:
             raise ValueError(str(exc)) from None
-    return keys
+    return tuple(keys)
 
 
 class ConfigError(Exception):

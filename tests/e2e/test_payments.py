@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from tests.conftest import Stack
 from tests.e2e.conftest import WEBHOOK_SECRET, RunningWorker, StartWorker
 from tests.events import (
     STRUCTURED,
@@ -19,9 +21,11 @@ from tests.events import (
     send,
     structured,
 )
-from tests.kafka import read_all
+from tests.kafka import keep_producer_time, read_all
 from tests.support import eventually
+from tests.worker_process import running_worker, worker_env
 from worker.core.signatures import stripe_signature
+from worker.messaging.clients import TOPIC_CONFIGS
 
 WEBHOOK = "payment.webhook.received"
 
@@ -261,3 +265,23 @@ async def test_a_webhooks_age_is_judged_by_the_brokers_append_time(
     await notify(w, producer, ppid, "succeeded")
     await results_for(w, "payment.confirmed", 1, "p-time")
     assert (await payment_row(w, "p-time"))["status"] == "succeeded"
+
+
+async def test_a_worker_warns_of_an_existing_webhook_topic_keeping_the_producers_time(
+    stack: Stack, empty_db: str, tmp_path: Path
+) -> None:
+    """It never changes an existing topic, but says at start what that one lacks."""
+    env = worker_env(empty_db, stack.kafka_bootstrap, PAYMENT_WEBHOOK_SECRET_MOCK=WEBHOOK_SECRET)
+    await keep_producer_time(stack.kafka_bootstrap, env)
+    async with running_worker(env, tmp_path) as worker:
+        await worker.wait_ready()
+        warnings = [
+            json.loads(line)
+            for line in worker.log_path.read_text().splitlines()
+            if '"check_topics"' in line
+        ]
+        assert await worker.stop() == 0
+    assert {(w["level"], w["topic"]) for w in warnings} == {
+        ("WARNING", env["KAFKA_TOPIC_PREFIX"] + topic) for topic in TOPIC_CONFIGS
+    }
+    assert all("message.timestamp.type=CreateTime" in w["message"] for w in warnings)

@@ -135,7 +135,7 @@ def mock_event(kind: str, ppid: str, amount: int = 49900, currency: str = "INR")
 
 def stripe_event(kind: str, intent: str, amount: int = 49900) -> dict[str, Any]:
     return {
-        "id": f"evt_{kind}_{intent}_{amount}", "object": "event", "type": kind,
+        "id": f"evt_{kind}", "object": "event", "type": kind,
         "data": {"object": {"id": intent, "object": "payment_intent", "amount": amount,
                             "amount_received": amount, "status": "succeeded",
                             "currency": "inr"}},

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from worker.core.assertions import AdminAssertions, KeyFileError, load_keys
-from worker.core.coins import CoinCommand
+from worker.core.coins import CoinCommand, Wallet, decide_coins
 from worker.core.commands import command_for
 from worker.core.handlers import Policies, Rewards
 from worker.core.payments import RefundPayment
@@ -90,6 +90,9 @@ def test_expiry_is_judged_at_the_brokers_time_with_a_small_leeway() -> None:
     assert refusal(sign(), AT) is None
     assert "no numeric exp" in refusal(sign(exp=None))
     assert "no numeric exp" in refusal(sign(exp=True))
+    # Python's JSON reader takes NaN and Infinity: a NaN exp would never expire.
+    assert "no numeric exp" in refusal(sign(exp=float("nan")))
+    assert "no numeric exp" in refusal(sign(exp=float("inf")))
     assert "not valid yet" in refusal(sign(nbf=int(AT.timestamp()) + 60))
 
 
@@ -133,6 +136,7 @@ def test_a_jwks_keys_kid_picks_the_key() -> None:
         (json.dumps({"keys": [{**jwk(EC_KEY, "k"), "d": "secret"}]}), "is a private key"),
         (json.dumps({"kty": "RSA", "n": "AQAB", "e": "AQAB"}), "neither an EC P-256"),
         (json.dumps({**jwk(EC_KEY, "k"), "alg": "ES384"}), "neither an EC P-256"),
+        (json.dumps({**jwk(EC_KEY, "k"), "kid": 7}), "kid must be a string"),
     ],
 )
 def test_an_unusable_key_file_says_why(text: str, says: str) -> None:
@@ -165,7 +169,7 @@ def request(kind: str, data: dict[str, Any], at: str = "2026-11-28T09:00:00Z") -
     }).encode()  # fmt: skip
 
 
-def adjustment(assertion: str | None, role: str = "admin") -> dict[str, Any]:
+def adjustment(assertion: object, role: str = "admin") -> dict[str, Any]:
     actor = {"id": "staff-1", "role": role, "assertion": assertion}
     return {**BOUND, "reason": "goodwill", "actor": actor}
 
@@ -180,7 +184,10 @@ def adjust(data: dict[str, Any], appended_at: datetime | None = None, **kw: str)
 def test_with_keys_an_adjustment_needs_the_admin_role_and_an_assertion() -> None:
     assert adjust(adjustment(sign())).authorized
     unproven = adjust(adjustment(None))
-    assert (unproven.authorized, unproven.unauthorized_because) == (False, "no actor.assertion")
+    assert not unproven.authorized
+    assert unproven.unauthorized_because == "no actor.assertion (a compact JWS string)"
+    for odd in (5, ["x"], {"jws": "x"}, "x" * 20_000):  # not bad input: simply no proof
+        assert not adjust(adjustment(odd)).authorized  # type: ignore[arg-type]
     assert not adjust(adjustment(sign(), role="student")).authorized
     assert not adjust(adjustment(sign(amount=-1))).authorized
 
@@ -243,3 +250,26 @@ def test_an_empty_setting_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     """As docker-compose passes `${ADMIN_ASSERTION_PUBLIC_KEYS:-}`."""
     monkeypatch.setenv("ADMIN_ASSERTION_PUBLIC_KEYS", "")
     assert load_settings(env_file=None).admin_assertion_public_keys is None
+
+
+def test_without_keys_an_assertion_of_any_shape_is_ignored() -> None:
+    unguarded = Policies(Rewards(100, 50, 1_000_000), WebhookVerifier({}))
+    kind = "coins.adjustment.requested"
+    for odd in (None, 5, ["x"], "x" * 20_000):
+        data = request(kind, adjustment(odd))
+        command = command_for(kind, b"stu-1", data, (), unguarded)
+        assert command.authorized  # type: ignore[union-attr]
+
+
+def test_a_proven_adjustment_delivered_again_after_its_assertion_expired_keeps_its_answer() -> None:
+    """A new record of the same event (re-sent, replayed from the dead letters) is judged by
+    its new append time, after the expiry: its first answer stands, byte for byte."""
+    first_record = adjust(adjustment(sign()))
+    plan = decide_coins([first_record], {}, {"stu-1": Wallet(1000, 1000, 0)}, AT)
+    assert [outcome for _, outcome in plan.outcomes] == ["applied"]
+    later_record = adjust(adjustment(sign()), appended_at=AT + timedelta(hours=1))
+    assert not later_record.authorized
+    again = decide_coins([later_record], plan.decisions, plan.wallets, AT, plan.answers)
+    assert again.messages == plan.messages
+    assert [outcome for _, outcome in again.outcomes] == ["duplicate"]
+    assert not again.entries

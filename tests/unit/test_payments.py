@@ -107,6 +107,7 @@ def report(
         kw.pop("reason", None),
         payment_id=kw.pop("payment_id", None),
         captured_id=kw.pop("captured_id", None),
+        event_id=kw.pop("provider_event", None),
     )
     return ReportStatus(
         kw.pop("provider", "mock"),
@@ -143,9 +144,15 @@ def known_after(plan: PaymentPlan, known: Known | None = None) -> Known:
     results = {**known.results, **{(t.payment_id, t.to_status): t.result for t in plan.transitions}}
     refunds = {**known.refunds, **plan.refunds, **plan.refunds_settled}
     refunding = frozenset(r.payment_id for r in refunds.values() if r.outcome == "pending")
+    moved_by_provider_events = {
+        (payments[t.payment_id].provider, t.provider_event_id, t.payment_id): t.result
+        for t in plan.transitions
+        if t.provider_event_id is not None
+    }
     return Known(
-        payments, results, refunds, refunding, known.webhooks, {**known.answered, **plan.answers}
-    )
+        payments, results, refunds, refunding, known.webhooks, {**known.answered, **plan.answers},
+        {**moved_by_provider_events, **known.provider_events},
+    )  # fmt: skip
 
 
 def opened(pid: str = "pay-1") -> Known:
@@ -638,3 +645,51 @@ def test_an_instant_providers_refund_is_applied_in_the_batch() -> None:
     assert plan.changed["pay-1"].status == "refunded"
     assert plan.refunds["rf-1"].outcome == "applied"
     assert body(plan)["type"] == "payment.refunded"
+
+
+def test_a_redelivered_webhook_refused_as_stale_now_keeps_the_move_it_first_made() -> None:
+    """The same CloudEvent in a new record (re-sent by the ingress, replayed from the dead
+    letters) is judged by its new append time, too late: its first answer still stands."""
+    first = run(report("succeeded", event="evt-ok"))
+    late = RefuseWebhook(
+        "mock", "stale_signature", "too old", "evt-ok", "payment.webhook.received",
+        "mock_pay-1", "tests",
+    )  # fmt: skip
+    again = decide(late, known=known_after_webhooks(first, opened()))
+    assert again.messages == first.messages
+    assert again.outcomes == [("payment.webhook.received", "duplicate")]
+    assert not again.webhook_refusals
+
+
+def test_a_redelivered_refund_judged_unauthorized_now_keeps_its_first_answer() -> None:
+    """Its assertion expired before the new record of the event was appended, say."""
+    known = paid()
+    first = decide(refund(), known=known)
+    assert first.refunds["rf-1"].outcome == "pending"
+    later = known_after(first, known)
+    again = decide(refund(admin=False), known=later)  # the same event id, evt-rf-1
+    assert again.owed == {("refund", "rf-1"): 1}  # the pending refund's answer, when it comes
+    assert not again.messages
+    other = replace(refund(admin=False), source_event_id="evt-other")
+    assert body(decide(other, known=later))["data"]["reason"] == "not_authorized"
+
+
+def test_a_providers_event_id_repeats_only_for_the_payment_it_moved() -> None:
+    known = opened("pay-1")
+    known = known_after(decide(open_payment("pay-2"), known=known), known)
+    known = known_after(settle_session(known.payments["pay-2"], session("pay-2"), NOW), known)
+    # Two notifications that share an event id (a forger's, or a careless mock's): each
+    # payment is judged on its own.
+    first = decide(
+        report("succeeded", event="e1", provider_event="n1"),
+        report("succeeded", "mock_pay-2", event="e2", provider_event="n1"),
+        known=known,
+    )
+    assert {p.status for p in first.changed.values()} == {"succeeded"}
+    assert len(first.transitions) == 2
+    # The first notification again, in a new event: its first result, nothing moves.
+    again = decide(
+        report("cancelled", event="e3", provider_event="n1"), known=known_after(first, known)
+    )
+    assert again.messages == [first.messages[0]]
+    assert not again.changed

@@ -21,11 +21,12 @@ secret.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -59,26 +60,24 @@ class AdminAssertions:
     leeway_seconds: float = DEFAULT_LEEWAY_SECONDS
 
     def refusal(
-        self, assertion: str | None, actor_id: str, bound: Mapping[str, object], at: datetime
+        self, assertion: object, actor_id: str, bound: Mapping[str, object], at: datetime
     ) -> str | None:
         """None when `assertion` proves the request; otherwise why not (for the log).
 
         `bound` holds the claims that must repeat the request (name: value), `at` is when the
         request reached the broker."""
-        if not assertion:
-            return "no actor.assertion"
+        if not isinstance(assertion, str) or not assertion:
+            return "no actor.assertion (a compact JWS string)"
         claims = self._verified_claims(assertion)
         if isinstance(claims, str):
             return claims
         exp, nbf = claims.get("exp"), claims.get("nbf")
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
+        if not _finite_number(exp):
             return "the assertion has no numeric exp"
         if at.timestamp() > exp + self.leeway_seconds:
             return f"the assertion expired at {exp} (the request reached the broker later)"
         if nbf is not None and (
-            not isinstance(nbf, int | float)
-            or isinstance(nbf, bool)
-            or at.timestamp() < nbf - self.leeway_seconds
+            not _finite_number(nbf) or at.timestamp() < nbf - self.leeway_seconds
         ):
             return "the assertion is not valid yet (nbf)"
         for name, expected in {"sub": actor_id, **bound}.items():
@@ -121,6 +120,12 @@ _OPTIONS: Options = {
 }
 
 
+def _finite_number(value: object) -> TypeGuard[float]:
+    """A JSON number that compares with a time: not a boolean, NaN or an infinity (Python's
+    JSON reader accepts `NaN` and `Infinity`, and a NaN `exp` would never expire)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _same(found: object, expected: object) -> bool:
     """Equal and of the same JSON type: `true` is not 1, `"5"` is not 5."""
     return type(found) is type(expected) and found == expected
@@ -159,7 +164,9 @@ def _jwks(text: str, origin: str) -> list[AssertionKey]:
         except jwt.PyJWTError as exc:
             raise KeyFileError(f"{where} cannot be read: {exc}") from None
         kid = entry.get("kid")
-        keys.append(AssertionKey(algorithm, key, kid if isinstance(kid, str) else None))
+        if kid is not None and not isinstance(kid, str):
+            raise KeyFileError(f"{where}: kid must be a string")
+        keys.append(AssertionKey(algorithm, key, kid))
     return keys
 
 

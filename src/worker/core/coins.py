@@ -153,6 +153,11 @@ def decide_coins(
             _refuse(plan, command, "insufficient_balance", wallet, now)
         else:
             _apply(plan, command, wallet, now)
+        if command.actor is not None and command.authorized:
+            # A privileged request's verdict depends on time (its assertion's expiry, judged
+            # when its record was appended): a new record of the same event, judged later, must
+            # still get this answer, so it is kept by event too.
+            plan.answers.setdefault(command.event, plan.messages[-1])
     return plan
 
 

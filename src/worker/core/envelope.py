@@ -39,6 +39,8 @@ class Envelope(BaseModel):
 
     def appended(self, at: datetime | None) -> Envelope:
         """This event as received in a record the broker appended `at` (None: not known)."""
+        if at is None:
+            return self  # most topics keep the producer's time: no copy on the hot path
         copy = self.model_copy()
         copy._appended_at = at
         return copy

@@ -6,9 +6,11 @@ CONTRACT's: ids of 1..128 characters, integer amounts in the JSON-safe range.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from worker.core.types import Amount, Assertion, Currency, Id, PositiveAmount, Provider, Text, Utf8
+from worker.core.types import Amount, Currency, Id, PositiveAmount, Provider, Text, Utf8
 
 
 class InboundData(BaseModel):
@@ -18,10 +20,12 @@ class InboundData(BaseModel):
 class Actor(InboundData):
     id: Id
     role: Text
-    assertion: Assertion | None = Field(
+    # Read as any JSON value: without ADMIN_ASSERTION_PUBLIC_KEYS it is ignored, as any other
+    # extra member is; with them, anything but a valid JWS is `not_authorized`, not bad input.
+    assertion: Any = Field(
         default=None,
-        description="A JWS (ES256 or EdDSA) proving the request, required when the worker has "
-        "ADMIN_ASSERTION_PUBLIC_KEYS (CONTRACT section 8; docs/security.md).",
+        description="A compact JWS (ES256 or EdDSA) proving the request, required when the "
+        "worker has ADMIN_ASSERTION_PUBLIC_KEYS (docs/security.md).",
     )
 
 

@@ -266,7 +266,10 @@ class Known:
     answered: Mapping[EventKey, OutgoingMessage] = field(default_factory=dict)
     # The result each applied webhook got, by (provider, the provider's event id): a provider's
     # retry, in a new CloudEvent, repeats it and changes nothing (CONTRACT section 8).
-    provider_events: Mapping[tuple[Provider, str], OutgoingMessage] = field(default_factory=dict)
+    # By (provider, the provider's event id, the payment it moved).
+    provider_events: Mapping[tuple[Provider, str, str], OutgoingMessage] = field(
+        default_factory=dict
+    )
 
 
 @dataclass
@@ -399,9 +402,16 @@ class _Book:
         self.refunding = set(known.refunding)
         self.results: dict[tuple[str, Status], OutgoingMessage] = dict(known.results)
         self.webhooks: dict[tuple[str, str], OutgoingMessage] = dict(known.webhooks)
-        self.provider_events: dict[tuple[Provider, str], OutgoingMessage] = dict(
+        self.provider_events: dict[tuple[Provider, str, str], OutgoingMessage] = dict(
             known.provider_events
         )
+
+    def _applied_by(self, source_event_id: str) -> OutgoingMessage | None:
+        """The result of the move a webhook event caused, if it caused one."""
+        for (event_id, _), result in self.webhooks.items():
+            if event_id == source_event_id:
+                return result
+        return None
 
     def answered(self, command: AnsweredCommand) -> OutgoingMessage | None:
         """The first answer of a redelivered event, when no decision repeats it by itself."""
@@ -415,6 +425,12 @@ class _Book:
             case ReportStatus():
                 return self.report(command)
             case RefuseWebhook():
+                applied = self._applied_by(command.source_event_id)
+                if applied is not None:
+                    # This event moved a payment when it first came; a new record of it is
+                    # judged later (its append time) and refused, but its first answer stands.
+                    self.plan.messages.append(applied)
+                    return "duplicate"
                 self.reject_webhook(command, command.reason, None, command.subject)
                 return "rejected"
             case IgnoreWebhook():
@@ -482,16 +498,18 @@ class _Book:
 
     def report(self, command: ReportStatus) -> Outcome:
         notification = command.notification
-        provider_event = (command.provider, notification.event_id or "")
-        if notification.event_id is not None and provider_event in self.provider_events:
-            # The provider sent this notification again (its retry, or a replay of captured
-            # bytes in a new CloudEvent): the first result, and nothing changes.
-            self.plan.messages.append(self.provider_events[provider_event])
-            return "duplicate"
         payment = self.find(command.provider, notification)
         if payment is None:
             self.reject_webhook(command, "unknown_payment", None, command.subject)
             return "rejected"
+        provider_event = (command.provider, notification.event_id or "", payment.payment_id)
+        sent_before = self.provider_events.get(provider_event)
+        if sent_before is not None:
+            # The provider sent this notification again (its retry, or a replay of captured
+            # bytes in a new CloudEvent): the first result, and nothing changes. (The same id
+            # for another payment is not a retry: a provider's ids are unique, a forger's not.)
+            self.plan.messages.append(sent_before)
+            return "duplicate"
         applied_before = self.webhooks.get((command.source_event_id, payment.payment_id))
         if applied_before is not None:
             self.plan.messages.append(applied_before)
@@ -560,8 +578,16 @@ class _Book:
             why = f"subject {command.subject!r} is not the student of {payment.payment_id!r}"
             self.plan.bad_input.append((command, why))
             return "bad_input"
-        if not command.authorized:
+        earlier = self.plan.refunds.get(command.refund_id) or self.known.refunds.get(
+            command.refund_id
+        )
+        decided_by_this_event = (
+            earlier is not None and earlier.source_event_id == command.source_event_id
+        )
+        if not command.authorized and not decided_by_this_event:
             # Answered every time, reserving nothing: the refund id stays free for an admin.
+            # (A refund this very event got decided is repeated below, though a new record of
+            # the event is judged later, say after its assertion expired.)
             event_id = derived_id(
                 "payment.rejected", "refund", command.refund_id, "not_authorized",
                 command.source_event_id,
@@ -572,9 +598,6 @@ class _Book:
             )  # fmt: skip
             self._answer(command, refused)
             return "rejected"
-        earlier = self.plan.refunds.get(command.refund_id) or self.known.refunds.get(
-            command.refund_id
-        )
         if earlier is not None:
             if earlier.payment_id == command.payment_id:
                 if earlier.result is not None:

@@ -17,8 +17,6 @@ NO_NUL = r"^[^\x00]*$"
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL)]
 Text = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
-# A compact JWS (an admin assertion): checked by worker.core.assertions, not by its shape here.
-Assertion = Annotated[str, StringConstraints(max_length=8192, pattern=NO_CONTROL)]
 Attribute = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=NO_CONTROL)]
 # Amounts are integers in the JSON-safe range; strict, so "12" and 12.0 are refused.
 Amount = Annotated[int, Field(strict=True, ge=-JSON_SAFE_MAX, le=JSON_SAFE_MAX)]

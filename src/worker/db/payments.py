@@ -19,6 +19,7 @@ from worker.core.payments import (
     PaymentPlan,
     RefundDecision,
     RefundPayment,
+    RefuseWebhook,
     ReportStatus,
     decide_payments,
     event_of,
@@ -56,7 +57,9 @@ async def apply_payment_commands(
                 payment_ids.add(notification.payment_id)
     payments = await lock_payments(conn, payment_ids, references)
     refund_ids = [c.refund_id for c in commands if isinstance(c, RefundPayment)]
-    webhook_events = [c.source_event_id for c in commands if isinstance(c, ReportStatus)]
+    webhook_events = [
+        c.source_event_id for c in commands if isinstance(c, ReportStatus | RefuseWebhook)
+    ]
     provider_events = {
         (c.provider, c.notification.event_id)
         for c in commands
@@ -200,13 +203,18 @@ async def _known_webhooks(
 
 async def _known_provider_events(
     conn: Connection, events: set[tuple[Provider, str]]
-) -> dict[tuple[Provider, str], OutgoingMessage]:
+) -> dict[tuple[Provider, str, str], OutgoingMessage]:
+    """The result of each move these provider events caused, by (provider, event id, the
+    payment moved)."""
     if not events:
         return {}
     ids = sorted({event_id for _, event_id in events})
     rows = await conn.fetch(sql("payment_transitions_by_provider_event"), ids)
-    found = {(row["provider"], row["provider_event_id"]): stored_message(row) for row in rows}
-    return {event: message for event, message in found.items() if event in events}
+    return {
+        (row["provider"], row["provider_event_id"], row["payment_id"]): stored_message(row)
+        for row in rows
+        if (row["provider"], row["provider_event_id"]) in events
+    }
 
 
 async def known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, RefundDecision]:

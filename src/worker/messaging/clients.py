@@ -8,8 +8,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
 from worker.core.messages import MAX_MESSAGE_BYTES
@@ -129,9 +130,59 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...]) -> list[str]
                     ]
                 )
             log.info("topics created", extra={"action": "create_topics", "topics": missing})
+        kept = [n for n in names if n in existing and event_type(prefix, n) in TOPIC_CONFIGS]
+        await _warn_of_other_configs(admin, prefix, kept)
         return missing
     finally:
         await admin.close()
+
+
+async def _warn_of_other_configs(admin: AIOKafkaAdminClient, prefix: str, names: list[str]) -> None:
+    """Say at WARNING which existing topics lack the settings the worker would have given them
+    (`TOPIC_CONFIGS`): on a topic that keeps the producer's time, a webhook's age and an
+    assertion's expiry are judged by the event's `time`, which its producer writes."""
+    if not names:
+        return
+    resources = [
+        ConfigResource(
+            ConfigResourceType.TOPIC, name, dict.fromkeys(TOPIC_CONFIGS[event_type(prefix, name)])
+        )
+        for name in names
+    ]
+    try:
+        responses = await admin.describe_configs(resources)
+    except KafkaError as exc:  # say so, but a check must not stop the start
+        log.info("topic settings not checked: %r", exc, extra={"action": "check_topics"})
+        return
+    for response in responses:
+        for name, found in _configs(response).items():
+            wanted = TOPIC_CONFIGS.get(event_type(prefix, name), {})
+            if found is None:
+                log.info(
+                    "topic settings not checked", extra={"action": "check_topics", "topic": name}
+                )
+                continue
+            for key, value in wanted.items():
+                if found.get(key) != value:
+                    log.warning(
+                        "topic %s has %s=%s, not %s: the worker judges its records by the "
+                        "event's time, which producers set (docs/security.md: kafka-configs.sh "
+                        "--alter --add-config %s=%s)",
+                        name, key, found.get(key), value, key, value,
+                        extra={"action": "check_topics", "topic": name},
+                    )  # fmt: skip
+
+
+def _configs(response: Any) -> dict[str, dict[str, str] | None]:
+    """A DescribeConfigs response as {topic: {name: value}}, None for a topic it refused."""
+    found: dict[str, dict[str, str] | None] = {}
+    for resource in response.to_object()["resources"]:
+        if resource["error_code"]:
+            found[resource["resource_name"]] = None
+            continue
+        entries = resource["config_entries"]
+        found[resource["resource_name"]] = {e["config_names"]: e["config_value"] for e in entries}
+    return found
 
 
 def coordinator_known(consumer: AIOKafkaConsumer) -> bool:

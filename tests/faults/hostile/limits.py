@@ -47,7 +47,7 @@ def big_inputs(tag: str) -> list[Input]:
     request = Draft("payment.requested", data, student, f"{tag}.e1", PLAIN)
     ppid = mock_ppid(payment_id)
     notification = {
-        "id": "ntf_big",
+        "id": f"{tag}.ntf_big",
         "type": "payment.succeeded",
         "padding": "ü" * 450_000,
         "data": {"provider_payment_id": ppid, "amount": 1, "currency": "INR"},

@@ -92,7 +92,7 @@ def valid_draft(draw: st.DrawFn, names: Names, kind: str) -> Draft:
         return draw(payment_request(names, student))
     if kind == "payment.webhook.received":
         ppid = mock_ppid(names("p"))
-        body = mock_body(draw, ppid, "succeeded", 100, "INR")
+        body = mock_body(draw, names, ppid, "succeeded", 100, "INR")
         return webhook(draw, names, ppid, body, {"Stripe-Signature": signed(body)})
     data = {
         "refund_id": draw(ids(names("f"))),

@@ -102,7 +102,7 @@ def payment_action(
     amount = payment.amount
     currency = draw(st.sampled_from([payment.currency, payment.currency.lower()]))
     if action == "webhook subject":  # verified, but keyed by another than the body names
-        body = mock_body(draw, ppid, status, amount, currency)
+        body = mock_body(draw, names, ppid, status, amount, currency)
         other = draw(st.sampled_from([ppid + "x", mock_ppid(payment.payment_id + "x"), " "]))
         draft = webhook(draw, names, other, body, {"Stripe-Signature": signed(body)})
         return draft.input("malformed.webhook-subject", 2, None)
@@ -141,7 +141,7 @@ def _notification(
             amount = amount - 1 if amount > 1 else amount + 1
         else:
             currency = "CHF"  # drawn payments are never in francs
-    body = mock_body(draw, ppid, status, amount, currency)
+    body = mock_body(draw, names, ppid, status, amount, currency)
     headers, signature, provider = draw(signature_headers(body)), "valid", "mock"
     if action == "forged":
         headers, signature = draw(forged_headers(body))
@@ -218,7 +218,7 @@ def unknown_payment_scenario(draw: st.DrawFn, tag: str, n: int) -> list[Input]:
     fact: Fact
     if n % 2 == 0:
         ppid = draw(st.one_of(ids(names("pp")), st.just(mock_ppid(names("p")))))
-        body = mock_body(draw, ppid, "succeeded", 100, "INR")
+        body = mock_body(draw, names, ppid, "succeeded", 100, "INR")
         draft = webhook(draw, names, ppid, body, draw(signature_headers(body)))
         fact = Webhook(draft.event, "valid", ppid, "succeeded", 100, "INR")
         first = draft.input("valid.webhook-unknown", 2, fact)

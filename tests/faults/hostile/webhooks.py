@@ -14,10 +14,13 @@ from tests.faults.hostile.values import Names, ids, texts
 from worker.core.signatures import stripe_signature
 
 
-def mock_body(draw: st.DrawFn, ppid: str, status: str, amount: int, currency: str) -> str:
-    """The mock provider's notification (CONTRACT section 5)."""
+def mock_body(
+    draw: st.DrawFn, names: Names, ppid: str, status: str, amount: int, currency: str
+) -> str:
+    """The mock provider's notification (CONTRACT section 5). Its id is unique, as a provider's
+    are: the worker takes a notification id it has applied again for the provider's retry."""
     body = {
-        "id": f"ntf_{draw(st.integers(0, 10**9))}",
+        "id": f"{names('ntf')}{draw(st.integers(0, 10**9))}",
         "type": f"payment.{status}",
         "data": {
             "provider_payment_id": ppid,
