@@ -12,6 +12,7 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.core.assertions import AssertionKey, KeyFileError, load_keys
+from worker.sidecar.limits import DEFAULT_PER_MINUTE
 
 JSON_SAFE_MAX = 9_007_199_254_740_991
 MIN_WEBHOOK_SECRET_BYTES = 16
@@ -47,7 +48,7 @@ class Settings(BaseSettings):
     # A token whose `exp - iat` is longer is refused: a stolen token is useful this long at most.
     sidecar_jwt_max_lifetime_minutes: float = Field(60, gt=0, le=7 * 24 * 60)
     # Requests per minute per token subject on the read API (a token bucket); 429 beyond it.
-    sidecar_rate_limit_per_minute: int = Field(600, ge=1, le=1_000_000)
+    sidecar_rate_limit_per_minute: int = Field(DEFAULT_PER_MINUTE, ge=1, le=1_000_000)
     payment_webhook_secret_mock: SecretStr | None = None
     payment_webhook_secret_stripe: SecretStr | None = None
     payment_webhook_secret_razorpay: SecretStr | None = None

@@ -1,1 +1,1 @@
-"""The HTTP sidecar: health, readiness, metrics and (later) the read API."""
+"""The HTTP sidecar: health, readiness, metrics, the read API and the admin audit trail."""

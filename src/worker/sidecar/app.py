@@ -20,9 +20,7 @@ from worker.errors import passes_by_itself
 from worker.metrics import Metrics
 from worker.sidecar.api import ReadApi, ServiceUnavailableError, router
 from worker.sidecar.auth import TokenRules
-from worker.sidecar.limits import RateLimiter
-
-DEFAULT_RATE_LIMIT_PER_MINUTE = 600
+from worker.sidecar.limits import DEFAULT_PER_MINUTE, RateLimiter
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 log = logging.getLogger(__name__)
@@ -72,7 +70,7 @@ def create_app(
     )
     app.state.backends = backends
     app.state.token_rules = token_rules
-    app.state.limiter = limiter or RateLimiter(DEFAULT_RATE_LIMIT_PER_MINUTE)
+    app.state.limiter = limiter or RateLimiter(DEFAULT_PER_MINUTE)
     app.state.metrics = metrics
     app.include_router(router)
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+# Requests per minute per token subject unless SIDECAR_RATE_LIMIT_PER_MINUTE says otherwise.
+DEFAULT_PER_MINUTE = 600
+
 
 class RateLimiter:
     def __init__(
