@@ -60,8 +60,9 @@ def acl_commands(principals: Principals, prefix: str, group: str) -> list[list[s
         [*grant(principals.worker, ("Read", "Describe"), INPUT_TOPICS), "--group", group],
         # ...publishes results and dead letters (idempotently: WRITE is enough since Kafka 3.0)...
         grant(principals.worker, ("Write",), (*OUTPUT_TOPICS, DLQ_TOPIC)),
-        # ...and creates the topics that are missing at start.
-        grant(principals.worker, ("Create", "Describe"), everything),
+        # ...creates the topics that are missing at start, and checks the settings of those
+        # that exist (a webhook topic keeping the producer's time is named at WARNING).
+        grant(principals.worker, ("Create", "Describe", "DescribeConfigs"), everything),
         grant(principals.admin_console, ("Write", "Describe"), ADMIN_TOPICS),
         grant(principals.webhook_ingress, ("Write", "Describe"), WEBHOOK_TOPICS),
         grant(principals.services, ("Write", "Describe"), SERVICE_TOPICS),

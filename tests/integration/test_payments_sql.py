@@ -31,6 +31,7 @@ from worker.core.payments import (
     PaymentDefaults,
     PaymentPlan,
     RefundPayment,
+    RefuseWebhook,
 )
 from worker.core.signatures import WebhookVerifier, razorpay_signature, stripe_signature
 from worker.core.types import Provider
@@ -400,6 +401,36 @@ async def test_a_providers_retry_in_a_new_event_repeats_its_result_after_later_m
     assert not retried.webhook_refusals
     assert not retried.transitions
     assert await status(pool, "pay-1") == "succeeded"
+
+
+async def test_a_webhook_event_in_a_new_record_judged_stale_repeats_its_first_move(
+    pool: asyncpg.Pool,
+) -> None:
+    """The same CloudEvent re-sent long after: its signature is now stale against the new
+    record's time, but the move it made is found by its id and repeated."""
+    await apply(pool, [requested("pay-1")])
+    ppid = await provider_id(pool, "pay-1")
+    body = mock_event("payment.succeeded", ppid)
+    first = await apply(pool, [webhook("mock", body)])
+    late = webhook("mock", body, signed_at=NOW - timedelta(hours=1))  # same body, same event id
+    assert isinstance(late, RefuseWebhook)
+    again = await apply(pool, [late])
+    assert again.messages == first.messages
+    assert not again.webhook_refusals
+
+
+async def test_a_providers_event_id_shared_by_two_payments_moves_each_once(
+    pool: asyncpg.Pool,
+) -> None:
+    gateway = ProviderGateway("stripe")
+    await apply(pool, [requested("pay-a"), requested("pay-b")], gateway)
+    # Two batches, one notification id (as a careless sender might reuse one): not a retry.
+    paid = [webhook("stripe", stripe_event("payment_intent.succeeded", f"stripe_pay-{x}"))
+            for x in "ab"]  # fmt: skip
+    await apply(pool, paid[:1], gateway)
+    second = await apply(pool, paid[1:], gateway)
+    assert [t.payment_id for t in second.transitions] == ["pay-b"]
+    assert await status(pool, "pay-b") == "succeeded"
 
 
 async def test_a_refund_id_two_workers_decide_at_once_reaches_the_gateway_once(

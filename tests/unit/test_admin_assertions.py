@@ -93,6 +93,8 @@ def test_expiry_is_judged_at_the_brokers_time_with_a_small_leeway() -> None:
     # Python's JSON reader takes NaN and Infinity: a NaN exp would never expire.
     assert "no numeric exp" in refusal(sign(exp=float("nan")))
     assert "no numeric exp" in refusal(sign(exp=float("inf")))
+    assert refusal(sign(exp=10**400)) is None  # finite, if far: no overflow, no crash
+    assert "not valid yet" in refusal(sign(nbf=10**400))
     assert "not valid yet" in refusal(sign(nbf=int(AT.timestamp()) + 60))
 
 

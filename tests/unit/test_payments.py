@@ -693,3 +693,24 @@ def test_a_providers_event_id_repeats_only_for_the_payment_it_moved() -> None:
     )
     assert again.messages == [first.messages[0]]
     assert not again.changed
+    # That event again in a new record, judged stale by then: the answer it got stands.
+    stale = RefuseWebhook(
+        "mock", "stale_signature", "too old", "e3", "payment.webhook.received", "mock_pay-1",
+        "tests",
+    )  # fmt: skip
+    later = known_after(again, known_after(first, known))
+    assert decide(stale, known=later).messages == [first.messages[0]]
+
+
+def test_a_refund_repeating_another_events_decision_keeps_that_answer_when_judged_later() -> None:
+    known = paid()
+    pending = known_after(decide(refund(), known=known), known)
+    settled = settle_refund(
+        pending.payments["pay-1"], "rf-1", pending.refunds["rf-1"], RefundReceipt("re_1"), NOW
+    )
+    done = known_after(settled, pending)
+    resent = replace(refund(), source_event_id="evt-2")  # the console sends rf-1 again
+    repeat = decide(resent, known=done)
+    assert repeat.messages == settled.messages
+    later = replace(resent, authorized=False)  # evt-2 again, after its assertion expired
+    assert decide(later, known=known_after(repeat, done)).messages == settled.messages

@@ -106,7 +106,7 @@ class AdminAssertions:
             except jwt.PyJWTError as exc:
                 return f"the assertion cannot be read: {exc}"
             return claims
-        return f"the assertion ({algorithm!s}, kid {kid!s}) is signed by no configured key"
+        return f"the assertion ({algorithm!s:.20}, kid {kid!s:.64}) is signed by no configured key"
 
 
 # Time claims are judged here against the broker's time, not by PyJWT against the clock.
@@ -123,7 +123,10 @@ _OPTIONS: Options = {
 def _finite_number(value: object) -> TypeGuard[float]:
     """A JSON number that compares with a time: not a boolean, NaN or an infinity (Python's
     JSON reader accepts `NaN` and `Infinity`, and a NaN `exp` would never expire)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    # An int is finite however large (math.isfinite would overflow on 10**400).
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _same(found: object, expected: object) -> bool:

@@ -509,6 +509,7 @@ class _Book:
             # bytes in a new CloudEvent): the first result, and nothing changes. (The same id
             # for another payment is not a retry: a provider's ids are unique, a forger's not.)
             self.plan.messages.append(sent_before)
+            self._answer(command, sent_before)  # this event's own answer, should it come again
             return "duplicate"
         applied_before = self.webhooks.get((command.source_event_id, payment.payment_id))
         if applied_before is not None:
@@ -602,6 +603,10 @@ class _Book:
             if earlier.payment_id == command.payment_id:
                 if earlier.result is not None:
                     self.plan.messages.append(earlier.result)
+                    if not decided_by_this_event:
+                        # Kept by this event too: a new record of it, judged later (after its
+                        # assertion expired), must repeat this answer, not be refused.
+                        self._answer(command, earlier.result)
                 else:  # pending: answered when the provider's answer is written
                     self.plan.owed[("refund", command.refund_id)] += 1
                 return "duplicate"

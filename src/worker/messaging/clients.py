@@ -152,14 +152,15 @@ async def _warn_of_other_configs(admin: AIOKafkaAdminClient, prefix: str, names:
     try:
         responses = await admin.describe_configs(resources)
     except KafkaError as exc:  # say so, but a check must not stop the start
-        log.info("topic settings not checked: %r", exc, extra={"action": "check_topics"})
+        log.warning("topic settings not checked: %r", exc, extra={"action": "check_topics"})
         return
     for response in responses:
         for name, found in _configs(response).items():
             wanted = TOPIC_CONFIGS.get(event_type(prefix, name), {})
             if found is None:
-                log.info(
-                    "topic settings not checked", extra={"action": "check_topics", "topic": name}
+                log.warning(
+                    "topic settings not checked: DescribeConfigs refused",
+                    extra={"action": "check_topics", "topic": name},
                 )
                 continue
             for key, value in wanted.items():
