@@ -49,7 +49,7 @@ from worker.messaging.publish import ResultPublisher
 from worker.messaging.sender import Sender
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
-from worker.settings import Settings, read_assertion_keys, webhook_secrets
+from worker.settings import Settings, read_assertion_keys, read_rules, webhook_secrets
 from worker.settings import jwt_secret as token_secret
 from worker.sidecar.api import ReadApi
 from worker.sidecar.app import Backends, create_app
@@ -188,6 +188,11 @@ def policies(settings: Settings) -> Policies:
             None
             if settings.admin_assertion_public_keys is None
             else AdminAssertions(read_assertion_keys(settings.admin_assertion_public_keys))
+        ),
+        rules=(
+            None
+            if settings.coin_rules_file is None
+            else read_rules(settings.coin_rules_file, settings.coin_max_amount)
         ),
     )
 

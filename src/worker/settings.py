@@ -12,6 +12,7 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.core.assertions import AssertionKey, KeyFileError, load_keys
+from worker.core.rules import CoinRules, parse_rules
 from worker.sidecar.limits import DEFAULT_PER_MINUTE
 
 JSON_SAFE_MAX = 9_007_199_254_740_991
@@ -99,6 +100,8 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: FilePath | None = None
     kafka_ssl_certfile: FilePath | None = None
     kafka_ssl_keyfile: FilePath | None = None
+    # Coin rules (CONTRACT section 10): course rewards by tier, student tiers, streaks (TOML).
+    coin_rules_file: FilePath | None = None
     # Files (comma-separated) of the public keys admin assertions are checked with: JWKS or PEM.
     # Set: an adjustment or refund needs an assertion by one of them (CONTRACT section 8).
     admin_assertion_public_keys: str | None = Field(None, min_length=1, max_length=10_000)
@@ -129,6 +132,7 @@ class Settings(BaseSettings):
         "kafka_ssl_certfile",
         "kafka_ssl_keyfile",
         "admin_assertion_public_keys",
+        "coin_rules_file",
         mode="before",
     )
     @classmethod
@@ -162,6 +166,15 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < 32:
             raise ValueError("must be at least 32 bytes long (HS256 key, RFC 7518 section 3.2)")
         return value
+
+    @model_validator(mode="after")
+    def _coin_rules_load(self) -> Self:
+        if self.coin_rules_file is not None:
+            try:
+                read_rules(self.coin_rules_file, self.coin_max_amount)
+            except ValueError as exc:
+                raise ValueError(f"COIN_RULES_FILE: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _previous_jwt_secret_needs_a_current_one(self) -> Self:
@@ -258,6 +271,16 @@ def _check_tls_files(settings: Settings) -> None:
             raise ValueError(
                 f"KAFKA_SSL_CERTFILE: no certificate and key in it and KAFKA_SSL_KEYFILE ({exc})"
             ) from None
+
+
+@cache  # read once: checked at start, then used by the composition root
+def read_rules(path: Path, max_amount: int) -> CoinRules:
+    """COIN_RULES_FILE's rules; ValueError saying what is wrong with the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc}") from None
+    return parse_rules(text, max_amount)
 
 
 @cache  # read once: checked at start, then used by the composition root

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from tests.e2e.conftest import RunningWorker
+from tests.e2e.conftest import RunningWorker, StartWorker
 from tests.events import adjustment, completed, redemption, referral, send, structured
 from tests.kafka import read_all
 from tests.support import eventually
@@ -187,3 +189,37 @@ async def test_bad_input_is_dead_lettered_whole_and_the_partition_moves_on(
         assert (await ledger(w.database_url, s))[0] == 99
 
     await eventually(redeemed)
+
+
+async def test_course_rewards_follow_the_rules_file_by_course_and_student_tier(
+    start_worker: StartWorker, producer: AIOKafkaProducer, tmp_path: Path
+) -> None:
+    rules = tmp_path / "coin-rules.toml"
+    rules.write_text(
+        "version = 7\n[course_rewards]\ndefault = 100\nadvanced = 200\n"
+        '[[student_tiers]]\nname = "silver"\nmin_lifetime_earned = 100\nmultiplier = 1.5\n'
+    )
+    w = await start_worker(COIN_RULES_FILE=str(rules))
+    await send(producer, w.prefix, "course.completed", completed("ivy", "c-1"), key="ivy")
+    advanced = {**completed("ivy", "c-2"), "course_tier": "advanced"}
+    await send(producer, w.prefix, "course.completed", advanced, key="ivy")
+
+    async def credited() -> list[dict]:  # type: ignore[type-arg]
+        events = await w.results("coins.credited", at_least=2)
+        assert len(events) == 2
+        return [e["data"] for e in events]
+
+    first, second = await eventually(credited, within=30)
+    assert (first["reference_id"], first["amount"], first["rule"]) == (
+        "c-1", 100,
+        {"version": 7, "course_tier": None, "base": 100, "tier": None, "multiplier": 1.0},
+    )  # fmt: skip
+    # 100 coins earned before it: silver, so the advanced course's 200 is 300.
+    assert (second["reference_id"], second["amount"], second["balance_after"]) == ("c-2", 300, 400)
+    assert second["rule"] == {
+        "version": 7, "course_tier": "advanced", "base": 200, "tier": "silver", "multiplier": 1.5,
+    }  # fmt: skip
+    assert await ledger(w.database_url, "ivy") == (
+        400,
+        [("course_completion", "c-1", 100, 100), ("course_completion", "c-2", 300, 400)],
+    )

@@ -8,7 +8,7 @@ statements.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -20,9 +20,11 @@ from worker.core.results import (
     CoinsMoved,
     CoinsRejected,
     LedgerType,
+    RuleApplied,
     derived_id,
     result_message,
 )
+from worker.core.rules import CoinRules, multiplied
 from worker.core.types import JSON_SAFE_MAX
 
 Key = tuple[str, str, str]  # (student_id, ledger type, reference_id): CONTRACT section 3
@@ -52,6 +54,26 @@ class CoinCommand:
     actor: tuple[str, str] | None = None
     # Why an unauthorized request is refused, for the log (never in the answer).
     unauthorized_because: str | None = None
+    # A course completion under a rules file: its base reward, which the student's tier
+    # multiplies when the credit is decided (`amount` is set then). None: `amount` as it is.
+    reward: CourseReward | None = None
+    # How the amount was reckoned, for the result (set with `amount` from `reward`).
+    rule: RuleApplied | None = None
+
+    def rewarded(self, lifetime_earned: int) -> CoinCommand:
+        """This command with its amount reckoned for a student who has earned
+        `lifetime_earned` before it; itself when it has no `reward`."""
+        if self.reward is None:
+            return self
+        rules, tier = self.reward.rules, self.reward.rules.tier_for(lifetime_earned)
+        rule = RuleApplied(
+            version=rules.version or 0,
+            course_tier=self.reward.course_tier,
+            base=self.reward.base,
+            tier=None if tier is None else tier.name,
+            multiplier=1 if tier is None else tier.multiplier,
+        )
+        return replace(self, amount=multiplied(self.reward.base, tier), rule=rule)
 
     @property
     def key(self) -> Key:
@@ -60,6 +82,15 @@ class CoinCommand:
     @property
     def event(self) -> EventKey:
         return (self.event_type, self.event_source, self.source_event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CourseReward:
+    """A course completion's reward under the coin rules: the base its course tier earns."""
+
+    rules: CoinRules
+    course_tier: str | None
+    base: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +172,7 @@ def decide_coins(
             plan.outcomes.append((command, "duplicate"))
             continue
         earlier = plan.decisions.get(command.key) or known.get(command.key)
+        command = command.rewarded(wallet.lifetime_earned)
         if not command.authorized:
             # Answered every time and reserves nothing: a sender without the right must not
             # take a key away from the real request (CONTRACT section 3).
@@ -224,6 +256,7 @@ def _apply(plan: CoinPlan, command: CoinCommand, wallet: Wallet, now: datetime) 
         amount=abs(command.amount),
         balance_after=after.balance,
         source_event_id=command.source_event_id,
+        rule=command.rule,
     )
     event_id = derived_id(event_type, *command.key)
     message = result_message(event_type, event_id, command.student_id, moved, now)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from worker.core.assertions import AdminAssertions
-from worker.core.coins import CoinCommand
+from worker.core.coins import CoinCommand, CourseReward
 from worker.core.envelope import Envelope
 from worker.core.events import (
     Actor,
@@ -30,6 +30,7 @@ from worker.core.payments import (
     RefuseWebhook,
     ReportStatus,
 )
+from worker.core.rules import CoinRules
 from worker.core.signatures import SignatureError, WebhookVerifier
 from worker.core.webhooks import parse_notification
 
@@ -54,6 +55,8 @@ class Policies:
     rewards: Rewards
     webhooks: WebhookVerifier
     assertions: AdminAssertions | None = None
+    # COIN_RULES_FILE's rules; None: the fixed course reward of `rewards`.
+    rules: CoinRules | None = None
 
 
 def _refused_privilege(
@@ -74,15 +77,24 @@ def _refused_privilege(
 def reward_course_completion(
     event: Envelope, data: CourseCompleted, policies: Policies
 ) -> CoinCommand:
+    """The fixed reward; under coin rules the base of the course's tier, which the student's
+    tier multiplies when the credit is decided (`CoinCommand.rewarded`)."""
+    rules = policies.rules
+    reward = None
+    amount = policies.rewards.course_completion
+    if rules is not None:
+        amount = rules.course_reward(data.course_tier)
+        reward = CourseReward(rules, data.course_tier, amount)
     return CoinCommand(
         student_id=data.student_id,
         ledger_type="course_completion",
         reference_id=data.course_id,
-        amount=policies.rewards.course_completion,
+        amount=amount,
         requested_amount=None,
         source_event_id=event.id,
         event_type=event.type,
         event_source=event.source,
+        reward=reward,
     )
 
 

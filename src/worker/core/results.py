@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from worker.core import cloudevents
 from worker.core.messages import OutgoingMessage
@@ -42,9 +42,25 @@ PaymentRejection = Literal[
 class OutboundData(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Optional fields left out of the JSON, rather than written as null, when they are None.
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset()
+
+
+class RuleApplied(OutboundData):
+    """How a course completion's reward was reckoned under the coin rules (CONTRACT 10)."""
+
+    version: int = Field(ge=1, description="the rules file's version")
+    course_tier: str | None = Field(description="the event's course_tier, as given")
+    base: PositiveAmount = Field(description="the course reward for that tier")
+    tier: str | None = Field(description="the student's tier before the credit; null: none")
+    multiplier: float = Field(ge=1, description="the tier's multiplier (1 without a tier)")
+
 
 class CoinsMoved(OutboundData):
     """`data` of `coins.credited` and `coins.debited`; `amount` is always positive."""
+
+    # Left out of the JSON when None: a credit without coin rules reads as it always did.
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset({"rule"})
 
     transaction_id: str
     student_id: Id
@@ -53,6 +69,11 @@ class CoinsMoved(OutboundData):
     amount: PositiveAmount
     balance_after: NonNegativeAmount
     source_event_id: Id
+    rule: RuleApplied | None = Field(
+        default=None,
+        description="a course completion's credit under COIN_RULES_FILE: how it was reckoned "
+        "(absent without a rules file)",
+    )
 
 
 class CoinsRejected(OutboundData):
@@ -166,6 +187,12 @@ def _escaped(part: str) -> str:
     return part
 
 
+def _omitted(data: OutboundData) -> set[str] | None:
+    if not data.omitted_when_none:
+        return None
+    return {name for name in data.omitted_when_none if getattr(data, name) is None}
+
+
 def result_message(
     event_type: str, event_id: str, subject: str, data: OutboundData, time: datetime
 ) -> OutgoingMessage:
@@ -176,7 +203,7 @@ def result_message(
         source=SOURCE,
         subject=subject,
         time=time,
-        data_json=data.model_dump_json().encode(),
+        data_json=data.model_dump_json(exclude=_omitted(data)).encode(),
     )
     return OutgoingMessage(
         topic=event_type,

@@ -1,0 +1,190 @@
+"""Coin rules (CONTRACT section 10): the rules file, course rewards by tier, student tiers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker.core.coins import CoinCommand, Wallet, decide_coins
+from worker.core.commands import command_for
+from worker.core.handlers import Policies, Rewards
+from worker.core.rules import CoinRules, RulesError, parse_rules
+from worker.core.signatures import WebhookVerifier
+from worker.settings import ConfigError, load_settings
+
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+EXAMPLE = """
+version = 3
+[course_rewards]
+default = 100
+advanced = 200
+[[student_tiers]]
+name = "gold"
+min_lifetime_earned = 20000
+multiplier = 2
+[[student_tiers]]
+name = "silver"
+min_lifetime_earned = 5000
+multiplier = 1.5
+"""
+RULES = parse_rules(EXAMPLE, 1_000_000)
+
+
+def test_the_example_file_reads_as_written() -> None:
+    assert (RULES.version, RULES.default_reward, dict(RULES.course_rewards)) == (
+        3, 100, {"advanced": 200},
+    )  # fmt: skip
+    assert [(t.name, t.min_lifetime_earned, t.multiplier) for t in RULES.student_tiers] == [
+        ("silver", 5000, 1.5), ("gold", 20000, 2.0),
+    ]  # fmt: skip
+    assert RULES.streaks == ()
+
+
+def test_streaks_are_refused_until_they_are_built() -> None:
+    with pytest.raises(RulesError, match=r"\[\[streaks\]\] are not built yet"):
+        parse_rules(EXAMPLE + "[[streaks]]\ndays = 3\nbonus = 50\n", 1_000_000)
+
+
+def test_a_course_earns_its_tiers_reward_and_an_unknown_or_missing_tier_the_default() -> None:
+    assert RULES.course_reward("advanced") == 200
+    assert RULES.course_reward("unheard-of") == 100
+    assert RULES.course_reward(None) == 100
+
+
+def test_the_highest_tier_reached_wins() -> None:
+    assert RULES.tier_for(4999) is None
+    assert RULES.tier_for(5000).name == "silver"  # type: ignore[union-attr]
+    assert RULES.tier_for(10**9).name == "gold"  # type: ignore[union-attr]
+
+
+@given(
+    base=st.integers(1, 1_000_000),
+    hundredths=st.integers(100, 10_000),  # multipliers 1.00 .. 100.00, as a file writes them
+)
+def test_a_multiplied_reward_is_rounded_down_exactly(base: int, hundredths: int) -> None:
+    multiplier = float(Decimal(hundredths) / 100)
+    text = f'version = 1\n[course_rewards]\ndefault = {base}\n[[student_tiers]]\nname = "t"\n'
+    text += f"min_lifetime_earned = 0\nmultiplier = {multiplier!r}\n"
+    try:
+        rules = parse_rules(text, 10**12)
+    except RulesError:
+        return  # not every drawn pair is a valid file (none here: the limit is high)
+    credit = course_credit(rules, lifetime_earned=0)
+    # Integer arithmetic, no float: 0.29 x 100 is 29, not 28.999999999999996 rounded down.
+    assert credit["amount"] == base * hundredths // 100
+    assert credit["rule"]["multiplier"] == multiplier
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("version = [", "not TOML"),
+        ("[course_rewards]\ndefault = 1", "version must be an integer"),
+        ("version = 1", "[course_rewards] needs a default"),
+        ("version = 1\n[course_rewards]\ndefault = 0", "course_rewards.default must be"),
+        ("version = 1\n[course_rewards]\ndefault = 2000000", "course_rewards.default must be"),
+        ("version = 1\ncolour = 2\n[course_rewards]\ndefault = 1", "unknown keys: colour"),
+        ("version = 1\n[course_rewards]\ndefault = 1\n[[student_tiers]]\nname = 'a'\n"
+         "min_lifetime_earned = 0\nmultiplier = 0.5", "multiplier must be a number from 1"),
+        ("version = 1\n[course_rewards]\ndefault = 1\n[[student_tiers]]\nname = 'a'\n"
+         "min_lifetime_earned = 0\nmultiplier = nan", "multiplier must be a number from 1"),
+        ("version = 1\n[course_rewards]\ndefault = 600000\n[[student_tiers]]\nname = 'a'\n"
+         "min_lifetime_earned = 0\nmultiplier = 2", "exceeds COIN_MAX_AMOUNT"),
+        ("version = 1\n[course_rewards]\ndefault = 1\n[[student_tiers]]\nname = 'a'\n"
+         "min_lifetime_earned = 0\nmultiplier = 1\n[[student_tiers]]\nname = 'a'\n"
+         "min_lifetime_earned = 5\nmultiplier = 2", "student_tiers name repeats"),
+        ("version = 1\nstudent_tiers = 3\n[course_rewards]\ndefault = 1", "array of tables"),
+        ("version = 1\n[course_rewards]\ndefault = 1\n[[streaks]]\ndays = 0\nbonus = 5",
+         "streaks[0].days must be"),
+        ("version = true\n[course_rewards]\ndefault = 1", "version must be an integer"),
+    ],
+)  # fmt: skip
+def test_a_bad_rules_file_says_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(RulesError, match=says.replace("[", r"\[").replace("]", r"\]")):
+        parse_rules(text, 1_000_000)
+
+
+def test_a_bad_file_stops_the_start_with_one_line_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good, bad = tmp_path / "rules.toml", tmp_path / "bad.toml"
+    good.write_text(EXAMPLE)
+    bad.write_text("version = 1\n[course_rewards]\nadvanced = 5\n")
+    monkeypatch.setenv("COIN_RULES_FILE", str(good))
+    assert load_settings(env_file=None).coin_rules_file == good
+    for path, says in ((bad, "needs a default"), (tmp_path / "none.toml", "does not point")):
+        monkeypatch.setenv("COIN_RULES_FILE", str(path))
+        with pytest.raises(ConfigError) as raised:
+            load_settings(env_file=None)
+        assert str(raised.value).startswith("config error: COIN_RULES_FILE: ")
+        assert says in str(raised.value)
+        assert "\n" not in str(raised.value)
+    monkeypatch.setenv("COIN_RULES_FILE", "")  # as docker-compose passes an unset one
+    assert load_settings(env_file=None).coin_rules_file is None
+
+
+# --- through the handler and the ledger's decisions --------------------------------------------
+
+
+def completion(rules: CoinRules | None, course: str = "c-1", tier: str | None = None) -> Any:
+    data: dict[str, Any] = {"student_id": "s", "course_id": course,
+                            "completed_at": "2026-11-28T08:00:00Z"}  # fmt: skip
+    if tier is not None:
+        data["course_tier"] = tier
+    value = json.dumps({
+        "specversion": "1.0", "id": f"e-{course}", "type": "course.completed", "source": "lms",
+        "time": "2026-11-28T08:00:00Z", "subject": "s", "datacontenttype": "application/json",
+        "data": data,
+    }).encode()  # fmt: skip
+    policies = Policies(Rewards(100, 50, 1_000_000), WebhookVerifier({}), rules=rules)
+    command = command_for("course.completed", b"s", value, (), policies)
+    assert isinstance(command, CoinCommand)
+    return command
+
+
+def course_credit(
+    rules: CoinRules | None, lifetime_earned: int, tier: str | None = None
+) -> dict[str, Any]:
+    wallet = Wallet(lifetime_earned, lifetime_earned, 0)
+    plan = decide_coins([completion(rules, tier=tier)], {}, {"s": wallet}, NOW)
+    data: dict[str, Any] = json.loads(plan.messages[0].value or b"")["data"]
+    return data
+
+
+def test_a_course_credit_says_how_its_reward_was_reckoned() -> None:
+    assert course_credit(RULES, 4999, "advanced")["amount"] == 200
+    assert course_credit(RULES, 4999, "advanced")["rule"] == {
+        "version": 3, "course_tier": "advanced", "base": 200, "tier": None, "multiplier": 1.0,
+    }  # fmt: skip
+    silver = course_credit(RULES, 5000, "advanced")
+    assert (silver["amount"], silver["balance_after"]) == (300, 5300)
+    assert silver["rule"] == {
+        "version": 3, "course_tier": "advanced", "base": 200, "tier": "silver",
+        "multiplier": 1.5,
+    }  # fmt: skip
+    assert course_credit(RULES, 25000)["amount"] == 200  # gold doubles the default
+
+
+def test_without_a_rules_file_a_credit_reads_as_it_always_did() -> None:
+    credit = course_credit(None, 10**6, "advanced")
+    assert credit["amount"] == 100
+    assert "rule" not in credit
+
+
+def test_a_replay_repeats_its_stored_result_whatever_the_rules_say_now() -> None:
+    wallets = {"s": Wallet(6000, 6000, 0)}
+    first = decide_coins([completion(RULES)], {}, wallets, NOW)
+    changed = parse_rules(EXAMPLE.replace("version = 3", "version = 4").replace("100", "70"),
+                          1_000_000)  # fmt: skip
+    again = decide_coins(
+        [completion(changed)], first.decisions, first.wallets, NOW
+    )  # a new event for the same course: a replay, not a conflict
+    assert again.messages == first.messages
+    assert [outcome for _, outcome in again.outcomes] == ["duplicate"]
