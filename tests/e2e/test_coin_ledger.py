@@ -223,3 +223,32 @@ async def test_course_rewards_follow_the_rules_file_by_course_and_student_tier(
         400,
         [("course_completion", "c-1", 100, 100), ("course_completion", "c-2", 300, 400)],
     )
+
+
+async def test_a_third_day_in_a_row_earns_the_streak_bonus_once(
+    start_worker: StartWorker, producer: AIOKafkaProducer, tmp_path: Path
+) -> None:
+    rules = tmp_path / "coin-rules.toml"
+    rules.write_text(
+        "version = 1\n[course_rewards]\ndefault = 10\n[[streaks]]\ndays = 3\nbonus = 50\n"
+    )
+    w = await start_worker(COIN_RULES_FILE=str(rules))
+    days = ["2026-11-24T23:30:00+05:30", "2026-11-25T09:00:00Z", "2026-11-26T20:00:00Z",
+            "2026-11-26T21:00:00Z"]  # fmt: skip
+    # The first is 18:00 UTC on the 24th; the last two share a day, which counts once.
+    for n, completed_at in enumerate(days):
+        data = {**completed("kai", f"c-{n}"), "completed_at": completed_at}
+        await send(producer, w.prefix, "course.completed", data, key="kai")
+
+    async def credited() -> list[tuple[str, str, int]]:
+        events = await w.results("coins.credited", at_least=5)
+        assert len(events) == 5
+        return [(e["data"]["type"], e["data"]["reference_id"], e["data"]["amount"]) for e in events]
+
+    assert await eventually(credited, within=30) == [
+        ("course_completion", "c-0", 10), ("course_completion", "c-1", 10),
+        ("course_completion", "c-2", 10), ("streak_bonus", "streak:2026-11-24:3", 50),
+        ("course_completion", "c-3", 10),
+    ]  # fmt: skip
+    balance, _ = await ledger(w.database_url, "kai")
+    assert balance == 90

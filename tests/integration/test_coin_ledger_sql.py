@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import eventually
+from tests.unit.test_coin_rules import DAY1, on
 from tests.unit.test_coins import commands as coin_commands
 from worker.core.coins import CoinCommand, CoinPlan
 from worker.db import coins
@@ -219,3 +220,27 @@ async def _waits_on_a_lock(observer: asyncpg.Connection, waiting: asyncpg.Connec
         "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
     )
     assert kind == "Lock", kind
+
+
+async def test_streak_runs_and_bonuses_are_kept_across_batches(conn: asyncpg.Connection) -> None:
+    """Days 1, 2 and 4 in one batch, day 3 in the next: one run of four days, one bonus; the
+    day-3 event delivered again repeats its credit and its bonus from the database."""
+    await apply(conn, [on(1), on(2), on(4)])
+    runs = "SELECT first_day, last_day FROM course_streaks WHERE student_id = 's' ORDER BY 1"
+    assert [tuple(r) for r in await conn.fetch(runs)] == [
+        (DAY1, DAY1 + timedelta(days=1)), (DAY1 + timedelta(days=3),) * 2,
+    ]  # fmt: skip
+    async with conn.transaction():
+        first = await apply_coin_commands(conn, [on(3)], NOW)
+    assert [tuple(r) for r in await conn.fetch(runs)] == [(DAY1, DAY1 + timedelta(days=3))]
+    bonus = await conn.fetchrow(
+        "SELECT reference_id, amount, source_event_id FROM coin_transactions"
+        " WHERE type = 'streak_bonus'"
+    )
+    assert tuple(bonus) == ("streak:2026-11-01:3", 50, "e-3")
+    async with conn.transaction():
+        again = await apply_coin_commands(conn, [on(3)], NOW)
+    assert again.messages == first.messages  # the credit and the bonus, byte for byte
+    assert len(again.messages) == 2
+    assert await conn.fetchval("SELECT count(*) FROM coin_transactions") == 5
+    await assert_invariants(conn)

@@ -54,6 +54,7 @@ EXPECTED_COLUMNS = {
         "seq", "recorded_at", "action", "subject", "reference_id", "actor_id", "actor_role",
         "event_source", "event_id", "change",
     },
+    "course_streaks": {"student_id", "first_day", "last_day"},
 }  # fmt: skip
 
 EXPECTED_UNIQUE = {

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.core.coins import CoinCommand, Wallet, decide_coins
+from worker.core.coins import CoinCommand, Run, StreakState, Wallet, decide_coins
 from worker.core.commands import command_for
 from worker.core.handlers import Policies, Rewards
 from worker.core.rules import CoinRules, RulesError, parse_rules
@@ -45,11 +46,6 @@ def test_the_example_file_reads_as_written() -> None:
         ("silver", 5000, 1.5), ("gold", 20000, 2.0),
     ]  # fmt: skip
     assert RULES.streaks == ()
-
-
-def test_streaks_are_refused_until_they_are_built() -> None:
-    with pytest.raises(RulesError, match=r"\[\[streaks\]\] are not built yet"):
-        parse_rules(EXAMPLE + "[[streaks]]\ndays = 3\nbonus = 50\n", 1_000_000)
 
 
 def test_a_course_earns_its_tiers_reward_and_an_unknown_or_missing_tier_the_default() -> None:
@@ -188,3 +184,121 @@ def test_a_replay_repeats_its_stored_result_whatever_the_rules_say_now() -> None
     )  # a new event for the same course: a replay, not a conflict
     assert again.messages == first.messages
     assert [outcome for _, outcome in again.outcomes] == ["duplicate"]
+
+
+# --- streaks ----------------------------------------------------------------------------------
+
+STREAKY = parse_rules(EXAMPLE + "[[streaks]]\ndays = 3\nbonus = 50\n[[streaks]]\ndays = 5\n"
+                      "bonus = 120\n", 1_000_000)  # fmt: skip
+DAY1 = date(2026, 11, 1)
+
+
+def on(day: int, course: str | None = None, event: str | None = None) -> CoinCommand:
+    """A completion of `course` on November `day` (UTC; 23:30 at +05:30 is the day before)."""
+    command = completion(STREAKY, course or f"c-{day}")
+    assert command.reward is not None
+    reward = replace(command.reward, day=DAY1 + timedelta(days=day - 1))
+    return replace(command, reward=reward, source_event_id=event or f"e-{course or day}")
+
+
+class Ledger:
+    """Batches one after another, each seeing what the ones before committed."""
+
+    def __init__(self) -> None:
+        self.known: dict[Any, Any] = {}
+        self.wallets: dict[str, Wallet] = {}
+        self.runs: dict[str, tuple[Run, ...]] = {}
+        self.bonuses: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self.paid: list[tuple[str, int]] = []
+
+    def batch(self, *commands: CoinCommand) -> list[dict[str, Any]]:
+        plan = decide_coins(commands, self.known, self.wallets, NOW, {},
+                            StreakState(self.runs, self.bonuses))  # fmt: skip
+        self.known |= plan.decisions
+        self.wallets |= plan.wallets
+        self.runs |= plan.runs
+        for entry in plan.entries:
+            if entry.ledger_type == "streak_bonus":
+                self.paid.append((entry.reference_id, entry.amount))
+                earned = (entry.student_id, entry.source_event_id)
+                message = plan.decisions[(entry.student_id, "streak_bonus", entry.reference_id)]
+                self.bonuses[earned] = (*self.bonuses.get(earned, ()), message.result)
+        return [json.loads(m.value or b"")["data"] for m in plan.messages]
+
+
+def test_a_third_day_in_a_row_pays_the_three_day_bonus_after_its_credit() -> None:
+    ledger = Ledger()
+    ledger.batch(on(1), on(2))
+    third = ledger.batch(on(3))
+    assert [(d["type"], d["reference_id"], d["amount"]) for d in third] == [
+        ("course_completion", "c-3", 100), ("streak_bonus", "streak:2026-11-01:3", 50),
+    ]  # fmt: skip
+    assert third[1]["balance_after"] == 350
+    assert third[1]["source_event_id"] == "e-3"
+    assert "rule" not in third[1]
+
+
+def test_a_day_counted_already_adds_nothing() -> None:
+    ledger = Ledger()
+    ledger.batch(on(1), on(2, "c-2a"), on(2, "c-2b"))  # two courses on day 2
+    assert ledger.paid == []
+    assert ledger.runs["s"] == (Run(DAY1, DAY1 + timedelta(days=1)),)
+
+
+def test_a_growing_streak_pays_each_length_once() -> None:
+    ledger = Ledger()
+    for day in range(1, 8):
+        ledger.batch(on(day))
+    assert ledger.paid == [("streak:2026-11-01:3", 50), ("streak:2026-11-01:5", 120)]
+
+
+def test_a_day_that_joins_two_runs_makes_one_streak_named_by_its_first_day() -> None:
+    ledger = Ledger()
+    ledger.batch(on(1), on(2), on(4), on(5))
+    assert ledger.paid == []
+    ledger.batch(on(3))
+    assert ledger.runs["s"] == (Run(DAY1, DAY1 + timedelta(days=4)),)
+    assert ledger.paid == [("streak:2026-11-01:3", 50), ("streak:2026-11-01:5", 120)]
+
+
+def test_a_day_before_a_streak_starts_another_streak_which_earns_its_lengths_anew() -> None:
+    ledger = Ledger()
+    ledger.batch(on(2), on(3), on(4))
+    ledger.batch(on(1))  # a late completion, dated the day before
+    assert ledger.paid == [("streak:2026-11-02:3", 50), ("streak:2026-11-01:3", 50)]
+
+
+def test_a_replay_counts_no_day_and_a_redelivery_repeats_the_bonus_it_earned() -> None:
+    ledger = Ledger()
+    ledger.batch(on(1), on(2))
+    first = ledger.batch(on(3))
+    assert ledger.batch(on(3, "c-3", event="e-other")) == first[:1]  # a replay: the credit only
+    assert ledger.batch(on(3)) == first  # its own event again: the credit and the bonus
+    assert len(ledger.paid) == 1
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=30), st.integers(1, 5))
+def test_runs_are_the_days_consecutive_stretches_and_no_bonus_is_paid_twice(
+    days: list[int], per_batch: int
+) -> None:
+    ledger = Ledger()
+    commands = [on(day, f"c-{n}") for n, day in enumerate(days)]
+    for start in range(0, len(commands), per_batch):
+        ledger.batch(*commands[start : start + per_batch])
+    distinct = sorted(set(days))
+    stretches: list[list[int]] = []
+    for day in distinct:
+        if stretches and stretches[-1][-1] == day - 1:
+            stretches[-1].append(day)
+        else:
+            stretches.append([day])
+    expected = tuple(
+        Run(DAY1 + timedelta(days=s[0] - 1), DAY1 + timedelta(days=s[-1] - 1)) for s in stretches
+    )
+    assert ledger.runs["s"] == expected
+    references = [reference for reference, _ in ledger.paid]
+    assert len(references) == len(set(references))
+    for run in expected:  # every final streak has its lengths paid under its own name
+        for streak in STREAKY.streaks:
+            if run.days >= streak.days:
+                assert f"streak:{run.first.isoformat()}:{streak.days}" in references

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from worker.core.answers import Answers, EventKey, Outcome
@@ -91,6 +91,8 @@ class CourseReward:
     rules: CoinRules
     course_tier: str | None
     base: int
+    # The UTC day of `completed_at`: what a streak counts.
+    day: date
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,35 @@ class Entry:
     source_event_id: str
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class Run:
+    """Consecutive UTC days on which a student completed a course: a streak, named by its first
+    day. A student's runs never touch (two that would are one)."""
+
+    first: date
+    last: date
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+    def holds(self, day: date) -> bool:
+        return self.first <= day <= self.last
+
+
+@dataclass(frozen=True)
+class StreakState:
+    """What a batch needs to know about streaks: the runs of its students near its days, and
+    the bonus results each course completion event earned earlier (repeated with its credit
+    when the event is delivered again)."""
+
+    runs: Mapping[str, tuple[Run, ...]] = field(default_factory=dict)
+    bonuses: Mapping[tuple[str, str], tuple[OutgoingMessage, ...]] = field(default_factory=dict)
+
+
+STREAK_BONUS: LedgerType = "streak_bonus"
+
+
 @dataclass
 class CoinPlan:
     """Everything one batch changes; the adapter persists it in one transaction."""
@@ -147,6 +178,8 @@ class CoinPlan:
     answers: Answers = field(default_factory=dict)
     # The honoured privileged requests (adjustments), for the audit trail.
     audits: list[AuditRecord] = field(default_factory=list)
+    # Each student's runs as this batch leaves them, for the students whose runs it changed.
+    runs: dict[str, tuple[Run, ...]] = field(default_factory=dict)
 
 
 def transaction_id(key: Key) -> str:
@@ -159,11 +192,14 @@ def decide_coins(
     wallets: Mapping[str, Wallet],
     now: datetime,
     answered: Answers | None = None,
+    streaks: StreakState | None = None,
 ) -> CoinPlan:
-    """Apply `commands` in order to `wallets`, given the `known` decisions of earlier batches
-    and the answers earlier batches gave by event (`answered`)."""
+    """Apply `commands` in order to `wallets`, given the `known` decisions of earlier batches,
+    the answers earlier batches gave by event (`answered`) and, under streak rules, the
+    students' `streaks`."""
     plan = CoinPlan()
     answered = answered or {}
+    streaks = streaks or StreakState()
     for command in commands:
         wallet = plan.wallets.get(command.student_id) or wallets.get(command.student_id, Wallet())
         first_answer = plan.answers.get(command.event) or answered.get(command.event)
@@ -185,6 +221,14 @@ def decide_coins(
             _refuse(plan, command, "insufficient_balance", wallet, now)
         else:
             _apply(plan, command, wallet, now)
+            if command.reward is not None and command.reward.rules.streaks:
+                _count_day(plan, command, command.reward, streaks, now)
+        if earlier is not None and command.reward is not None:
+            # A course completion delivered again: the bonuses its first delivery earned go out
+            # again with its credit (a crash may have come before they were published).
+            plan.messages.extend(
+                streaks.bonuses.get((command.student_id, command.source_event_id), ())
+            )
         if command.actor is not None and command.authorized:
             # A privileged request's verdict depends on time (its assertion's expiry, judged
             # when its record was appended): a new record of the same event, judged later, must
@@ -236,7 +280,10 @@ def _refuse(
     plan.outcomes.append((command, "rejected"))
 
 
-def _apply(plan: CoinPlan, command: CoinCommand, wallet: Wallet, now: datetime) -> None:
+def _apply(
+    plan: CoinPlan, command: CoinCommand, wallet: Wallet, now: datetime, *, counted: bool = True
+) -> None:
+    """Apply `command`; `counted`: it is an event's own effect (a streak bonus is not)."""
     after = wallet.moved(command.amount)
     entry = Entry(
         transaction_id=transaction_id(command.key),
@@ -264,7 +311,8 @@ def _apply(plan: CoinPlan, command: CoinCommand, wallet: Wallet, now: datetime) 
     plan.wallets[command.student_id] = after
     plan.decisions[command.key] = CoinDecision(command.requested_amount, "applied", message)
     plan.messages.append(message)
-    plan.outcomes.append((command, "applied"))
+    if counted:
+        plan.outcomes.append((command, "applied"))
     if command.actor is not None:
         actor_id, actor_role = command.actor
         change = {"transaction_id": entry.transaction_id, "student_id": command.student_id,
@@ -281,6 +329,45 @@ def _apply(plan: CoinPlan, command: CoinCommand, wallet: Wallet, now: datetime) 
                 change=change,
             )
         )
+
+
+def _count_day(
+    plan: CoinPlan, command: CoinCommand, reward: CourseReward, streaks: StreakState, now: datetime
+) -> None:
+    """Count the credited completion's day in the student's runs, and pay each streak length
+    its run reaches for the first time. A day counted already adds nothing. A run is named by
+    its first day: one that grows at its end keeps its name and its bonuses; a day that joins
+    a run to the one after it, or comes before a run, makes a run with another first day,
+    which earns its lengths anew (CONTRACT section 10: once per streak and length)."""
+    student, day = command.student_id, reward.day
+    runs = plan.runs.get(student, streaks.runs.get(student, ()))
+    if any(run.holds(day) for run in runs):
+        return
+    before = next((run for run in runs if run.last == day - _DAY), None)
+    after = next((run for run in runs if run.first == day + _DAY), None)
+    joined = Run(before.first if before else day, after.last if after else day)
+    plan.runs[student] = tuple(sorted({*runs, joined} - {before, after}))
+    had = before.days if before else 0  # the lengths this first day reached before
+    for streak in reward.rules.streaks:
+        if not had < streak.days <= joined.days:
+            continue
+        bonus = CoinCommand(
+            student_id=student,
+            ledger_type=STREAK_BONUS,
+            reference_id=f"streak:{joined.first.isoformat()}:{streak.days}",
+            amount=streak.bonus,
+            requested_amount=None,
+            source_event_id=command.source_event_id,
+            event_type=command.event_type,
+            event_source=command.event_source,
+        )
+        wallet = plan.wallets.get(student, Wallet())
+        if bonus.key in plan.decisions or not wallet.can_move(bonus.amount):
+            continue  # paid already; or past the JSON-safe totals, which no bonus may take
+        _apply(plan, bonus, wallet, now, counted=False)
+
+
+_DAY = timedelta(days=1)
 
 
 def _rejection(command: CoinCommand, reason: CoinRejection, balance: int) -> CoinsRejected:

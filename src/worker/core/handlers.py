@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC
 
 from worker.core.assertions import AdminAssertions
 from worker.core.coins import CoinCommand, CourseReward
@@ -84,7 +85,8 @@ def reward_course_completion(
     amount = policies.rewards.course_completion
     if rules is not None:
         amount = rules.course_reward(data.course_tier)
-        reward = CourseReward(rules, data.course_tier, amount)
+        day = data.completed_at.astimezone(UTC).date()
+        reward = CourseReward(rules, data.course_tier, amount, day)
     return CoinCommand(
         student_id=data.student_id,
         ledger_type="course_completion",

@@ -21,7 +21,9 @@ SOURCE = "payment-worker"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:payment-worker:results")
 _NAMESPACE_BYTES = _NAMESPACE.bytes
 
-LedgerType = Literal["course_completion", "referral", "manual_adjustment", "redemption"]
+LedgerType = Literal[
+    "course_completion", "referral", "manual_adjustment", "redemption", "streak_bonus"
+]
 CoinRejection = Literal[
     "insufficient_balance", "idempotency_conflict", "not_authorized", "limit_exceeded"
 ]

@@ -16,9 +16,6 @@ Read from `COIN_RULES_FILE` (TOML) at start:
 
 Without a file the rules are the fixed reward of COIN_REWARD_COURSE_COMPLETION, with no tiers
 and no streaks, and course credits carry no `rule` (sections 1-9 unchanged).
-
-Streaks are read and checked, but a file with any is refused at start until they are built:
-a worker must not accept rules it would not pay.
 """
 
 from __future__ import annotations
@@ -117,9 +114,6 @@ def parse_rules(text: str, max_amount: int) -> CoinRules:
         _streak(entry, n, max_amount) for n, entry in enumerate(_tables(document, "streaks"))
     )
     _unique([s.days for s in streaks], "streaks days")
-    if streaks:
-        # Refused rather than ignored: a file that promises bonuses the worker would not pay.
-        raise RulesError("[[streaks]] are not built yet (issue 16): remove them for now")
     return CoinRules(
         default_reward=default,
         version=version,

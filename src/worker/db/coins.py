@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from worker.core import cloudevents
 from worker.core.answers import Answers
-from worker.core.coins import CoinCommand, CoinDecision, CoinPlan, Key, Wallet, decide_coins
+from worker.core.coins import (
+    CoinCommand,
+    CoinDecision,
+    CoinPlan,
+    Key,
+    Run,
+    StreakState,
+    Wallet,
+    decide_coins,
+)
 from worker.core.messages import OutgoingMessage
 from worker.db.answers import answer_rows, answers_found, event_ids
 from worker.db.queries import sql, unnest_all
@@ -32,9 +41,62 @@ async def apply_coin_commands(
         return CoinPlan()
     wallets = await _lock_wallets(conn, {c.student_id for c in commands})
     known, answered = await _known(conn, commands)
-    plan = decide_coins(commands, known, wallets, now, answered)
+    streaks = await _streaks(conn, commands)
+    plan = decide_coins(commands, known, wallets, now, answered, streaks)
     await _write(conn, plan)
+    if plan.runs:
+        await _write_runs(conn, plan, streaks)
     return plan
+
+
+async def _streaks(conn: Connection, commands: Sequence[CoinCommand]) -> StreakState:
+    """The runs and earlier bonuses the batch's course completions need under streak rules;
+    one statement, none without streak rules."""
+    counted = [c for c in commands if c.reward is not None and c.reward.rules.streaks]
+    if not counted:
+        return StreakState()
+    days = sorted({(c.student_id, c.reward.day) for c in counted if c.reward is not None})
+    events = sorted({(c.student_id, c.source_event_id) for c in counted})
+    [row] = await conn.fetch(
+        sql("coins_streaks_read"),
+        [student for student, _ in days],
+        [day for _, day in days],
+        [student for student, _ in events],
+        [event_id for _, event_id in events],
+    )
+    runs: dict[str, list[Run]] = {}
+    for student_id, first_day, last_day in row["runs"]:
+        runs.setdefault(student_id, []).append(Run(first_day, last_day))
+    bonuses: dict[tuple[str, str], list[OutgoingMessage]] = {}
+    for student_id, event_id, topic, value in row["bonuses"]:
+        message = OutgoingMessage(
+            topic, student_id.encode(), value, tuple(cloudevents.structured_headers())
+        )
+        bonuses.setdefault((student_id, event_id), []).append(message)
+    return StreakState(
+        runs={student: tuple(sorted(found)) for student, found in runs.items()},
+        bonuses={event: tuple(found) for event, found in bonuses.items()},
+    )
+
+
+async def _write_runs(conn: Connection, plan: CoinPlan, before: StreakState) -> None:
+    """Write the runs the batch changed: merged-away runs deleted, made or grown ones upserted."""
+    gone: list[tuple[str, date]] = []
+    kept: list[tuple[str, Run]] = []
+    for student, runs in plan.runs.items():
+        earlier, now = set(before.runs.get(student, ())), set(runs)
+        made = now - earlier
+        firsts = {run.first for run in made}
+        gone += [(student, run.first) for run in earlier - now if run.first not in firsts]
+        kept += [(student, run) for run in sorted(made)]
+    await conn.execute(
+        sql("coins_streaks_write"),
+        [student for student, _ in gone],
+        [first for _, first in gone],
+        [student for student, _ in kept],
+        [run.first for _, run in kept],
+        [run.last for _, run in kept],
+    )
 
 
 async def _lock_wallets(conn: Connection, students: set[str]) -> dict[str, Wallet]:
