@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -242,5 +243,8 @@ async def test_streak_runs_and_bonuses_are_kept_across_batches(conn: asyncpg.Con
         again = await apply_coin_commands(conn, [on(3)], NOW)
     assert again.messages == first.messages  # the credit and the bonus, byte for byte
     assert len(again.messages) == 2
+    async with conn.transaction():  # again, on a worker that has no rules file now
+        without_rules = await apply_coin_commands(conn, [replace(on(3), reward=None)], NOW)
+    assert without_rules.messages == first.messages
     assert await conn.fetchval("SELECT count(*) FROM coin_transactions") == 5
     await assert_invariants(conn)

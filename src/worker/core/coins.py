@@ -67,7 +67,7 @@ class CoinCommand:
             return self
         rules, tier = self.reward.rules, self.reward.rules.tier_for(lifetime_earned)
         rule = RuleApplied(
-            version=rules.version or 0,
+            version=rules.version,
             course_tier=self.reward.course_tier,
             base=self.reward.base,
             tier=None if tier is None else tier.name,
@@ -91,8 +91,9 @@ class CourseReward:
     rules: CoinRules
     course_tier: str | None
     base: int
-    # The UTC day of `completed_at`: what a streak counts.
-    day: date
+    # The UTC day of `completed_at`, what a streak counts; None when there is no such day to
+    # count (no streak rules, or a date at the very end of the calendar).
+    day: date | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +222,12 @@ def decide_coins(
             _refuse(plan, command, "insufficient_balance", wallet, now)
         else:
             _apply(plan, command, wallet, now)
-            if command.reward is not None and command.reward.rules.streaks:
-                _count_day(plan, command, command.reward, streaks, now)
-        if earlier is not None and command.reward is not None:
+            if command.reward is not None and command.reward.day is not None:
+                _count_day(plan, command, command.reward, command.reward.day, streaks, now)
+        if earlier is not None and command.ledger_type == "course_completion":
             # A course completion delivered again: the bonuses its first delivery earned go out
-            # again with its credit (a crash may have come before they were published).
+            # again with its credit (a crash may have come before they were published), whatever
+            # the rules say now.
             plan.messages.extend(
                 streaks.bonuses.get((command.student_id, command.source_event_id), ())
             )
@@ -332,14 +334,22 @@ def _apply(
 
 
 def _count_day(
-    plan: CoinPlan, command: CoinCommand, reward: CourseReward, streaks: StreakState, now: datetime
+    plan: CoinPlan,
+    command: CoinCommand,
+    reward: CourseReward,
+    day: date,
+    streaks: StreakState,
+    now: datetime,
 ) -> None:
-    """Count the credited completion's day in the student's runs, and pay each streak length
-    its run reaches for the first time. A day counted already adds nothing. A run is named by
-    its first day: one that grows at its end keeps its name and its bonuses; a day that joins
-    a run to the one after it, or comes before a run, makes a run with another first day,
-    which earns its lengths anew (CONTRACT section 10: once per streak and length)."""
-    student, day = command.student_id, reward.day
+    """Count the credited completion's `day` in the student's runs, and pay each streak length
+    its run reaches for the first time (CONTRACT section 10: once per streak and length).
+
+    A day counted already adds nothing. A run is named by its first day. A day that joins runs
+    (or grows one at either end) makes one run, which is paid only the lengths beyond the
+    longest of the runs it joined: those were paid when that run reached them. So a stretch of
+    days pays each length once whatever order its days arrive in, but for lengths two runs both
+    reached while they were apart."""
+    student = command.student_id
     runs = plan.runs.get(student, streaks.runs.get(student, ()))
     if any(run.holds(day) for run in runs):
         return
@@ -347,7 +357,7 @@ def _count_day(
     after = next((run for run in runs if run.first == day + _DAY), None)
     joined = Run(before.first if before else day, after.last if after else day)
     plan.runs[student] = tuple(sorted({*runs, joined} - {before, after}))
-    had = before.days if before else 0  # the lengths this first day reached before
+    had = max(before.days if before else 0, after.days if after else 0)  # paid already
     for streak in reward.rules.streaks:
         if not had < streak.days <= joined.days:
             continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, date
 
 from worker.core.assertions import AdminAssertions
 from worker.core.coins import CoinCommand, CourseReward
@@ -85,8 +85,7 @@ def reward_course_completion(
     amount = policies.rewards.course_completion
     if rules is not None:
         amount = rules.course_reward(data.course_tier)
-        day = data.completed_at.astimezone(UTC).date()
-        reward = CourseReward(rules, data.course_tier, amount, day)
+        reward = CourseReward(rules, data.course_tier, amount, _streak_day(data, rules))
     return CoinCommand(
         student_id=data.student_id,
         ledger_type="course_completion",
@@ -98,6 +97,18 @@ def reward_course_completion(
         event_source=event.source,
         reward=reward,
     )
+
+
+def _streak_day(data: CourseCompleted, rules: CoinRules) -> date | None:
+    """The UTC day a streak counts, when the rules have streaks: none for a completion at the
+    calendar's very ends (year 1 or 9999), whose day or its neighbour Python cannot hold."""
+    if not rules.streaks:
+        return None
+    try:
+        day = data.completed_at.astimezone(UTC).date()
+    except OverflowError:
+        return None
+    return day if date.min < day < date.max else None
 
 
 def reward_referral(event: Envelope, data: ReferralSucceeded, policies: Policies) -> CoinCommand:

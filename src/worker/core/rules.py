@@ -39,7 +39,7 @@ class RulesError(ValueError):
 class StudentTier:
     name: str
     min_lifetime_earned: int
-    # As written (for the `rule` object) and exactly (for the arithmetic: 0.29 is 29/100).
+    # For the `rule` object, and exactly as written for the arithmetic (1.15 is 23/20).
     multiplier: float
     exact: Fraction
 
@@ -52,10 +52,10 @@ class Streak:
 
 @dataclass(frozen=True)
 class CoinRules:
-    """The rules in force. `version` None: no rules file (the fixed reward)."""
+    """The rules of a rules file (without one there are none: the fixed reward)."""
 
     default_reward: int
-    version: int | None = None
+    version: int
     course_rewards: Mapping[str, int] = field(default_factory=dict)
     student_tiers: tuple[StudentTier, ...] = ()  # by min_lifetime_earned, lowest first
     streaks: tuple[Streak, ...] = ()  # by days, fewest first
@@ -86,8 +86,9 @@ def parse_rules(text: str, max_amount: int) -> CoinRules:
     """The rules in `text` (TOML); RulesError naming the first problem. No amount may exceed
     `max_amount` (COIN_MAX_AMOUNT), nor a multiplied reward the JSON-safe range."""
     try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        # Decimals, not floats: a multiplier is taken exactly as written (1.15 is 115/100).
+        document = tomllib.loads(text, parse_float=Decimal)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise RulesError(f"not TOML: {exc}") from None
     _only(document, {"version", "course_rewards", "student_tiers", "streaks"}, "the file")
     version = _integer(document.get("version"), "version", 1, JSON_SAFE_MAX)
@@ -95,7 +96,7 @@ def parse_rules(text: str, max_amount: int) -> CoinRules:
     if not isinstance(rewards, dict) or "default" not in rewards:
         raise RulesError("[course_rewards] needs a default")
     course_rewards = {
-        str(tier): _integer(coins, f"course_rewards.{tier}", 1, max_amount)
+        str(tier): _integer(coins, f"course_rewards.{tier!r}", 1, max_amount)
         for tier, coins in rewards.items()
     }
     default = course_rewards.pop("default")
@@ -140,14 +141,14 @@ def _tier(entry: dict[str, Any], n: int) -> StudentTier:
                        JSON_SAFE_MAX)  # fmt: skip
     multiplier = entry.get("multiplier")
     if (
-        not isinstance(multiplier, int | float)
+        not isinstance(multiplier, int | Decimal)
         or isinstance(multiplier, bool)
-        or not math.isfinite(multiplier)
-        or not 1 <= multiplier <= 100
+        or (isinstance(multiplier, Decimal) and not multiplier.is_finite())
+        or not 1 <= multiplier <= 100  # an int of any size compares without overflow
     ):
         raise RulesError(f"{where}.multiplier must be a number from 1 to 100")
-    # The decimal the file wrote, exactly: 0.29 is 29/100, not the float nearest to it.
-    exact = Fraction(Decimal(repr(multiplier)))
+    # The decimal the file wrote, exactly: 1.15 is 23/20, not the float nearest to it.
+    exact = Fraction(multiplier)
     return StudentTier(name, minimum, float(multiplier), exact)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ async def apply_coin_commands(
         return CoinPlan()
     wallets = await _lock_wallets(conn, {c.student_id for c in commands})
     known, answered = await _known(conn, commands)
-    streaks = await _streaks(conn, commands)
+    streaks = await _streaks(conn, commands, known)
     plan = decide_coins(commands, known, wallets, now, answered, streaks)
     await _write(conn, plan)
     if plan.runs:
@@ -49,14 +49,28 @@ async def apply_coin_commands(
     return plan
 
 
-async def _streaks(conn: Connection, commands: Sequence[CoinCommand]) -> StreakState:
-    """The runs and earlier bonuses the batch's course completions need under streak rules;
-    one statement, none without streak rules."""
-    counted = [c for c in commands if c.reward is not None and c.reward.rules.streaks]
-    if not counted:
+async def _streaks(
+    conn: Connection, commands: Sequence[CoinCommand], known: Mapping[Key, CoinDecision]
+) -> StreakState:
+    """What the batch's course completions need of streaks: under streak rules, the runs near
+    their days; for those decided before (delivered again), the bonuses they earned, whatever
+    the rules say now. One statement, none when neither is needed."""
+    days = sorted(
+        {
+            (c.student_id, c.reward.day)
+            for c in commands
+            if c.reward is not None and c.reward.day is not None
+        }
+    )
+    events = sorted(
+        {
+            (c.student_id, c.source_event_id)
+            for c in commands
+            if c.ledger_type == "course_completion" and c.key in known
+        }
+    )
+    if not days and not events:
         return StreakState()
-    days = sorted({(c.student_id, c.reward.day) for c in counted if c.reward is not None})
-    events = sorted({(c.student_id, c.source_event_id) for c in counted})
     [row] = await conn.fetch(
         sql("coins_streaks_read"),
         [student for student, _ in days],

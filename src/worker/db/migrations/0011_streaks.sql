@@ -1,14 +1,18 @@
 -- Streak bonuses (CONTRACT section 10): a ledger type of their own, and each student's runs of
 -- consecutive UTC days with a course completion, named by their first day. A student's runs
 -- never touch: two that would are merged into one.
+--
+-- The wider type checks are added NOT VALID: the narrower ones they replace held for every
+-- existing row, so no scan of the ledger (under this migration's exclusive lock, while
+-- workers and the read API wait) is needed; new rows are checked as before.
 ALTER TABLE coin_transactions DROP CONSTRAINT coin_transactions_type_check;
 ALTER TABLE coin_transactions ADD CONSTRAINT coin_transactions_type_check CHECK (
     type IN ('course_completion', 'referral', 'manual_adjustment', 'redemption', 'streak_bonus')
-);
+) NOT VALID;
 ALTER TABLE coin_requests DROP CONSTRAINT coin_requests_type_check;
 ALTER TABLE coin_requests ADD CONSTRAINT coin_requests_type_check CHECK (
     type IN ('course_completion', 'referral', 'manual_adjustment', 'redemption', 'streak_bonus')
-);
+) NOT VALID;
 
 CREATE TABLE course_streaks (
     student_id ref_id NOT NULL,
