@@ -419,14 +419,19 @@ async def test_a_webhook_event_in_a_new_record_judged_stale_repeats_its_first_mo
     assert not again.webhook_refusals
 
 
+async def two_stripe_successes(pool: asyncpg.Pool, gateway: Any) -> list[PaymentCommand]:
+    """Open Stripe payments pay-a and pay-b; their success webhooks (one event id for both)."""
+    await apply(pool, [requested("pay-a"), requested("pay-b")], gateway)
+    return [webhook("stripe", stripe_event("payment_intent.succeeded", f"stripe_pay-{x}"))
+            for x in "ab"]  # fmt: skip
+
+
 async def test_a_providers_event_id_shared_by_two_payments_moves_each_once(
     pool: asyncpg.Pool,
 ) -> None:
     gateway = ProviderGateway("stripe")
-    await apply(pool, [requested("pay-a"), requested("pay-b")], gateway)
+    paid = await two_stripe_successes(pool, gateway)
     # Two batches, one notification id (as a careless sender might reuse one): not a retry.
-    paid = [webhook("stripe", stripe_event("payment_intent.succeeded", f"stripe_pay-{x}"))
-            for x in "ab"]  # fmt: skip
     await apply(pool, paid[:1], gateway)
     second = await apply(pool, paid[1:], gateway)
     assert [t.payment_id for t in second.transitions] == ["pay-b"]
@@ -437,10 +442,7 @@ async def test_a_refund_id_two_workers_decide_at_once_reaches_the_gateway_once(
     pool: asyncpg.Pool,
 ) -> None:
     gateway = ProviderGateway("stripe")
-    await apply(pool, [requested("pay-a"), requested("pay-b")], gateway)
-    paid = [webhook("stripe", stripe_event("payment_intent.succeeded", f"stripe_pay-{x}"))
-            for x in "ab"]  # fmt: skip
-    await apply(pool, paid, gateway)
+    await apply(pool, await two_stripe_successes(pool, gateway), gateway)
     async with pool.acquire() as other, pool.acquire() as conn:
         async with other.transaction():
             # Another worker has decided refund rf-1 (for another payment), not yet committed.

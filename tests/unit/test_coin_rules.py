@@ -84,7 +84,7 @@ def test_a_multiplied_reward_is_rounded_down_exactly(base: int, hundredths: int)
         ("version = 1", "[course_rewards] needs a default"),
         ("version = 1\n[course_rewards]\ndefault = 0", "course_rewards.'default' must be"),
         ("version = 1\n[course_rewards]\ndefault = 2000000", "course_rewards.'default' must be"),
-        ("version = 1\ncolour = 2\n[course_rewards]\ndefault = 1", "unknown keys: colour"),
+        ("version = 1\ncolour = 2\n[course_rewards]\ndefault = 1", "unknown keys: 'colour'"),
         ("version = 1\n[course_rewards]\ndefault = 1\n[[student_tiers]]\nname = 'a'\n"
          "min_lifetime_earned = 0\nmultiplier = 0.5", "multiplier must be a number from 1"),
         ("version = 1\n[course_rewards]\ndefault = 1\n[[student_tiers]]\nname = 'a'\n"
@@ -103,6 +103,13 @@ def test_a_multiplied_reward_is_rounded_down_exactly(base: int, hundredths: int)
         ("version = 1\n[course_rewards]\ndefault = 1\n\"a\\nb\" = 0",
          "course_rewards.'a\\nb' must be"),
         ("x = " + "[" * 5000 + "]" * 5000, "not TOML"),
+        ("version = 1e99999999999999999999\n[course_rewards]\ndefault = 1", "not TOML"),
+        ("version = " + "9" * 5000 + "\n[course_rewards]\ndefault = 1", "not TOML"),
+        ("version = 1\n\"a\\nb\" = 1\n[course_rewards]\ndefault = 1",
+         r"the file has unknown keys: 'a\nb'"),
+        ("version = 1\n[course_rewards]\ndefault = 1\n[[student_tiers]]\nname = 'a'\n"
+         "min_lifetime_earned = 0\nmultiplier = 1.1499999999999999999",
+         "more digits than a JSON number keeps"),
     ],
 )  # fmt: skip
 def test_a_bad_rules_file_says_what_is_wrong(text: str, says: str) -> None:

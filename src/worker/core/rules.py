@@ -88,7 +88,9 @@ def parse_rules(text: str, max_amount: int) -> CoinRules:
     try:
         # Decimals, not floats: a multiplier is taken exactly as written (1.15 is 115/100).
         document = tomllib.loads(text, parse_float=Decimal)
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+    except (ValueError, ArithmeticError, RecursionError) as exc:
+        # TOMLDecodeError, an integer too long to read, a float exponent no decimal holds, a
+        # nesting too deep: all one line, never a traceback.
         raise RulesError(f"not TOML: {exc}") from None
     _only(document, {"version", "course_rewards", "student_tiers", "streaks"}, "the file")
     version = _integer(document.get("version"), "version", 1, JSON_SAFE_MAX)
@@ -147,6 +149,9 @@ def _tier(entry: dict[str, Any], n: int) -> StudentTier:
         or not 1 <= multiplier <= 100  # an int of any size compares without overflow
     ):
         raise RulesError(f"{where}.multiplier must be a number from 1 to 100")
+    if Decimal(repr(float(multiplier))) != multiplier:
+        # The `rule` object shows it as a JSON number: it must say what was applied.
+        raise RulesError(f"{where}.multiplier has more digits than a JSON number keeps")
     # The decimal the file wrote, exactly: 1.15 is 23/20, not the float nearest to it.
     exact = Fraction(multiplier)
     return StudentTier(name, minimum, float(multiplier), exact)
@@ -167,7 +172,7 @@ def _integer(value: object, name: str, low: int, high: int) -> int:
 
 def _only(table: Mapping[str, object], allowed: set[str], where: str) -> None:
     if unknown := sorted(set(table) - allowed):
-        raise RulesError(f"{where} has unknown keys: {', '.join(unknown)}")
+        raise RulesError(f"{where} has unknown keys: {', '.join(map(repr, unknown))}")
 
 
 def _unique(values: list[Any], what: str) -> None:

@@ -20,3 +20,7 @@ CREATE TABLE course_streaks (
     last_day   date NOT NULL CHECK (last_day >= first_day),
     PRIMARY KEY (student_id, first_day)
 );
+
+-- A course completion delivered again finds the bonuses it earned by its event id.
+CREATE INDEX coin_transactions_streak_bonus_by_event
+    ON coin_transactions (student_id, source_event_id) WHERE type = 'streak_bonus';
