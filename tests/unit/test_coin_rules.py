@@ -348,3 +348,13 @@ def test_a_completion_at_the_calendars_end_is_credited_and_counts_no_day() -> No
         plan = decide_coins([command], {}, {}, NOW, {}, StreakState())
         assert [e.ledger_type for e in plan.entries] == ["course_completion"]
         assert not plan.runs
+
+
+def test_a_completion_delivered_twice_in_one_batch_repeats_its_bonus_too() -> None:
+    ledger = Ledger()
+    ledger.batch(on(1), on(2))
+    both = ledger.batch(on(3), on(3))  # the same record twice (a producer's retry)
+    assert [(d["type"], d["reference_id"]) for d in both] == [
+        ("course_completion", "c-3"), ("streak_bonus", "streak:2026-11-01:3"),
+    ] * 2  # fmt: skip
+    assert len(ledger.paid) == 1

@@ -181,6 +181,8 @@ class CoinPlan:
     audits: list[AuditRecord] = field(default_factory=list)
     # Each student's runs as this batch leaves them, for the students whose runs it changed.
     runs: dict[str, tuple[Run, ...]] = field(default_factory=dict)
+    # The streak bonuses this batch paid, by (student, the completion event that earned them).
+    bonuses: dict[tuple[str, str], tuple[OutgoingMessage, ...]] = field(default_factory=dict)
 
 
 def transaction_id(key: Key) -> str:
@@ -228,9 +230,8 @@ def decide_coins(
             # A course completion delivered again: the bonuses its first delivery earned go out
             # again with its credit (a crash may have come before they were published), whatever
             # the rules say now.
-            plan.messages.extend(
-                streaks.bonuses.get((command.student_id, command.source_event_id), ())
-            )
+            earned = (command.student_id, command.source_event_id)
+            plan.messages.extend(plan.bonuses.get(earned) or streaks.bonuses.get(earned, ()))
         if command.actor is not None and command.authorized:
             # A privileged request's verdict depends on time (its assertion's expiry, judged
             # when its record was appended): a new record of the same event, judged later, must
@@ -375,6 +376,8 @@ def _count_day(
         if bonus.key in plan.decisions or not wallet.can_move(bonus.amount):
             continue  # paid already; or past the JSON-safe totals, which no bonus may take
         _apply(plan, bonus, wallet, now, counted=False)
+        earned = (student, command.source_event_id)
+        plan.bonuses[earned] = (*plan.bonuses.get(earned, ()), plan.messages[-1])
 
 
 _DAY = timedelta(days=1)
