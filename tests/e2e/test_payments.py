@@ -274,13 +274,13 @@ async def test_a_worker_warns_of_an_existing_webhook_topic_keeping_the_producers
     env = worker_env(empty_db, stack.kafka_bootstrap, PAYMENT_WEBHOOK_SECRET_MOCK=WEBHOOK_SECRET)
     await keep_producer_time(stack.kafka_bootstrap, env)
     async with running_worker(env, tmp_path) as worker:
-        await worker.wait_ready()
-        warnings = [
-            json.loads(line)
-            for line in worker.log_path.read_text().splitlines()
-            if '"check_topics"' in line
-        ]
+        await worker.wait_ready()  # the topics are checked before the worker is ready
         assert await worker.stop() == 0
+    warnings = [  # read once the process has ended: nothing of its log is still unwritten
+        json.loads(line)
+        for line in worker.log_path.read_text().splitlines()
+        if '"check_topics"' in line
+    ]
     assert {(w["level"], w["topic"]) for w in warnings} == {
         ("WARNING", env["KAFKA_TOPIC_PREFIX"] + topic) for topic in TOPIC_CONFIGS
     }
