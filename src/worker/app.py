@@ -32,7 +32,7 @@ from worker.core.types import Provider
 from worker.db.migrate import apply_migrations
 from worker.db.outbox import Outbox
 from worker.db.pool import open_pool
-from worker.expiry import ExpirySweeper
+from worker.expiry import COIN_LOTS, PAYMENTS, Sweeper
 from worker.gateway_calls import GatewayCaller
 from worker.gateways.mock import MockGateway, UnconfiguredGateway
 from worker.gateways.razorpay import RazorpayGateway
@@ -194,6 +194,9 @@ def policies(settings: Settings) -> Policies:
             if settings.coin_rules_file is None
             else read_rules(settings.coin_rules_file, settings.coin_max_amount)
         ),
+        coin_lifetime=(
+            timedelta(days=settings.coin_expiry_days) if settings.coin_expiry_days else None
+        ),
     )
 
 
@@ -311,10 +314,20 @@ async def _work(
         )
         stack.push_async_callback(batch_sender.close)
         publisher = ResultPublisher(batch_sender, outbox, metrics)
-        sweeper = ExpirySweeper(
+        payment_sweeper = Sweeper(
             pool,
             metrics,
+            PAYMENTS,
             interval_seconds=settings.payment_expiry_interval_seconds,
+            on_committed=relay.wake,
+        )
+        # Runs whatever COIN_EXPIRY_DAYS says now: lots made while it was set keep their
+        # deadlines (with none, it finds nothing).
+        coin_sweeper = Sweeper(
+            pool,
+            metrics,
+            COIN_LOTS,
+            interval_seconds=settings.coin_expiry_interval_seconds,
             on_committed=relay.wake,
         )
         mock = MockGateway(settings.payment_mock_url_base)
@@ -366,7 +379,8 @@ async def _work(
             _consume(consumer, consume, topics, stop),
             {
                 "outbox-relay": relay.run,
-                "expiry-sweep": sweeper.run,
+                "expiry-sweep": payment_sweeper.run,
+                "coin-expiry-sweep": coin_sweeper.run,
                 "gateway-calls": caller.run,
             },
         )

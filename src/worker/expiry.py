@@ -1,34 +1,100 @@
-"""The expiry sweep: moves unpaid payments past `expires_at` to `expired` (CONTRACT section 5).
+"""The expiry sweeps: unpaid payments past `expires_at` move to `expired` (CONTRACT section 5),
+and what is left of coin lots past their deadline expires (section 10).
 
-Every worker runs one. A sweep locks due payments with SKIP LOCKED, so two workers never expire
-the same payment, and a payment a batch is working on is left for the next sweep; the move is
-written with its result in the outbox in one transaction, like a batch's.
+Every worker runs both. A sweep locks what is due with SKIP LOCKED, so two workers never expire
+the same thing, and what a batch is working on is left for the next sweep; the change is
+written with its results in the outbox in one transaction, like a batch's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import asyncpg
-
+from worker.core.coins import CoinPlan
 from worker.core.payments import PaymentPlan
-from worker.db.payments import expire, expire_due, lock_due
+from worker.db import coins, payments
 from worker.errors import is_retriable
 from worker.metrics import Metrics
-from worker.pipeline import count_payment_plan
+from worker.pipeline import count_coin_entries, count_payment_plan
 from worker.retry import transient_retry
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from worker.db import Connection
 
 log = logging.getLogger(__name__)
 
+Due = TypeVar("Due", bound=Collection[Any])  # what one sweep locked
+Plan = TypeVar("Plan")
 
-class ExpirySweeper:
+
+@dataclass(frozen=True)
+class Sweep(Generic[Due, Plan]):
+    """What one kind of sweep does, for `Sweeper`."""
+
+    # What it expires, for logs: "payment", "coin lot".
+    what: str
+    # Lock up to `limit` due items that no other transaction holds, but for those keyed in
+    # `skip`, as of `now`.
+    lock: Callable[[Connection, datetime, int, Sequence[str]], Awaitable[Due]]
+    # Expire the locked items and queue their results, in the caller's transaction.
+    expire: Callable[[Connection, Due, datetime], Awaitable[Plan]]
+    # The key of each locked item: what is skipped when it cannot be expired.
+    keys: Callable[[Due], list[str]]
+    # Metrics and logs of a committed plan; how many things it expired.
+    committed: Callable[[Metrics, Plan], int]
+    # The counter of items it could not expire for good.
+    failures: Callable[[Metrics], Any]
+
+
+def _payments_committed(metrics: Metrics, plan: PaymentPlan) -> int:
+    count_payment_plan(metrics, plan)
+    if plan.transitions:
+        payment_ids = [t.payment_id for t in plan.transitions]
+        fields = {"action": "expire", "payment_ids": payment_ids[:20], "count": len(payment_ids)}
+        log.info("expired payments", extra=fields)
+    return len(plan.transitions)
+
+
+def _lots_committed(metrics: Metrics, plan: CoinPlan) -> int:
+    count_coin_entries(metrics, plan)
+    if plan.entries:
+        students = sorted({entry.student_id for entry in plan.entries})
+        fields = {"action": "expire_coins", "student_ids": students[:20], "count": len(students)}
+        log.info("expired coin lots", extra=fields)
+    return len(plan.entries)
+
+
+PAYMENTS: Sweep[Any, PaymentPlan] = Sweep(
+    what="payment",
+    lock=payments.lock_due,
+    expire=payments.expire,
+    keys=lambda due: [payment.payment_id for payment in due],
+    committed=_payments_committed,
+    failures=lambda metrics: metrics.expiry_failures,
+)
+COIN_LOTS: Sweep[Any, CoinPlan] = Sweep(
+    what="coin lot",
+    lock=coins.lock_due,
+    expire=coins.expire,
+    keys=list,  # the locked wallets, by student id
+    committed=_lots_committed,
+    failures=lambda metrics: metrics.coin_expiry_failures,
+)
+
+
+class Sweeper(Generic[Due, Plan]):
     def __init__(
         self,
         pool: asyncpg.Pool,
         metrics: Metrics,
+        sweep: Sweep[Due, Plan],
         *,
         interval_seconds: float,
         on_committed: Callable[[], None] = lambda: None,
@@ -36,24 +102,27 @@ class ExpirySweeper:
     ) -> None:
         self._pool = pool
         self._metrics = metrics
+        self._sweep = sweep
         self._interval = interval_seconds
         self._on_committed = on_committed
         self._chunk = chunk
-        # Payments this process could not expire (a fault that retrying cannot cure): left
-        # alone until a restart, so that one payment never stops the sweep of the others.
+        # Keys of what this process could not expire (a fault that retrying cannot cure): left
+        # alone until a restart, so that one item never stops the sweep of the others.
         self._skipped: set[str] = set()
 
     async def run(self) -> None:
         """Sweep every `interval_seconds` until cancelled; passing faults are retried."""
+        what = self._sweep.what
         while True:
             try:
                 async for attempt in transient_retry():
                     with attempt:
-                        while await self.sweep_once() == self._chunk:
+                        while await self.sweep_once():
                             pass
-            except Exception as exc:  # noqa: BLE001 - one payment must not stop the sweep
+            except Exception as exc:  # noqa: BLE001 - one item must not stop the sweep
                 log.warning(
-                    "expiry sweep failed; expiring one payment at a time",
+                    "%s expiry sweep failed; expiring one at a time",
+                    what,
                     extra={"action": "expire_isolate", "error": f"{type(exc).__name__}: {exc}"},
                 )
                 try:
@@ -62,51 +131,46 @@ class ExpirySweeper:
                             while await self._sweep_one():
                                 pass
                 except Exception:
-                    log.exception("expiry sweep failed; trying again later", extra={
+                    log.exception("%s expiry sweep failed; trying again later", what, extra={
                         "action": "expire_failed"})  # fmt: skip
             await asyncio.sleep(self._interval)
 
     async def sweep_once(self) -> int:
-        """Expire one chunk of overdue payments; returns how many were expired."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            plan = await expire_due(conn, datetime.now(UTC), self._chunk, list(self._skipped))
-        self._committed(plan)
-        return len(plan.transitions)
-
-    async def _sweep_one(self) -> bool:
-        """Expire the oldest overdue payment, or set it aside if that fails for good. Returns
-        False when none is left."""
+        """Expire what is due of up to one chunk of locked items; returns how many were locked
+        (0: nothing due is left that another transaction does not hold)."""
         async with self._pool.acquire() as conn, conn.transaction():
             now = datetime.now(UTC)
-            due = await lock_due(conn, now, 1, list(self._skipped))
+            due = await self._sweep.lock(conn, now, self._chunk, list(self._skipped))
+            plan = await self._sweep.expire(conn, due, now)
+        self._committed(plan)
+        return len(due)
+
+    async def _sweep_one(self) -> bool:
+        """Expire the first due item, or set it aside if that fails for good. Returns False
+        when none is left."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            now = datetime.now(UTC)
+            due = await self._sweep.lock(conn, now, 1, list(self._skipped))
             if not due:
                 return False
             try:
                 async with conn.transaction():  # a savepoint: a failure leaves the lock held
-                    plan = await expire(conn, due, now)
+                    plan = await self._sweep.expire(conn, due, now)
             except Exception as exc:
                 if is_retriable(exc):
                     raise
-                self._skipped.add(due[0].payment_id)
-                self._metrics.expiry_failures.inc()
+                keys = self._sweep.keys(due)
+                self._skipped.update(keys)
+                self._sweep.failures(self._metrics).inc()
                 log.exception(
-                    "payment cannot be expired; left alone until a restart",
-                    extra={"action": "expire_failed", "payment_id": due[0].payment_id},
+                    "%s cannot be expired; left alone until a restart",
+                    self._sweep.what,
+                    extra={"action": "expire_failed", "keys": keys},
                 )
                 return True
         self._committed(plan)
         return True
 
-    def _committed(self, plan: PaymentPlan) -> None:
-        if not plan.transitions:
-            return
-        count_payment_plan(self._metrics, plan)
-        log.info(
-            "expired payments",
-            extra={
-                "action": "expire",
-                "payment_ids": [t.payment_id for t in plan.transitions][:20],
-                "count": len(plan.transitions),
-            },
-        )
-        self._on_committed()
+    def _committed(self, plan: Plan) -> None:
+        if self._sweep.committed(self._metrics, plan):
+            self._on_committed()

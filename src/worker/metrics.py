@@ -43,9 +43,15 @@ class Metrics:
             "Payments the expiry sweep could not expire for a reason retrying cannot cure.",
             registry=registry,
         )
+        self.coin_expiry_failures = Counter(
+            "payment_worker_coin_expiry_failures_total",
+            "Wallets whose due coin lots the sweep could not expire for a reason retrying "
+            "cannot cure (left alone until a restart).",
+            registry=registry,
+        )
         self.coins = Counter(
             "payment_worker_coins_total",
-            "Coins moved by applied ledger entries, by direction (credited, debited).",
+            "Coins moved by applied ledger entries, by direction (credited, debited, expired).",
             ["direction"],
             registry=registry,
         )

@@ -156,7 +156,9 @@ class Pipeline:
             with attempt:
                 async with self._pool.acquire() as conn, conn.transaction():
                     now = _now()
-                    coins = await apply_coin_commands(conn, coin_commands, now)
+                    coins = await apply_coin_commands(
+                        conn, coin_commands, now, self._policies.coin_lifetime
+                    )
                     payments = await apply_payment_commands(
                         conn, payment_commands, self._defaults, now
                     )
@@ -220,11 +222,7 @@ class Pipeline:
         outcomes.update((c.event_type, o) for c, o in coins.outcomes)
         for (kind, outcome), count in outcomes.items():
             self._metrics.messages.labels(event_type=kind, outcome=outcome).inc(count)
-        credited = sum(e.amount for e in coins.entries if e.amount > 0)
-        debited = -sum(e.amount for e in coins.entries if e.amount < 0)
-        for direction, amount in (("credited", credited), ("debited", debited)):
-            if amount:
-                self._metrics.coins.labels(direction=direction).inc(amount)
+        count_coin_entries(self._metrics, coins)
         count_payment_plan(self._metrics, payments)
         if dead_lettered:
             self._metrics.dead_lettered.inc(dead_lettered)
@@ -261,6 +259,16 @@ def _now() -> datetime:
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+def count_coin_entries(metrics: Metrics, plan: CoinPlan) -> None:
+    """Coins moved by a committed coin plan, by direction: credited, debited, expired."""
+    moved: Counter[str] = Counter()
+    for entry in plan.entries:
+        direction = "expired" if entry.ledger_type == "expiry" else None
+        moved[direction or ("credited" if entry.amount > 0 else "debited")] += abs(entry.amount)
+    for direction, amount in moved.items():
+        metrics.coins.labels(direction=direction).inc(amount)
 
 
 def count_payment_plan(metrics: Metrics, plan: PaymentPlan) -> None:

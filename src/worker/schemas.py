@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from worker.core.cloudevents import STRUCTURED_CONTENT_TYPE
-from worker.core.registry import INPUT_EVENTS, RESULT_EVENTS
+from worker.core.registry import INPUT_EVENTS, RESULT_EVENTS, SWEPT_RESULTS
 from worker.core.results import SOURCE
 from worker.core.topics import DLQ_TOPIC
 from worker.core.types import NO_CONTROL
@@ -155,7 +155,10 @@ def asyncapi() -> Schema:
     for event_type, model in OUTBOUND.items():
         description = data_schema(event_type, model, inbound=False)["description"]
         message = _event_message(event_type, description, inbound=False)
-        add(event_type, "send", event_type, message, "Published by the worker.")
+        about = "Published by the worker."
+        if event_type in SWEPT_RESULTS:
+            about = "Published by the worker's expiry sweep, for what fell due."
+        add(event_type, "send", event_type, message, about)
     add(DLQ_TOPIC, "send", "dead-letter", _dead_letter_message(), "Published by the worker.")
 
     return {

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: FilePath | None = None
     # Coin rules (CONTRACT section 10): course rewards by tier, student tiers, streaks (TOML).
     coin_rules_file: FilePath | None = None
+    # Days after which a credit's coins expire (CONTRACT section 10); 0: never. Fractions are
+    # allowed (tests use a minute); at most a hundred years.
+    coin_expiry_days: float = Field(0, ge=0, le=36_500)
+    # How often each worker sweeps for expired lots.
+    coin_expiry_interval_seconds: float = Field(60, gt=0, le=86_400)
     # Files (comma-separated) of the public keys admin assertions are checked with: JWKS or PEM.
     # Set: an adjustment or refund needs an assertion by one of them (CONTRACT section 8).
     admin_assertion_public_keys: str | None = Field(None, min_length=1, max_length=10_000)

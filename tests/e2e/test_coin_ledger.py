@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from tests.e2e.conftest import RunningWorker, StartWorker
+from tests.e2e.test_read_api import ok, token
 from tests.events import adjustment, completed, redemption, referral, send, structured
 from tests.kafka import read_all
 from tests.support import eventually
@@ -252,3 +254,51 @@ async def test_a_third_day_in_a_row_earns_the_streak_bonus_once(
     ]  # fmt: skip
     balance, _ = await ledger(w.database_url, "kai")
     assert balance == 90
+
+
+async def test_coins_left_in_a_lot_expire_a_minute_after_their_credit(
+    start_worker: StartWorker, producer: AIOKafkaProducer
+) -> None:
+    w = await start_worker(COIN_EXPIRY_DAYS=str(1 / 1440), COIN_EXPIRY_INTERVAL_SECONDS="1")
+    await send(producer, w.prefix, "course.completed", completed("eve", "c-1"), key="eve")
+    await send(producer, w.prefix, "coins.redemption.requested", redemption("d-1", "eve", 30),
+               key="eve")  # fmt: skip
+
+    async def debited() -> dict:  # type: ignore[type-arg]
+        [event] = await w.results("coins.debited", at_least=1)
+        return event  # type: ignore[no-any-return]
+
+    await eventually(debited, within=30)
+    [credited] = await w.results("coins.credited", at_least=1)
+    wallet = await ok(w, "/api/v1/wallets/eve", token("eve"))
+    assert (wallet["balance"], wallet["expiring"]["amount"]) == (70, 70)
+    expiring_at = datetime.fromisoformat(wallet["expiring"]["at"])
+    credited_at = datetime.fromisoformat(credited["time"])
+    assert timedelta(seconds=55) < expiring_at - credited_at < timedelta(seconds=65)
+
+    async def expired() -> dict:  # type: ignore[type-arg]
+        [event] = await w.results("coins.expired", at_least=1)
+        return event  # type: ignore[no-any-return]
+
+    event = await eventually(expired, within=120)
+    assert event["subject"] == "eve"
+    assert event["data"] == {
+        "transaction_id": event["data"]["transaction_id"],
+        "student_id": "eve",
+        "type": "expiry",
+        "reference_id": credited["data"]["transaction_id"],
+        "amount": 70,
+        "balance_after": 0,
+        "expired_at": wallet["expiring"]["at"],
+    }
+    assert datetime.fromisoformat(event["time"]) >= expiring_at
+    wallet = await ok(w, "/api/v1/wallets/eve", token("eve"))
+    assert (wallet["balance"], wallet["expiring"]) == (0, None)
+    assert await ledger(w.database_url, "eve") == (
+        0,
+        [
+            ("course_completion", "c-1", 100, 100),
+            ("redemption", "d-1", -30, 70),
+            ("expiry", credited["data"]["transaction_id"], -70, 0),
+        ],
+    )

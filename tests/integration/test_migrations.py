@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
+from tests.unit.test_coin_lots import credit, redeem
+from worker.db.coins import apply_coin_commands
 from worker.db.migrate import apply_migrations, discover
 from worker.db.outbox import decode_headers
 from worker.db.queries import sql
@@ -14,6 +17,7 @@ from worker.db.queries import sql
 EXPECTED_COLUMNS = {
     "coin_wallets": {
         "student_id", "balance", "lifetime_earned", "lifetime_spent", "created_at", "updated_at",
+        "lotted",
     },
     "coin_transactions": {
         "seq", "transaction_id", "student_id", "type", "reference_id", "amount",
@@ -55,6 +59,7 @@ EXPECTED_COLUMNS = {
         "event_source", "event_id", "change",
     },
     "course_streaks": {"student_id", "first_day", "last_day"},
+    "coin_lots": {"transaction_id", "student_id", "amount", "remaining", "expires_at"},
 }  # fmt: skip
 
 EXPECTED_UNIQUE = {
@@ -144,6 +149,34 @@ async def test_messages_queued_before_headers_became_bytes_keep_their_headers(
             (("content-type", b"application/json"), ("x-nothing", None), ("é", b"")),
             (),
         ]
+    finally:
+        await conn.close()
+
+
+async def test_coins_from_before_expiry_existed_never_expire_and_are_spent_last(
+    empty_db: str,
+) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await conn.execute(sql("migrations_table"))
+        for migration in discover()[:11]:  # the schema before coin lots
+            await conn.execute(migration.sql)
+            await conn.execute(
+                sql("migrations_record"), migration.version, migration.name, migration.checksum
+            )
+        await conn.execute(
+            "INSERT INTO coin_wallets (student_id, balance, lifetime_earned) VALUES ('s', 70, 70)"
+        )
+        await apply_migrations(conn)
+        assert await conn.fetchval("SELECT lotted FROM coin_wallets") == 0
+        now = datetime.now(UTC)
+        async with conn.transaction():
+            await apply_coin_commands(conn, [credit("s", "c1", 30)], now, timedelta(days=1))
+        async with conn.transaction():
+            await apply_coin_commands(conn, [redeem("s", "r1", 50)], now)
+        wallet = await conn.fetchrow("SELECT balance, lotted FROM coin_wallets")
+        assert (wallet["balance"], wallet["lotted"]) == (50, 0)  # the lot first, then 20 old
+        assert await conn.fetchval("SELECT remaining FROM coin_lots") == 0
     finally:
         await conn.close()
 

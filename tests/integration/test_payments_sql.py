@@ -38,7 +38,7 @@ from worker.core.types import Provider
 from worker.db import outbox
 from worker.db.payments import apply_payment_commands, expire_due
 from worker.errors import ConcurrentWriteError, is_retriable
-from worker.expiry import ExpirySweeper
+from worker.expiry import PAYMENTS, Sweeper
 from worker.gateway_calls import GatewayCaller
 from worker.gateways.mock import MockGateway
 from worker.metrics import Metrics
@@ -479,7 +479,7 @@ async def test_a_payment_that_cannot_be_expired_is_set_aside_and_the_sweep_goes_
         " CHECK (NOT (payment_id = 'pay-2' AND status = 'expired'))"
     )
     metrics = Metrics(CollectorRegistry())
-    sweeper = ExpirySweeper(pool, metrics, interval_seconds=0.05)
+    sweeper = Sweeper(pool, metrics, PAYMENTS, interval_seconds=0.05)
     sweeping = asyncio.create_task(sweeper.run())
 
     async def the_others_expired() -> None:

@@ -7,7 +7,8 @@ statements.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from bisect import insort
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -17,8 +18,10 @@ from worker.core.audit import AuditRecord
 from worker.core.messages import OutgoingMessage
 from worker.core.results import (
     CoinRejection,
+    CoinsExpired,
     CoinsMoved,
     CoinsRejected,
+    EntryType,
     LedgerType,
     RuleApplied,
     derived_id,
@@ -110,6 +113,9 @@ class Wallet:
     balance: int = 0
     lifetime_earned: int = 0
     lifetime_spent: int = 0
+    # The part of the balance held in lots, which expire (CONTRACT section 10); the rest never
+    # does (coins credited while expiry was off).
+    lotted: int = 0
 
     def can_move(self, amount: int) -> bool:
         """Whether no total would leave the JSON-safe range (CONTRACT section 3)."""
@@ -117,10 +123,33 @@ class Wallet:
             return self.lifetime_earned + amount <= JSON_SAFE_MAX
         return self.lifetime_spent - amount <= JSON_SAFE_MAX
 
-    def moved(self, amount: int) -> Wallet:
+    def moved(self, amount: int, lotted: int = 0) -> Wallet:
+        """The wallet after `amount` (signed), of which `lotted` (signed too) moved in lots."""
+        earned, spent = self.lifetime_earned, self.lifetime_spent
         if amount > 0:
-            return Wallet(self.balance + amount, self.lifetime_earned + amount, self.lifetime_spent)
-        return Wallet(self.balance + amount, self.lifetime_earned, self.lifetime_spent - amount)
+            earned += amount
+        else:
+            spent -= amount
+        return Wallet(self.balance + amount, earned, spent, self.lotted + lotted)
+
+
+@dataclass(frozen=True, slots=True)
+class Lot:
+    """A credit's coins that expire together at `expires_at` (CONTRACT section 10), named by
+    the credit's transaction id; `remaining` of its `amount` is left."""
+
+    transaction_id: str
+    student_id: str
+    amount: int
+    remaining: int
+    expires_at: datetime
+    # The credit's source event, which the entry that expires the lot names.
+    source_event_id: str = ""
+
+    @property
+    def order(self) -> tuple[datetime, str]:
+        """Debits take the lot that expires first; lots that expire together, by id."""
+        return (self.expires_at, self.transaction_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +158,7 @@ class Entry:
 
     transaction_id: str
     student_id: str
-    ledger_type: LedgerType
+    ledger_type: EntryType
     reference_id: str
     amount: int
     balance_after: int
@@ -183,6 +212,13 @@ class CoinPlan:
     runs: dict[str, tuple[Run, ...]] = field(default_factory=dict)
     # The streak bonuses this batch paid, by (student, the completion event that earned them).
     bonuses: dict[tuple[str, str], tuple[OutgoingMessage, ...]] = field(default_factory=dict)
+    # How long a credit's coins last (COIN_EXPIRY_DAYS); None: they never expire.
+    lifetime: timedelta | None = None
+    # The open lots of the students this batch credits or debits, as it leaves them, earliest
+    # first (those of a student who has none need not be loaded).
+    lots: dict[str, list[Lot]] = field(default_factory=dict)
+    # The lots this batch made or drew on, by transaction id: written back.
+    lots_changed: dict[str, Lot] = field(default_factory=dict)
 
 
 def transaction_id(key: Key) -> str:
@@ -196,11 +232,16 @@ def decide_coins(
     now: datetime,
     answered: Answers | None = None,
     streaks: StreakState | None = None,
+    *,
+    lots: Mapping[str, Sequence[Lot]] | None = None,
+    lifetime: timedelta | None = None,
 ) -> CoinPlan:
     """Apply `commands` in order to `wallets`, given the `known` decisions of earlier batches,
     the answers earlier batches gave by event (`answered`) and, under streak rules, the
-    students' `streaks`."""
-    plan = CoinPlan()
+    students' `streaks`. Credits last `lifetime` (None: for ever); debits draw on the open
+    `lots` of their students first (needed for every debited wallet that has `lotted` coins)."""
+    plan = CoinPlan(lifetime=lifetime)
+    plan.lots = {student: sorted(found, key=_lot_order) for student, found in (lots or {}).items()}
     answered = answered or {}
     streaks = streaks or StreakState()
     for command in commands:
@@ -287,9 +328,21 @@ def _apply(
     plan: CoinPlan, command: CoinCommand, wallet: Wallet, now: datetime, *, counted: bool = True
 ) -> None:
     """Apply `command`; `counted`: it is an event's own effect (a streak bonus is not)."""
-    after = wallet.moved(command.amount)
+    entry_id = transaction_id(command.key)
+    if command.amount < 0:
+        after = wallet.moved(
+            command.amount, -_draw(plan, wallet, command.student_id, -command.amount)
+        )
+    elif plan.lifetime is not None:
+        lot = Lot(entry_id, command.student_id, command.amount, command.amount,
+                  now + plan.lifetime, command.source_event_id)  # fmt: skip
+        insort(plan.lots.setdefault(command.student_id, []), lot, key=_lot_order)
+        plan.lots_changed[entry_id] = lot
+        after = wallet.moved(command.amount, command.amount)
+    else:
+        after = wallet.moved(command.amount)
     entry = Entry(
-        transaction_id=transaction_id(command.key),
+        transaction_id=entry_id,
         student_id=command.student_id,
         ledger_type=command.ledger_type,
         reference_id=command.reference_id,
@@ -332,6 +385,81 @@ def _apply(
                 change=change,
             )
         )
+
+
+def _draw(plan: CoinPlan, wallet: Wallet, student: str, amount: int) -> int:
+    """Take up to `amount` coins from the student's open lots, the earliest expiring first, and
+    return how many were taken; the rest comes from the coins that never expire."""
+    open_lots = plan.lots.get(student, [])
+    taken = 0
+    while taken < amount and open_lots:
+        lot = open_lots[0]
+        take = min(lot.remaining, amount - taken)
+        taken += take
+        left = replace(lot, remaining=lot.remaining - take)
+        plan.lots_changed[lot.transaction_id] = left
+        if left.remaining:
+            open_lots[0] = left
+        else:
+            open_lots.pop(0)
+    if taken < min(amount, wallet.lotted) or amount - taken > wallet.balance - wallet.lotted:
+        # The lots loaded do not hold the wallet's lotted coins: never guess which coins a
+        # debit spends.
+        raise LotsMissingError(student)
+    return taken
+
+
+class LotsMissingError(RuntimeError):
+    """A debit found fewer coins in a wallet's lots than the wallet says they hold."""
+
+    def __init__(self, student_id: str) -> None:
+        super().__init__(f"the lots of wallet {student_id!r} do not add up to its lotted coins")
+
+
+EXPIRY: EntryType = "expiry"
+
+
+def expire_lots(due: Iterable[Lot], wallets: Mapping[str, Wallet], now: datetime) -> CoinPlan:
+    """Expire the `due` lots (locked with their `wallets`): what is left of each is debited as
+    an `expiry` entry whose reference is the lot's credit, and announced as `coins.expired`
+    (CONTRACT section 10). The entry's key makes it once per lot."""
+    plan = CoinPlan()
+    for lot in sorted(due, key=lambda lot: (lot.student_id, lot.order)):
+        if lot.remaining <= 0:
+            continue
+        wallet = plan.wallets.get(lot.student_id) or wallets[lot.student_id]
+        after = wallet.moved(-lot.remaining, -lot.remaining)
+        key: Key = (lot.student_id, EXPIRY, lot.transaction_id)
+        entry = Entry(
+            transaction_id=transaction_id(key),
+            student_id=lot.student_id,
+            ledger_type=EXPIRY,
+            reference_id=lot.transaction_id,
+            amount=-lot.remaining,
+            balance_after=after.balance,
+            source_event_id=lot.source_event_id,
+        )
+        expired = CoinsExpired(
+            transaction_id=entry.transaction_id,
+            student_id=lot.student_id,
+            type=EXPIRY,
+            reference_id=lot.transaction_id,
+            amount=lot.remaining,
+            balance_after=after.balance,
+            expired_at=lot.expires_at,
+        )
+        event_id = derived_id("coins.expired", *key)
+        plan.messages.append(
+            result_message("coins.expired", event_id, lot.student_id, expired, now)
+        )
+        plan.entries.append(entry)
+        plan.wallets[lot.student_id] = after
+        plan.lots_changed[lot.transaction_id] = replace(lot, remaining=0)
+    return plan
+
+
+def _lot_order(lot: Lot) -> tuple[datetime, str]:
+    return lot.order
 
 
 def _count_day(

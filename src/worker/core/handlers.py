@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC, date, timedelta
 
 from worker.core.assertions import AdminAssertions
 from worker.core.coins import CoinCommand, CourseReward
@@ -58,6 +58,8 @@ class Policies:
     assertions: AdminAssertions | None = None
     # COIN_RULES_FILE's rules; None: the fixed course reward of `rewards`.
     rules: CoinRules | None = None
+    # How long credited coins last (COIN_EXPIRY_DAYS); None: for ever.
+    coin_lifetime: timedelta | None = None
 
 
 def _refused_privilege(

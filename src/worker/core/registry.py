@@ -41,6 +41,7 @@ from worker.core.handlers import (
     reward_referral,
 )
 from worker.core.results import (
+    CoinsExpired,
     CoinsMoved,
     CoinsRejected,
     OutboundData,
@@ -145,6 +146,7 @@ RESULT_EVENTS: Mapping[str, type[OutboundData]] = {
     "coins.credited": CoinsMoved,
     "coins.debited": CoinsMoved,
     "coins.rejected": CoinsRejected,
+    "coins.expired": CoinsExpired,
     "payment.session.created": PaymentSessionCreated,
     "payment.confirmed": PaymentConfirmed,
     "payment.failed": PaymentFailed,
@@ -153,6 +155,9 @@ RESULT_EVENTS: Mapping[str, type[OutboundData]] = {
     "payment.refunded": PaymentRefunded,
     "payment.rejected": PaymentRejected,
 }
+
+# Published by a sweep, for what fell due, in answer to no event (CONTRACT section 10).
+SWEPT_RESULTS: tuple[str, ...] = ("coins.expired",)
 
 BY_TYPE: Mapping[str, InputEvent[Any]] = {event.type: event for event in INPUT_EVENTS}
 INPUT_TYPES: tuple[str, ...] = tuple(BY_TYPE)

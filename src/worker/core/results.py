@@ -24,6 +24,8 @@ _NAMESPACE_BYTES = _NAMESPACE.bytes
 LedgerType = Literal[
     "course_completion", "referral", "manual_adjustment", "redemption", "streak_bonus"
 ]
+# Every type of ledger entry: the requested ones and the expiry of a lot's coins.
+EntryType = LedgerType | Literal["expiry"]
 CoinRejection = Literal[
     "insufficient_balance", "idempotency_conflict", "not_authorized", "limit_exceeded"
 ]
@@ -76,6 +78,19 @@ class CoinsMoved(OutboundData):
         description="a course completion's credit under COIN_RULES_FILE: how it was reckoned "
         "(absent without a rules file)",
     )
+
+
+class CoinsExpired(OutboundData):
+    """`data` of `coins.expired`: what was left of a lot when it expired (CONTRACT section 10);
+    `reference_id` is the credit's `transaction_id`, `amount` is positive."""
+
+    transaction_id: str
+    student_id: Id
+    type: Literal["expiry"]
+    reference_id: str
+    amount: PositiveAmount
+    balance_after: NonNegativeAmount
+    expired_at: datetime = Field(description="the lot's deadline; the event's time is the sweep")
 
 
 class CoinsRejected(OutboundData):

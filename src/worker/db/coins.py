@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from worker.core import cloudevents
@@ -13,25 +13,34 @@ from worker.core.coins import (
     CoinDecision,
     CoinPlan,
     Key,
+    Lot,
     Run,
     StreakState,
     Wallet,
     decide_coins,
+    expire_lots,
 )
 from worker.core.messages import OutgoingMessage
+from worker.db import outbox
 from worker.db.answers import answer_rows, answers_found, event_ids
 from worker.db.queries import sql, unnest_all
 from worker.errors import ConcurrentWriteError, PermanentError
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from worker.db import Connection
 
 
 async def apply_coin_commands(
-    conn: Connection, commands: Sequence[CoinCommand], now: datetime
+    conn: Connection,
+    commands: Sequence[CoinCommand],
+    now: datetime,
+    lifetime: timedelta | None = None,
 ) -> CoinPlan:
     """Apply `commands` in order inside the caller's transaction, in three statements (five when
-    some wallets are new): lock, read, write.
+    some wallets are new): lock, read, write. Credits last `lifetime` (COIN_EXPIRY_DAYS; None:
+    for ever).
 
     The wallets are locked before anything earlier is read: a batch that holds the same key as
     one in another transaction (a rebalance, a member evicted while it waited on the database)
@@ -40,13 +49,59 @@ async def apply_coin_commands(
     if not commands:
         return CoinPlan()
     wallets = await _lock_wallets(conn, {c.student_id for c in commands})
-    known, answered = await _known(conn, commands)
+    # A debit draws on the wallet's lots: those of debited wallets with coins in lots are read.
+    drawing = {c.student_id for c in commands if _debits(c) and wallets[c.student_id].lotted}
+    known, answered, lots = await _known(conn, commands, sorted(drawing))
     streaks = await _streaks(conn, commands, known)
-    plan = decide_coins(commands, known, wallets, now, answered, streaks)
+    plan = decide_coins(
+        commands, known, wallets, now, answered, streaks, lots=lots, lifetime=lifetime
+    )
     await _write(conn, plan)
     if plan.runs:
         await _write_runs(conn, plan, streaks)
     return plan
+
+
+def _debits(command: CoinCommand) -> bool:
+    return command.amount < 0 or command.ledger_type == "redemption"
+
+
+async def expire_due(
+    conn: Connection, now: datetime, limit: int, skip: Sequence[str] = ()
+) -> CoinPlan:
+    """Expire the due lots of up to `limit` students whose wallets no other transaction holds,
+    but for `skip`, and queue the results (the sweep's, which no input can replay)."""
+    return await expire(conn, await lock_due(conn, now, limit, skip), now)
+
+
+async def lock_due(
+    conn: Connection, now: datetime, limit: int, skip: Sequence[str] = ()
+) -> dict[str, Wallet]:
+    """Lock the wallets of up to `limit` students with due lots that no other transaction
+    holds, but for `skip`."""
+    return _wallets(await conn.fetch(sql("coins_expiry_due"), now, limit, list(skip)))
+
+
+async def expire(conn: Connection, wallets: Mapping[str, Wallet], now: datetime) -> CoinPlan:
+    """Expire the due lots of the (locked) `wallets` and queue their results."""
+    if not wallets:
+        return CoinPlan()
+    rows = await conn.fetch(sql("coins_expiry_lots"), list(wallets), now)
+    plan = expire_lots((_lot(row) for row in rows), wallets, now)
+    await _write(conn, plan)
+    await outbox.enqueue(conn, plan.messages)
+    return plan
+
+
+def _lot(row: asyncpg.Record) -> Lot:
+    return Lot(
+        transaction_id=row["transaction_id"],
+        student_id=row["student_id"],
+        amount=row["amount"],
+        remaining=row["remaining"],
+        expires_at=row["expires_at"],
+        source_event_id=row.get("source_event_id", ""),
+    )
 
 
 async def _streaks(
@@ -131,20 +186,33 @@ async def _lock_wallets(conn: Connection, students: set[str]) -> dict[str, Walle
 
 
 async def _locked(conn: Connection, students: list[str]) -> dict[str, Wallet]:
+    return _wallets(await conn.fetch(sql("coins_lock_wallets"), students))
+
+
+def _wallets(rows: Iterable[asyncpg.Record]) -> dict[str, Wallet]:
     return {
-        row["student_id"]: Wallet(row["balance"], row["lifetime_earned"], row["lifetime_spent"])
-        for row in await conn.fetch(sql("coins_lock_wallets"), students)
+        row["student_id"]: Wallet(
+            row["balance"], row["lifetime_earned"], row["lifetime_spent"], row["lotted"]
+        )
+        for row in rows
     }
 
 
 async def _known(
-    conn: Connection, commands: Sequence[CoinCommand]
-) -> tuple[dict[Key, CoinDecision], Answers]:
-    """The decisions taken earlier for the commands' keys, and the answers kept for their
-    events: one statement, after the wallets are locked."""
+    conn: Connection, commands: Sequence[CoinCommand], drawing: list[str]
+) -> tuple[dict[Key, CoinDecision], Answers, dict[str, list[Lot]]]:
+    """The decisions taken earlier for the commands' keys, the answers kept for their events,
+    and the open lots of the `drawing` students: one statement, after the wallets are locked."""
     students, types, references = zip(*{c.key for c in commands}, strict=True)
     events = {c.event for c in commands}
-    [row] = await conn.fetch(sql("coins_read"), students, types, references, event_ids(events))
+    [row] = await conn.fetch(
+        sql("coins_read"), students, types, references, event_ids(events), drawing
+    )
+    lots: dict[str, list[Lot]] = {}
+    for lot_id, student_id, amount, remaining, expires_at in row["lots"]:
+        lots.setdefault(student_id, []).append(
+            Lot(lot_id, student_id, amount, remaining, expires_at)
+        )
     decisions = {
         (student_id, ledger_type, reference_id): CoinDecision(
             requested_amount=requested_amount,
@@ -159,14 +227,14 @@ async def _known(
         for student_id, ledger_type, reference_id, requested_amount, outcome, result_topic,
         result_value in row["decisions"]
     }  # fmt: skip
-    return decisions, answers_found(events, row["answers"])
+    return decisions, answers_found(events, row["answers"]), lots
 
 
 async def _write(conn: Connection, plan: CoinPlan) -> None:
     """Write `plan` in one statement. A decision or an answer another transaction kept
     meanwhile is a retriable conflict; so it was when the ledger was written after the
     decisions, in a statement of its own, whose unique violation was permanent."""
-    if not (plan.decisions or plan.entries or plan.answers or plan.wallets):
+    if not (plan.decisions or plan.entries or plan.answers or plan.wallets or plan.lots_changed):
         return
     [(decided, entered, answered)] = await conn.fetch(
         sql("coins_write"),
@@ -175,6 +243,7 @@ async def _write(conn: Connection, plan: CoinPlan) -> None:
             (list(plan.decisions.items()), _DECISION_COLUMNS),
             (plan.entries, {}),
             answer_rows(plan.answers),
+            (list(plan.lots_changed.values()), {}),
             (list(plan.wallets.items()), _WALLET_COLUMNS),
         ),
     )
@@ -201,4 +270,5 @@ _WALLET_COLUMNS: dict[str, Callable[[Any], object]] = {
     "balance": lambda item: item[1].balance,
     "lifetime_earned": lambda item: item[1].lifetime_earned,
     "lifetime_spent": lambda item: item[1].lifetime_spent,
+    "lotted": lambda item: item[1].lotted,
 }

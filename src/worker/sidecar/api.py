@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.core.results import LedgerType, PaymentStatus
+from worker.core.results import EntryType, PaymentStatus
 from worker.core.types import NO_NUL, Provider
 from worker.db import reads
 from worker.sidecar.auth import AuthError, Caller, verify_token
@@ -66,17 +66,25 @@ class Problem(Model):
     detail: str
 
 
+class Expiring(Model):
+    amount: int = Field(gt=0, description="the coins left in the lot")
+    at: datetime = Field(description="when they expire")
+
+
 class WalletView(Model):
     student_id: str
     balance: int = Field(ge=0)
     lifetime_earned: int = Field(ge=0)
     lifetime_spent: int = Field(ge=0)
     updated_at: datetime | None = Field(description="null while the student has no wallet")
+    expiring: Expiring | None = Field(
+        description="the next lot of coins to expire (COIN_EXPIRY_DAYS); null: none will"
+    )
 
 
 class TransactionView(Model):
     transaction_id: str
-    type: LedgerType
+    type: EntryType
     reference_id: str
     amount: int = Field(description="signed: + credit, - debit")
     balance_after: int = Field(ge=0)
@@ -248,9 +256,17 @@ async def get_wallet(student_id: StudentId, caller: CallerDep, api: ApiDep) -> W
         row = await reads.wallet(conn, student_id)
     if row is None:
         return WalletView(
-            student_id=student_id, balance=0, lifetime_earned=0, lifetime_spent=0, updated_at=None
+            student_id=student_id,
+            balance=0,
+            lifetime_earned=0,
+            lifetime_spent=0,
+            updated_at=None,
+            expiring=None,
         )
-    return WalletView(**dict(row))
+    fields = dict(row)
+    amount, at = fields.pop("expiring_amount"), fields.pop("expiring_at")
+    expiring = None if amount is None else Expiring(amount=amount, at=at)
+    return WalletView(**fields, expiring=expiring)
 
 
 @router.get(

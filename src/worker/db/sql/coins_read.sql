@@ -1,6 +1,7 @@
 -- What a batch's coin commands need to know, once their wallets are locked: the earlier
 -- decisions for its keys ($1 students, $2 ledger types, $3 references) and the answers earlier
--- batches gave events with these ids ($4). Two arrays of rows, each row's fields in the order
+-- batches gave events with these ids ($4), and the open lots of the students it debits that
+-- have some ($5), earliest deadline first. Three arrays of rows, each row's fields in the order
 -- written here, cast to their base types (asyncpg has no decoder for a domain inside a row,
 -- and that error would fail every batch as an outage; tests/unit/test_queries.py checks); the
 -- caller keeps the answers whose event type and source match too.
@@ -19,4 +20,11 @@ SELECT
                    a.result_topic::text, a.result_key::bytea, a.result_value::bytea)
         FROM event_answers AS a
         WHERE a.event_id = ANY($4::text[])
-    ) AS answers
+    ) AS answers,
+    ARRAY(
+        SELECT ROW(l.transaction_id::text, l.student_id::text, l.amount::bigint,
+                   l.remaining::bigint, l.expires_at::timestamptz)
+        FROM coin_lots AS l
+        WHERE l.student_id = ANY($5::text[]) AND l.remaining > 0
+        ORDER BY l.student_id, l.expires_at, l.transaction_id
+    ) AS lots

@@ -1,7 +1,7 @@
 -- Writes what a batch's coin commands decided, in one statement: the new decisions with the
 -- result event each one answered, the ledger entries in decision order (seq follows it: the
--- newest has the highest), the answers by event, and the balances the wallets end with (they
--- are locked by coins_lock_wallets). A decision, entry or answer whose key is taken is skipped:
+-- newest has the highest), the answers by event, the lots made or drawn on, and the balances
+-- the wallets end with (they and so their lots are locked by coins_lock_wallets). A decision, entry or answer whose key is taken is skipped:
 -- the caller compares the counts returned and fails the batch (a decision or an answer another
 -- transaction kept meanwhile: it is retried, and then repeats that one).
 WITH decided AS (
@@ -42,14 +42,22 @@ answered AS (
     ON CONFLICT DO NOTHING
     RETURNING 1
 ),
+lots AS (
+    INSERT INTO coin_lots (transaction_id, student_id, amount, remaining, expires_at)
+    SELECT transaction_id, student_id, amount, remaining, expires_at
+    FROM unnest($22::uuid[], $23::text[], $24::bigint[], $25::bigint[], $26::timestamptz[])
+        AS l (transaction_id, student_id, amount, remaining, expires_at)
+    ON CONFLICT (transaction_id) DO UPDATE SET remaining = EXCLUDED.remaining
+),
 balances AS (
     UPDATE coin_wallets AS w
     SET balance = b.balance,
         lifetime_earned = b.lifetime_earned,
         lifetime_spent = b.lifetime_spent,
+        lotted = b.lotted,
         updated_at = now()
-    FROM unnest($22::text[], $23::bigint[], $24::bigint[], $25::bigint[])
-        AS b (student_id, balance, lifetime_earned, lifetime_spent)
+    FROM unnest($27::text[], $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[])
+        AS b (student_id, balance, lifetime_earned, lifetime_spent, lotted)
     WHERE w.student_id = b.student_id
 )
 SELECT (SELECT count(*) FROM decided) AS decided, (SELECT count(*) FROM entries) AS entered,

@@ -1,0 +1,198 @@
+"""Coin lots and the expiry sweep against the real PostgreSQL (CONTRACT section 10)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.integration.test_coin_ledger_sql import assert_invariants
+from tests.support import eventually
+from tests.unit.test_coin_lots import credit, redeem
+from worker.core.coins import CoinCommand
+from worker.db import reads
+from worker.db.coins import apply_coin_commands
+from worker.expiry import COIN_LOTS, Sweeper
+from worker.metrics import Metrics
+
+DAY = timedelta(days=1)
+START = datetime.now(UTC) - 10 * DAY  # credits made then with these lifetimes are due now
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=10)
+    yield pool
+    await pool.close()
+
+
+async def apply(
+    pool: asyncpg.Pool, batch: list[CoinCommand], now: datetime, lifetime: timedelta | None
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await apply_coin_commands(conn, batch, now, lifetime)
+
+
+async def assert_lots_in_step(conn: asyncpg.Connection) -> None:
+    """Balance = sum of entries >= 0 (assert_invariants), and the lotted part of each balance
+    is what its open lots hold; no lot expired twice, and each expiry took what its lot had."""
+    await assert_invariants(conn)
+    off = await conn.fetch(
+        "SELECT w.student_id FROM coin_wallets w LEFT JOIN coin_lots l"
+        " ON l.student_id = w.student_id GROUP BY w.student_id, w.lotted, w.balance"
+        " HAVING w.lotted <> coalesce(sum(l.remaining), 0) OR w.lotted > w.balance"
+    )
+    assert off == []
+    twice = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT reference_id FROM coin_transactions WHERE type = 'expiry'"
+        " GROUP BY reference_id HAVING count(*) > 1) AS t"
+    )
+    assert twice == 0
+    # A lot's coins went to debits and at most one expiry: amount = spent + expired + left.
+    over = await conn.fetchval(
+        "SELECT count(*) FROM coin_lots l LEFT JOIN coin_transactions t"
+        " ON t.type = 'expiry' AND t.reference_id = l.transaction_id::text"
+        " WHERE -coalesce(t.amount, 0) + l.remaining > l.amount"
+    )
+    assert over == 0
+
+
+async def test_a_debit_draws_on_the_lots_that_expire_first_and_the_wallet_shows_the_next(
+    pool: asyncpg.Pool,
+) -> None:
+    now = datetime.now(UTC)
+    await apply(pool, [credit("s", "old", 40)], now, None)  # never expires
+    await apply(pool, [credit("s", "c1", 100)], now, 10 * DAY)
+    await apply(pool, [credit("s", "c2", 30)], now, 2 * DAY)
+    await apply(pool, [credit("s", "c3", 50)], now, 5 * DAY)
+    async with pool.acquire() as conn:
+        wallet = await reads.wallet(conn, "s")
+        assert wallet is not None
+        assert (wallet["expiring_amount"], wallet["expiring_at"]) == (30, now + 2 * DAY)
+
+        await apply(pool, [redeem("s", "r1", 60)], now, None)
+        lots = await conn.fetch("SELECT amount, remaining FROM coin_lots ORDER BY expires_at")
+        assert [tuple(lot) for lot in lots] == [(30, 0), (50, 20), (100, 100)]
+        wallet = await reads.wallet(conn, "s")
+        assert wallet is not None
+        assert (wallet["balance"], wallet["expiring_amount"]) == (160, 20)
+        assert wallet["expiring_at"] == now + 5 * DAY
+        await assert_lots_in_step(conn)
+
+        await apply(pool, [redeem("s", "r2", 150)], now, 10 * DAY)
+        assert await conn.fetchval("SELECT sum(remaining) FROM coin_lots") == 0
+        wallet = await reads.wallet(conn, "s")
+        assert wallet is not None
+        assert (wallet["balance"], wallet["expiring_amount"]) == (10, None)
+        assert await conn.fetchval("SELECT lotted FROM coin_wallets") == 0
+        await assert_lots_in_step(conn)
+
+
+async def test_several_workers_sweeping_at_once_expire_each_lot_once_while_batches_spend(
+    pool: asyncpg.Pool,
+) -> None:
+    students = [f"s{i:03}" for i in range(120)]
+    await apply(pool, [credit(s, "old", 5) for s in students], START, None)
+    for lifetime in (DAY, 2 * DAY, 30 * DAY):  # two lots due now, one not
+        batch = [credit(s, f"c-{lifetime.days}", 100) for s in students]
+        await apply(pool, batch, START, lifetime)
+
+    metrics = Metrics(CollectorRegistry())
+    sweepers = [Sweeper(pool, metrics, COIN_LOTS, interval_seconds=0.05, chunk=7) for _ in range(4)]
+
+    async def spend() -> None:  # batches on the same wallets while the sweeps run
+        rng = random.Random(7)  # noqa: S311 - a fixed sample, no secret
+        for n in range(30):
+            batch = [redeem(s, f"r{n}", rng.randint(1, 60)) for s in rng.sample(students, 10)]
+            await apply(pool, batch, datetime.now(UTC), None)
+
+    await asyncio.gather(*(sweeper.sweep_once() for sweeper in sweepers))
+    tasks = [asyncio.create_task(s.run()) for s in sweepers]
+    try:
+        await spend()
+
+        async def nothing_due() -> None:
+            due = await pool.fetchval(
+                "SELECT count(*) FROM coin_lots WHERE remaining > 0 AND expires_at <= now()"
+            )
+            assert due == 0
+
+        await eventually(nothing_due, within=30)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async with pool.acquire() as conn:
+        await assert_lots_in_step(conn)
+        # Each student's 30-day lot is untouched by expiry; the two due ones expired (or were
+        # spent) and every expiry is announced once in the outbox, with what its entry says.
+        assert await conn.fetchval(
+            "SELECT count(*) FROM coin_lots WHERE remaining > 0 AND expires_at <= now()"
+        ) == 0  # fmt: skip
+        entries = {
+            row["transaction_id"]: row
+            for row in await conn.fetch(
+                "SELECT transaction_id::text, student_id, reference_id, amount, balance_after"
+                " FROM coin_transactions WHERE type = 'expiry'"
+            )
+        }
+        announced = [
+            json.loads(row["value"])["data"]
+            for row in await conn.fetch("SELECT value FROM outbox WHERE topic = 'coins.expired'")
+        ]
+        assert len(announced) == len(entries) >= len(students)  # most lots had coins left
+        for data in announced:
+            entry = entries[data["transaction_id"]]
+            assert (data["student_id"], data["reference_id"]) == (
+                entry["student_id"],
+                entry["reference_id"],
+            )
+            assert (data["amount"], data["balance_after"]) == (
+                -entry["amount"],
+                entry["balance_after"],
+            )
+    expired = metrics.registry.get_sample_value(
+        "payment_worker_coins_total", {"direction": "expired"}
+    )
+    assert expired == -sum(entry["amount"] for entry in entries.values())
+
+
+async def test_a_wallet_whose_lots_cannot_expire_is_set_aside_and_the_sweep_goes_on(
+    pool: asyncpg.Pool,
+) -> None:
+    await apply(pool, [credit(f"s{i}", "c1", 10) for i in range(5)], START, DAY)
+    # A rule the sweep does not know, enforced by the database alone: s2 can never expire.
+    await pool.execute(
+        "ALTER TABLE coin_transactions ADD CONSTRAINT trap"
+        " CHECK (NOT (student_id = 's2' AND type = 'expiry'))"
+    )
+    metrics = Metrics(CollectorRegistry())
+    sweeper = Sweeper(pool, metrics, COIN_LOTS, interval_seconds=0.05)
+    sweeping = asyncio.create_task(sweeper.run())
+
+    async def the_others_expired() -> None:
+        assert not sweeping.done(), sweeping
+        balances = dict(await pool.fetch("SELECT student_id, balance FROM coin_wallets"))
+        assert balances == {f"s{i}": 10 if i == 2 else 0 for i in range(5)}
+
+    try:
+        await eventually(the_others_expired, within=30)
+        failures = metrics.registry.get_sample_value("payment_worker_coin_expiry_failures_total")
+        assert failures == 1
+        assert not sweeping.done()
+    finally:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
+    async with pool.acquire() as conn:
+        await assert_lots_in_step(conn)
