@@ -5,6 +5,10 @@ the order the worker reads its topics in, so it can be checked exactly after any
 checks are the issue's: every expected ledger entry and payment state exactly once, every
 balance equal to its entries and >= 0, every expected result id on its topic at least once, no
 result for anything that did not happen, and every bad message in the dead-letter topic.
+
+The workers give coins a lifetime (`COIN_EXPIRY_DAYS`, long enough that nothing expires during
+a run), so every credit is a lot and every debit draws on lots: the lots must stay in step with
+the wallets (`assert_lots`), and `expire_everything` then expires them all, once per lot.
 """
 
 from __future__ import annotations
@@ -56,7 +60,36 @@ def worker_settings() -> dict[str, str]:
         "PAYMENT_WEBHOOK_SECRET_MOCK": WEBHOOK_SECRET,
         "KAFKA_SESSION_TIMEOUT_MS": "6000",  # a killed member is replaced in seconds
         "LOG_LEVEL": "INFO",
+        "COIN_EXPIRY_DAYS": "30",
+        "COIN_EXPIRY_INTERVAL_SECONDS": "0.5",
     }
+
+
+async def assert_lots(conn: asyncpg.Connection) -> None:
+    """Each wallet's `lotted` coins are what its open lots hold, and no more than its balance;
+    every credit made under expiry has its lot; no lot expired twice, or more than it held."""
+    off = await conn.fetchval(
+        "SELECT count(*) FROM coin_wallets w WHERE w.lotted > w.balance OR w.lotted <>"
+        " (SELECT coalesce(sum(remaining), 0) FROM coin_lots l WHERE l.student_id = w.student_id)"
+    )
+    assert off == 0, f"{off} wallets whose lots differ from their lotted coins"
+    lotless = await conn.fetchval(
+        "SELECT count(*) FROM coin_transactions t"
+        " WHERE t.amount > 0 AND t.source_event_id <> 'seed' AND NOT EXISTS (SELECT 1"
+        "  FROM coin_lots l WHERE l.transaction_id = t.transaction_id AND l.amount = t.amount)"
+    )
+    assert lotless == 0, f"{lotless} credits without their lot"
+    twice = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT reference_id FROM coin_transactions WHERE type = 'expiry'"
+        " GROUP BY 1 HAVING count(*) > 1) AS t"
+    )
+    assert twice == 0, f"{twice} lots expired twice"
+    over = await conn.fetchval(
+        "SELECT count(*) FROM coin_lots l JOIN coin_transactions t ON t.type = 'expiry'"
+        " AND t.reference_id = l.transaction_id::text"
+        " WHERE l.remaining <> 0 OR -t.amount > l.amount"
+    )
+    assert over == 0, f"{over} expired lots with coins left, or more expired than they held"
 
 
 async def produce(
@@ -105,6 +138,70 @@ async def results_by_topic(bootstrap: str, prefix: str, topics: tuple[str, ...])
         await consumer.stop()
 
 
+@dataclass
+class Due:
+    """What expiring every open lot must do: one expiry per lot, of what it has left."""
+
+    lots: dict[str, tuple[str, int]]  # lot (credit transaction id) -> (student, coins left)
+    balances: dict[str, int]
+
+
+async def make_everything_due(database_url: str) -> Due:
+    """Move every open lot's deadline into the past (after the stream was applied and checked);
+    returns what expiring them must do."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "UPDATE coin_lots SET expires_at = now() - interval '1 second' WHERE remaining > 0"
+            " RETURNING transaction_id::text, student_id, remaining"
+        )
+        balances = dict(await conn.fetch("SELECT student_id, balance FROM coin_wallets"))
+    finally:
+        await conn.close()
+    lots = {row["transaction_id"]: (row["student_id"], row["remaining"]) for row in rows}
+    for student, left in lots.values():
+        balances[student] -= left
+    assert lots, "no lot had coins left to expire"
+    return Due(lots, balances)
+
+
+async def assert_everything_expired(
+    database_url: str, bootstrap: str, prefix: str, due: Due, *, within: float = 120
+) -> int:
+    """Wait until no lot is due, then check each expired once, by what it had left, and each
+    expiry announced; returns how many lots expired."""
+
+    async def swept() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            left = await conn.fetchval("SELECT count(*) FROM coin_lots WHERE remaining > 0")
+            assert left == 0, f"{left} lots not expired yet"
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == 0, "outbox not drained"
+        finally:
+            await conn.close()
+
+    await eventually(swept, within=within, interval=0.5)
+    conn = await asyncpg.connect(database_url)
+    try:
+        expiries = {
+            row["reference_id"]: (row["student_id"], -row["amount"])
+            for row in await conn.fetch(
+                "SELECT reference_id, student_id, amount FROM coin_transactions"
+                " WHERE type = 'expiry'"
+            )
+        }
+        balances = dict(await conn.fetch("SELECT student_id, balance FROM coin_wallets"))
+        await assert_lots(conn)
+    finally:
+        await conn.close()
+    assert expiries == due.lots, "the expiries differ from the lots that fell due"
+    assert balances == due.balances
+    records = await results_by_topic(bootstrap, prefix, ("coins.expired",))
+    announced = {json.loads(r.value)["data"]["reference_id"] for r in records["coins.expired"]}
+    assert announced == set(due.lots), "an expiry was not announced, or one never made"
+    return len(expiries)
+
+
 async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> list[bool]:
     return [await consumer.position(tp) < end for tp, end in ends.items()]
 
@@ -145,6 +242,7 @@ async def assert_outcome(
             "SELECT count(*) FROM (SELECT student_id, type, reference_id FROM coin_transactions"
             " GROUP BY 1, 2, 3 HAVING count(*) > 1) AS d"
         )
+        await assert_lots(conn)
     finally:
         await conn.close()
     assert balances == want.balances, "balances differ from what the input implies"

@@ -37,7 +37,7 @@ from tests.faults.hostile import (
     draw_stream,
     labels_of,
 )
-from tests.faults.stream import SCALE, results_by_topic
+from tests.faults.stream import SCALE, assert_lots, results_by_topic
 from tests.kafka import keep_producer_time
 from tests.raw_records import send_unreadable
 from tests.support import eventually
@@ -61,6 +61,7 @@ async def test_every_input_of_a_hostile_stream_gets_one_outcome_from_the_same_wo
         stack.kafka_bootstrap,
         PAYMENT_WEBHOOK_SECRET_MOCK=WEBHOOK_SECRET,
         COIN_MAX_AMOUNT=str(COIN_MAX),
+        COIN_EXPIRY_DAYS="30",  # every credit a lot, every debit drawing on lots
     )
     prefix = env["KAFKA_TOPIC_PREFIX"]
     await keep_producer_time(stack.kafka_bootstrap, env)
@@ -300,6 +301,7 @@ async def check_database(db_url: str, stream: Stream, records: dict[str, list[Re
         entries = {str(row["transaction_id"]) for row in rows}
         rows = await conn.fetch("SELECT payment_id, status FROM payments")
         statuses = {row["payment_id"]: row["status"] for row in rows}
+        await assert_lots(conn)
     finally:
         await conn.close()
     for w in wallets:

@@ -12,7 +12,9 @@ from aiokafka import AIOKafkaProducer
 from tests.conftest import Stack
 from tests.faults.stream import (
     SCALE,
+    assert_everything_expired,
     assert_outcome,
+    make_everything_due,
     make_stream,
     produce,
     seed_database,
@@ -65,4 +67,18 @@ async def test_killed_workers_lose_nothing_and_apply_nothing_twice(
         figures = await assert_outcome(db_url, stack.kafka_bootstrap, prefix, stream)
         assert await worker.stop() == 0, worker.log_tail()
     assert injected >= 1, "no crash landed between a database commit and its offset commit"
-    print(f"\nfaults: {killed} SIGKILLs ({injected} after a database commit), {figures}")
+
+    # Every lot falls due at once; two workers sweep it, killed at random moments meanwhile.
+    due = await make_everything_due(db_url)
+    for _ in range(3):
+        async with running_worker(env, tmp_path) as first, running_worker(env, tmp_path) as second:
+            await asyncio.sleep(rng.uniform(0.5, 3.0))
+            for worker in (first, second):
+                worker.process.kill()
+                await worker.process.wait()
+    async with running_worker(env, tmp_path) as first, running_worker(env, tmp_path) as second:
+        expired = await assert_everything_expired(db_url, stack.kafka_bootstrap, prefix, due)
+        for worker in (first, second):
+            assert await worker.stop() == 0, worker.log_tail()
+    print(f"\nfaults: {killed} SIGKILLs ({injected} after a database commit), {figures}, "
+          f"{expired} lots expired under 6 more")  # fmt: skip

@@ -96,6 +96,11 @@ def test_dotenv_file_supplies_values(tmp_path: Path) -> None:
         ("PAYMENT_SESSION_TTL_MINUTES", "-1"),
         ("PAYMENT_WEBHOOK_TOLERANCE_SECONDS", "0"),
         ("PAYMENT_EXPIRY_INTERVAL_SECONDS", "61"),  # a sweep at least once a minute
+        ("COIN_EXPIRY_DAYS", "-1"),
+        ("COIN_EXPIRY_DAYS", "nan"),
+        ("COIN_EXPIRY_DAYS", "inf"),
+        ("COIN_EXPIRY_DAYS", "36501"),  # past a century: a deadline Python may not hold
+        ("COIN_EXPIRY_INTERVAL_SECONDS", "0"),
         ("PAYMENT_MOCK_URL_BASE", "ftp://pay.example"),
         ("PAYMENT_MOCK_URL_BASE", "not a url"),
         ("SIDECAR_JWT_SECRET", "short"),  # an HS256 key needs 32 bytes
