@@ -34,7 +34,10 @@ def structured(
             "type": kind,
             "source": "tests",
             "time": at,
-            "subject": subject or data.get("student_id") or data.get("referrer_id"),
+            "subject": subject
+            or data.get("student_id")
+            or data.get("referrer_id")
+            or data.get("item_id"),
             "datacontenttype": "application/json",
             "data": data,
         }
@@ -100,6 +103,32 @@ def adjustment(
 
 def redemption(redemption_id: str, student: str, amount: int) -> dict[str, Any]:
     return {"redemption_id": redemption_id, "student_id": student, "amount": amount, "item": "mug"}
+
+
+def item_redemption(redemption_id: str, student: str, item_id: str) -> dict[str, Any]:
+    return {"redemption_id": redemption_id, "student_id": student, "item_id": item_id}
+
+
+def catalog_item(
+    item_id: str,
+    version: int = 1,
+    *,
+    cost: int = 100,
+    stock: int | None = 10,
+    role: str = "admin",
+    **fields: Any,
+) -> dict[str, Any]:
+    """A `catalog.item.upserted`'s data: on offer since 2026-01-01, until `active_until`."""
+    return {
+        "item_id": item_id,
+        "version": version,
+        "title": f"voucher {item_id}",
+        "cost_coins": cost,
+        "stock": stock,
+        "active_from": "2026-01-01T00:00:00Z",
+        "actor": {"id": "staff-1", "role": role},
+        **fields,
+    }
 
 
 def payment_request(

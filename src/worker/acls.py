@@ -1,7 +1,8 @@
 """The Kafka ACLs a deployment needs: who may write and read which of the worker's topics.
 
-Money moves on a few of them, so only their owners may write them: an admin console the two
-privileged requests (`coins.adjustment.requested`, `payment.refund.requested`), the webhook
+Money moves on a few of them, so only their owners may write them: an admin console the three
+privileged requests (`coins.adjustment.requested`, `payment.refund.requested`,
+`catalog.item.upserted`), the webhook
 ingress the provider callbacks (`payment.webhook.received`). The worker reads every input and
 writes only results and dead letters. `payment-worker kafka-acls` prints these as `kafka-acls`
 commands; `tests/e2e/test_kafka_acls.py` applies the same commands to a real broker and checks
@@ -15,7 +16,11 @@ from dataclasses import dataclass
 
 from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS, with_prefix
 
-ADMIN_TOPICS: tuple[str, ...] = ("coins.adjustment.requested", "payment.refund.requested")
+ADMIN_TOPICS: tuple[str, ...] = (
+    "coins.adjustment.requested",
+    "payment.refund.requested",
+    "catalog.item.upserted",
+)
 WEBHOOK_TOPICS: tuple[str, ...] = ("payment.webhook.received",)
 # What the platform's other services send. Named, not derived: a new input type gets an owner
 # by decision (tests/unit/test_acls.py checks that every input has exactly one).

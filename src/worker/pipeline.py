@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from worker.core.catalog import CatalogPlan, UpsertItem
 from worker.core.coins import CoinCommand, CoinPlan
 from worker.core.commands import command_for
 from worker.core.envelope import BadInputError
@@ -19,6 +20,7 @@ from worker.core.payments import PaymentDefaults, PaymentPlan, RefundPayment
 from worker.core.records import InboundRecord, dead_letter, unreadable_record
 from worker.core.topics import event_type
 from worker.db import audit, outbox
+from worker.db.catalog import apply_catalog_commands
 from worker.db.coins import apply_coin_commands
 from worker.db.payments import apply_payment_commands
 from worker.metrics import Metrics
@@ -151,28 +153,35 @@ class Pipeline:
         (coin results, dead letters). Payment results are queued in the outbox, and every
         message is when `queue_all`."""
         coin_commands = [i.command for i in items if isinstance(i.command, CoinCommand)]
-        payment_commands = [i.command for i in items if not isinstance(i.command, CoinCommand)]
+        upserts = [i.command for i in items if isinstance(i.command, UpsertItem)]
+        payment_commands = [
+            i.command for i in items if not isinstance(i.command, CoinCommand | UpsertItem)
+        ]
         async for attempt in transient_retry():
             with attempt:
                 async with self._pool.acquire() as conn, conn.transaction():
                     now = _now()
+                    # Coins first: every transaction locks wallets before catalog items.
                     coins = await apply_coin_commands(
                         conn, coin_commands, now, self._policies.coin_lifetime
                     )
+                    catalog = await apply_catalog_commands(conn, upserts, now)
                     payments = await apply_payment_commands(
                         conn, payment_commands, self._defaults, now
                     )
-                    await audit.record(conn, [*coins.audits, *payments.audits])
+                    await audit.record(conn, [*coins.audits, *catalog.audits, *payments.audits])
                     late = _late_bad_input(items, payments)
                     letters = [dead_letter(r, BadInputError(why), now) for r, why in late]
                     direct = [*coins.messages, *rejects, *letters]
-                    queued = [*payments.messages, *direct] if queue_all else payments.messages
+                    # Results of the catalog and of payments go through the outbox.
+                    outboxed = [*catalog.messages, *payments.messages]
+                    queued = [*outboxed, *direct] if queue_all else outboxed
                     await outbox.enqueue(conn, queued)
         if queued:  # durable in the outbox now: the relay need not wait for the offsets
             self._on_durable()
         if payments.calls:  # new sessions and refunds to ask the providers for
             self._on_gateway_calls()
-        self._count(coins, payments, len(rejects) + len(late))
+        self._count(coins, payments, len(rejects) + len(late), catalog)
         for record, why in late:
             log.warning(
                 "dead-lettered",
@@ -216,10 +225,13 @@ class Pipeline:
     def _count_poison(self, kind: str) -> None:
         self._metrics.poison.labels(event_type=kind).inc()
 
-    def _count(self, coins: CoinPlan, payments: PaymentPlan, dead_lettered: int) -> None:
+    def _count(
+        self, coins: CoinPlan, payments: PaymentPlan, dead_lettered: int, catalog: CatalogPlan
+    ) -> None:
         """Metrics and notable logs after the commit, so a retried batch is counted once."""
         outcomes: Counter[tuple[str, str]] = Counter(payments.outcomes)
         outcomes.update((c.event_type, o) for c, o in coins.outcomes)
+        outcomes.update((c.event_type, o) for c, o in catalog.outcomes)
         for (kind, outcome), count in outcomes.items():
             self._metrics.messages.labels(event_type=kind, outcome=outcome).inc(count)
         count_coin_entries(self._metrics, coins)
@@ -242,7 +254,9 @@ def _late_bad_input(
 def _log_unauthorized(command: Command, record: InboundRecord) -> None:
     """Why a privileged request will be answered `not_authorized`: the log says it, the answer
     does not (it would tell a forger what to fix)."""
-    if isinstance(command, CoinCommand | RefundPayment) and command.unauthorized_because:
+    if isinstance(command, CoinCommand | RefundPayment | UpsertItem) and (
+        command.unauthorized_because
+    ):
         log.warning(
             "privileged request not authorized",
             extra={

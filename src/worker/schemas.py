@@ -35,6 +35,18 @@ _KAFKA_BINDING_VERSION = "0.5.0"
 _VALIDATOR_RULES: dict[tuple[str, str], Schema] = {
     ("coins.adjustment.requested", "amount"): {"not": {"const": 0}},
 }
+# What models' own validators require of a whole `data` object, where JSON Schema can say it.
+_MODEL_RULES: dict[str, Schema] = {
+    "coins.redemption.requested": {
+        "anyOf": [
+            {"required": ["item_id"], "properties": {"item_id": {"type": "string"}}},
+            {
+                "required": ["amount", "item"],
+                "properties": {"amount": {"type": "integer"}, "item": {"type": "string"}},
+            },
+        ]
+    },
+}
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": NO_CONTROL}
 _ATTRIBUTE = {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": NO_CONTROL}
@@ -108,6 +120,7 @@ def data_schema(event_type: str, model: type[BaseModel], *, inbound: bool) -> Sc
     for (kind, field), rule in _VALIDATOR_RULES.items():
         if kind == event_type:
             generated["properties"][field].update(rule)
+    generated.update(_MODEL_RULES.get(event_type, {}))
     if inbound:
         role = (
             "which payment-worker consumes. Unknown fields are ignored; an event whose data "

@@ -10,7 +10,16 @@ from aiokafka import AIOKafkaProducer
 
 from tests.e2e.conftest import RunningWorker, StartWorker
 from tests.e2e.test_read_api import ok, token
-from tests.events import adjustment, completed, redemption, referral, send, structured
+from tests.events import (
+    adjustment,
+    catalog_item,
+    completed,
+    item_redemption,
+    redemption,
+    referral,
+    send,
+    structured,
+)
 from tests.kafka import read_all
 from tests.support import eventually
 
@@ -302,3 +311,56 @@ async def test_coins_left_in_a_lot_expire_a_minute_after_their_credit(
             ("expiry", credited["data"]["transaction_id"], -70, 0),
         ],
     )
+
+
+async def test_a_sold_out_catalog_item_is_refused_and_the_catalog_shows_what_is_left(
+    start_worker: StartWorker, producer: AIOKafkaProducer
+) -> None:
+    w = await start_worker()
+    await send(producer, w.prefix, "catalog.item.upserted", catalog_item("mug", cost=30, stock=1),
+               key="mug")  # fmt: skip
+    forged = catalog_item("mug", 2, stock=1000, role="student")
+    await send(producer, w.prefix, "catalog.item.upserted", forged, key="mug")
+    for student in ("ada", "bob"):
+        await send(producer, w.prefix, "course.completed", completed(student, "c-1"), key=student)
+
+    async def ready() -> None:
+        assert len(await w.results("coins.credited", at_least=2)) == 2
+        updated = await w.results("catalog.item.updated", at_least=1)
+        assert [e["data"]["stock"] for e in updated] == [1]
+
+    await eventually(ready, within=30)
+    [rejected] = await w.results("catalog.item.rejected", at_least=1)
+    assert rejected["data"]["reason"] == "not_authorized"
+    for student in ("ada", "bob"):
+        await send(producer, w.prefix, "coins.redemption.requested",
+                   item_redemption(f"red-{student}", student, "mug"), key=student)  # fmt: skip
+
+    async def answered() -> tuple[list[dict], list[dict]]:  # type: ignore[type-arg]
+        debited = await w.results("coins.debited", at_least=1)
+        refused = await w.results("coins.rejected", at_least=1)
+        assert len(debited) == len(refused) == 1
+        return debited, refused
+
+    [debited], [refused] = await eventually(answered, within=30)
+    assert (debited["data"]["item_id"], debited["data"]["amount"]) == ("mug", 30)
+    assert refused["data"]["reason"] == "out_of_stock"
+    assert refused["subject"] != debited["subject"]
+    catalog = await ok(w, "/api/v1/catalog", token("anyone"))
+    assert catalog == {
+        "items": [
+            {
+                "item_id": "mug",
+                "title": "voucher mug",
+                "cost_coins": 30,
+                "stock": 0,
+                "active_from": "2026-01-01T00:00:00Z",
+                "active_until": None,
+                "per_student_limit": None,
+            }
+        ]
+    }
+    audit = await ok(w, "/api/v1/admin/audit", token("ops", "admin"))
+    assert [(a["action"], a["subject"], a["reference_id"]) for a in audit["items"]] == [
+        ("catalog.item.upserted", "mug", "1")
+    ]

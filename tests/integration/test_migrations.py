@@ -30,7 +30,7 @@ EXPECTED_COLUMNS = {
     },
     "coin_requests": {
         "student_id", "type", "reference_id", "requested_amount", "outcome", "result_topic",
-        "result_value", "created_at",
+        "result_value", "created_at", "item_id",
     },
     "payment_transitions": {
         "payment_id", "status", "from_status", "result_topic", "result_key", "result_value",
@@ -60,6 +60,12 @@ EXPECTED_COLUMNS = {
     },
     "course_streaks": {"student_id", "first_day", "last_day"},
     "coin_lots": {"transaction_id", "student_id", "amount", "remaining", "expires_at"},
+    "catalog_items": {
+        "item_id", "version", "title", "cost_coins", "stock", "active_from", "active_until",
+        "per_student_limit", "updated_at",
+    },
+    "catalog_versions": {"item_id", "version", "digest", "result_value", "created_at"},
+    "catalog_redemptions": {"item_id", "student_id", "redeemed"},
 }  # fmt: skip
 
 EXPECTED_UNIQUE = {

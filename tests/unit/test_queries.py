@@ -41,7 +41,7 @@ def test_the_columns_come_in_the_order_of_the_parameters() -> None:
     )  # fmt: skip
     # WITH ORDINALITY's position column is not a parameter.
     assert unnest_columns("outbox_enqueue") == ("topic", "key", "value", "headers")
-    assert [len(columns) for columns in unnest_groups("coins_write")] == [7, 7, 7, 5, 5]
+    assert [len(columns) for columns in unnest_groups("coins_write")] == [8, 7, 7, 5, 5]
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_every_field_of_a_row_read_back_is_cast_to_its_base_type() -> None:
     rows = re.findall(r"ROW\(([^()]*)\)", queries.sql("coins_read"))
     assert len(rows) == 3
     fields = [field.strip() for row in rows for field in row.split(",")]
-    assert len(fields) == 18
+    assert len(fields) == 19
     assert all(
         re.fullmatch(r"\w+\.\w+::(text|bigint|bytea|timestamptz)", field) for field in fields
     ), fields

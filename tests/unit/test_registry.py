@@ -9,6 +9,7 @@ import pytest
 from tests.events import (
     STRUCTURED,
     adjustment,
+    catalog_item,
     completed,
     mock_webhook,
     payment_request,
@@ -39,6 +40,7 @@ SAMPLES: dict[str, tuple[dict[str, Any], str]] = {
     "payment.requested": (payment_request("p-1", "stu-1"), "stu-1"),
     "payment.webhook.received": (mock_webhook("mock_p-1", "succeeded", "m"), "mock_p-1"),
     "payment.refund.requested": (refund_request("rf-1", "p-1"), "stu-1"),
+    "catalog.item.upserted": (catalog_item("voucher-1"), "voucher-1"),
 }
 
 

@@ -118,6 +118,17 @@ def valid(kind: str) -> dict[str, Any]:
             "reason": "duplicate purchase",
             "actor": {"id": "staff-7", "role": "admin"},
         },
+        "catalog.item.upserted": {
+            "item_id": "voucher-10",
+            "version": 1,
+            "title": "10% off any course",
+            "cost_coins": 500,
+            "stock": 100,
+            "active_from": "2026-11-26T00:00:00Z",
+            "active_until": "2026-12-31T00:00:00Z",
+            "per_student_limit": 2,
+            "actor": {"id": "staff-7", "role": "admin"},
+        },
     }[kind]
 
 
@@ -173,6 +184,40 @@ EXAMPLES: list[tuple[str, dict[str, Any], bool]] = [
     ("coins.redemption.requested", variant("coins.redemption.requested", amount=-30), False),
     ("coins.redemption.requested", variant("coins.redemption.requested", amount=2**53), False),
     ("coins.redemption.requested", variant("coins.redemption.requested", item=...), False),
+    ("coins.redemption.requested", variant("coins.redemption.requested", item=None), False),
+    ("coins.redemption.requested", variant("coins.redemption.requested", amount=...), False),
+    (
+        "coins.redemption.requested",
+        variant("coins.redemption.requested", amount=..., item=..., item_id="voucher-10"),
+        True,
+    ),
+    (
+        "coins.redemption.requested",
+        variant("coins.redemption.requested", item=..., item_id="voucher-10"),
+        True,
+    ),
+    (
+        "coins.redemption.requested",
+        variant("coins.redemption.requested", amount=..., item_id=None),
+        False,
+    ),
+    (
+        "coins.redemption.requested",
+        variant("coins.redemption.requested", amount=..., item=..., item_id=LONG_ID),
+        False,
+    ),
+    ("catalog.item.upserted", variant("catalog.item.upserted", stock=None), True),
+    ("catalog.item.upserted", variant("catalog.item.upserted", stock=...), False),
+    ("catalog.item.upserted", variant("catalog.item.upserted", stock=-1), False),
+    ("catalog.item.upserted", variant("catalog.item.upserted", active_until=...), True),
+    ("catalog.item.upserted", variant("catalog.item.upserted", per_student_limit=...), True),
+    ("catalog.item.upserted", variant("catalog.item.upserted", per_student_limit=0), False),
+    ("catalog.item.upserted", variant("catalog.item.upserted", version=0), False),
+    ("catalog.item.upserted", variant("catalog.item.upserted", cost_coins=0), False),
+    ("catalog.item.upserted", variant("catalog.item.upserted", cost_coins=2**53), False),
+    ("catalog.item.upserted", variant("catalog.item.upserted", active_from=...), False),
+    ("catalog.item.upserted", variant("catalog.item.upserted", actor=...), False),
+    ("catalog.item.upserted", variant("catalog.item.upserted", item_id=""), False),
     (
         "coins.redemption.requested",
         variant("coins.redemption.requested", student_id=LONG_ID),

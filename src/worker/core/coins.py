@@ -15,6 +15,7 @@ from typing import Literal
 
 from worker.core.answers import Answers, EventKey, Outcome
 from worker.core.audit import AuditRecord
+from worker.core.catalog import CatalogItem
 from worker.core.messages import OutgoingMessage
 from worker.core.results import (
     CoinRejection,
@@ -62,6 +63,9 @@ class CoinCommand:
     reward: CourseReward | None = None
     # How the amount was reckoned, for the result (set with `amount` from `reward`).
     rule: RuleApplied | None = None
+    # A redemption of a catalog item (CONTRACT section 10): its price is the amount, found when
+    # the debit is decided (`amount` is the stated one, or 0, until then).
+    item_id: str | None = None
 
     def rewarded(self, lifetime_earned: int) -> CoinCommand:
         """This command with its amount reckoned for a student who has earned
@@ -106,6 +110,8 @@ class CoinDecision:
     requested_amount: int | None
     outcome: Literal["applied", "rejected"]
     result: OutgoingMessage
+    # The catalog item a redemption named: a replay naming another is a conflict.
+    item_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +200,15 @@ class StreakState:
 STREAK_BONUS: LedgerType = "streak_bonus"
 
 
+@dataclass(frozen=True)
+class CatalogState:
+    """What a batch's redemptions by item need: the items they name (locked), and how many
+    applied redemptions of each item each of their students has."""
+
+    items: Mapping[str, CatalogItem] = field(default_factory=dict)
+    redeemed: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+
 @dataclass
 class CoinPlan:
     """Everything one batch changes; the adapter persists it in one transaction."""
@@ -219,6 +234,10 @@ class CoinPlan:
     lots: dict[str, list[Lot]] = field(default_factory=dict)
     # The lots this batch made or drew on, by transaction id: written back.
     lots_changed: dict[str, Lot] = field(default_factory=dict)
+    # The catalog items whose stock its redemptions took, as they leave them, and the counts of
+    # applied redemptions by (student, item) they raised.
+    items: dict[str, CatalogItem] = field(default_factory=dict)
+    redeemed: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def transaction_id(key: Key) -> str:
@@ -235,12 +254,15 @@ def decide_coins(
     *,
     lots: Mapping[str, Sequence[Lot]] | None = None,
     lifetime: timedelta | None = None,
+    catalog: CatalogState | None = None,
 ) -> CoinPlan:
     """Apply `commands` in order to `wallets`, given the `known` decisions of earlier batches,
     the answers earlier batches gave by event (`answered`) and, under streak rules, the
     students' `streaks`. Credits last `lifetime` (None: for ever); debits draw on the open
-    `lots` of their students first (needed for every debited wallet that has `lotted` coins)."""
+    `lots` of their students first (needed for every debited wallet that has `lotted` coins).
+    Redemptions by item are priced and checked against the `catalog`."""
     plan = CoinPlan(lifetime=lifetime)
+    catalog = catalog or CatalogState()
     plan.lots = {student: sorted(found, key=_lot_order) for student, found in (lots or {}).items()}
     answered = answered or {}
     streaks = streaks or StreakState()
@@ -253,18 +275,25 @@ def decide_coins(
             continue
         earlier = plan.decisions.get(command.key) or known.get(command.key)
         command = command.rewarded(wallet.lifetime_earned)
+        refusal = None
+        if command.item_id is not None and earlier is None:
+            command, refusal = _priced(plan, command, catalog, now)
         if not command.authorized:
             # Answered every time and reserves nothing: a sender without the right must not
             # take a key away from the real request (CONTRACT section 3).
             _answer_once(plan, command, "not_authorized", wallet, now)
         elif earlier is not None:
             _replay(plan, command, earlier, wallet, now)
+        elif refusal is not None:
+            _refuse(plan, command, refusal, wallet, now)
         elif command.exceeds_limit or not wallet.can_move(command.amount):
             _refuse(plan, command, "limit_exceeded", wallet, now)
         elif wallet.balance + command.amount < 0:
             _refuse(plan, command, "insufficient_balance", wallet, now)
         else:
             _apply(plan, command, wallet, now)
+            if command.item_id is not None:
+                _take_item(plan, command.student_id, command.item_id, catalog)
             if command.reward is not None and command.reward.day is not None:
                 _count_day(plan, command, command.reward, command.reward.day, streaks, now)
         if earlier is not None and command.ledger_type == "course_completion":
@@ -281,10 +310,32 @@ def decide_coins(
     return plan
 
 
+def _priced(
+    plan: CoinPlan, command: CoinCommand, catalog: CatalogState, now: datetime
+) -> tuple[CoinCommand, CoinRejection | None]:
+    """A redemption by item: at the item's price, or why the item refuses it."""
+    assert command.item_id is not None  # noqa: S101 - only redemptions by item come here
+    item = plan.items.get(command.item_id) or catalog.items.get(command.item_id)
+    if item is None:
+        return command, "item_unavailable"
+    key = (command.student_id, command.item_id)
+    redeemed = plan.redeemed.get(key, catalog.redeemed.get(key, 0))
+    refusal = item.refusal(redeemed, command.requested_amount, now)
+    return replace(command, amount=-item.cost_coins), refusal
+
+
+def _take_item(plan: CoinPlan, student: str, item_id: str, catalog: CatalogState) -> None:
+    """One applied redemption of the item: one less in stock, one more for the student."""
+    item = plan.items.get(item_id) or catalog.items[item_id]
+    plan.items[item_id] = item.redeemed()
+    key = (student, item_id)
+    plan.redeemed[key] = plan.redeemed.get(key, catalog.redeemed.get(key, 0)) + 1
+
+
 def _replay(
     plan: CoinPlan, command: CoinCommand, earlier: CoinDecision, wallet: Wallet, now: datetime
 ) -> None:
-    if earlier.requested_amount == command.requested_amount:
+    if (earlier.requested_amount, earlier.item_id) == (command.requested_amount, command.item_id):
         plan.messages.append(earlier.result)
         plan.outcomes.append((command, "duplicate"))
         return
@@ -319,7 +370,9 @@ def _refuse(
     rejected = _rejection(command, reason, wallet.balance)
     event_id = derived_id("coins.rejected", *command.key)
     message = result_message("coins.rejected", event_id, command.student_id, rejected, now)
-    plan.decisions[command.key] = CoinDecision(command.requested_amount, "rejected", message)
+    plan.decisions[command.key] = CoinDecision(
+        command.requested_amount, "rejected", message, command.item_id
+    )
     plan.messages.append(message)
     plan.outcomes.append((command, "rejected"))
 
@@ -360,12 +413,15 @@ def _apply(
         balance_after=after.balance,
         source_event_id=command.source_event_id,
         rule=command.rule,
+        item_id=command.item_id,
     )
     event_id = derived_id(event_type, *command.key)
     message = result_message(event_type, event_id, command.student_id, moved, now)
     plan.entries.append(entry)
     plan.wallets[command.student_id] = after
-    plan.decisions[command.key] = CoinDecision(command.requested_amount, "applied", message)
+    plan.decisions[command.key] = CoinDecision(
+        command.requested_amount, "applied", message, command.item_id
+    )
     plan.messages.append(message)
     if counted:
         plan.outcomes.append((command, "applied"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from worker.core.catalog import UpsertItem
 from worker.core.coins import CoinCommand
 from worker.core.envelope import BadInputError, decode, parse_data
 from worker.core.handlers import Command, Policies
@@ -32,12 +33,15 @@ def command_for(
 
 
 def _named_by_data(command: Command) -> str | None:
-    """Whom the event's data is about: its student, or for a webhook the provider payment id.
+    """Whom the event's data is about: its student, a catalog item, or for a webhook the
+    provider payment id.
     None when the data names nobody the edge can check (a refund names a payment; a refused or
     ignored webhook's body is not read)."""
     match command:
         case CoinCommand() | OpenPayment():
             return command.student_id
+        case UpsertItem():
+            return command.item.item_id
         case ReportStatus():
             return command.notification.provider_payment_id
     return None

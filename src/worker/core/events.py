@@ -6,11 +6,20 @@ CONTRACT's: ids of 1..128 characters, integer amounts in the JSON-safe range.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from worker.core.types import Amount, Currency, Id, PositiveAmount, Provider, Text, Utf8
+from worker.core.types import (
+    Amount,
+    Currency,
+    Id,
+    NonNegativeAmount,
+    PositiveAmount,
+    Provider,
+    Text,
+    Utf8,
+)
 
 
 class InboundData(BaseModel):
@@ -59,10 +68,40 @@ class CoinsAdjustmentRequested(InboundData):
 
 
 class CoinsRedemptionRequested(InboundData):
+    """A redemption of `amount` coins for `item`, or of a catalog item by `item_id` at its price
+    (an `amount` given as well must equal it): at least one of `amount` and `item_id`."""
+
     redemption_id: Id
     student_id: Id
-    amount: PositiveAmount
-    item: Text
+    amount: PositiveAmount | None = None
+    item: Text | None = None
+    item_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _says_what_it_costs(self) -> Self:
+        if self.item_id is None and (self.amount is None or self.item is None):
+            raise ValueError("a redemption names an item_id, or an amount and an item")
+        return self
+
+
+class CatalogItemUpserted(InboundData):
+    """An admin creates a catalog item, or replaces it with a higher `version`."""
+
+    item_id: Id
+    version: PositiveAmount
+    title: Text
+    cost_coins: PositiveAmount
+    stock: NonNegativeAmount | None = Field(description="what remains to redeem; null: unlimited")
+    active_from: AwareDatetime
+    active_until: AwareDatetime | None = None
+    per_student_limit: PositiveAmount | None = None
+    actor: Actor
+
+    @model_validator(mode="after")
+    def _active_for_a_while(self) -> Self:
+        if self.active_until is not None and self.active_until <= self.active_from:
+            raise ValueError("active_until must be after active_from")
+        return self
 
 
 class PaymentRequested(InboundData):

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 
 from worker.core.assertions import AdminAssertions
+from worker.core.catalog import CatalogItem, UpsertItem
 from worker.core.coins import CoinCommand, CourseReward
 from worker.core.envelope import Envelope
 from worker.core.events import (
     Actor,
+    CatalogItemUpserted,
     CoinsAdjustmentRequested,
     CoinsRedemptionRequested,
     CourseCompleted,
@@ -35,7 +37,7 @@ from worker.core.rules import CoinRules
 from worker.core.signatures import SignatureError, WebhookVerifier
 from worker.core.webhooks import parse_notification
 
-Command = CoinCommand | PaymentCommand
+Command = CoinCommand | PaymentCommand | UpsertItem
 
 
 @dataclass(frozen=True)
@@ -153,16 +155,48 @@ def adjust_coins(
 def redeem_coins(
     event: Envelope, data: CoinsRedemptionRequested, policies: Policies
 ) -> CoinCommand:
+    """A redemption of its `amount`; of a catalog item, of the item's price, which is found
+    when the debit is decided (`amount` is 0 until then)."""
     return CoinCommand(
         student_id=data.student_id,
         ledger_type="redemption",
         reference_id=data.redemption_id,
-        amount=-data.amount,
+        amount=-(data.amount or 0),
         requested_amount=data.amount,
         source_event_id=event.id,
         event_type=event.type,
-        exceeds_limit=data.amount > policies.rewards.max_amount,
+        exceeds_limit=(data.amount or 0) > policies.rewards.max_amount,
         event_source=event.source,
+        item_id=data.item_id,
+    )
+
+
+# ---------------------------------------------------------------------------- catalog
+
+
+def upsert_catalog_item(
+    event: Envelope, data: CatalogItemUpserted, policies: Policies
+) -> UpsertItem:
+    bound = {"item_id": data.item_id, "version": data.version, "cost_coins": data.cost_coins}
+    refused = _refused_privilege(event, data.actor, bound, policies)
+    item = CatalogItem(
+        item_id=data.item_id,
+        version=data.version,
+        title=data.title,
+        cost_coins=data.cost_coins,
+        stock=data.stock,
+        active_from=data.active_from,
+        active_until=data.active_until,
+        per_student_limit=data.per_student_limit,
+    )
+    return UpsertItem(
+        item=item,
+        source_event_id=event.id,
+        event_type=event.type,
+        event_source=event.source,
+        actor=(data.actor.id, data.actor.role),
+        authorized=refused is None,
+        unauthorized_because=refused,
     )
 
 

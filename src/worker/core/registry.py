@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from worker.core.envelope import Envelope
 from worker.core.events import (
+    CatalogItemUpserted,
     CoinsAdjustmentRequested,
     CoinsRedemptionRequested,
     CourseCompleted,
@@ -39,8 +40,11 @@ from worker.core.handlers import (
     refund_payment,
     reward_course_completion,
     reward_referral,
+    upsert_catalog_item,
 )
 from worker.core.results import (
+    CatalogItemRejected,
+    CatalogItemUpdated,
     CoinsExpired,
     CoinsMoved,
     CoinsRejected,
@@ -103,6 +107,13 @@ INPUT_EVENTS: tuple[InputEvent[Any], ...] = (
         results=("coins.debited", "coins.rejected"),
     ),
     InputEvent(
+        "catalog.item.upserted",
+        CatalogItemUpserted,
+        upsert_catalog_item,
+        effect="upsert a catalog item",
+        results=("catalog.item.updated", "catalog.item.rejected"),
+    ),
+    InputEvent(
         "payment.requested",
         PaymentRequested,
         open_payment,
@@ -147,6 +158,8 @@ RESULT_EVENTS: Mapping[str, type[OutboundData]] = {
     "coins.debited": CoinsMoved,
     "coins.rejected": CoinsRejected,
     "coins.expired": CoinsExpired,
+    "catalog.item.updated": CatalogItemUpdated,
+    "catalog.item.rejected": CatalogItemRejected,
     "payment.session.created": PaymentSessionCreated,
     "payment.confirmed": PaymentConfirmed,
     "payment.failed": PaymentFailed,

@@ -27,8 +27,17 @@ LedgerType = Literal[
 # Every type of ledger entry: the requested ones and the expiry of a lot's coins.
 EntryType = LedgerType | Literal["expiry"]
 CoinRejection = Literal[
-    "insufficient_balance", "idempotency_conflict", "not_authorized", "limit_exceeded"
+    "insufficient_balance",
+    "idempotency_conflict",
+    "not_authorized",
+    "limit_exceeded",
+    # A redemption by `item_id` (CONTRACT section 10).
+    "price_mismatch",
+    "out_of_stock",
+    "item_unavailable",
+    "limit_reached",
 ]
+CatalogRejection = Literal["not_authorized", "stale_version"]
 PaymentStatus = Literal["initiated", "succeeded", "failed", "cancelled", "expired", "refunded"]
 PaymentRejection = Literal[
     "idempotency_conflict",
@@ -63,8 +72,9 @@ class RuleApplied(OutboundData):
 class CoinsMoved(OutboundData):
     """`data` of `coins.credited` and `coins.debited`; `amount` is always positive."""
 
-    # Left out of the JSON when None: a credit without coin rules reads as it always did.
-    omitted_when_none: ClassVar[frozenset[str]] = frozenset({"rule"})
+    # Left out of the JSON when None: a credit without coin rules, or a debit of no catalog
+    # item, reads as it always did.
+    omitted_when_none: ClassVar[frozenset[str]] = frozenset({"rule", "item_id"})
 
     transaction_id: str
     student_id: Id
@@ -77,6 +87,9 @@ class CoinsMoved(OutboundData):
         default=None,
         description="a course completion's credit under COIN_RULES_FILE: how it was reckoned "
         "(absent without a rules file)",
+    )
+    item_id: Id | None = Field(
+        default=None, description="a redemption of a catalog item: the item (absent otherwise)"
     )
 
 
@@ -101,6 +114,28 @@ class CoinsRejected(OutboundData):
     reference_id: Id
     reason: CoinRejection
     balance: NonNegativeAmount
+    source_event_id: Id
+
+
+class CatalogItemUpdated(OutboundData):
+    """`data` of `catalog.item.updated`: the item as stored after an admin's upsert; `stock`
+    is what remains (null: unlimited)."""
+
+    item_id: Id
+    version: PositiveAmount
+    title: str
+    cost_coins: PositiveAmount
+    stock: NonNegativeAmount | None
+    active_from: datetime
+    active_until: datetime | None
+    per_student_limit: PositiveAmount | None
+
+
+class CatalogItemRejected(OutboundData):
+    """`data` of `catalog.item.rejected`: an upsert was refused; nothing changed."""
+
+    item_id: Id
+    reason: CatalogRejection
     source_event_id: Id
 
 

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from worker.core import cloudevents
 from worker.core.answers import Answers
+from worker.core.catalog import CatalogItem
 from worker.core.coins import (
+    CatalogState,
     CoinCommand,
     CoinDecision,
     CoinPlan,
@@ -53,13 +55,54 @@ async def apply_coin_commands(
     drawing = {c.student_id for c in commands if _debits(c) and wallets[c.student_id].lotted}
     known, answered, lots = await _known(conn, commands, sorted(drawing))
     streaks = await _streaks(conn, commands, known)
+    catalog = await _catalog(conn, commands, known)
     plan = decide_coins(
-        commands, known, wallets, now, answered, streaks, lots=lots, lifetime=lifetime
-    )
+        commands, known, wallets, now, answered, streaks,
+        lots=lots, lifetime=lifetime, catalog=catalog,
+    )  # fmt: skip
     await _write(conn, plan)
+    if plan.items:
+        await _write_items(conn, plan)
     if plan.runs:
         await _write_runs(conn, plan, streaks)
     return plan
+
+
+async def _catalog(
+    conn: Connection, commands: Sequence[CoinCommand], known: Mapping[Key, CoinDecision]
+) -> CatalogState:
+    """The items the batch's new redemptions by item name, locked after the wallets (every
+    transaction locks wallets before items), and their students' counts of them. One
+    statement, none when there is no such redemption."""
+    wanted = sorted(
+        {(c.student_id, c.item_id) for c in commands if c.item_id and c.key not in known}
+    )
+    if not wanted:
+        return CatalogState()
+    [row] = await conn.fetch(
+        sql("coins_items_lock"),
+        sorted({item_id for _, item_id in wanted}),
+        [student for student, _ in wanted],
+        [item_id for _, item_id in wanted],
+    )
+    return CatalogState(
+        items={fields[0]: CatalogItem(*fields) for fields in row["items"]},
+        redeemed={(student, item): count for student, item, count in row["redeemed"]},
+    )
+
+
+async def _write_items(conn: Connection, plan: CoinPlan) -> None:
+    """The stock the batch's redemptions by item left, and their students' new counts."""
+    items = list(plan.items.values())
+    redeemed = list(plan.redeemed.items())
+    await conn.execute(
+        sql("coins_items_write"),
+        [item.item_id for item in items],
+        [item.stock for item in items],
+        [item_id for (_, item_id), _ in redeemed],
+        [student for (student, _), _ in redeemed],
+        [count for _, count in redeemed],
+    )
 
 
 def _debits(command: CoinCommand) -> bool:
@@ -223,9 +266,10 @@ async def _known(
                 value=result_value,
                 headers=tuple(cloudevents.structured_headers()),
             ),
+            item_id=item_id,
         )
         for student_id, ledger_type, reference_id, requested_amount, outcome, result_topic,
-        result_value in row["decisions"]
+        result_value, item_id in row["decisions"]
     }  # fmt: skip
     return decisions, answers_found(events, row["answers"]), lots
 
@@ -264,6 +308,7 @@ _DECISION_COLUMNS: dict[str, Callable[[Any], object]] = {
     "outcome": lambda item: item[1].outcome,
     "result_topic": lambda item: item[1].result.topic,
     "result_value": lambda item: item[1].result.value,
+    "item_id": lambda item: item[1].item_id,
 }
 _WALLET_COLUMNS: dict[str, Callable[[Any], object]] = {
     "student_id": lambda item: item[0],

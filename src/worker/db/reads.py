@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from worker.db.queries import sql
@@ -14,6 +15,10 @@ if TYPE_CHECKING:
 
 async def wallet(conn: Connection, student_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(sql("read_wallet"), student_id)
+
+
+async def catalog(conn: Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(sql("read_catalog"), now, limit)
 
 
 async def transactions(

@@ -103,6 +103,7 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "payment.webhook.received": _APPEND_TIME,
     "coins.adjustment.requested": _APPEND_TIME,
     "payment.refund.requested": _APPEND_TIME,
+    "catalog.item.upserted": _APPEND_TIME,
 }
 
 

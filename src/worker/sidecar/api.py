@@ -14,7 +14,7 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
@@ -79,6 +79,26 @@ class WalletView(Model):
     updated_at: datetime | None = Field(description="null while the student has no wallet")
     expiring: Expiring | None = Field(
         description="the next lot of coins to expire (COIN_EXPIRY_DAYS); null: none will"
+    )
+
+
+# A catalog is a few dozen items; the read answers at most this many, in one page.
+CATALOG_LIMIT = 1000
+
+
+class CatalogItemView(Model):
+    item_id: str
+    title: str
+    cost_coins: int = Field(gt=0)
+    stock: int | None = Field(ge=0, description="what remains to redeem; null: unlimited")
+    active_from: datetime
+    active_until: datetime | None
+    per_student_limit: int | None = Field(gt=0)
+
+
+class CatalogView(Model):
+    items: list[CatalogItemView] = Field(
+        description=f"the items on offer now, by item_id (at most {CATALOG_LIMIT})"
     )
 
 
@@ -339,6 +359,19 @@ async def get_payment(payment_id: PaymentId, caller: CallerDep, api: ApiDep) -> 
     if row is None or not caller.may_read(row["student_id"]):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such payment")
     return _payment(row)
+
+
+@router.get(
+    "/catalog",
+    response_model=CatalogView,
+    responses=_responses(401, 429, 503),
+)
+async def get_catalog(caller: CallerDep, api: ApiDep) -> CatalogView:
+    """The catalog items on offer now (any role): those whose `active_from` has come and whose
+    `active_until` has not, with the stock that remains."""
+    async with api.connection() as conn:
+        rows = await reads.catalog(conn, datetime.now(UTC), CATALOG_LIMIT)
+    return CatalogView(items=[CatalogItemView(**dict(row)) for row in rows])
 
 
 @router.get(

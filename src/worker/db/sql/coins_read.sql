@@ -9,7 +9,7 @@ SELECT
     ARRAY(
         SELECT ROW(r.student_id::text, r.type::text, r.reference_id::text,
                    r.requested_amount::bigint, r.outcome::text, r.result_topic::text,
-                   r.result_value::bytea)
+                   r.result_value::bytea, r.item_id::text)
         FROM coin_requests AS r
         JOIN unnest($1::text[], $2::text[], $3::text[]) AS k (student_id, type, reference_id)
             ON r.student_id = k.student_id AND r.type = k.type

@@ -6,13 +6,14 @@
 -- transaction kept meanwhile: it is retried, and then repeats that one).
 WITH decided AS (
     INSERT INTO coin_requests
-        (student_id, type, reference_id, requested_amount, outcome, result_topic, result_value)
+        (student_id, type, reference_id, requested_amount, outcome, result_topic, result_value,
+         item_id)
     SELECT student_id, ledger_type, reference_id, requested_amount, outcome, result_topic,
-           result_value
+           result_value, item_id
     FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                $7::bytea[])
+                $7::bytea[], $8::text[])
         AS d (student_id, ledger_type, reference_id, requested_amount, outcome, result_topic,
-              result_value)
+              result_value, item_id)
     ON CONFLICT DO NOTHING
     RETURNING 1
 ),
@@ -22,8 +23,8 @@ entries AS (
          source_event_id)
     SELECT transaction_id, student_id, ledger_type, reference_id, amount, balance_after,
            source_event_id
-    FROM unnest($8::uuid[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
-                $14::text[])
+    FROM unnest($9::uuid[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::bigint[],
+                $15::text[])
         WITH ORDINALITY AS e (transaction_id, student_id, ledger_type, reference_id, amount,
                               balance_after, source_event_id, position)
     ORDER BY position
@@ -35,8 +36,8 @@ answered AS (
         (answer_id, event_type, event_source, event_id, result_topic, result_key, result_value)
     SELECT answer_id, event_type, event_source, event_id, result_topic, result_key,
            result_value
-    FROM unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[], $20::bytea[],
-                $21::bytea[])
+    FROM unnest($16::uuid[], $17::text[], $18::text[], $19::text[], $20::text[], $21::bytea[],
+                $22::bytea[])
         AS a (answer_id, event_type, event_source, event_id, result_topic, result_key,
               result_value)
     ON CONFLICT DO NOTHING
@@ -45,7 +46,7 @@ answered AS (
 lots AS (
     INSERT INTO coin_lots (transaction_id, student_id, amount, remaining, expires_at)
     SELECT transaction_id, student_id, amount, remaining, expires_at
-    FROM unnest($22::uuid[], $23::text[], $24::bigint[], $25::bigint[], $26::timestamptz[])
+    FROM unnest($23::uuid[], $24::text[], $25::bigint[], $26::bigint[], $27::timestamptz[])
         AS l (transaction_id, student_id, amount, remaining, expires_at)
     ON CONFLICT (transaction_id) DO UPDATE SET remaining = EXCLUDED.remaining
 ),
@@ -56,7 +57,7 @@ balances AS (
         lifetime_spent = b.lifetime_spent,
         lotted = b.lotted,
         updated_at = now()
-    FROM unnest($27::text[], $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[])
+    FROM unnest($28::text[], $29::bigint[], $30::bigint[], $31::bigint[], $32::bigint[])
         AS b (student_id, balance, lifetime_earned, lifetime_spent, lotted)
     WHERE w.student_id = b.student_id
 )
