@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +54,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from bench.peers import PEERS, run_peer
 from bench.workload import (
+    CATALOG,
     COURSE_REWARD,
     GATEWAY,
     MIXES,
@@ -65,7 +66,9 @@ from bench.workload import (
     Workload,
     expected,
     generate,
+    redemption_cost,
 )
+from worker.core.catalog import CatalogItem, UpsertItem
 from worker.core.coins import CoinCommand
 from worker.core.payments import (
     Known,
@@ -75,6 +78,7 @@ from worker.core.payments import (
 )
 from worker.core.registry import BY_TYPE
 from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
+from worker.db.catalog import apply_catalog_commands
 from worker.db.coins import apply_coin_commands
 from worker.db.migrate import apply_migrations
 from worker.db.payments import write_payment_plan
@@ -160,7 +164,7 @@ class Scenario:
 
 
 async def seed(conn: asyncpg.Connection, workload: Workload) -> None:
-    """Every student's starting balance, and the payments the webhooks report on."""
+    """Every student's starting balance, the catalog, and the payments the webhooks report on."""
     now = datetime.now(UTC)
     async with conn.transaction():
         commands = [
@@ -176,6 +180,17 @@ async def seed(conn: asyncpg.Connection, workload: Workload) -> None:
             for s in workload.students
         ]
         await apply_coin_commands(conn, commands, now)
+        items = [
+            UpsertItem(
+                CatalogItem(item_id, 1, item_id, cost, stock, now - timedelta(days=1), None, limit),
+                f"seed-{item_id}",
+                "catalog.item.upserted",
+                "seed",
+                ("bench", "admin"),
+            )
+            for item_id, (cost, stock, limit) in CATALOG.items()
+        ]
+        await apply_catalog_commands(conn, items, now)
         opens = [
             OpenPayment(
                 pid,
@@ -462,6 +477,9 @@ async def check_ledger(scenario: Scenario, want: Expected) -> list[str]:
         statuses = dict(await conn.fetch("SELECT status, count(*) FROM payments GROUP BY status"))
         if statuses != {k: v for k, v in want.payment_statuses.items() if v}:
             problems.append(f"payments {statuses} != expected {dict(want.payment_statuses)}")
+        stock = dict(await conn.fetch("SELECT item_id, stock FROM catalog_items"))
+        if stock != want.stock:
+            problems.append(f"catalog stock {stock} != expected {want.stock}")
         if backlog := await conn.fetchval("SELECT count(*) FROM outbox"):
             problems.append(f"{backlog} messages still in the outbox")
     finally:
@@ -712,6 +730,7 @@ async def raw_end_to_end_group(
 def raw_effects(workload: Workload, events: list[Event]) -> list[list[Any]]:
     """Per event (in order): its ledger row (if any), its payment change (if any), its result."""
     balances = dict.fromkeys(workload.students, SEED_COINS)
+    vouchers: Counter[str] = Counter()
     columns: list[list[Any]] = [[] for _ in range(11)]
     for n, event in enumerate(events):
         data = json.loads(event.value)["data"]
@@ -728,7 +747,7 @@ def raw_effects(workload: Workload, events: list[Event]) -> list[list[Any]]:
         elif event.kind == "coins.redemption.requested":
             ledger_type = BY_TYPE[event.kind].effect
             student, reference = data["student_id"], data["redemption_id"]
-            amount = -data["amount"] if balances[student] >= data["amount"] else 0
+            amount = -redemption_cost(data, vouchers)
         elif event.kind == "payment.requested":
             payment, status = data["payment_id"], "initiated"
         else:

@@ -7,6 +7,11 @@ the workload is built for that:
   `manual_adjustment` entry). Affordable redemptions are small enough that the seed covers all
   of a student's; unaffordable ones ask for more than any student can ever hold. So each
   redemption's outcome is fixed whatever credits land before it.
+- catalog items are seeded before the run too. Redemptions by `item_id` name the open voucher
+  (never sold out: its stock ends at its start less the applied redemptions; its per-student
+  limit counts each student's redemptions in their own order, which one partition keeps),
+  the sold-out voucher (always `out_of_stock`), an unknown item (`item_unavailable`), or the
+  open voucher at a wrong price (`price_mismatch`).
 - webhooks report on payments seeded before the run (opened through the real adapter), never on
   payments requested during it, so none can arrive before its payment.
 - a duplicate repeats an earlier event's data with a new event id, on the same topic and key,
@@ -38,6 +43,21 @@ UNAFFORDABLE = 1_000_000
 COURSE_REWARD = 100  # the worker's default COIN_REWARD_COURSE_COMPLETION
 REFERRAL_REWARD = 50  # ... and COIN_REWARD_REFERRAL
 REFERRAL_OVERRIDE = 70
+# Catalog items seeded before the run (`bench.run.seed`), by id: (cost, stock, per-student limit).
+OPEN_VOUCHER, GONE_VOUCHER, UNKNOWN_ITEM = "voucher-open", "voucher-gone", "voucher-unknown"
+VOUCHER_LIMIT = 2
+CATALOG: dict[str, tuple[int, int | None, int | None]] = {
+    OPEN_VOUCHER: (REDEMPTION, 1_000_000, VOUCHER_LIMIT),
+    GONE_VOUCHER: (REDEMPTION, 0, None),
+}
+# What a redemption names: an amount (and an item text), or a catalog item.
+REDEEMS = (
+    ("amount", 0.60),
+    (OPEN_VOUCHER, 0.28),
+    ("wrong price", 0.04),
+    (GONE_VOUCHER, 0.05),
+    (UNKNOWN_ITEM, 0.03),
+)
 WEBHOOK_SECRET = "whsec_bench_secret"  # noqa: S105 - the bench's own mock provider
 TIME = "2026-11-26T09:00:00Z"
 TIME_UNIX = 1795683600
@@ -87,6 +107,7 @@ class Expected:
     entries: Counter[str]  # ledger type -> entries
     payment_statuses: Counter[str]
     results: int
+    stock: dict[str, int | None]  # catalog item -> what remains
 
 
 def generate(
@@ -109,6 +130,7 @@ def generate(
     kinds, weights = zip(*mix, strict=True)
     statuses, status_weights = zip(*STATUSES, strict=True)
     made: list[tuple[str, dict[str, object], bytes, str]] = []
+    vouchers: Counter[str] = Counter()  # applied redemptions of the open voucher, by student
     for n in range(originals):
         kind = rng.choices(kinds, weights)[0]
         student = rng.choice(ids)
@@ -119,7 +141,7 @@ def generate(
             data = mock_webhook(ppid, status, n)
             key, result = ppid.encode(), derived_id(STATUS_EVENTS[status], payment_id)
         else:
-            data, result = _data(kind, student, n, rng)
+            data, result = _data(kind, student, n, rng, vouchers)
             key = student.encode()
         made.append((kind, data, key, result))
     # Each event gets a place; a repeat's place is after its original's (same topic and key:
@@ -141,6 +163,7 @@ def expected(workload: Workload, events: list[Event]) -> Expected:
     balances = dict.fromkeys(workload.students, SEED_COINS)
     entries: Counter[str] = Counter({"manual_adjustment": len(workload.students)})
     statuses: Counter[str] = Counter({"initiated": len(workload.seeded_payments)})
+    vouchers: Counter[str] = Counter()
     for event in events:
         if event.duplicate:
             continue
@@ -152,16 +175,33 @@ def expected(workload: Workload, events: list[Event]) -> Expected:
         elif event.kind == "referral.succeeded":
             balances[data["referrer_id"]] += data.get("reward_coins") or REFERRAL_REWARD
             entries[ledger_type] += 1
-        elif event.kind == "coins.redemption.requested" and data["amount"] == REDEMPTION:
-            balances[data["student_id"]] -= REDEMPTION
-            entries[ledger_type] += 1
+        elif event.kind == "coins.redemption.requested":
+            if cost := redemption_cost(data, vouchers):
+                balances[data["student_id"]] -= cost
+                entries[ledger_type] += 1
         elif event.kind == "payment.requested":
             statuses["initiated"] += 1
         elif event.kind == "payment.webhook.received":
             status = json.loads(data["body"])["type"].removeprefix("payment.")
             statuses["initiated"] -= 1
             statuses[status] += 1
-    return Expected(balances, entries, statuses, results=len(events))
+    stock = {item: item_stock for item, (_, item_stock, _) in CATALOG.items()}
+    stock[OPEN_VOUCHER] = (stock[OPEN_VOUCHER] or 0) - sum(vouchers.values())
+    return Expected(balances, entries, statuses, results=len(events), stock=stock)
+
+
+def redemption_cost(data: dict[str, object], vouchers: Counter[str]) -> int:
+    """What a redemption (not a repeat) debits, in the order the student's redemptions are
+    applied; 0 when it is refused. Counts applied redemptions of the open voucher in
+    `vouchers`, by student."""
+    item_id = data.get("item_id")
+    if item_id is None:
+        return REDEMPTION if data["amount"] == REDEMPTION else 0
+    student = str(data["student_id"])
+    if item_id != OPEN_VOUCHER or "amount" in data or vouchers[student] >= VOUCHER_LIMIT:
+        return 0
+    vouchers[student] += 1
+    return CATALOG[OPEN_VOUCHER][0]
 
 
 def mock_ppid(payment_id: str) -> str:
@@ -180,7 +220,9 @@ def mock_webhook(ppid: str, status: str, n: int) -> dict[str, object]:
     return {"provider": "mock", "headers": {"Stripe-Signature": signature}, "body": body}
 
 
-def _data(kind: str, student: str, n: int, rng: random.Random) -> tuple[dict[str, object], str]:
+def _data(
+    kind: str, student: str, n: int, rng: random.Random, vouchers: Counter[str]
+) -> tuple[dict[str, object], str]:
     ledger_type = BY_TYPE[kind].effect  # for a coin event: its ledger type
     if kind == "course.completed":
         data: dict[str, object] = {
@@ -193,10 +235,17 @@ def _data(kind: str, student: str, n: int, rng: random.Random) -> tuple[dict[str
             data["reward_coins"] = REFERRAL_OVERRIDE
         return data, derived_id("coins.credited", student, ledger_type, f"r{n}")
     if kind == "coins.redemption.requested":
-        affordable = rng.random() < 0.8
-        amount = REDEMPTION if affordable else UNAFFORDABLE
-        data = {"redemption_id": f"d{n}", "student_id": student, "amount": amount, "item": "mug"}
-        result = "coins.debited" if affordable else "coins.rejected"
+        redeems, weights = zip(*REDEEMS, strict=True)
+        names = rng.choices(redeems, weights)[0]
+        data = {"redemption_id": f"d{n}", "student_id": student}
+        if names == "amount":
+            affordable = rng.random() < 0.8
+            data |= {"amount": REDEMPTION if affordable else UNAFFORDABLE, "item": "mug"}
+        elif names == "wrong price":
+            data |= {"item_id": OPEN_VOUCHER, "amount": CATALOG[OPEN_VOUCHER][0] + 1}
+        else:
+            data["item_id"] = names
+        result = "coins.debited" if redemption_cost(data, vouchers) else "coins.rejected"
         return data, derived_id(result, student, ledger_type, f"d{n}")
     data = {
         "payment_id": f"bp{n}", "student_id": student, "course_id": f"course-{n % 50}",

@@ -6,6 +6,9 @@ checks are the issue's: every expected ledger entry and payment state exactly on
 balance equal to its entries and >= 0, every expected result id on its topic at least once, no
 result for anything that did not happen, and every bad message in the dead-letter topic.
 
+The stream redeems catalog items too: each item's stock must end at its initial stock less the
+applied redemptions of it.
+
 The workers give coins a lifetime (`COIN_EXPIRY_DAYS`, long enough that nothing expires during
 a run), so every credit is a lot and every debit draws on lots: the lots must stay in step with
 the wallets (`assert_lots`), and `expire_everything` then expires them all, once per lot.
@@ -243,9 +246,12 @@ async def assert_outcome(
             " GROUP BY 1, 2, 3 HAVING count(*) > 1) AS d"
         )
         await assert_lots(conn)
+        stock = dict(await conn.fetch("SELECT item_id, stock FROM catalog_items"))
     finally:
         await conn.close()
     assert balances == want.balances, "balances differ from what the input implies"
+    # Each item's stock is its initial stock less the redemptions applied, and never negative.
+    assert stock == want.stock, f"catalog stock {stock} != {want.stock}"
     assert drift == 0, "a wallet differs from its entries or is negative"
     assert doubled == 0
 
