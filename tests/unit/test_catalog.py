@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from tests.events import catalog_item
 from worker.core.catalog import CatalogItem, UpsertItem, decide_catalog
 from worker.core.coins import CatalogState, CoinCommand, Wallet, decide_coins
+from worker.core.events import CatalogItemUpserted
 from worker.core.results import derived_id
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -251,3 +254,24 @@ def test_stock_never_goes_below_zero_and_is_the_initial_stock_less_applied_redem
         assert state.redeemed[(student, "v-10")] == count
         assert limit is None or count <= limit
         assert wallets[student].balance == 250 - 100 * count >= 0
+
+
+def test_the_same_instant_written_with_another_offset_is_the_same_version() -> None:
+    first = decide_catalog([upsert()], {}, {}, {}, NOW)
+    shifted = replace(ITEM, active_from=ITEM.active_from.astimezone(timezone(timedelta(hours=5))))
+    again = decide_catalog([upsert(shifted, "e2")], {"v-10": ITEM}, first.versions, {}, NOW)
+    assert [o for _, o in again.outcomes] == ["duplicate"]
+
+
+@pytest.mark.parametrize(
+    ("name", "edge"),
+    [("active_from", "0001-01-01T00:00:00+05:00"), ("active_until", "9999-12-31T23:00:00-05:00")],
+)
+def test_an_item_time_utc_cannot_hold_is_bad_input(name: str, edge: str) -> None:
+    with pytest.raises(ValidationError, match="UTC cannot hold"):
+        CatalogItemUpserted.model_validate(catalog_item("v-1") | {name: edge})
+
+
+def test_item_times_are_kept_in_utc() -> None:
+    data = catalog_item("v-1") | {"active_from": "2026-01-01T05:30:00+05:30"}
+    assert CatalogItemUpserted.model_validate(data).active_from == datetime(2026, 1, 1, tzinfo=UTC)

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from worker.core.answers import Answers, EventKey, Outcome
 from worker.core.audit import AuditRecord
@@ -84,8 +84,16 @@ class UpsertItem:
     def digest(self) -> str:
         """What the request asks for, whoever sent it: a replay of the same version with the
         same fields repeats its result; the same version with other fields is stale."""
-        fields = json.dumps(asdict(self.item), default=str, sort_keys=True).encode()
+        fields = json.dumps(asdict(self.item), default=_instant, sort_keys=True).encode()
         return hashlib.sha256(fields).hexdigest()
+
+
+def _instant(value: object) -> str:
+    """A time as the instant it names: the same instant written with another offset is the
+    same request."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    raise TypeError(f"not a field of an item: {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

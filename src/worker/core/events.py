@@ -6,6 +6,7 @@ CONTRACT's: ids of 1..128 characters, integer amounts in the JSON-safe range.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -96,6 +97,18 @@ class CatalogItemUpserted(InboundData):
     active_until: AwareDatetime | None = None
     per_student_limit: PositiveAmount | None = None
     actor: Actor
+
+    @field_validator("active_from", "active_until")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # Stored and compared as instants: one that UTC cannot hold (year 1 with a positive
+        # offset, year 9999 with a negative one) could be stored but never read back.
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("a time that UTC cannot hold") from None
 
     @model_validator(mode="after")
     def _active_for_a_while(self) -> Self:
