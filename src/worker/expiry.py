@@ -136,14 +136,13 @@ class Sweeper(Generic[Due, Plan]):
             await asyncio.sleep(self._interval)
 
     async def sweep_once(self) -> int:
-        """Expire what is due of up to one chunk of locked items; returns how many were locked
-        (0: nothing due is left that another transaction does not hold)."""
+        """Expire what is due of up to one chunk of locked items; returns how many things were
+        expired (0: nothing due is left that another transaction does not hold)."""
         async with self._pool.acquire() as conn, conn.transaction():
             now = datetime.now(UTC)
             due = await self._sweep.lock(conn, now, self._chunk, list(self._skipped))
             plan = await self._sweep.expire(conn, due, now)
-        self._committed(plan)
-        return len(due)
+        return self._committed(plan)
 
     async def _sweep_one(self) -> bool:
         """Expire the first due item, or set it aside if that fails for good. Returns False
@@ -171,6 +170,8 @@ class Sweeper(Generic[Due, Plan]):
         self._committed(plan)
         return True
 
-    def _committed(self, plan: Plan) -> None:
-        if self._sweep.committed(self._metrics, plan):
+    def _committed(self, plan: Plan) -> int:
+        expired = self._sweep.committed(self._metrics, plan)
+        if expired:
             self._on_committed()
+        return expired

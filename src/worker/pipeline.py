@@ -161,9 +161,14 @@ class Pipeline:
             with attempt:
                 async with self._pool.acquire() as conn, conn.transaction():
                     now = _now()
-                    # Coins first: every transaction locks wallets before catalog items.
+                    # Coins first: every transaction locks wallets before catalog items, and
+                    # all of its items in one statement.
                     coins = await apply_coin_commands(
-                        conn, coin_commands, now, self._policies.coin_lifetime
+                        conn,
+                        coin_commands,
+                        now,
+                        self._policies.coin_lifetime,
+                        upserted={u.item.item_id for u in upserts},
                     )
                     catalog = await apply_catalog_commands(conn, upserts, now)
                     payments = await apply_payment_commands(

@@ -113,16 +113,33 @@ async def test_one_student_racing_two_workers_stays_within_the_limit(pool: async
 async def test_an_upsert_and_redemptions_racing_on_one_item_serialise(pool: asyncpg.Pool) -> None:
     await upserted(pool, [upsert(replace(ITEM, stock=3, active_from=NOW - timedelta(1)))])
     await applied(pool, [credit(f"s{i}", "seed", 1000) for i in range(10)])
+    # Every change of the item's row, in the order the row's lock granted them.
+    await pool.execute(
+        "CREATE TABLE item_log (n serial, version bigint, before bigint, after bigint);"
+        "CREATE FUNCTION log_item() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " INSERT INTO item_log (version, before, after) VALUES (NEW.version, OLD.stock,"
+        " NEW.stock); RETURN NEW; END $$;"
+        "CREATE TRIGGER log_item AFTER UPDATE ON catalog_items FOR EACH ROW EXECUTE FUNCTION"
+        " log_item()"
+    )
     restock = replace(ITEM, version=2, stock=5, active_from=NOW - timedelta(1))
     await asyncio.gather(
         *(applied(pool, [redeem(f"r{i}", student=f"s{i}")]) for i in range(10)),
         upserted(pool, [upsert(restock, "e2")]),
     )
-    # Whatever the order, the stock is what the last writer left, never below zero, and each
-    # redemption took one from the stock it saw under the lock.
-    stock = await pool.fetchval("SELECT stock FROM catalog_items")
+    changes = await pool.fetch("SELECT version, before, after FROM item_log ORDER BY n")
+    # Each redemption took one from the stock the one before it left; the upsert set 5.
+    stock, version = 3, 1
+    for change in changes:
+        assert change["before"] == stock, changes
+        if change["version"] != version:
+            version, stock = change["version"], 5
+        else:
+            stock -= 1
+        assert change["after"] == stock >= 0, changes
+    assert version == 2
     taken = await pool.fetchval("SELECT count(*) FROM coin_transactions WHERE type = 'redemption'")
-    assert stock >= 0
-    assert 3 <= taken <= 8
+    assert taken == sum(1 for c in changes if c["after"] < c["before"])
+    assert await pool.fetchval("SELECT stock FROM catalog_items") == stock
     async with pool.acquire() as conn:
         await assert_invariants(conn)

@@ -76,9 +76,16 @@ async def test_a_debit_draws_on_the_lots_that_expire_first_and_the_wallet_shows_
         wallet = await reads.wallet(conn, "s")
         assert wallet is not None
         assert (wallet["expiring_amount"], wallet["expiring_at"]) == (30, now + 2 * DAY)
+        # Lots that expire together (a credit and its streak bonus) show as one amount.
+        await apply(pool, [credit("t", "c1", 10), credit("t", "c2", 5)], now, DAY)
+        both = await reads.wallet(conn, "t")
+        assert both is not None
+        assert (both["expiring_amount"], both["expiring_at"]) == (15, now + DAY)
 
         await apply(pool, [redeem("s", "r1", 60)], now, None)
-        lots = await conn.fetch("SELECT amount, remaining FROM coin_lots ORDER BY expires_at")
+        lots = await conn.fetch(
+            "SELECT amount, remaining FROM coin_lots WHERE student_id = 's' ORDER BY expires_at"
+        )
         assert [tuple(lot) for lot in lots] == [(30, 0), (50, 20), (100, 100)]
         wallet = await reads.wallet(conn, "s")
         assert wallet is not None
@@ -87,11 +94,13 @@ async def test_a_debit_draws_on_the_lots_that_expire_first_and_the_wallet_shows_
         await assert_lots_in_step(conn)
 
         await apply(pool, [redeem("s", "r2", 150)], now, 10 * DAY)
-        assert await conn.fetchval("SELECT sum(remaining) FROM coin_lots") == 0
+        assert (
+            await conn.fetchval("SELECT sum(remaining) FROM coin_lots WHERE student_id = 's'") == 0
+        )
         wallet = await reads.wallet(conn, "s")
         assert wallet is not None
         assert (wallet["balance"], wallet["expiring_amount"]) == (10, None)
-        assert await conn.fetchval("SELECT lotted FROM coin_wallets") == 0
+        assert await conn.fetchval("SELECT lotted FROM coin_wallets WHERE student_id = 's'") == 0
         await assert_lots_in_step(conn)
 
 
@@ -113,7 +122,10 @@ async def test_several_workers_sweeping_at_once_expire_each_lot_once_while_batch
             batch = [redeem(s, f"r{n}", rng.randint(1, 60)) for s in rng.sample(students, 10)]
             await apply(pool, batch, datetime.now(UTC), None)
 
-    await asyncio.gather(*(sweeper.sweep_once() for sweeper in sweepers))
+    # At once, each takes lots of its own (SKIP LOCKED before the limit): none waits, none
+    # finds only what another holds.
+    first_rounds = await asyncio.gather(*(sweeper.sweep_once() for sweeper in sweepers))
+    assert all(expired > 0 for expired in first_rounds), first_rounds
     tasks = [asyncio.create_task(s.run()) for s in sweepers]
     try:
         await spend()

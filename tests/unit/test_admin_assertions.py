@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from worker.core.assertions import AdminAssertions, KeyFileError, load_keys
+from worker.core.catalog import UpsertItem
 from worker.core.coins import CoinCommand, Wallet, decide_coins
 from worker.core.commands import command_for
 from worker.core.handlers import Policies, Rewards
@@ -219,6 +220,34 @@ def test_with_keys_a_refund_needs_an_assertion_binding_refund_and_payment() -> N
     assert refund(sign(**bound, refund_id="rf-1", payment_id="pay-1")).authorized
     assert not refund(sign(**bound, refund_id="rf-1", payment_id="pay-2")).authorized
     assert not refund(sign()).authorized  # an adjustment's assertion
+
+
+def test_with_keys_a_catalog_upsert_needs_an_assertion_binding_every_field_of_the_item() -> None:
+    kind = "catalog.item.upserted"
+    item = {"item_id": "v-1", "version": 2, "title": "10% off", "cost_coins": 500, "stock": None,
+            "active_from": "2026-12-01T00:00:00Z", "active_until": "2026-12-31T12:00:00.5Z",
+            "per_student_limit": None}  # fmt: skip
+    claims = {**item, "active_from": 1796083200, "active_until": 1798718400.5}
+
+    def upsert(assertion: str, **changed: Any) -> UpsertItem:
+        actor = {"id": "staff-1", "role": "admin", "assertion": assertion}
+        data = {**item, **changed, "actor": actor}
+        value = request(kind, data).replace(b'"subject": "stu-1"', b'"subject": "v-1"')
+        command = command_for(kind, b"v-1", value, (), POLICIES)
+        assert isinstance(command, UpsertItem)
+        return command
+
+    def signed(**changed: Any) -> str:
+        body = {"sub": "staff-1", "exp": int((AT + timedelta(minutes=5)).timestamp()), **claims}
+        return jwt.encode({**body, **changed}, EC_KEY, algorithm="ES256")
+
+    assert upsert(signed()).authorized
+    # The same assertion for another stock, limit, window or title proves nothing.
+    for changed in ({"stock": 1000}, {"per_student_limit": 9}, {"title": "free"},
+                    {"active_until": None}, {"active_from": "2026-11-01T00:00:00Z"}):  # fmt: skip
+        assert not upsert(signed(), **changed).authorized, changed
+    assert not upsert(signed(stock=0)).authorized  # null is not 0
+    assert not upsert(signed(active_from=1796083200.0)).authorized  # whole seconds: an integer
 
 
 # --- configuration ----------------------------------------------------------------------------

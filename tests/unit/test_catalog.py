@@ -184,6 +184,12 @@ def test_an_item_not_on_offer_is_unavailable(item: CatalogItem) -> None:
     assert reasons(decide([redeem("r1")], item)) == ["item_unavailable"]
 
 
+def test_an_item_priced_above_what_one_request_may_move_is_refused_as_limit_exceeded() -> None:
+    capped = replace(redeem("r1"), price_cap=99)
+    assert reasons(decide([capped])) == ["limit_exceeded"]
+    assert reasons(decide([replace(redeem("r1"), price_cap=100)])) == [None]
+
+
 def test_an_unknown_item_is_unavailable() -> None:
     assert reasons(decide([redeem("r1", item_id="nope")])) == ["item_unavailable"]
 

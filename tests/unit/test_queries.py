@@ -44,6 +44,10 @@ def test_the_columns_come_in_the_order_of_the_parameters() -> None:
     assert [len(columns) for columns in unnest_groups("coins_write")] == [8, 7, 7, 5, 5]
 
 
+# Columns of a type asyncpg decodes inside a row as it is (not a domain).
+_PLAIN_COLUMNS = {"first_day", "last_day"}
+
+
 @pytest.fixture
 def given(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
     """Makes every statement name read as the given text, with nothing cached from before."""
@@ -127,12 +131,19 @@ def test_unnests_must_take_the_parameters_in_turn(
         unnest_groups("bad")
 
 
-def test_every_field_of_a_row_read_back_is_cast_to_its_base_type() -> None:
+@pytest.mark.parametrize(
+    ("statement", "count"),
+    [("coins_read", 19), ("coins_items_lock", 11), ("catalog_read", 12), ("coins_streaks_read", 7)],
+)
+def test_every_field_of_a_row_read_back_is_cast_to_its_base_type(
+    statement: str, count: int
+) -> None:
     # asyncpg decodes a ROW(...) field by its type, and has no decoder for a domain there.
-    rows = re.findall(r"ROW\(([^()]*)\)", queries.sql("coins_read"))
-    assert len(rows) == 3
+    rows = re.findall(r"ROW\(([^()]*)\)", queries.sql(statement))
     fields = [field.strip() for row in rows for field in row.split(",")]
-    assert len(fields) == 19
+    assert len(fields) == count
     assert all(
-        re.fullmatch(r"\w+\.\w+::(text|bigint|bytea|timestamptz)", field) for field in fields
+        re.fullmatch(r"\w+\.\w+(::(text|bigint|bytea|timestamptz))?", field)
+        and (field.split("::")[0].split(".")[1] in _PLAIN_COLUMNS or "::" in field)
+        for field in fields
     ), fields

@@ -45,14 +45,18 @@ class CatalogItem:
         """From `active_from` (included) until `active_until` (excluded)."""
         return self.active_from <= now and (self.active_until is None or now < self.active_until)
 
-    def refusal(self, redeemed: int, stated: int | None, now: datetime) -> CoinRejection | None:
+    def refusal(
+        self, redeemed: int, stated: int | None, now: datetime, cap: int | None = None
+    ) -> CoinRejection | None:
         """Why one more redemption of this item by a student who has `redeemed` it so many
-        times, stating the price `stated` (None: none), is refused at `now`; None: it is not
-        (the balance is the ledger's to judge)."""
+        times, stating the price `stated` (None: none), is refused at `now`, where one request
+        may move at most `cap` coins; None: it is not (the balance is the ledger's to judge)."""
         if not self.on_offer(now):
             return "item_unavailable"
         if stated is not None and stated != self.cost_coins:
             return "price_mismatch"
+        if cap is not None and self.cost_coins > cap:
+            return "limit_exceeded"
         if self.per_student_limit is not None and redeemed >= self.per_student_limit:
             return "limit_reached"
         if self.stock == 0:

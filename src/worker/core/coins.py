@@ -64,8 +64,10 @@ class CoinCommand:
     # How the amount was reckoned, for the result (set with `amount` from `reward`).
     rule: RuleApplied | None = None
     # A redemption of a catalog item (CONTRACT section 10): its price is the amount, found when
-    # the debit is decided (`amount` is the stated one, or 0, until then).
+    # the debit is decided (`amount` is the stated one, or 0, until then); a price above
+    # `price_cap` (COIN_MAX_AMOUNT) is refused as `limit_exceeded`, as a stated amount is.
     item_id: str | None = None
+    price_cap: int | None = None
 
     def rewarded(self, lifetime_earned: int) -> CoinCommand:
         """This command with its amount reckoned for a student who has earned
@@ -320,7 +322,7 @@ def _priced(
         return command, "item_unavailable"
     key = (command.student_id, command.item_id)
     redeemed = plan.redeemed.get(key, catalog.redeemed.get(key, 0))
-    refusal = item.refusal(redeemed, command.requested_amount, now)
+    refusal = item.refusal(redeemed, command.requested_amount, now, command.price_cap)
     return replace(command, amount=-item.cost_coins), refusal
 
 

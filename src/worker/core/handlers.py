@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from worker.core.assertions import AdminAssertions
 from worker.core.catalog import CatalogItem, UpsertItem
@@ -168,16 +168,31 @@ def redeem_coins(
         exceeds_limit=(data.amount or 0) > policies.rewards.max_amount,
         event_source=event.source,
         item_id=data.item_id,
+        price_cap=None if data.item_id is None else policies.rewards.max_amount,
     )
 
 
 # ---------------------------------------------------------------------------- catalog
 
 
+def _unix(moment: datetime | None) -> int | float | None:
+    if moment is None:
+        return None
+    seconds = moment.timestamp()
+    return int(seconds) if seconds.is_integer() else seconds
+
+
 def upsert_catalog_item(
     event: Envelope, data: CatalogItemUpserted, policies: Policies
 ) -> UpsertItem:
-    bound = {"item_id": data.item_id, "version": data.version, "cost_coins": data.cost_coins}
+    # Every field the item is stored with: an assertion cannot be reused for another stock,
+    # limit or window of the same version. Times as Unix seconds (an integer when whole).
+    bound = {
+        "item_id": data.item_id, "version": data.version, "title": data.title,
+        "cost_coins": data.cost_coins, "stock": data.stock,
+        "active_from": _unix(data.active_from), "active_until": _unix(data.active_until),
+        "per_student_limit": data.per_student_limit,
+    }  # fmt: skip
     refused = _refused_privilege(event, data.actor, bound, policies)
     item = CatalogItem(
         item_id=data.item_id,

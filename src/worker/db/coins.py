@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +39,12 @@ async def apply_coin_commands(
     commands: Sequence[CoinCommand],
     now: datetime,
     lifetime: timedelta | None = None,
+    upserted: Collection[str] = (),
 ) -> CoinPlan:
     """Apply `commands` in order inside the caller's transaction, in three statements (five when
     some wallets are new): lock, read, write. Credits last `lifetime` (COIN_EXPIRY_DAYS; None:
-    for ever).
+    for ever). `upserted`: the catalog items the same transaction upserts next, locked with
+    those its redemptions name, so that it locks its items in one statement, in one order.
 
     The wallets are locked before anything earlier is read: a batch that holds the same key as
     one in another transaction (a rebalance, a member evicted while it waited on the database)
@@ -55,7 +57,7 @@ async def apply_coin_commands(
     drawing = {c.student_id for c in commands if _debits(c) and wallets[c.student_id].lotted}
     known, answered, lots = await _known(conn, commands, sorted(drawing))
     streaks = await _streaks(conn, commands, known)
-    catalog = await _catalog(conn, commands, known)
+    catalog = await _catalog(conn, commands, known, upserted)
     plan = decide_coins(
         commands, known, wallets, now, answered, streaks,
         lots=lots, lifetime=lifetime, catalog=catalog,
@@ -69,11 +71,14 @@ async def apply_coin_commands(
 
 
 async def _catalog(
-    conn: Connection, commands: Sequence[CoinCommand], known: Mapping[Key, CoinDecision]
+    conn: Connection,
+    commands: Sequence[CoinCommand],
+    known: Mapping[Key, CoinDecision],
+    upserted: Collection[str],
 ) -> CatalogState:
-    """The items the batch's new redemptions by item name, locked after the wallets (every
-    transaction locks wallets before items), and their students' counts of them. One
-    statement, none when there is no such redemption."""
+    """The items the batch's new redemptions by item name (and the `upserted` ones), locked
+    after the wallets (every transaction locks wallets before items), and their students'
+    counts of them. One statement, none when there is no such redemption."""
     wanted = sorted(
         {(c.student_id, c.item_id) for c in commands if c.item_id and c.key not in known}
     )
@@ -81,7 +86,7 @@ async def _catalog(
         return CatalogState()
     [row] = await conn.fetch(
         sql("coins_items_lock"),
-        sorted({item_id for _, item_id in wanted}),
+        sorted({item_id for _, item_id in wanted} | set(upserted)),
         [student for student, _ in wanted],
         [item_id for _, item_id in wanted],
     )

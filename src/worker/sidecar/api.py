@@ -67,7 +67,7 @@ class Problem(Model):
 
 
 class Expiring(Model):
-    amount: int = Field(gt=0, description="the coins left in the lot")
+    amount: int = Field(gt=0, description="the coins left in the lots that expire next")
     at: datetime = Field(description="when they expire")
 
 
@@ -78,7 +78,7 @@ class WalletView(Model):
     lifetime_spent: int = Field(ge=0)
     updated_at: datetime | None = Field(description="null while the student has no wallet")
     expiring: Expiring | None = Field(
-        description="the next lot of coins to expire (COIN_EXPIRY_DAYS); null: none will"
+        description="the coins that expire next (COIN_EXPIRY_DAYS); null: none will"
     )
 
 
