@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.unit.test_coins import credit, redeem
 from worker.core.coins import (
-    CoinCommand,
     CoinDecision,
     Key,
     Lot,
@@ -26,16 +26,6 @@ from worker.core.results import derived_id
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
-
-
-def credit(student: str, ref: str, amount: int, event: str = "e") -> CoinCommand:
-    return CoinCommand(student, "course_completion", ref, amount, None, event, "course.completed")
-
-
-def redeem(student: str, ref: str, amount: int, event: str = "e") -> CoinCommand:
-    return CoinCommand(
-        student, "redemption", ref, -amount, amount, event, "coins.redemption.requested"
-    )
 
 
 def data(value: bytes | None) -> dict[str, object]:

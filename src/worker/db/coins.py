@@ -85,10 +85,12 @@ async def _catalog(
     if not wanted:
         return CatalogState()
     [row] = await conn.fetch(
-        sql("coins_items_lock"),
+        sql("catalog_read"),
         sorted({item_id for _, item_id in wanted} | set(upserted)),
         [student for student, _ in wanted],
         [item_id for _, item_id in wanted],
+        [],
+        [],
     )
     return CatalogState(
         items={fields[0]: CatalogItem(*fields) for fields in row["items"]},

@@ -1,5 +1,5 @@
 -- What a batch's applied redemptions by item changed: the stock left of each item ($1 items,
--- $2 stocks; NULL stays unlimited), locked by coins_items_lock, and the counts of applied
+-- $2 stocks; NULL stays unlimited), locked by catalog_read, and the counts of applied
 -- redemptions by item and student ($3 items, $4 students, $5 counts).
 WITH stock AS (
     UPDATE catalog_items AS i
