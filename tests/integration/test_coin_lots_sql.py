@@ -17,12 +17,13 @@ from tests.integration.test_coin_ledger_sql import assert_invariants
 from tests.support import eventually
 from tests.unit.test_coin_lots import credit, redeem
 from worker.core.coins import CoinCommand
-from worker.db import reads
+from worker.db import coins, reads
 from worker.db.coins import apply_coin_commands
 from worker.expiry import COIN_LOTS, Sweeper
 from worker.metrics import Metrics
 
 DAY = timedelta(days=1)
+SECOND = timedelta(seconds=1)
 START = datetime.now(UTC) - 10 * DAY  # credits made then with these lifetimes are due now
 
 
@@ -208,3 +209,25 @@ async def test_a_wallet_whose_lots_cannot_expire_is_set_aside_and_the_sweep_goes
             await sweeping
     async with pool.acquire() as conn:
         await assert_lots_in_step(conn)
+
+
+async def test_two_sweeps_of_students_with_interleaved_deadlines_hold_disjoint_wallets(
+    pool: asyncpg.Pool,
+) -> None:
+    # s's and t's lots fall due in turns: s, t, s, t, ... Each sweep locks only wallets, and
+    # writes only the lots of the wallets it holds: they cannot wait on each other.
+    for n in range(6):
+        await apply(pool, [credit(s, f"c{n}", 10) for s in ("s", "t")], START + n * SECOND, DAY)
+    async with pool.acquire() as one, pool.acquire() as other:
+        async with one.transaction(), other.transaction():
+            now = datetime.now(UTC)
+            first = await coins.lock_due(one, now, 1)
+            second = await coins.lock_due(other, now, 1)
+            assert sorted([*first, *second]) == ["s", "t"]
+            plans = await asyncio.wait_for(
+                asyncio.gather(coins.expire(one, first, now), coins.expire(other, second, now)), 10
+            )
+        assert [len(plan.entries) for plan in plans] == [6, 6]
+        await assert_lots_in_step(one)
+    balances = dict(await pool.fetch("SELECT student_id, balance FROM coin_wallets"))
+    assert balances == {"s": 0, "t": 0}

@@ -247,7 +247,10 @@ def test_with_keys_a_catalog_upsert_needs_an_assertion_binding_every_field_of_th
                     {"active_until": None}, {"active_from": "2026-11-01T00:00:00Z"}):  # fmt: skip
         assert not upsert(signed(), **changed).authorized, changed
     assert not upsert(signed(stock=0)).authorized  # null is not 0
-    assert not upsert(signed(active_from=1796083200.0)).authorized  # whole seconds: an integer
+    # A time is any JSON number within a microsecond of it; nothing else.
+    assert upsert(signed(active_from=1796083200.0, active_until=1798718400.5000004)).authorized
+    for odd in (1796083201, "1796083200", True, 10**400, None):
+        assert not upsert(signed(active_from=odd)).authorized, odd
 
 
 # --- configuration ----------------------------------------------------------------------------

@@ -83,6 +83,16 @@ def test_redemption_is_a_debit() -> None:
     )
 
 
+def test_a_redemption_by_item_is_priced_later_and_capped_at_the_largest_amount() -> None:
+    data = {"redemption_id": "d", "student_id": "s", "item_id": "v-1"}
+    assert command("coins.redemption.requested", data) == CoinCommand(
+        "s", "redemption", "d", 0, None, "e-1", "coins.redemption.requested", event_source="t",
+        item_id="v-1", price_cap=REWARDS.max_amount,
+    )  # fmt: skip
+    stated = command("coins.redemption.requested", {**data, "amount": 40})
+    assert (stated.amount, stated.requested_amount, stated.item_id) == (-40, 40, "v-1")
+
+
 VALID = {
     "course.completed": {
         "student_id": "s",

@@ -129,8 +129,22 @@ def _finite_number(value: object) -> TypeGuard[float]:
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """A bound time, as Unix seconds: a claim repeats it with any JSON number within a
+    microsecond (JSON writers differ on `1796083200` against `1796083200.0`)."""
+
+    seconds: float
+
+
 def _same(found: object, expected: object) -> bool:
-    """Equal and of the same JSON type: `true` is not 1, `"5"` is not 5."""
+    """Equal and of the same JSON type: `true` is not 1, `"5"` is not 5; an `Instant` is
+    repeated by any number (not a boolean) within a microsecond of it."""
+    if isinstance(expected, Instant):
+        try:
+            return _finite_number(found) and abs(found - expected.seconds) <= 1e-6
+        except OverflowError:  # an integer too large for a float is no time of an item
+            return False
     return type(found) is type(expected) and found == expected
 
 

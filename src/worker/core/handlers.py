@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from worker.core.assertions import AdminAssertions
+from worker.core.assertions import AdminAssertions, Instant
 from worker.core.catalog import CatalogItem, UpsertItem
 from worker.core.coins import CoinCommand, CourseReward
 from worker.core.envelope import Envelope
@@ -175,18 +175,15 @@ def redeem_coins(
 # ---------------------------------------------------------------------------- catalog
 
 
-def _unix(moment: datetime | None) -> int | float | None:
-    if moment is None:
-        return None
-    seconds = moment.timestamp()
-    return int(seconds) if seconds.is_integer() else seconds
+def _unix(moment: datetime | None) -> Instant | None:
+    return None if moment is None else Instant(moment.timestamp())
 
 
 def upsert_catalog_item(
     event: Envelope, data: CatalogItemUpserted, policies: Policies
 ) -> UpsertItem:
     # Every field the item is stored with: an assertion cannot be reused for another stock,
-    # limit or window of the same version. Times as Unix seconds (an integer when whole).
+    # limit or window of the same version. Times as Unix seconds.
     bound = {
         "item_id": data.item_id, "version": data.version, "title": data.title,
         "cost_coins": data.cost_coins, "stock": data.stock,

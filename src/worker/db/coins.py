@@ -120,7 +120,8 @@ async def expire_due(
     conn: Connection, now: datetime, limit: int, skip: Sequence[str] = ()
 ) -> CoinPlan:
     """Expire the due lots of up to `limit` students whose wallets no other transaction holds,
-    but for `skip`, and queue the results (the sweep's, which no input can replay)."""
+    but for `skip`, and queue the results (the sweep's, which no input can replay). A wallet's
+    lots are written only under its lock."""
     return await expire(conn, await lock_due(conn, now, limit, skip), now)
 
 

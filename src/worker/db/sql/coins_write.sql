@@ -1,9 +1,11 @@
--- Writes what a batch's coin commands decided, in one statement: the new decisions with the
--- result event each one answered, the ledger entries in decision order (seq follows it: the
--- newest has the highest), the answers by event, the lots made or drawn on, and the balances
--- the wallets end with (they and so their lots are locked by coins_lock_wallets). A decision, entry or answer whose key is taken is skipped:
--- the caller compares the counts returned and fails the batch (a decision or an answer another
--- transaction kept meanwhile: it is retried, and then repeats that one).
+-- Writes what a batch's coin commands (or an expiry sweep) decided, in one statement: the new
+-- decisions with the result event each one answered, the ledger entries in decision order (seq
+-- follows it: the newest has the highest), the answers by event, the lots made or drawn on,
+-- and the balances the wallets end with. The caller holds the wallets' locks
+-- (coins_lock_wallets, coins_expiry_due), and a wallet's lots are written only under its lock.
+-- A decision, entry or answer whose key is taken is skipped: the caller compares the counts
+-- returned and fails the batch (a decision or an answer another transaction kept meanwhile: it
+-- is retried, and then repeats that one).
 WITH decided AS (
     INSERT INTO coin_requests
         (student_id, type, reference_id, requested_amount, outcome, result_topic, result_value,
