@@ -365,9 +365,10 @@ async def _work(
             failpoint_after_db_commit=settings.worker_failpoint_after_db_commit,
         )
         stack.push_async_callback(_close, consumer, "consumer")
+        readiness = Readiness(pool, consume.in_group, metrics)
         backends.set_result(
             Backends(
-                readiness=Readiness(pool, consume.in_group, metrics),
+                readiness=readiness,
                 read_api=ReadApi(read_pool, Cursors(*cursors_keys)),
             )
         )
@@ -382,5 +383,14 @@ async def _work(
                 "expiry-sweep": payment_sweeper.run,
                 "coin-expiry-sweep": coin_sweeper.run,
                 "gateway-calls": caller.run,
+                "consumer-lag": consume.report_lag,
+                "readiness": lambda: _keep_current(readiness),
             },
         )
+
+
+async def _keep_current(readiness: Readiness, every_seconds: float = 5.0) -> None:
+    """Refresh `payment_worker_ready` every few seconds, whether or not `/readyz` is asked."""
+    while True:
+        await readiness()
+        await asyncio.sleep(every_seconds)

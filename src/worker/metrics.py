@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class Metrics:
@@ -140,6 +140,33 @@ class Metrics:
         )
         self.ready = Gauge(
             "payment_worker_ready",
-            "1 while the database answers and the consumer is in its group.",
+            "1 while the database answers and the consumer is in its group (refreshed every "
+            "few seconds by the worker itself).",
             registry=registry,
         )
+        # CONTRACT section 11: what an operator reads first.
+        self.consumer_lag = Gauge(
+            "payment_worker_consumer_lag",
+            "Records not yet committed, per assigned input partition: log end offset minus the "
+            "group's committed offset (refreshed every few seconds).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.event_age = Histogram(
+            "payment_worker_event_age_seconds",
+            "Age of each consumed record when its batch is applied: now minus the record's "
+            "timestamp (the delay a user feels, end to end).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=registry,
+        )
+        self.oldest_unpublished = Gauge(
+            "payment_worker_oldest_unpublished_seconds",
+            "Age of the oldest message queued in the outbox (0 when it is empty).",
+            registry=registry,
+        )
+        self.last_commit = Gauge(
+            "payment_worker_last_commit_timestamp_seconds",
+            "Unix time of this worker's last committed batch (its offsets committed).",
+            registry=registry,
+        )
+        ProcessCollector(registry=registry)

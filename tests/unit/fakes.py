@@ -26,7 +26,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
 from worker.core.messages import OutgoingMessage
-from worker.db.outbox import QueuedMessage, encode_headers
+from worker.db.outbox import Backlog, QueuedMessage, encode_headers
 
 Record = ConsumerRecord[bytes, bytes]
 
@@ -367,5 +367,5 @@ class FakeOutbox:
         self.queued = [m for m in self.queued if m.seq not in gone]
         self.parked.update(chunk.parked)
 
-    async def backlog(self) -> tuple[int, int]:
-        return len(self.queued), len(self.parked)
+    async def backlog(self) -> Backlog:
+        return Backlog(len(self.queued), len(self.parked), 0.0)

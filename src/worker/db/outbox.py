@@ -100,10 +100,17 @@ async def park_unqueued(
     )
 
 
-async def backlog(conn: Connection) -> tuple[int, int]:
-    """How many messages are queued, and how many parked."""
-    queued, parked = await conn.fetchrow(sql("outbox_backlog")) or (0, 0)
-    return queued, parked
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    queued: int  # messages waiting to be published
+    parked: int  # messages parked for an operator
+    oldest_seconds: float = 0.0  # how long the oldest waiting one has waited
+
+
+async def backlog(conn: Connection) -> Backlog:
+    """How many messages are queued and parked, and how old the oldest queued one is."""
+    row = await conn.fetchrow(sql("outbox_backlog"))
+    return Backlog(row["queued"], row["parked"], row["oldest_seconds"]) if row else Backlog(0, 0)
 
 
 def _reason(error: Exception) -> str:
@@ -139,7 +146,7 @@ class Outbox:
             messages = await claim_oldest(conn, limit)
             yield None if messages is None else Claimed(conn, messages)
 
-    async def backlog(self) -> tuple[int, int]:
+    async def backlog(self) -> Backlog:
         async with self._pool.acquire() as conn:
             return await backlog(conn)
 

@@ -9,6 +9,7 @@ order they were decided in and committed offsets only move forward.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import os
@@ -177,6 +178,8 @@ class ConsumeLoop:
         self._max_wait_ms = max_wait_ms
         self._on_committed = on_committed
         self._lock = asyncio.Lock()
+        # The offsets this worker committed last, by partition (for the lag).
+        self._committed: dict[TopicPartition, int] = {}
         # The batch before the one in hand, being published and committed.
         self._finishing: asyncio.Task[None] | None = None
         # What stopped it from going out: raised by `run`.
@@ -232,6 +235,7 @@ class ConsumeLoop:
         started = time.perf_counter()
         records = in_timestamp_order(batch)
         messages = await self._process(records, not await self._publishing_from_memory())
+        self._observe_ages(batch)
         self._batches += 1
         if self._batches == self._failpoint:
             log.warning("failpoint: killed after a database commit", extra={"action": "failpoint"})
@@ -242,6 +246,53 @@ class ConsumeLoop:
             self._finish(messages, offsets, len(records), started)
         )
         self._finishing.add_done_callback(self._note_failure)
+
+    def _observe_ages(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Each record's age now that its batch is applied: now minus its timestamp (a
+        producer's clock ahead of this one counts as 0)."""
+        now_ms = time.time() * 1000
+        observe = self._metrics.event_age.observe
+        for records in batch.values():
+            for record in records:
+                observe(max(0.0, now_ms - record.timestamp) / 1000)
+
+    async def report_lag(self, every_seconds: float = 5.0) -> None:
+        """Refresh the lag of each assigned partition every `every_seconds` until cancelled:
+        its log end offset minus the group's committed offset. A failed refresh is logged and
+        tried again at the next tick."""
+        reported: set[TopicPartition] = set()
+        while True:
+            try:
+                reported = await self._report_lag(reported)
+            except Exception as exc:  # noqa: BLE001 - a metric must never stop the worker
+                log.warning("consumer lag not refreshed", extra={
+                    "action": "lag", "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+            await asyncio.sleep(every_seconds)
+
+    async def _report_lag(self, reported: set[TopicPartition]) -> set[TopicPartition]:
+        assigned = set(self._consumer.assignment())
+        gauge = self._metrics.consumer_lag
+        for tp in reported - assigned:  # gone to another member: its series goes with it
+            with contextlib.suppress(KeyError):
+                gauge.remove(tp.topic, str(tp.partition))
+        if not assigned:
+            return assigned
+        partitions = sorted(assigned)
+        ends = await self._consumer.end_offsets(partitions)
+        starts: dict[TopicPartition, int] | None = None
+        for tp in partitions:
+            committed = self._committed.get(tp)
+            if committed is None:
+                committed = await self._consumer.committed(tp)
+            if committed is None:  # nothing committed yet: everything kept is behind
+                starts = starts or await self._consumer.beginning_offsets(partitions)
+                committed = starts[tp]
+            gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                max(0, ends[tp] - committed)
+            )
+        return assigned
 
     async def _handle_settled(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -307,6 +358,7 @@ class ConsumeLoop:
                 self._finishing = None
 
     def _check_alignment(self, assigned: set[TopicPartition]) -> None:
+        self._committed.clear()  # another member may have committed since: asked again
         self._aligned = aligned(
             assigned, self._ordered_together, self._consumer.partitions_for_topic
         )
@@ -329,6 +381,8 @@ class ConsumeLoop:
             return
         try:
             await self._consumer.commit(mine)
+            self._committed.update(mine)
+            self._metrics.last_commit.set_to_current_time()
         except CommitFailedError:
             # The group moved on; the new owner re-reads from the last committed offset and the
             # ledger's idempotency keys make those records no-ops.

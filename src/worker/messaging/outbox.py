@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from worker.db.outbox import QueuedMessage
+from worker.db.outbox import Backlog, QueuedMessage
 from worker.messaging.sender import Sender
 from worker.metrics import Metrics
 from worker.retry import transient_retry
@@ -32,7 +35,7 @@ class OutboxStore(Protocol):
 
     def claim(self, limit: int) -> AbstractAsyncContextManager[Chunk | None]: ...
 
-    async def backlog(self) -> tuple[int, int]: ...
+    async def backlog(self) -> Backlog: ...
 
 
 class OutboxRelay:
@@ -76,21 +79,24 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Publish until cancelled; when idle, refresh the backlog gauges once a second."""
+        """Publish until cancelled; refresh the backlog gauges at most once a second, also
+        while busy (the age of the oldest unpublished message is read most when it grows)."""
+        refreshed = -math.inf
         while True:
             self._wakeup.clear()
             async for attempt in transient_retry():
                 with attempt:
                     await self.drain()
-            try:
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation
-                # that lands as the wait ends, and the relay would never stop.
-                async with asyncio.timeout(self._idle_seconds):
-                    await self._wakeup.wait()
-            except TimeoutError:
+            if time.monotonic() - refreshed >= self._idle_seconds:
                 async for attempt in transient_retry():
                     with attempt:
                         await self.backlog()
+                refreshed = time.monotonic()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+            # lands as the wait ends, and the relay would never stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._idle_seconds):
+                    await self._wakeup.wait()
 
     async def drain(self) -> None:
         """Publish until the queue is empty; while another relay publishes, wait for it (its
@@ -130,11 +136,13 @@ class OutboxRelay:
         return len(rows)
 
     async def backlog(self) -> int:
-        """Refresh the queued and parked gauges; returns how many messages are queued."""
-        queued, parked = await self._outbox.backlog()
-        self._metrics.outbox_backlog.set(queued)
-        self._metrics.parked_messages.set(parked)
-        return queued
+        """Refresh the queued, parked and oldest-unpublished gauges; returns how many messages
+        are queued."""
+        found = await self._outbox.backlog()
+        self._metrics.outbox_backlog.set(found.queued)
+        self._metrics.parked_messages.set(found.parked)
+        self._metrics.oldest_unpublished.set(found.oldest_seconds)
+        return found.queued
 
 
 def count_parked(metrics: Metrics, topic: str, error: Exception, **where: object) -> None:
