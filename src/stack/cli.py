@@ -19,6 +19,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Protocol
 
+from stack import prometheus_binaries
 from stack.kafka import TOOLS, Kafka
 from stack.postgres import Postgres
 from stack.process import StackError, remove_tree, say
@@ -38,6 +39,8 @@ with `go install`. Everything listens on 127.0.0.1 only.
   scripts/stack env                                    export lines for the app
   scripts/stack reset                                  down, then delete $STACK_DIR (keeps the cache)
   scripts/stack kafka-acls|kafka-configs ARGS...       Kafka's tool against the local broker
+  scripts/stack tools                                  install promtool and the Prometheus
+                                                       server (Debian's prometheus) if absent
 
 Kafka also listens for SASL/SCRAM clients on 127.0.0.1:$KAFKA_SASL_PORT (9094), where its ACLs
 bind; its plain listener stays open to all (docs/security.md).
@@ -133,6 +136,11 @@ def env(settings: Settings, args: Sequence[str]) -> None:
         print(f"export {name}={shlex.quote(value)}")
 
 
+def tools(settings: Settings, args: Sequence[str]) -> None:
+    no_arguments("tools", args)
+    prometheus_binaries.install()
+
+
 def reset(settings: Settings, args: Sequence[str]) -> None:
     no_arguments("reset", args)
     if not settings.stack_dir.is_dir():
@@ -167,6 +175,7 @@ COMMANDS: dict[str, Callable[[Settings, Sequence[str]], None]] = {
     "status": status,
     "env": env,
     "reset": reset,
+    "tools": tools,
     **{name: kafka_tool(name) for name in TOOLS},
 }
 
