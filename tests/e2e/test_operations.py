@@ -14,7 +14,19 @@ from tests.conftest import Stack
 from tests.e2e.conftest import RunningWorker, StartWorker
 from tests.events import completed, send
 from tests.support import eventually
+from tests.unit.test_alerts import alerts
+from tests.unit.test_dashboard import NOT_EXPORTED, metric_names, queries
 from tests.worker_process import running_worker, worker_env
+
+
+def exported_names(text: str) -> set[str]:
+    """Every sample name the families in `text` can export, with or without samples yet."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(text)
+        for suffix in suffixes.get(family.type, ("",))
+    }
 
 
 async def samples(w: RunningWorker) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -54,6 +66,10 @@ async def test_lag_event_age_last_commit_readiness_and_the_process_are_exported(
         return found
 
     found = await eventually(applied, within=30)
+    # The dashboard's and the alert rules' queries name only what a live worker exports.
+    live = exported_names((await w.worker.get("/metrics")).text)
+    for where, expr in [*queries(), *((str(r["alert"]), str(r["expr"])) for r in alerts())]:
+        assert metric_names(expr) - NOT_EXPORTED <= live, where
     assert all(k.startswith(w.prefix) for k in lag(found))
     assert found[("payment_worker_last_commit_timestamp_seconds", ())] >= started
     assert found[("payment_worker_oldest_unpublished_seconds", ())] == 0
