@@ -9,6 +9,7 @@ import yaml
 
 from stack.settings import DEFAULT_STRIPE_MOCK_VERSION
 from tests.support import ROOT
+from tests.unit.test_alerts import promtool
 from worker.settings import Settings
 
 
@@ -77,3 +78,17 @@ def test_development_mode_is_off_unless_asked_for(compose: dict[str, Any]) -> No
     env = compose["services"]["worker"]["environment"]
     assert env["SIDECAR_DEV_MODE"] == "${SIDECAR_DEV_MODE:-false}"
     assert env["SIDECAR_JWT_SECRET"] == "${SIDECAR_JWT_SECRET:-}"  # no default secret
+
+
+def test_prometheus_is_optional_and_loads_the_tested_rules(compose: dict[str, Any]) -> None:
+    service = compose["services"]["prometheus"]
+    assert service["profiles"] == ["prometheus"]
+    assert service["volumes"] == ["./deploy/prometheus:/etc/prometheus/payment-worker:ro"]
+    assert service["command"] == ["--config.file=/etc/prometheus/payment-worker/prometheus.yml"]
+    config = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    loaded = yaml.safe_load(config.read_text())
+    assert loaded["rule_files"] == ["alerts.yml"]  # beside it, as mounted
+    [job] = loaded["scrape_configs"]
+    assert job == {"job_name": "payment-worker", "static_configs": [{"targets": ["worker:8080"]}]}
+    checked = promtool("check", "config", str(config))  # the rules are checked with it
+    assert checked.returncode == 0, checked.stdout + checked.stderr
