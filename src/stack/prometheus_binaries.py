@@ -25,7 +25,18 @@ def install() -> None:
     noninteractive = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with APT_LOG.open("wb") as log:
         installed = run_logged(["apt-get", "update", "-qq"], log) and run_logged(
-            ["apt-get", "install", "-y", "-qq", "prometheus"], log, env=noninteractive
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "-o",
+                "DPkg::Lock::Timeout=300",
+                "prometheus",
+            ],
+            log,
+            env=noninteractive,
         )
     if not installed or not (_executable(PROMTOOL) and _executable(SERVER)):
         show_log_tail(APT_LOG)
@@ -38,15 +49,13 @@ def _executable(path: Path) -> bool:
 
 
 def _stop_system_service() -> None:
-    """Where systemd runs, the package's postinst starts a server on :9090; the tests start
-    their own, so it is stopped (and left enabled, as the package set it)."""
+    """Where systemd runs, the package's postinst starts and enables a server on *:9090; the
+    tests start their own on loopback, so it is stopped and disabled (nothing of the stack
+    listens beyond loopback, also after a reboot)."""
     if shutil.which("systemctl") is None:
         return
-    active = (
-        subprocess.run(["systemctl", "is-active", "--quiet", "prometheus"], check=False).returncode
-        == 0
+    disabled = subprocess.run(
+        ["systemctl", "disable", "--now", "prometheus"], check=False, capture_output=True
     )
-    if active and subprocess.run(["systemctl", "stop", "prometheus"], check=False).returncode:
-        raise StackError("prometheus: could not stop the system service the package started")
-    if active:
-        say("prometheus: stopped the system service that the package install started")
+    if disabled.returncode == 0:
+        say("prometheus: stopped and disabled the system service the package install set up")

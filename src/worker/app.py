@@ -380,6 +380,7 @@ async def _work(
             _consume(consumer, consume, topics, stop),
             {
                 "outbox-relay": relay.run,
+                "outbox-backlog": relay.report_backlog,
                 "expiry-sweep": payment_sweeper.run,
                 "coin-expiry-sweep": coin_sweeper.run,
                 "gateway-calls": caller.run,

@@ -12,11 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Stack
 from tests.e2e.conftest import RunningWorker, StartWorker
-from tests.events import completed, send
+from tests.events import completed, payment_request, send
 from tests.support import eventually
 from tests.unit.test_alerts import alerts
 from tests.unit.test_dashboard import NOT_EXPORTED, metric_names, queries
 from tests.worker_process import running_worker, worker_env
+from worker.db.outbox import PUBLISHER_LOCK_KEY
 
 
 def exported_names(text: str) -> set[str]:
@@ -123,3 +124,56 @@ async def _caught_up(w: RunningWorker) -> None:
     found = lag(await samples(w))
     assert found
     assert set(found.values()) == {0.0}
+
+
+async def test_the_oldest_unpublished_age_grows_while_publishing_is_held_and_then_falls(
+    start_worker: StartWorker, producer: AIOKafkaProducer
+) -> None:
+    w = await start_worker()
+    holder = await asyncpg.connect(w.database_url)
+    try:
+        # Hold the publisher's lock as another worker's relay would: the outbox fills.
+        await holder.execute("SELECT pg_advisory_lock($1)", PUBLISHER_LOCK_KEY)
+        await send(producer, w.prefix, "payment.requested", payment_request("p-1", "ada"),
+                   key="ada")  # fmt: skip
+
+        async def waiting() -> None:
+            found = await samples(w)
+            assert found[("payment_worker_outbox_backlog", ())] >= 1
+            assert found[("payment_worker_oldest_unpublished_seconds", ())] >= 2
+
+        await eventually(waiting, within=30)
+        await holder.execute("SELECT pg_advisory_unlock($1)", PUBLISHER_LOCK_KEY)
+
+        async def published() -> None:
+            found = await samples(w)
+            assert found[("payment_worker_outbox_backlog", ())] == 0
+            assert found[("payment_worker_oldest_unpublished_seconds", ())] == 0
+
+        await eventually(published, within=30)
+    finally:
+        await holder.close()
+
+
+async def test_a_partition_s_lag_series_moves_with_it_to_another_member(
+    start_worker: StartWorker,
+) -> None:
+    first = await start_worker()
+    alone: dict[str, float] = {}
+
+    async def owns_all() -> None:
+        found = await samples(first)
+        alone.update(lag(found))
+        assert len(alone) == found[("payment_worker_assigned_partitions", ())] > 0
+
+    await eventually(owns_all, within=30)
+    second = await start_worker(KAFKA_TOPIC_PREFIX=first.prefix, KAFKA_CONSUMER_GROUP=first.group)
+
+    async def shared() -> None:
+        mine, theirs = lag(await samples(first)), lag(await samples(second))
+        assert mine
+        assert theirs
+        assert not mine.keys() & theirs.keys()  # no partition reported by both
+        assert mine.keys() | theirs.keys() == alone.keys()
+
+    await eventually(shared, within=60)

@@ -178,8 +178,10 @@ class ConsumeLoop:
         self._max_wait_ms = max_wait_ms
         self._on_committed = on_committed
         self._lock = asyncio.Lock()
-        # The offsets this worker committed last, by partition (for the lag).
-        self._committed: dict[TopicPartition, int] = {}
+        # The group's committed offset of each assigned partition, for the lag: asked once per
+        # assignment (None: none committed), then this worker's own commits.
+        self._committed: dict[TopicPartition, int | None] = {}
+        self._lag_reported: set[TopicPartition] = set()
         # The batch before the one in hand, being published and committed.
         self._finishing: asyncio.Task[None] | None = None
         # What stopped it from going out: raised by `run`.
@@ -260,39 +262,45 @@ class ConsumeLoop:
 
     async def report_lag(self, every_seconds: float = 5.0) -> None:
         """Refresh the lag of each assigned partition every `every_seconds` until cancelled:
-        its log end offset minus the group's committed offset. A failed refresh is logged and
-        tried again at the next tick."""
-        reported: set[TopicPartition] = set()
+        its log end offset minus the group's committed offset. A refresh that fails or takes
+        longer than the interval (a broker away) is logged, and the series are removed until
+        one succeeds: an unknown lag is absent, never a stale number."""
         while True:
             try:
-                reported = await self._report_lag(reported)
+                async with asyncio.timeout(every_seconds):
+                    await self._report_lag()
             except Exception as exc:  # noqa: BLE001 - a metric must never stop the worker
+                self._forget_lag(set())
                 log.warning("consumer lag not refreshed", extra={
                     "action": "lag", "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
             await asyncio.sleep(every_seconds)
 
-    async def _report_lag(self, reported: set[TopicPartition]) -> set[TopicPartition]:
+    async def _report_lag(self) -> None:
         assigned = set(self._consumer.assignment())
-        gauge = self._metrics.consumer_lag
-        for tp in reported - assigned:  # gone to another member: its series goes with it
-            with contextlib.suppress(KeyError):
-                gauge.remove(tp.topic, str(tp.partition))
+        self._forget_lag(assigned)
         if not assigned:
-            return assigned
+            return
         partitions = sorted(assigned)
         ends = await self._consumer.end_offsets(partitions)
-        starts: dict[TopicPartition, int] | None = None
         for tp in partitions:
-            committed = self._committed.get(tp)
-            if committed is None:
-                committed = await self._consumer.committed(tp)
-            if committed is None:  # nothing committed yet: everything kept is behind
-                starts = starts or await self._consumer.beginning_offsets(partitions)
-                committed = starts[tp]
-            gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                max(0, ends[tp] - committed)
+            if tp not in self._committed:  # asked once per assignment; then this member's own
+                self._committed[tp] = await self._consumer.committed(tp)
+        never = [tp for tp in partitions if self._committed[tp] is None]
+        starts = await self._consumer.beginning_offsets(never) if never else {}
+        for tp in partitions:
+            committed = self._committed[tp]
+            behind = ends[tp] - (starts[tp] if committed is None else committed)
+            self._lag_reported.add(tp)
+            self._metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                max(0, behind)
             )
-        return assigned
+
+    def _forget_lag(self, keep: set[TopicPartition]) -> None:
+        """Remove the lag series of the partitions not in `keep` (gone to another member)."""
+        for tp in self._lag_reported - keep:
+            with contextlib.suppress(KeyError):
+                self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        self._lag_reported &= keep
 
     async def _handle_settled(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
@@ -79,24 +77,29 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Publish until cancelled; refresh the backlog gauges at most once a second, also
-        while busy (the age of the oldest unpublished message is read most when it grows)."""
-        refreshed = -math.inf
+        """Publish until cancelled; when idle, look again once a second."""
         while True:
             self._wakeup.clear()
             async for attempt in transient_retry():
                 with attempt:
                     await self.drain()
-            if time.monotonic() - refreshed >= self._idle_seconds:
-                async for attempt in transient_retry():
-                    with attempt:
-                        await self.backlog()
-                refreshed = time.monotonic()
             # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
             # lands as the wait ends, and the relay would never stop.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._idle_seconds):
                     await self._wakeup.wait()
+
+    async def report_backlog(self, every_seconds: float = 1.0) -> None:
+        """Refresh the backlog gauges every `every_seconds` until cancelled, on a loop of their
+        own: they must move most while publishing is stuck (a broker away, a refusal retried).
+        A failed refresh is logged and tried again at the next tick."""
+        while True:
+            try:
+                await self.backlog()
+            except Exception as exc:  # noqa: BLE001 - a metric must never stop the worker
+                log.warning("outbox backlog not refreshed", extra={
+                    "action": "backlog", "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+            await asyncio.sleep(every_seconds)
 
     async def drain(self) -> None:
         """Publish until the queue is empty; while another relay publishes, wait for it (its

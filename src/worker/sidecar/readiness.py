@@ -26,7 +26,9 @@ class Readiness:
 
     async def _database(self) -> bool:
         try:
-            async with asyncio.timeout(1.0):
+            # The pool is shared with the batches, the relay and the sweeps: a busy worker may
+            # take a moment to lend a connection, which is not an outage.
+            async with asyncio.timeout(3.0):
                 async with self.pool.acquire() as conn:
                     await conn.fetchval(sql("ping"))
         except Exception:  # noqa: BLE001 - any failure to answer means "not ready"
