@@ -1,4 +1,5 @@
-"""Operators' commands against the worker's database: the parked messages."""
+"""Operators' commands against the worker's database: the parked messages, and the ledger
+check."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from worker.core.payments import TRANSITIONS
 from worker.db.queries import sql
 from worker.settings import Settings
 
@@ -28,6 +30,17 @@ async def redrive(settings: Settings, seqs: Sequence[int] | None) -> list[int]:
     finally:
         await conn.close()
     return [row["seq"] for row in rows]
+
+
+async def ledger_problems(settings: Settings) -> list[tuple[str, int, list[str]]]:
+    """Every invariant the database breaks: (what, how many rows, up to five of them)."""
+    moves = [(before, after) for before, targets in TRANSITIONS.items() for after in targets]
+    conn = await _connect(settings)
+    try:
+        rows = await conn.fetch(sql("ledger_check"), [b for b, _ in moves], [a for _, a in moves])
+    finally:
+        await conn.close()
+    return [(row["name"], row["broken"], list(row["examples"])) for row in rows]
 
 
 async def _connect(settings: Settings) -> asyncpg.Connection:

@@ -1,5 +1,5 @@
 """The `payment-worker` command: `run`, `migrate`, `send` an event, mint a `token`, `schemas`,
-and `parked` (list or re-drive the messages that could not be published)."""
+`parked` (list or re-drive the messages that could not be published) and `ledger check`."""
 
 from __future__ import annotations
 
@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     chosen = again.add_mutually_exclusive_group(required=True)
     chosen.add_argument("seqs", nargs="*", type=int, default=[], help="parked seqs to re-drive")
     chosen.add_argument("--all", action="store_true", help="re-drive every parked message")
+    ledger = commands.add_parser("ledger", help="the ledger's and payments' invariants")
+    ledger_commands = ledger.add_subparsers(dest="action", required=True)
+    ledger_commands.add_parser(
+        "check",
+        help="check every invariant in the database; exit 1 and say what is wrong if one breaks",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "kafka-acls":  # from its arguments alone: no settings, no environment
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(app.migrate(settings))
     if args.command == "parked":
         return _parked(settings, args)
+    if args.command == "ledger":
+        return _ledger_check(settings)
     if args.command == "send":
         try:
             data = parse_data(args.data)
@@ -136,6 +144,20 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _ledger_check(settings: Settings) -> int:
+    try:
+        problems = asyncio.run(admin.ledger_problems(settings))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        print(f"payment-worker: the database cannot be used: {exc}", file=sys.stderr)
+        return 1
+    if not problems:
+        print("ledger check: ok (balances, entries, lots, decisions, stock, payment paths)")
+        return 0
+    for what, count, examples in problems:
+        print(f"ledger check: {what}: {count} (e.g. {', '.join(examples)})")
+    return 1
 
 
 def _parked(settings: Settings, args: argparse.Namespace) -> int:
