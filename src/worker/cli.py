@@ -149,6 +149,10 @@ def _positive(text: str) -> int:
 def _ledger_check(settings: Settings) -> int:
     try:
         problems = asyncio.run(admin.ledger_problems(settings))
+    except asyncpg.UndefinedTableError as exc:
+        print(f"payment-worker: the database is not migrated ({exc}): run `payment-worker "
+              "migrate`, or start a worker of this version", file=sys.stderr)  # fmt: skip
+        return 1
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
         print(f"payment-worker: the database cannot be used: {exc}", file=sys.stderr)
         return 1

@@ -83,3 +83,14 @@ async def test_an_unreachable_database_is_one_clear_line(
     assert code == 1
     [line] = capsys.readouterr().err.splitlines() or [""]
     assert line.startswith("payment-worker: the database cannot be used:")
+
+
+async def test_a_database_not_yet_migrated_says_so(
+    pool: asyncpg.Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await pool.execute("DROP TABLE coin_lots")  # as before migration 0012
+    code, _ = await check(capsys)
+    assert code == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("payment-worker: the database is not migrated")
+    assert "payment-worker migrate" in line
