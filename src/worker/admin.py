@@ -1,5 +1,5 @@
-"""Operators' commands against the worker's database: the parked messages, and the ledger
-check."""
+"""Operators' commands against the worker's database: the parked messages, the outbox's
+backlog, and the ledger check."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from worker.core.payments import TRANSITIONS
+from worker.db import outbox
 from worker.db.queries import sql
 from worker.settings import Settings
 
@@ -30,6 +31,15 @@ async def redrive(settings: Settings, seqs: Sequence[int] | None) -> list[int]:
     finally:
         await conn.close()
     return [row["seq"] for row in rows]
+
+
+async def backlog(settings: Settings) -> outbox.Backlog:
+    """Messages queued in the outbox and parked, and the age of the oldest queued."""
+    conn = await _connect(settings)
+    try:
+        return await outbox.backlog(conn)
+    finally:
+        await conn.close()
 
 
 async def ledger_problems(settings: Settings) -> list[tuple[str, int, list[str]]]:

@@ -1,17 +1,21 @@
 """The `payment-worker` command: `run`, `migrate`, `send` an event, mint a `token`, `schemas`,
-`parked` (list or re-drive the messages that could not be published) and `ledger check`."""
+`parked` (list or re-drive the messages that could not be published), `dlq` (list, show or
+replay dead letters), `ledger check` and `status`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, NoReturn
 
 import asyncpg
+from aiokafka.errors import KafkaError
 
-from worker import admin, app, logs, schemas
+from worker import admin, app, dlq_command, logs, schemas, status
 from worker.acls import Principals, acl_commands, shell_lines
 from worker.send import parse_data, send_event
 from worker.settings import (
@@ -27,7 +31,7 @@ EXIT_CONFIG_ERROR = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="payment-worker", description=__doc__)
+    parser = _Parser(prog="payment-worker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="consume events and serve the sidecar until SIGTERM")
     commands.add_parser("migrate", help="apply database migrations and exit")
@@ -74,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         "check",
         help="check every invariant in the database; exit 1 and say what is wrong if one breaks",
     )
+    _dlq_parser(commands)
+    commands.add_parser(
+        "status", help="the group, its partitions and lag, the outbox, parked and dead letters"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "kafka-acls":  # from its arguments alone: no settings, no environment
@@ -101,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG_ERROR
     logs.configure(settings.log_level)
+    if args.command in (
+        "dlq",
+        "status",
+        "send",
+    ):  # what fails is said in one line, not in the client's
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     if args.command == "token":
         limit = settings.sidecar_jwt_max_lifetime_minutes
@@ -128,15 +142,88 @@ def main(argv: list[str] | None = None) -> int:
         return _parked(settings, args)
     if args.command == "ledger":
         return _ledger_check(settings)
+    if args.command == "dlq":
+        return dlq_command.main(settings, args)
+    if args.command == "status":
+        return _status(settings)
     if args.command == "send":
         try:
             data = parse_data(args.data)
         except ValueError as exc:
             parser.error(f"data: {exc}")
-        event_id = asyncio.run(send_event(settings, args.type, data, args.key))
+        try:
+            event_id = asyncio.run(send_event(settings, args.type, data, args.key))
+        except (LookupError, KafkaError, OSError) as exc:
+            print(f"payment-worker send: {exc}", file=sys.stderr)
+            return 1
         print(event_id)
         return 0
     return asyncio.run(app.run(settings))
+
+
+class _Parser(argparse.ArgumentParser):
+    """Says what is wrong with the arguments in one line, and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _dlq_parser(commands: Any) -> None:
+    dlq = commands.add_parser("dlq", help="read the dead-letter topic; replay chosen letters")
+    actions = dlq.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser(
+        "list", help="one line per dead letter: source topic:partition:offset, key, time, error"
+    )
+    _selection_arguments(listing)
+    show = actions.add_parser("show", help="everything one dead letter holds, its value whole")
+    show.add_argument(
+        "source", type=dlq_command.coordinates, help="TOPIC:PARTITION:OFFSET, as `dlq list` says"
+    )
+    replay = actions.add_parser(
+        "replay",
+        help="re-send chosen dead letters to their source partitions (safe to repeat: their "
+        "event ids are remembered)",
+    )
+    replay.add_argument(
+        "sources",
+        nargs="*",
+        type=dlq_command.coordinates,
+        help="TOPIC:PARTITION:OFFSET of each letter to replay (default: every chosen one)",
+    )
+    _selection_arguments(replay)
+    replay.add_argument(
+        "--dry-run", action="store_true", help="say what would be replayed; send nothing"
+    )
+
+
+def _selection_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--error-class",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="only letters with this dlq.error.class (repeatable), e.g. ValidationError",
+    )
+    command.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        help="only letters from this input topic (repeatable), e.g. course.completed",
+    )
+    command.add_argument(
+        "--since", type=dlq_command.instant, help="only letters that failed at or after TIME "
+        "(ISO 8601 with its offset, e.g. 2026-11-28T09:00:00Z)"
+    )  # fmt: skip
+    command.add_argument(
+        "--until", type=dlq_command.instant, help="only letters that failed before TIME"
+    )
+
+
+def _status(settings: Settings) -> int:
+    found = asyncio.run(status.gather(settings))
+    for line in status.render(found, settings):
+        print(line, file=sys.stderr if line.startswith("unreachable: ") else sys.stdout)
+    return 1 if found.errors else 0
 
 
 def _positive(text: str) -> int:

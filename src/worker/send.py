@@ -10,12 +10,18 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from worker.core import cloudevents
-from worker.messaging.clients import connection
+from worker.messaging.clients import connection, partitions_of
 from worker.settings import Settings
 
 
 async def send_event(settings: Settings, event_type: str, data: dict[str, Any], key: str) -> str:
     """Send `data` as a structured CloudEvent of `event_type`, keyed by `key`; returns the id."""
+    topic = settings.kafka_topic_prefix + event_type
+    if topic not in await partitions_of(settings, [topic]):
+        raise LookupError(
+            f"there is no topic {topic}: start a worker first (it creates its topics), or check "
+            "KAFKA_TOPIC_PREFIX"
+        )
     event_id = str(uuid.uuid4())
     value = cloudevents.structured(
         event_id=event_id,
@@ -29,7 +35,7 @@ async def send_event(settings: Settings, event_type: str, data: dict[str, Any], 
     await producer.start()
     try:
         await producer.send_and_wait(
-            settings.kafka_topic_prefix + event_type,
+            topic,
             value,
             key=key.encode(),
             headers=cloudevents.structured_headers(),

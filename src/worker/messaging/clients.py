@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -183,6 +184,20 @@ def _configs(response: Any) -> dict[str, dict[str, str] | None]:
         entries = resource["config_entries"]
         found[resource["resource_name"]] = {e["config_names"]: e["config_value"] for e in entries}
     return found
+
+
+async def partitions_of(settings: Settings, topics: Sequence[str]) -> dict[str, list[int]]:
+    """The partitions of each topic that exists (listed first: asking for a missing topic by
+    name could create it, on a broker that creates topics on demand)."""
+    admin = AIOKafkaAdminClient(**connection(settings), client_id="payment-worker-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topics if t in existing]
+        found = await admin.describe_topics(wanted) if wanted else []
+    finally:
+        await admin.close()
+    return {t["topic"]: sorted(p["partition"] for p in t["partitions"]) for t in found}
 
 
 def coordinator_known(consumer: AIOKafkaConsumer) -> bool:
