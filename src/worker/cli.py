@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "--readers", default="User:payment-results", help="a service consuming the results"
     )
     acls.add_argument("--readers-group", default="payment-results", help="its consumer group")
+    acls.add_argument("--operator", default="User:payment-operator", help="who runs status and dlq")
     acls.add_argument("--prefix", default="", help="KAFKA_TOPIC_PREFIX (default: none)")
     acls.add_argument("--group", default="payment-worker", help="KAFKA_CONSUMER_GROUP")
     generate = commands.add_parser("schemas", help="write the events' JSON Schemas and AsyncAPI")
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             args.services,
             args.readers,
             args.readers_group,
+            args.operator,
         )
         for line in shell_lines(acl_commands(principals, args.prefix, args.group)):
             print(line)
@@ -222,7 +224,7 @@ def _selection_arguments(command: argparse.ArgumentParser) -> None:
 def _status(settings: Settings) -> int:
     found = asyncio.run(status.gather(settings))
     for line in status.render(found, settings):
-        print(line, file=sys.stderr if line.startswith("unreachable: ") else sys.stdout)
+        print(line, file=sys.stderr if line.startswith("error: ") else sys.stdout)
     return 1 if found.errors else 0
 
 

@@ -12,16 +12,22 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
+from aiokafka.errors import KafkaError
+
+from worker.acls import ADMIN_TOPICS, WEBHOOK_TOPICS
 from worker.core import dead_letters
 from worker.core.dead_letters import Coordinates, DeadLetter, Replay, Selection, Skipped
 from worker.core.topics import INPUT_TOPICS, with_prefix
-from worker.messaging.dead_letters import BrokerUnavailable, read_all, replay
+from worker.messaging.clients import partitions_of
+from worker.messaging.dead_letters import CONNECT_SECONDS, DlqError, read_all, replay
 from worker.settings import Settings
 
 PROGRESS_EVERY_SECONDS = 2.0
+T = TypeVar("T")
 
 
 def coordinates(text: str) -> Coordinates:
@@ -55,8 +61,8 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
             return asyncio.run(_list(settings, selection))
         if args.action == "show":
             return asyncio.run(_show(settings, selection))
-        return asyncio.run(_replay(settings, selection, inputs, dry_run=args.dry_run))
-    except BrokerUnavailable as exc:
+        return asyncio.run(_replay(settings, selection, dry_run=args.dry_run))
+    except DlqError as exc:
         print(f"payment-worker dlq {args.action}: {exc}", file=sys.stderr)
         return 1
 
@@ -89,28 +95,31 @@ def _deployed_coordinates(found: Coordinates, deployed: Callable[[str], str]) ->
     return Coordinates(deployed(found.topic), found.partition, found.offset)
 
 
-async def _chosen(settings: Settings, selection: Selection) -> tuple[list[DeadLetter], int]:
-    """The chosen letters, and how many were read."""
+async def _chosen(
+    settings: Settings, selection: Selection, keep: Callable[[DeadLetter], T]
+) -> tuple[list[T], int]:
+    """What `keep` makes of each chosen letter, oldest failure first; and how many were read.
+    Only what `keep` returns stays in memory: a line for `list`, the whole letter for the rest."""
     chosen, read = [], 0
     progress = _Progress("read {done} of about {total} dead letters")
     async for letter in read_all(settings, progress):
         read += 1
         if selection.chooses(letter):
-            chosen.append(letter)
-    chosen.sort(key=lambda letter: (letter.failed_at is None, letter.failed_at or 0, letter.at))
-    return chosen, read
+            chosen.append((dead_letters.failure_order(letter), keep(letter)))
+    chosen.sort(key=lambda pair: pair[0])
+    return [kept for _, kept in chosen], read
 
 
 async def _list(settings: Settings, selection: Selection) -> int:
-    chosen, read = await _chosen(settings, selection)
-    for letter in chosen:
-        print(dead_letters.line(letter))
-    print(f"{len(chosen)} of {read} dead letters", file=sys.stderr)
+    lines, read = await _chosen(settings, selection, dead_letters.line)
+    for text in lines:
+        print(text)
+    print(f"{len(lines)} of {read} dead letters", file=sys.stderr)
     return 0
 
 
 async def _show(settings: Settings, selection: Selection) -> int:
-    chosen, _ = await _chosen(settings, selection)
+    chosen, _ = await _chosen(settings, selection, lambda letter: letter)
     (wanted,) = selection.sources
     if not chosen:
         print(f"payment-worker dlq show: no dead letter of {wanted}", file=sys.stderr)
@@ -122,35 +131,55 @@ async def _show(settings: Settings, selection: Selection) -> int:
     return 0
 
 
-async def _replay(
-    settings: Settings, selection: Selection, inputs: frozenset[str], *, dry_run: bool
-) -> int:
-    chosen, read = await _chosen(settings, selection)
-    steps = list(dead_letters.plan(chosen, inputs))
+# Inputs whose letters a replay leaves to their owner: they carry a signature or an assertion
+# judged by the broker's append time, which a replay renews but cannot re-sign; and only their
+# owner may write them (docs/security.md).
+RESENT_BY_OWNER = {
+    **dict.fromkeys(WEBHOOK_TOPICS, "a webhook: ask the provider to send it again"),
+    **dict.fromkeys(ADMIN_TOPICS, "a privileged request: the admin console signs it again"),
+}
+
+
+async def _replay(settings: Settings, selection: Selection, *, dry_run: bool) -> int:
+    prefix = settings.kafka_topic_prefix
+    inputs = with_prefix(prefix, INPUT_TOPICS)
+    chosen, read = await _chosen(settings, selection, lambda letter: letter)
+    try:
+        async with asyncio.timeout(CONNECT_SECONDS):
+            found = await partitions_of(settings, inputs)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise DlqError(f"the partitions of the input topics: {exc!r}") from exc
+    owners = {prefix + topic: why for topic, why in RESENT_BY_OWNER.items()}
+    steps = list(dead_letters.plan(chosen, {t: len(p) for t, p in found.items()}, owners))
     replays = [step for step in steps if isinstance(step, Replay)]
     for step in steps:
         if isinstance(step, Skipped):
             print(f"skipped {step.letter.source or step.letter.at}: {step.reason}")
-    verb = "would replay" if dry_run else "replayed"
-    if dry_run:
-        sent = len(replays)
-    else:
-        try:
-            sent = await replay(settings, replays, _Progress("sent {done} of {total}"))
-        except BrokerUnavailable:
-            raise
-        except Exception as exc:
-            raise BrokerUnavailable(
-                f"replay stopped: {exc!r}; the letters sent before it are recognized by their "
-                "event ids when the command runs again"
-            ) from exc
-    for step in replays:
-        print(f"{verb} {step.letter.source}")
     skipped = len(steps) - len(replays)
-    print(
-        f"{verb} {sent} of {len(chosen)} chosen ({skipped} skipped) of {read} dead letters",
-        file=sys.stderr,
-    )
+    if dry_run:
+        for step in replays:
+            print(f"would replay {step.letter.source}")
+        print(f"would replay {len(replays)} of {len(chosen)} chosen ({skipped} skipped) of "
+              f"{read} dead letters; sent nothing", file=sys.stderr)  # fmt: skip
+        return 0
+    progress = _Progress("sent {done} of {total}")
+    sent = 0
+
+    def acknowledged(done: Sequence[Replay]) -> None:
+        nonlocal sent
+        for step in done:
+            print(f"replayed {step.letter.source}", flush=True)
+        sent += len(done)
+        progress(sent, len(replays))
+
+    try:
+        await replay(settings, replays, acknowledged)
+    except DlqError as exc:
+        raise DlqError(
+            f"replay stopped after {sent} of {len(replays)} (those are listed above): {exc}"
+        ) from exc
+    print(f"replayed {sent} of {len(chosen)} chosen ({skipped} skipped) of {read} dead letters",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 

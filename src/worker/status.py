@@ -37,9 +37,9 @@ async def gather(settings: Settings) -> Status:
     )
     errors = []
     if isinstance(group, BaseException):
-        errors.append(f"kafka ({settings.kafka_bootstrap_servers}): {_say(group)}")
+        errors.append(f"kafka ({settings.kafka_bootstrap_servers}) failed: {_say(group)}")
     if isinstance(backlog, BaseException):
-        errors.append(f"database: {_say(backlog)}")
+        errors.append(f"database failed: {_say(backlog)}")
     return Status(
         group=None if isinstance(group, BaseException) else group,
         backlog=None if isinstance(backlog, BaseException) else backlog,
@@ -85,20 +85,25 @@ def render(status: Status, settings: Settings) -> list[str]:
         lines.append(
             f"dead letters: {letters} in {dlq}" + ("  (payment-worker dlq list)" if letters else "")
         )
-    lines += [f"unreachable: {error}" for error in status.errors]
+    lines += [f"error: {error}" for error in status.errors]
     return lines
 
 
 def _group_lines(view: GroupView, dlq: str) -> list[str]:
     count = len(view.members)
     lines = [f"group {view.group}: {view.state}, {count} member{'' if count == 1 else 's'}"]
+    # The broker gives the members' assignments only once a rebalance is over.
+    settled = view.state == "Stable"
     for member in view.members:
         lines.append(f"  {member.member_id}  {member.host}")
-        lines += [f"    {text}" for text in _assignment(member)]
+        if settled:
+            lines += [f"    {text}" for text in _assignment(member)]
+    if view.members and not settled:
+        lines.append("  partitions: being assigned (a rebalance is going on)")
     owned = {tp for member in view.members for tp in member.assigned}
     inputs = [tp for tp in view.positions if tp.topic != dlq]
     unowned = [tp for tp in inputs if tp not in owned]
-    if view.members and unowned:
+    if view.members and settled and unowned:
         lines.append(f"  unassigned: {_partition_list(unowned)}")
     if view.missing_topics:
         lines.append(f"  topics not created yet: {', '.join(view.missing_topics)}")
@@ -156,9 +161,12 @@ def _lag_lines(view: GroupView, dlq: str) -> list[str]:
         lag = sum(p.lag for _, p in positions)
         worst, most = max(((p.lag, n) for n, p in positions), default=(0, 0))
         never = sum(1 for _, p in positions if p.committed is None and p.end > p.start)
+        deleted = sum(1 for _, p in positions if p.skipped_by_retention)
         note = f"p{most}: {worst}" if worst else "-"
         if never:
             note += f"  ({never} never committed)"
+        if deleted:
+            note += f"  ({deleted} deleted by retention before the group read them)"
         end = sum(p.end for _, p in positions)
         lines.append(f"  {topic:<{width}}  {len(positions):>10}  {end:>11}  {lag:>7}  {note}")
     return lines

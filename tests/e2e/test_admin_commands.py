@@ -196,12 +196,13 @@ async def test_an_unreachable_dependency_is_one_line_and_exit_1(
     ran = await command(no_database, "status")
     assert ran.code == 1
     [line] = ran.err
-    assert line.startswith("unreachable: database: ")
+    assert line.startswith("error: database failed: ")
     assert ran.out[-1].startswith("dead letters: ")  # what the broker said is still shown
 
     ran = await command(env, "dlq", "list")
     assert ran.code == 1
     assert ran.err == [
         f"payment-worker dlq list: there is no topic {env['KAFKA_TOPIC_PREFIX']}payment-worker.dlq:"
-        " no worker has started on this cluster with this KAFKA_TOPIC_PREFIX"
+        " no worker has started on this cluster with this KAFKA_TOPIC_PREFIX (or this principal"
+        " may not describe it)"
     ]

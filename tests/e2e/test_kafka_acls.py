@@ -20,15 +20,18 @@ from aiokafka.errors import TopicAuthorizationFailedError
 
 from stack.settings import env as local_stack_env
 from tests.conftest import Stack
+from tests.e2e.test_admin_commands import command as run_command
 from tests.events import adjustment, completed, mock_webhook, refund_request, send
 from tests.kafka import read_all
 from tests.support import STACK
 from tests.worker_process import running_worker, worker_env
 from worker.acls import ADMIN_TOPICS, WEBHOOK_TOPICS, Principals, acl_commands
+from worker.core.topics import DLQ_TOPIC
 
 MECHANISM = "SCRAM-SHA-512"
 ROLES = ("worker", "admin-console", "webhook-ingress", "services", "readers")
-USERS = (*ROLES, "nobody")  # "nobody" has credentials and no ACL at all
+OPERATOR = "operator"
+USERS = (*ROLES, OPERATOR, "nobody")  # "nobody" has credentials and no ACL at all
 
 
 def stack_tool(*arguments: str) -> None:
@@ -66,6 +69,11 @@ def principal(user: tuple[str, str]) -> str:
     return f"User:{user[0]}"
 
 
+def as_user(env: dict[str, str], user: tuple[str, str]) -> dict[str, str]:
+    """The worker's settings with another principal's credentials."""
+    return {**env, "KAFKA_SASL_USERNAME": user[0], "KAFKA_SASL_PASSWORD": user[1]}
+
+
 def credentials(user: tuple[str, str]) -> dict[str, str]:
     return {
         "security_protocol": "SASL_PLAINTEXT",
@@ -93,7 +101,11 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
         PAYMENT_WEBHOOK_SECRET_MOCK="whsec_acl_test_secret",
     )
     prefix, group = env["KAFKA_TOPIC_PREFIX"], env["KAFKA_CONSUMER_GROUP"]
-    principals = Principals(*(principal(users[role]) for role in ROLES), readers_group=f"r{group}")
+    principals = Principals(
+        *(principal(users[role]) for role in ROLES),
+        readers_group=f"r{group}",
+        operator=principal(users[OPERATOR]),
+    )
     commands = acl_commands(principals, prefix, group)
     for command in commands:
         stack_tool("kafka-acls", *command)
@@ -110,9 +122,9 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
                 resources.push_async_callback(made.stop)
                 return made
 
-            admin, ingress, service, nobody = [
+            admin, ingress, service, operator, nobody = [
                 await producer(role)
-                for role in ("admin-console", "webhook-ingress", "services", "nobody")
+                for role in ("admin-console", "webhook-ingress", "services", OPERATOR, "nobody")
             ]
             as_worker = await producer("worker")
 
@@ -130,9 +142,20 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
             # anything by a user with no ACL.
             refund = refund_request("r-1", "p-1")
             attempts = [
-                *((who, topic) for topic in ADMIN_TOPICS for who in (ingress, service, as_worker)),
-                *((who, topic) for topic in WEBHOOK_TOPICS for who in (admin, service, as_worker)),
-                *((who, "payment.confirmed") for who in (admin, ingress, service, nobody)),
+                *(
+                    (who, topic)
+                    for topic in ADMIN_TOPICS
+                    for who in (ingress, service, as_worker, operator)
+                ),
+                *(
+                    (who, topic)
+                    for topic in WEBHOOK_TOPICS
+                    for who in (admin, service, as_worker, operator)
+                ),
+                *(
+                    (who, "payment.confirmed")
+                    for who in (admin, ingress, service, operator, nobody)
+                ),
                 (nobody, "course.completed"),
             ]
             for who, topic in attempts:
@@ -143,6 +166,23 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
             await asyncio.sleep(1)
             again = await read_all(stack.kafka_bootstrap, prefix + "coins.credited", at_least=2)
             assert len(again) == 2
+
+            # The operator's commands, as the operator: status, and the dead letters read and
+            # a service's one replayed. The services' own principal may not read them.
+            bad = {"student_id": "s-2", "course_id": "c-2"}  # no completed_at
+            at = await send(service, prefix, "course.completed", bad, key="s-2")
+            await read_all(stack.kafka_bootstrap, prefix + DLQ_TOPIC, at_least=1)
+            as_operator = as_user(env, users[OPERATOR])
+            shown = await run_command(as_operator, "status")
+            assert shown.code == 0, shown.err
+            assert f"group {group}: Stable, 1 member" in shown.out
+            source = f"{prefix}course.completed:{at.partition}:{at.offset}"
+            listed = await run_command(as_operator, "dlq", "list")
+            assert (listed.code, [line.split("\t")[0] for line in listed.out]) == (0, [source])
+            replayed = await run_command(as_operator, "dlq", "replay")
+            assert (replayed.code, replayed.out) == (0, [f"replayed {source}"]), replayed.err
+            refused = await run_command(as_user(env, users["services"]), "dlq", "list")
+            assert (refused.code, refused.out, len(refused.err)) == (1, [], 1)
             assert await worker.stop() == 0, worker.log_tail()
     finally:
         for command in commands:

@@ -10,7 +10,9 @@ from worker.acls import ADMIN_TOPICS, SERVICE_TOPICS, WEBHOOK_TOPICS, Principals
 from worker.cli import main
 from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 
-PRINCIPALS = Principals("User:w", "User:admin", "User:hooks", "User:platform", "User:r", "rg")
+PRINCIPALS = Principals(
+    "User:w", "User:admin", "User:hooks", "User:platform", "User:r", "rg", "User:op"
+)
 
 
 def grants(prefix: str = "") -> set[tuple[str, str, str]]:
@@ -32,11 +34,12 @@ def writers(topic: str) -> set[str]:
     return {who for who, op, resource in grants() if op == "Write" and resource == f"topic:{topic}"}
 
 
-def test_each_input_has_one_writer_and_the_privileged_ones_their_owners() -> None:
+def test_each_input_has_one_owner_and_the_privileged_ones_no_other_writer() -> None:
     owners = {
         **{topic: {"User:admin"} for topic in ADMIN_TOPICS},
         **{topic: {"User:hooks"} for topic in WEBHOOK_TOPICS},
-        **{topic: {"User:platform"} for topic in SERVICE_TOPICS},
+        # The operator replays the services' dead letters (payment-worker dlq replay).
+        **{topic: {"User:platform", "User:op"} for topic in SERVICE_TOPICS},
     }
     assert sorted(owners) == sorted(INPUT_TOPICS)  # each input owned once, none forgotten
     assert len(owners) == len(ADMIN_TOPICS) + len(WEBHOOK_TOPICS) + len(SERVICE_TOPICS)
@@ -78,4 +81,15 @@ def test_the_command_prints_shell_lines(capsys: pytest.CaptureFixture[str]) -> N
     assert all(shlex.split(line)[0] == "kafka-acls.sh" for line in lines)
     assert "--topic p.coins.adjustment.requested" in lines[3]
     assert "User:admin-console" in lines[3]
-    assert "User:payment-results" in lines[-1]
+    assert "User:payment-results" in lines[-4]
+    assert "User:payment-operator" in lines[-1]
+
+
+def test_the_operator_describes_reads_dead_letters_and_writes_only_service_topics() -> None:
+    theirs = {(op, resource) for who, op, resource in grants() if who == "User:op"}
+    assert theirs == {
+        *(("Describe", f"topic:{topic}") for topic in (*INPUT_TOPICS, DLQ_TOPIC)),
+        ("Describe", "group:g1"),
+        ("Read", f"topic:{DLQ_TOPIC}"),
+        *(("Write", f"topic:{topic}") for topic in SERVICE_TOPICS),
+    }

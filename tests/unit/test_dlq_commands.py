@@ -18,6 +18,7 @@ from worker.core.dead_letters import (
     Selection,
     Skipped,
     details,
+    failure_order,
     line,
     parse_coordinates,
     plan,
@@ -31,7 +32,7 @@ from worker.settings import Settings
 from worker.status import Status, render
 
 FAILED_AT = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-INPUTS = frozenset({"course.completed", "referral.succeeded"})
+INPUTS = {"course.completed": 3, "referral.succeeded": 3, "payment.webhook.received": 3}
 
 
 def letter_of(
@@ -89,10 +90,10 @@ def test_headers_the_worker_did_not_write_leave_the_letter_unplaceable() -> None
     assert isinstance(step, Skipped)
 
 
-def test_replays_go_to_their_source_partition_once_and_only_to_input_topics() -> None:
-    first = letter_of(record(), ValueError("a"), at=0)
-    again = letter_of(record(), ValueError("a"), at=1)  # written twice around a crash
-    other = letter_of(record(offset=42), ValueError("b"), at=2)
+def test_replays_go_to_their_source_partition_once_in_source_order() -> None:
+    later = letter_of(record(offset=42), ValueError("b"), at=0)  # failed first, read first
+    first = letter_of(record(), ValueError("a"), at=1)
+    again = letter_of(record(), ValueError("a"), at=2)  # written twice around a crash
     results = read(
         Coordinates("payment-worker.dlq", 0, 3),
         b"k",
@@ -102,15 +103,42 @@ def test_replays_go_to_their_source_partition_once_and_only_to_input_topics() ->
         ).headers,
     )
 
-    steps = list(plan([first, again, other, results], INPUTS))
+    steps = list(plan([later, results, again, first], INPUTS))
 
-    assert steps[0] == Replay(first, "course.completed", 2, b"stu-1", b'{"a":1}', first.headers)
-    assert isinstance(steps[1], Skipped)
-    assert "another copy" in steps[1].reason
-    assert isinstance(steps[2], Replay)
-    assert steps[2].letter is other
-    assert isinstance(steps[3], Skipped)
-    assert "not an input topic" in steps[3].reason
+    # By source: topic, partition, offset (41 before 42), whatever the order of failing or
+    # reading; of two copies of one record, the first written.
+    assert isinstance(steps[0], Skipped)
+    assert "coins.credited is not an input topic" in steps[0].reason
+    assert steps[1] == Replay(first, "course.completed", 2, b"stu-1", b'{"a":1}', first.headers)
+    assert isinstance(steps[2], Skipped)
+    assert steps[2].letter is again
+    assert "another copy" in steps[2].reason
+    assert isinstance(steps[3], Replay)
+    assert steps[3].letter is later
+
+
+def test_letters_left_to_their_owner_or_of_a_partition_gone_are_skipped() -> None:
+    webhook = InboundRecord("payment.webhook.received", 0, 1, b"pp-1", b"{}", ())
+    gone = InboundRecord("referral.succeeded", 7, 1, b"k", b"{}", ())
+    letters = [letter_of(webhook, ValueError("x")), letter_of(gone, ValueError("y"), at=1)]
+
+    steps = list(plan(letters, INPUTS, {"payment.webhook.received": "ask the provider"}))
+
+    assert [(type(s), s.reason) for s in steps if isinstance(s, Skipped)] == [
+        (Skipped, "ask the provider"),
+        (Skipped, "referral.succeeded has no partition 7 now"),
+    ]
+
+
+def test_letters_failed_at_one_time_are_ordered_by_where_they_sit() -> None:
+    """A batch's bad input shares one failure time (found by review: the sort compared
+    coordinates, which had no order, and every command crashed)."""
+    letters = [letter_of(record(offset=n), ValueError("x"), at=9 - n) for n in range(3)]
+    unplaced = read(Coordinates("payment-worker.dlq", 0, 20), None, b"", ())
+
+    ordered = sorted([*letters, unplaced, unplaced], key=failure_order)
+
+    assert [letter.at.offset for letter in ordered] == [7, 8, 9, 20, 20]
 
 
 def test_a_selection_chooses_by_class_topic_time_and_source() -> None:
@@ -269,9 +297,45 @@ def test_the_status_screen_groups_partitions_and_sums_lag() -> None:
 
 
 def test_the_status_screen_shows_what_answered_and_names_what_did_not() -> None:
-    screen = render(Status(None, Backlog(0, 0), ("kafka (k:9092): no answer in 15 s",)), settings())
+    failed = ("kafka (k:9092) failed: no answer in 15 s",)
+    screen = render(Status(None, Backlog(0, 0), failed), settings())
 
     assert screen == [
         "outbox: 0 queued, oldest 0.0 s; parked: 0",
-        "unreachable: kafka (k:9092): no answer in 15 s",
+        "error: kafka (k:9092) failed: no answer in 15 s",
     ]
+
+
+def test_during_a_rebalance_no_partition_is_called_unassigned() -> None:
+    a = "p.course.completed"
+    view = GroupView(
+        group="g",
+        state="PreparingRebalance",
+        members=(Member("m-1", "payment-worker", "/10.0.0.1", ()),),
+        positions={
+            TopicPartition(a, 0): Position(0, 5, 5),
+            TopicPartition(a, 1): Position(0, 5, 5),
+        },
+        missing_topics=(),
+    )
+
+    screen = render(Status(view, Backlog(0, 0), ()), settings())
+
+    assert screen[:3] == [
+        "group g: PreparingRebalance, 1 member",
+        "  m-1  /10.0.0.1",
+        "  partitions: being assigned (a rebalance is going on)",
+    ]
+    assert not any("unassigned" in text for text in screen)
+
+
+def test_records_deleted_before_the_group_read_them_are_said() -> None:
+    behind = Position(start=100, end=150, committed=40)
+
+    assert behind.lag == 50  # what is left to read
+    assert behind.skipped_by_retention
+    assert not Position(0, 10, 10).skipped_by_retention
+    assert not Position(5, 10, None).skipped_by_retention
+    view = GroupView("g", "Empty", (), {TopicPartition("p.course.completed", 0): behind}, ())
+    [row] = [text for text in render(Status(view, None, ()), settings()) if "p0" in text]
+    assert row.endswith("p0: 50  (1 deleted by retention before the group read them)")

@@ -9,9 +9,9 @@ the partition it was consumed from; its event id makes that safe to repeat (CONT
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from worker.core.messages import Headers
 from worker.core.records import DLQ_HEADER_PREFIX
@@ -25,7 +25,7 @@ _COORDINATES = re.compile(
 _LINE_BREAKS = frozenset("\t\n")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class Coordinates:
     topic: str
     partition: int
@@ -142,29 +142,54 @@ class Skipped:
     reason: str
 
 
-def plan(letters: Iterable[DeadLetter], input_topics: frozenset[str]) -> Iterator[Replay | Skipped]:
-    """What a replay does with each chosen letter, in order.
+def plan(
+    letters: Iterable[DeadLetter],
+    partitions: Mapping[str, int],
+    resent_by_owner: Mapping[str, str] | None = None,
+) -> Iterator[Replay | Skipped]:
+    """What a replay does with each chosen letter, in source order: each source partition's
+    letters by offset, as the worker first met them (one student's coin events keep their order).
 
-    Skipped: a truncated copy (its bytes are gone; the source record is still where the letter
-    says while the topic's retention keeps it), a letter that does not say which input it came
-    from, and a second copy of a record already replayed (a worker that stopped after writing a
-    dead letter and before committing wrote it again)."""
+    `partitions` holds the number of partitions of each input topic of this deployment;
+    `resent_by_owner` the input topics whose letters are never replayed, with who sends them
+    again instead. Skipped: a truncated copy (its bytes are gone; the source record is still
+    where the letter says while the topic's retention keeps it), a letter that does not say
+    which input it came from or names a partition that no longer exists, a topic in
+    `resent_by_owner`, and a second copy of a record already chosen (a worker that stopped after
+    writing a dead letter and before committing wrote it again)."""
+    owners = resent_by_owner or {}
     seen: set[Coordinates] = set()
-    for letter in letters:
+    for letter in sorted(letters, key=_source_order):
         source = letter.source
         if letter.truncated:
             yield Skipped(letter, "truncated copy: the record's bytes are not all here")
         elif source is None:
             yield Skipped(letter, "no dlq.source.* headers: not a dead letter of this worker")
-        elif source.topic not in input_topics:
+        elif source.topic not in partitions:
             yield Skipped(letter, f"{source.topic} is not an input topic of this deployment")
+        elif source.topic in owners:
+            yield Skipped(letter, owners[source.topic])
+        elif source.partition >= partitions[source.topic]:
+            yield Skipped(letter, f"{source.topic} has no partition {source.partition} now")
         elif source in seen:
-            yield Skipped(letter, "another copy of a record replayed above")
+            yield Skipped(letter, "another copy of a record chosen above")
         else:
             seen.add(source)
             yield Replay(
                 letter, source.topic, source.partition, letter.key, letter.value, letter.headers
             )
+
+
+def _source_order(letter: DeadLetter) -> tuple[bool, Coordinates, Coordinates]:
+    return (letter.source is None, letter.source or letter.at, letter.at)
+
+
+def failure_order(letter: DeadLetter) -> tuple[bool, datetime, Coordinates]:
+    """Oldest failure first; letters of one batch (one time) in dead-letter order."""
+    return (letter.failed_at is None, letter.failed_at or _NEVER, letter.at)
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def printable(data: bytes | str | None, *, lines: bool = False) -> str:

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from worker.core import dead_letters
 from worker.core.dead_letters import Coordinates, DeadLetter, Replay
@@ -24,13 +25,15 @@ _IN_FLIGHT = 500
 Progress = Callable[[int, int], None]  # (done, total)
 
 
-class BrokerUnavailable(Exception):
-    """The broker did not answer, or the dead-letter topic is not there: one line says which."""
+class DlqError(Exception):
+    """The broker did not answer, refused, or has no dead-letter topic: one line says which."""
 
 
 async def read_all(settings: Settings, progress: Progress) -> AsyncIterator[DeadLetter]:
-    """Every dead letter there is when the call starts, in each partition's order."""
+    """Every dead letter there is when the call starts, in each partition's order. Raises
+    DlqError when the broker does not answer, refuses, or stops moving for STALL_SECONDS."""
     topic = settings.kafka_topic_prefix + DLQ_TOPIC
+    brokers = settings.kafka_bootstrap_servers
     consumer = AIOKafkaConsumer(
         **connection(settings),
         client_id="payment-worker-dlq",
@@ -39,34 +42,31 @@ async def read_all(settings: Settings, progress: Progress) -> AsyncIterator[Dead
         fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
     )
     try:
-        async with asyncio.timeout(CONNECT_SECONDS):
-            partitions, starts, ends = await _open(consumer, settings, topic)
-    except BaseException as exc:
-        await consumer.stop()
-        if isinstance(exc, TimeoutError):
-            raise BrokerUnavailable(
-                f"the broker at {settings.kafka_bootstrap_servers} did not answer in "
-                f"{CONNECT_SECONDS:g} s"
+        try:
+            async with asyncio.timeout(CONNECT_SECONDS):
+                partitions, starts, ends = await _open(consumer, settings, topic)
+        except TimeoutError as exc:
+            raise DlqError(
+                f"the broker at {brokers} did not answer in {CONNECT_SECONDS:g} s"
             ) from exc
-        if isinstance(exc, Exception) and not isinstance(exc, BrokerUnavailable):
-            raise BrokerUnavailable(
-                f"the broker at {settings.kafka_bootstrap_servers}: {exc!r}"
-            ) from exc
-        raise
-    total = sum(ends[tp] - starts[tp] for tp in partitions)
-    left = {tp for tp in partitions if ends[tp] > starts[tp]}
-    done = 0
-    clock = asyncio.get_running_loop().time
-    moved_at = clock()
-    try:
+        total = sum(ends[tp] - starts[tp] for tp in partitions)
+        left = {tp for tp in partitions if ends[tp] > starts[tp]}
+        done = 0
         while left:
-            batch = await consumer.getmany(*left, timeout_ms=1000)
+            try:  # each round, and every position it asks for, bounded: never a silent hang
+                async with asyncio.timeout(STALL_SECONDS):
+                    batch = await consumer.getmany(*left, timeout_ms=1000)
+                    positions = {tp: await consumer.position(tp) for tp in left}
+            except TimeoutError as exc:
+                raise DlqError(
+                    f"reading {topic} stalled for {STALL_SECONDS:g} s after {done} of about "
+                    f"{total} letters: is the broker at {brokers} up?"
+                ) from exc
             for tp, records in batch.items():
                 for record in records:
                     if record.offset >= ends[tp]:
                         break
                     done += 1
-                    moved_at = clock()
                     yield dead_letters.read(
                         Coordinates(tp.topic, tp.partition, record.offset),
                         record.key,
@@ -75,17 +75,17 @@ async def read_all(settings: Settings, progress: Progress) -> AsyncIterator[Dead
                     )
             # A transaction's markers and compacted gaps leave no record at the end: the
             # position says when a partition is read through.
-            for tp in list(left):
-                if await consumer.position(tp) >= ends[tp]:
-                    left.discard(tp)
+            left = {tp for tp in left if positions[tp] < ends[tp]}
             progress(done, total)
-            if left and clock() - moved_at > STALL_SECONDS:
-                raise BrokerUnavailable(
-                    f"reading {topic} stalled for {STALL_SECONDS:g} s after {done} of about "
-                    f"{total} letters: is the broker at {settings.kafka_bootstrap_servers} up?"
-                )
+    except (KafkaError, OSError) as exc:
+        raise DlqError(f"the broker at {brokers}, reading {topic}: {_say(exc)}") from exc
     finally:
         await consumer.stop()
+
+
+def _say(error: BaseException) -> str:
+    name, text = type(error).__name__, str(error)
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
 async def _open(
@@ -94,9 +94,9 @@ async def _open(
     """The dead-letter topic's partitions, assigned from their start; and their offsets."""
     found = await partitions_of(settings, [topic])
     if topic not in found:
-        raise BrokerUnavailable(
+        raise DlqError(
             f"there is no topic {topic}: no worker has started on this cluster with this "
-            "KAFKA_TOPIC_PREFIX"
+            "KAFKA_TOPIC_PREFIX (or this principal may not describe it)"
         )
     partitions = [TopicPartition(topic, p) for p in found[topic]]
     await consumer.start()
@@ -109,10 +109,13 @@ async def _open(
     )
 
 
-async def replay(settings: Settings, replays: Sequence[Replay], progress: Progress) -> int:
+async def replay(
+    settings: Settings, replays: Sequence[Replay], sent: Callable[[Sequence[Replay]], None]
+) -> None:
     """Send each replay to its source partition, acknowledged by all replicas, in order per
-    partition; returns how many were sent. Stops at the first refusal (raised): those before it
-    are sent, and a second run re-sends them harmlessly (the event ids repeat)."""
+    partition, calling `sent` with those acknowledged as they are. Stops at the first refusal
+    (DlqError): what was sent before it has been passed to `sent`."""
+    brokers = settings.kafka_bootstrap_servers
     producer = AIOKafkaProducer(
         **connection(settings),
         client_id="payment-worker-dlq",
@@ -121,26 +124,54 @@ async def replay(settings: Settings, replays: Sequence[Replay], progress: Progre
         max_request_size=MAX_MESSAGE_BYTES,
     )
     try:
-        async with asyncio.timeout(CONNECT_SECONDS):
-            await producer.start()
-    except Exception as exc:
-        await producer.stop()
-        raise BrokerUnavailable(
-            f"the broker at {settings.kafka_bootstrap_servers} did not answer: {exc!r}"
-        ) from exc
-    sent = 0
-    try:
+        try:
+            async with asyncio.timeout(CONNECT_SECONDS):
+                await producer.start()
+        except TimeoutError as exc:
+            raise DlqError(
+                f"the broker at {brokers} did not answer in {CONNECT_SECONDS:g} s"
+            ) from exc
         for start in range(0, len(replays), _IN_FLIGHT):
-            chunk = replays[start : start + _IN_FLIGHT]
-            futures = [
+            await _send(producer, replays[start : start + _IN_FLIGHT], sent)
+    except (KafkaError, OSError) as exc:
+        raise DlqError(f"the broker at {brokers}: {_refused(exc)}") from exc
+    finally:
+        await producer.stop()
+
+
+async def _send(
+    producer: AIOKafkaProducer, chunk: Sequence[Replay], sent: Callable[[Sequence[Replay]], None]
+) -> None:
+    """Send `chunk`, wait for every answer, pass on the acknowledged; raise the first refusal."""
+    futures: list[asyncio.Future[object]] = []
+    refused: BaseException | None = None
+    for r in chunk:
+        try:
+            futures.append(
                 await producer.send(
                     r.topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers)
                 )
-                for r in chunk
-            ]
-            await asyncio.gather(*futures)
-            sent += len(chunk)
-            progress(sent, len(replays))
-    finally:
-        await producer.stop()
-    return sent
+            )
+        except KafkaError as exc:
+            refused = exc
+            break
+    answers = await asyncio.gather(*futures, return_exceptions=True)
+    sent(
+        [
+            r
+            for r, answer in zip(chunk, answers, strict=False)
+            if not isinstance(answer, BaseException)
+        ]
+    )
+    refused = refused or next((a for a in answers if isinstance(a, BaseException)), None)
+    if refused is not None:
+        raise refused
+
+
+def _refused(error: BaseException) -> str:
+    if isinstance(error, TopicAuthorizationFailedError):
+        return (
+            f"not authorized to write the source topic ({_say(error)}): replay as a principal "
+            "with Write on it (payment-worker kafka-acls --operator ...)"
+        )
+    return _say(error)

@@ -12,7 +12,7 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError, for_code
 
 from worker.messaging.clients import connection, partitions_of
 from worker.settings import Settings
@@ -38,7 +38,14 @@ class Position:
 
     @property
     def lag(self) -> int:
-        return max(0, self.end - (self.start if self.committed is None else self.committed))
+        """What is left to read: from the committed offset, or the log start when the group
+        never committed or retention deleted records it had not read."""
+        return max(0, self.end - max(self.start, self.committed or 0))
+
+    @property
+    def skipped_by_retention(self) -> bool:
+        """Records the group never read were deleted before it came to them."""
+        return self.committed is not None and self.committed < self.start
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +69,12 @@ async def describe(settings: Settings, topics: Sequence[str]) -> GroupView:
     await admin.start()
     try:
         await consumer.start()
-        described, committed = await _retried(
-            lambda: asyncio.gather(
-                admin.describe_consumer_groups([group]),
-                admin.list_consumer_group_offsets(group, partitions=partitions or None),
-            )
-        )
+        state, members, committed = await _retried(lambda: _group(admin, group, partitions))
         starts = await consumer.beginning_offsets(partitions) if partitions else {}
         ends = await consumer.end_offsets(partitions) if partitions else {}
     finally:
         await consumer.stop()
         await admin.close()
-    state, members = _members(described, group)
     return GroupView(
         group=group,
         state=state,
@@ -83,6 +84,23 @@ async def describe(settings: Settings, topics: Sequence[str]) -> GroupView:
         },
         missing_topics=tuple(t for t in topics if t not in found),
     )
+
+
+async def _group(
+    admin: AIOKafkaAdminClient, group: str, partitions: list[TopicPartition]
+) -> tuple[str, tuple[Member, ...], dict[TopicPartition, object]]:
+    """The group's state, members and committed offsets; a KafkaError the broker marks
+    retriable while its coordinator loads or moves."""
+    described, committed = await asyncio.gather(
+        admin.describe_consumer_groups([group]),
+        admin.list_consumer_group_offsets(group, partitions=partitions or None),
+    )
+    if partitions and not committed:
+        # The broker answers every partition asked for (-1 when never committed); none at all
+        # is a group-level error aiokafka 0.14 does not raise (a coordinator loading or moved).
+        raise GroupCoordinatorNotAvailableError(f"no committed offsets answered for {group}")
+    state, members = _members(described, group)
+    return state, members, committed
 
 
 async def _retried(ask: Callable[[], Awaitable[T]]) -> T:
