@@ -4,8 +4,8 @@ Money moves on a few of them, so only their owners may write them: an admin cons
 privileged requests (`coins.adjustment.requested`, `payment.refund.requested`,
 `catalog.item.upserted`), the webhook
 ingress the provider callbacks (`payment.webhook.received`). The worker reads every input and
-writes only results and dead letters. An operator reads the dead letters and may replay those
-of the services' topics. `payment-worker kafka-acls` prints these as `kafka-acls`
+writes only results and dead letters. An operator reads the dead letters; a replayer also
+re-sends those of the services' topics. `payment-worker kafka-acls` prints these as `kafka-acls`
 commands; `tests/e2e/test_kafka_acls.py` applies the same commands to a real broker and checks
 that every other write is refused.
 """
@@ -44,8 +44,11 @@ class Principals:
     # A downstream service that consumes the results (one per consuming service), in its group.
     readers: str
     readers_group: str = "payment-results"
-    # Who runs the admin commands (`payment-worker status`, `dlq`; docs/operations.md).
+    # Who runs the admin commands (`payment-worker status`, `dlq list|show`): reads only.
     operator: str = "User:payment-operator"
+    # Who replays dead letters (`payment-worker dlq replay`): it may also write the services'
+    # topics, as the services do, so its credentials are handed out for a replay only.
+    replayer: str = "User:payment-replayer"
 
 
 def acl_commands(principals: Principals, prefix: str, group: str) -> list[list[str]]:
@@ -79,12 +82,15 @@ def acl_commands(principals: Principals, prefix: str, group: str) -> list[list[s
             "--group",
             principals.readers_group,
         ],
-        # An operator sees the worker's group and the inputs' offsets (`status`), reads the
-        # dead letters, and replays those of the services' topics (`dlq replay`). Never the
-        # privileged or webhook ones: their owners send them again, signed anew.
+        # An operator sees the worker's group and the inputs' offsets (`status`) and reads the
+        # dead letters (`dlq list|show`)...
         [*grant(principals.operator, ("Describe",), (*INPUT_TOPICS, DLQ_TOPIC)), "--group", group],
         grant(principals.operator, ("Read",), (DLQ_TOPIC,)),
-        grant(principals.operator, ("Write",), SERVICE_TOPICS),
+        # ...and a replayer reads them too and re-sends those of the services' topics (`dlq
+        # replay`). Never the privileged or webhook ones: their owners send them again.
+        grant(principals.replayer, ("Describe",), (*INPUT_TOPICS, DLQ_TOPIC)),
+        grant(principals.replayer, ("Read",), (DLQ_TOPIC,)),
+        grant(principals.replayer, ("Write",), SERVICE_TOPICS),
     ]
 
 

@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         "--readers", default="User:payment-results", help="a service consuming the results"
     )
     acls.add_argument("--readers-group", default="payment-results", help="its consumer group")
-    acls.add_argument("--operator", default="User:payment-operator", help="who runs status and dlq")
+    acls.add_argument(
+        "--operator", default="User:payment-operator", help="who runs status, dlq list and show"
+    )
+    acls.add_argument("--replayer", default="User:payment-replayer", help="who runs dlq replay")
     acls.add_argument("--prefix", default="", help="KAFKA_TOPIC_PREFIX (default: none)")
     acls.add_argument("--group", default="payment-worker", help="KAFKA_CONSUMER_GROUP")
     generate = commands.add_parser("schemas", help="write the events' JSON Schemas and AsyncAPI")
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             args.readers,
             args.readers_group,
             args.operator,
+            args.replayer,
         )
         for line in shell_lines(acl_commands(principals, args.prefix, args.group)):
             print(line)

@@ -147,8 +147,15 @@ async def _replay(settings: Settings, selection: Selection, *, dry_run: bool) ->
     try:
         async with asyncio.timeout(CONNECT_SECONDS):
             found = await partitions_of(settings, inputs)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        raise DlqError(f"the partitions of the input topics: {exc!r}") from exc
+    except TimeoutError as exc:
+        raise DlqError(
+            f"the broker at {settings.kafka_bootstrap_servers} did not answer in "
+            f"{CONNECT_SECONDS:g} s"
+        ) from exc
+    except (KafkaError, OSError) as exc:
+        raise DlqError(
+            f"the broker at {settings.kafka_bootstrap_servers}, describing the input topics: {exc}"
+        ) from exc
     owners = {prefix + topic: why for topic, why in RESENT_BY_OWNER.items()}
     steps = list(dead_letters.plan(chosen, {t: len(p) for t, p in found.items()}, owners))
     replays = [step for step in steps if isinstance(step, Replay)]
@@ -167,9 +174,9 @@ async def _replay(settings: Settings, selection: Selection, *, dry_run: bool) ->
 
     def acknowledged(done: Sequence[Replay]) -> None:
         nonlocal sent
+        sent += len(done)  # counted before it is said: a closed stdout changes nothing sent
         for step in done:
             print(f"replayed {step.letter.source}", flush=True)
-        sent += len(done)
         progress(sent, len(replays))
 
     try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.conftest import Stack
 from tests.e2e.conftest import RunningWorker
@@ -121,8 +121,6 @@ async def test_dead_letters_are_listed_shown_and_replayed_once_after_the_fix(
 
 async def _ends(stack: Stack, prefix: str) -> dict[int, int]:
     """The end offset of each partition of the course topic."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
     await consumer.start()
     try:

@@ -30,8 +30,8 @@ from worker.core.topics import DLQ_TOPIC
 
 MECHANISM = "SCRAM-SHA-512"
 ROLES = ("worker", "admin-console", "webhook-ingress", "services", "readers")
-OPERATOR = "operator"
-USERS = (*ROLES, OPERATOR, "nobody")  # "nobody" has credentials and no ACL at all
+OPERATOR, REPLAYER = "operator", "replayer"
+USERS = (*ROLES, OPERATOR, REPLAYER, "nobody")  # "nobody" has credentials and no ACL at all
 
 
 def stack_tool(*arguments: str) -> None:
@@ -105,6 +105,7 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
         *(principal(users[role]) for role in ROLES),
         readers_group=f"r{group}",
         operator=principal(users[OPERATOR]),
+        replayer=principal(users[REPLAYER]),
     )
     commands = acl_commands(principals, prefix, group)
     for command in commands:
@@ -122,10 +123,12 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
                 resources.push_async_callback(made.stop)
                 return made
 
-            admin, ingress, service, operator, nobody = [
+            admin, ingress, service, operator, replayer, nobody = [
                 await producer(role)
-                for role in ("admin-console", "webhook-ingress", "services", OPERATOR, "nobody")
-            ]
+                for role in (
+                    "admin-console", "webhook-ingress", "services", OPERATOR, REPLAYER, "nobody"
+                )
+            ]  # fmt: skip
             as_worker = await producer("worker")
 
             # Allowed writes reach the worker, which answers them.
@@ -145,12 +148,12 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
                 *(
                     (who, topic)
                     for topic in ADMIN_TOPICS
-                    for who in (ingress, service, as_worker, operator)
+                    for who in (ingress, service, as_worker, operator, replayer)
                 ),
                 *(
                     (who, topic)
                     for topic in WEBHOOK_TOPICS
-                    for who in (admin, service, as_worker, operator)
+                    for who in (admin, service, as_worker, operator, replayer)
                 ),
                 *(
                     (who, "payment.confirmed")
@@ -167,8 +170,9 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
             again = await read_all(stack.kafka_bootstrap, prefix + "coins.credited", at_least=2)
             assert len(again) == 2
 
-            # The operator's commands, as the operator: status, and the dead letters read and
-            # a service's one replayed. The services' own principal may not read them.
+            # The operator's commands: status, and the dead letters read, as the operator; a
+            # service's letter replayed as the replayer. The operator may not replay, and the
+            # services' own principal may not read the dead letters.
             bad = {"student_id": "s-2", "course_id": "c-2"}  # no completed_at
             at = await send(service, prefix, "course.completed", bad, key="s-2")
             await read_all(stack.kafka_bootstrap, prefix + DLQ_TOPIC, at_least=1)
@@ -179,10 +183,14 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
             source = f"{prefix}course.completed:{at.partition}:{at.offset}"
             listed = await run_command(as_operator, "dlq", "list")
             assert (listed.code, [line.split("\t")[0] for line in listed.out]) == (0, [source])
-            replayed = await run_command(as_operator, "dlq", "replay")
+            refused = await run_command(as_operator, "dlq", "replay")
+            assert (refused.code, refused.out) == (1, []), refused.err
+            [said] = refused.err
+            assert "not authorized to write the source topic" in said
+            replayed = await run_command(as_user(env, users[REPLAYER]), "dlq", "replay")
             assert (replayed.code, replayed.out) == (0, [f"replayed {source}"]), replayed.err
-            refused = await run_command(as_user(env, users["services"]), "dlq", "list")
-            assert (refused.code, refused.out, len(refused.err)) == (1, [], 1)
+            unread = await run_command(as_user(env, users["services"]), "dlq", "list")
+            assert (unread.code, unread.out, len(unread.err)) == (1, [], 1)
             assert await worker.stop() == 0, worker.log_tail()
     finally:
         for command in commands:

@@ -11,7 +11,7 @@ from worker.cli import main
 from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, OUTPUT_TOPICS
 
 PRINCIPALS = Principals(
-    "User:w", "User:admin", "User:hooks", "User:platform", "User:r", "rg", "User:op"
+    "User:w", "User:admin", "User:hooks", "User:platform", "User:r", "rg", "User:op", "User:re"
 )
 
 
@@ -38,8 +38,8 @@ def test_each_input_has_one_owner_and_the_privileged_ones_no_other_writer() -> N
     owners = {
         **{topic: {"User:admin"} for topic in ADMIN_TOPICS},
         **{topic: {"User:hooks"} for topic in WEBHOOK_TOPICS},
-        # The operator replays the services' dead letters (payment-worker dlq replay).
-        **{topic: {"User:platform", "User:op"} for topic in SERVICE_TOPICS},
+        # The replayer re-sends the services' dead letters (payment-worker dlq replay).
+        **{topic: {"User:platform", "User:re"} for topic in SERVICE_TOPICS},
     }
     assert sorted(owners) == sorted(INPUT_TOPICS)  # each input owned once, none forgotten
     assert len(owners) == len(ADMIN_TOPICS) + len(WEBHOOK_TOPICS) + len(SERVICE_TOPICS)
@@ -81,15 +81,18 @@ def test_the_command_prints_shell_lines(capsys: pytest.CaptureFixture[str]) -> N
     assert all(shlex.split(line)[0] == "kafka-acls.sh" for line in lines)
     assert "--topic p.coins.adjustment.requested" in lines[3]
     assert "User:admin-console" in lines[3]
-    assert "User:payment-results" in lines[-4]
-    assert "User:payment-operator" in lines[-1]
+    assert "User:payment-results" in lines[-6]
+    assert "User:payment-operator" in lines[-4]
+    assert "User:payment-replayer" in lines[-1]
 
 
-def test_the_operator_describes_reads_dead_letters_and_writes_only_service_topics() -> None:
-    theirs = {(op, resource) for who, op, resource in grants() if who == "User:op"}
-    assert theirs == {
+def test_the_operator_only_reads_and_the_replayer_writes_only_service_topics() -> None:
+    def of(who: str) -> set[tuple[str, str]]:
+        return {(op, resource) for principal, op, resource in grants() if principal == who}
+
+    reading = {
         *(("Describe", f"topic:{topic}") for topic in (*INPUT_TOPICS, DLQ_TOPIC)),
-        ("Describe", "group:g1"),
         ("Read", f"topic:{DLQ_TOPIC}"),
-        *(("Write", f"topic:{topic}") for topic in SERVICE_TOPICS),
     }
+    assert of("User:op") == {*reading, ("Describe", "group:g1")}
+    assert of("User:re") == {*reading, *(("Write", f"topic:{topic}") for topic in SERVICE_TOPICS)}

@@ -105,16 +105,43 @@ def test_replays_go_to_their_source_partition_once_in_source_order() -> None:
 
     steps = list(plan([later, results, again, first], INPUTS))
 
-    # By source: topic, partition, offset (41 before 42), whatever the order of failing or
-    # reading; of two copies of one record, the first written.
-    assert isinstance(steps[0], Skipped)
-    assert "coins.credited is not an input topic" in steps[0].reason
-    assert steps[1] == Replay(first, "course.completed", 2, b"stu-1", b'{"a":1}', first.headers)
-    assert isinstance(steps[2], Skipped)
-    assert steps[2].letter is again
-    assert "another copy" in steps[2].reason
-    assert isinstance(steps[3], Replay)
-    assert steps[3].letter is later
+    # Each source partition by offset (41 before 42), whatever the order of failing or reading;
+    # of two copies of one record, the first written; partitions merged by failure time.
+    assert steps[0] == Replay(first, "course.completed", 2, b"stu-1", b'{"a":1}', first.headers)
+    assert isinstance(steps[1], Skipped)
+    assert steps[1].letter is again
+    assert "another copy" in steps[1].reason
+    assert isinstance(steps[2], Replay)
+    assert steps[2].letter is later
+    assert isinstance(steps[3], Skipped)
+    assert "coins.credited is not an input topic" in steps[3].reason
+
+
+def test_a_credit_is_replayed_before_the_redemption_that_failed_after_it() -> None:
+    """Topics sort `coins.redemption...` before `course.completed`: across topics the order is
+    when each failed (found by review), within a partition its offsets."""
+    credit = InboundRecord("course.completed", 3, 10, b"ana", b"{}", ())
+    spend = InboundRecord("coins.redemption.requested", 3, 4, b"ana", b"{}", ())
+    later_credit = InboundRecord("course.completed", 3, 11, b"ana", b"{}", ())
+    inputs = {"course.completed": 6, "coins.redemption.requested": 6}
+
+    def failed(record: InboundRecord, at: Coordinates, seconds: int) -> DeadLetter:
+        when = FAILED_AT + timedelta(seconds=seconds)
+        return read(at, None, None, dead_letter(record, ValueError(), when).headers)
+
+    letters = [
+        failed(spend, Coordinates("dlq", 1, 9), 1),
+        failed(later_credit, Coordinates("dlq", 0, 5), 2),
+        failed(credit, Coordinates("dlq", 0, 2), 0),
+    ]
+
+    steps = list(plan(letters, inputs))
+
+    assert [str(step.letter.source) for step in steps] == [
+        "course.completed:3:10",
+        "coins.redemption.requested:3:4",
+        "course.completed:3:11",
+    ]
 
 
 def test_letters_left_to_their_owner_or_of_a_partition_gone_are_skipped() -> None:

@@ -8,7 +8,9 @@ the partition it was consumed from; its event id makes that safe to repeat (CONT
 
 from __future__ import annotations
 
+import heapq
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -147,8 +149,7 @@ def plan(
     partitions: Mapping[str, int],
     resent_by_owner: Mapping[str, str] | None = None,
 ) -> Iterator[Replay | Skipped]:
-    """What a replay does with each chosen letter, in source order: each source partition's
-    letters by offset, as the worker first met them (one student's coin events keep their order).
+    """What a replay does with each chosen letter, in source order (`source_order`).
 
     `partitions` holds the number of partitions of each input topic of this deployment;
     `resent_by_owner` the input topics whose letters are never replayed, with who sends them
@@ -159,7 +160,7 @@ def plan(
     writing a dead letter and before committing wrote it again)."""
     owners = resent_by_owner or {}
     seen: set[Coordinates] = set()
-    for letter in sorted(letters, key=_source_order):
+    for letter in source_order(letters):
         source = letter.source
         if letter.truncated:
             yield Skipped(letter, "truncated copy: the record's bytes are not all here")
@@ -180,8 +181,27 @@ def plan(
             )
 
 
-def _source_order(letter: DeadLetter) -> tuple[bool, Coordinates, Coordinates]:
-    return (letter.source is None, letter.source or letter.at, letter.at)
+def source_order(letters: Iterable[DeadLetter]) -> Iterator[DeadLetter]:
+    """The letters as the worker first met them: each source partition's by offset, and the
+    partitions merged by when their next letter failed. A student's events on several topics
+    share a partition number, not a topic: failure time keeps a credit replayed before the
+    redemption that failed after it."""
+    queues: dict[tuple[str, int], list[DeadLetter]] = defaultdict(list)
+    unplaced = []
+    for letter in letters:
+        if letter.source is None:
+            unplaced.append(letter)
+        else:
+            queues[letter.source.topic, letter.source.partition].append(letter)
+    ordered = [sorted(q, key=lambda letter: (letter.source, letter.at)) for q in queues.values()]
+    heads = [(failure_order(q[0]), n, 0) for n, q in enumerate(ordered)]
+    heapq.heapify(heads)
+    while heads:
+        _, n, i = heapq.heappop(heads)
+        yield ordered[n][i]
+        if i + 1 < len(ordered[n]):
+            heapq.heappush(heads, (failure_order(ordered[n][i + 1]), n, i + 1))
+    yield from sorted(unplaced, key=lambda letter: letter.at)
 
 
 def failure_order(letter: DeadLetter) -> tuple[bool, datetime, Coordinates]:

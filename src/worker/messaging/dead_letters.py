@@ -4,10 +4,15 @@ source partitions (`payment-worker dlq`). Neither joins the worker's group nor c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
 
 from worker.core import dead_letters
 from worker.core.dead_letters import Coordinates, DeadLetter, Replay
@@ -40,6 +45,9 @@ async def read_all(settings: Settings, progress: Progress) -> AsyncIterator[Dead
         enable_auto_commit=False,
         isolation_level="read_committed",
         fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+        # Retention deleting the oldest letters mid-read moves on to the oldest kept, never to
+        # the end (which would pass over every letter left).
+        auto_offset_reset="earliest",
     )
     try:
         try:
@@ -52,16 +60,20 @@ async def read_all(settings: Settings, progress: Progress) -> AsyncIterator[Dead
         total = sum(ends[tp] - starts[tp] for tp in partitions)
         left = {tp for tp in partitions if ends[tp] > starts[tp]}
         done = 0
+        clock = asyncio.get_running_loop().time
+        reached = dict(starts)
+        waited = 0.0  # time spent asking the broker since a position last moved
         while left:
-            try:  # each round, and every position it asks for, bounded: never a silent hang
-                async with asyncio.timeout(STALL_SECONDS):
-                    batch = await consumer.getmany(*left, timeout_ms=1000)
-                    positions = {tp: await consumer.position(tp) for tp in left}
-            except TimeoutError as exc:
+            asked = clock()
+            batch, positions = await _round(consumer, left)
+            moved = any(positions.get(tp, reached[tp]) > reached[tp] for tp in left)
+            waited = 0.0 if moved else waited + clock() - asked
+            if waited >= STALL_SECONDS:
                 raise DlqError(
                     f"reading {topic} stalled for {STALL_SECONDS:g} s after {done} of about "
                     f"{total} letters: is the broker at {brokers} up?"
-                ) from exc
+                )
+            reached.update(positions)
             for tp, records in batch.items():
                 for record in records:
                     if record.offset >= ends[tp]:
@@ -75,7 +87,7 @@ async def read_all(settings: Settings, progress: Progress) -> AsyncIterator[Dead
                     )
             # A transaction's markers and compacted gaps leave no record at the end: the
             # position says when a partition is read through.
-            left = {tp for tp in left if positions[tp] < ends[tp]}
+            left = {tp for tp in left if reached[tp] < ends[tp]}
             progress(done, total)
     except (KafkaError, OSError) as exc:
         raise DlqError(f"the broker at {brokers}, reading {topic}: {_say(exc)}") from exc
@@ -83,9 +95,29 @@ async def read_all(settings: Settings, progress: Progress) -> AsyncIterator[Dead
         await consumer.stop()
 
 
+async def _round(
+    consumer: AIOKafkaConsumer, partitions: set[TopicPartition]
+) -> tuple[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], dict[TopicPartition, int]]:
+    """One fetch, and where each partition stands after it; each step bounded, so a broker gone
+    (a position being reset never returns) is a round with no progress, never a hang."""
+    batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+    positions: dict[TopicPartition, int] = {}
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STALL_SECONDS):
+            batch = await consumer.getmany(*partitions, timeout_ms=1000)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STALL_SECONDS):
+            for tp in partitions:
+                positions[tp] = await consumer.position(tp)
+    for tp, records in batch.items():  # what was fetched counts, whatever position said
+        if records:
+            positions[tp] = max(positions.get(tp, 0), records[-1].offset + 1)
+    return batch, positions
+
+
 def _say(error: BaseException) -> str:
     name, text = type(error).__name__, str(error)
-    return text if text.startswith(name) else f"{name}: {text}" if text else name
+    return text if name in text else f"{name}: {text}" if text else name
 
 
 async def _open(
@@ -113,8 +145,11 @@ async def replay(
     settings: Settings, replays: Sequence[Replay], sent: Callable[[Sequence[Replay]], None]
 ) -> None:
     """Send each replay to its source partition, acknowledged by all replicas, in order per
-    partition, calling `sent` with those acknowledged as they are. Stops at the first refusal
-    (DlqError): what was sent before it has been passed to `sent`."""
+    partition, in chunks of up to _IN_FLIGHT, calling `sent` with each chunk's acknowledged
+    replays. Stops at the first refusal (DlqError): what was acknowledged before it has been
+    passed to `sent`, and nothing after it is sent."""
+    if not replays:
+        return
     brokers = settings.kafka_bootstrap_servers
     producer = AIOKafkaProducer(
         **connection(settings),
@@ -131,20 +166,24 @@ async def replay(
             raise DlqError(
                 f"the broker at {brokers} did not answer in {CONNECT_SECONDS:g} s"
             ) from exc
+        except (KafkaError, OSError) as exc:
+            raise DlqError(f"the broker at {brokers}: {_refused(exc)}") from exc
         for start in range(0, len(replays), _IN_FLIGHT):
-            await _send(producer, replays[start : start + _IN_FLIGHT], sent)
-    except (KafkaError, OSError) as exc:
-        raise DlqError(f"the broker at {brokers}: {_refused(exc)}") from exc
+            acknowledged, refused = await _send(producer, replays[start : start + _IN_FLIGHT])
+            sent(acknowledged)  # outside any handler: the caller's own errors stay its own
+            if refused is not None:
+                raise DlqError(f"the broker at {brokers}: {_refused(refused)}") from refused
     finally:
         await producer.stop()
 
 
 async def _send(
-    producer: AIOKafkaProducer, chunk: Sequence[Replay], sent: Callable[[Sequence[Replay]], None]
-) -> None:
-    """Send `chunk`, wait for every answer, pass on the acknowledged; raise the first refusal."""
+    producer: AIOKafkaProducer, chunk: Sequence[Replay]
+) -> tuple[list[Replay], Exception | None]:
+    """Send `chunk` and wait for every answer: the acknowledged replays, and the first refusal.
+    A send that fails stops the chunk there; those queued before it are waited for."""
     futures: list[asyncio.Future[object]] = []
-    refused: BaseException | None = None
+    refused: Exception | None = None
     for r in chunk:
         try:
             futures.append(
@@ -152,26 +191,25 @@ async def _send(
                     r.topic, r.value, key=r.key, partition=r.partition, headers=list(r.headers)
                 )
             )
-        except KafkaError as exc:
+        except Exception as exc:  # noqa: BLE001 - said as the refusal, after the answers
             refused = exc
             break
     answers = await asyncio.gather(*futures, return_exceptions=True)
-    sent(
-        [
-            r
-            for r, answer in zip(chunk, answers, strict=False)
-            if not isinstance(answer, BaseException)
-        ]
-    )
-    refused = refused or next((a for a in answers if isinstance(a, BaseException)), None)
-    if refused is not None:
-        raise refused
+    acknowledged = [
+        r
+        for r, answer in zip(chunk, answers, strict=False)
+        if not isinstance(answer, BaseException)
+    ]
+    first = next((a for a in answers if isinstance(a, Exception)), None)
+    return acknowledged, first or refused
 
 
 def _refused(error: BaseException) -> str:
-    if isinstance(error, TopicAuthorizationFailedError):
+    if isinstance(error, TopicAuthorizationFailedError | ClusterAuthorizationFailedError):
+        # The idempotent producer's id needs Write on some topic: a principal with none is
+        # refused at the cluster before any topic is named.
         return (
             f"not authorized to write the source topic ({_say(error)}): replay as a principal "
-            "with Write on it (payment-worker kafka-acls --operator ...)"
+            "with Write on it (payment-worker kafka-acls --replayer ...)"
         )
     return _say(error)

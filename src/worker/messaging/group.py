@@ -95,22 +95,23 @@ async def _group(
         admin.describe_consumer_groups([group]),
         admin.list_consumer_group_offsets(group, partitions=partitions or None),
     )
+    state, members = _members(described, group)  # raises the group's own error first
     if partitions and not committed:
         # The broker answers every partition asked for (-1 when never committed); none at all
         # is a group-level error aiokafka 0.14 does not raise (a coordinator loading or moved).
         raise GroupCoordinatorNotAvailableError(f"no committed offsets answered for {group}")
-    state, members = _members(described, group)
     return state, members, committed
 
 
-async def _retried(ask: Callable[[], Awaitable[T]]) -> T:
+async def _retried(ask: Callable[[], Awaitable[T]], within: float = 15.0) -> T:
     """`ask` again while the broker says to (a coordinator still loading, or not yet chosen
-    for a group never seen); the caller's timeout bounds it."""
+    for a group never seen), for at most `within` seconds; then its last error stands."""
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         try:
             return await ask()
         except KafkaError as exc:
-            if not exc.retriable:
+            if not exc.retriable or asyncio.get_running_loop().time() >= deadline:
                 raise
         await asyncio.sleep(0.5)
 
