@@ -59,7 +59,7 @@ async def _within(step: Awaitable[T]) -> T | Exception:
 
 def _say(error: BaseException) -> str:
     name, text = type(error).__name__, str(error)
-    return text if text.startswith(name) else f"{name}: {text}" if text else name
+    return text if name in text else f"{name}: {text}" if text else name
 
 
 def _dlq(settings: Settings) -> str:

@@ -123,10 +123,14 @@ async def test_several_workers_sweeping_at_once_expire_each_lot_once_while_batch
             batch = [redeem(s, f"r{n}", rng.randint(1, 60)) for s in rng.sample(students, 10)]
             await apply(pool, batch, datetime.now(UTC), None)
 
-    # At once, each takes lots of its own (SKIP LOCKED before the limit): none waits, none
-    # finds only what another holds.
+    # At once, none waits for another. Not every one need find work: a sweep whose snapshot
+    # was taken before another committed may lock that one's wallets, now unlocked and with
+    # nothing left due, and expire nothing (seen once in CI: [14, 14, 14, 0]). That each one
+    # passes over the wallets another holds is tested by
+    # test_two_sweeps_of_students_with_interleaved_deadlines_hold_disjoint_wallets, with
+    # both transactions held open; here, that each lot expires once.
     first_rounds = await asyncio.gather(*(sweeper.sweep_once() for sweeper in sweepers))
-    assert all(expired > 0 for expired in first_rounds), first_rounds
+    assert sum(first_rounds) > 0, first_rounds
     tasks = [asyncio.create_task(s.run()) for s in sweepers]
     try:
         await spend()

@@ -68,7 +68,7 @@ class Consumer:
 
     async def getmany(self, *_: object, timeout_ms: int) -> dict[Any, list[Record]]:
         if self.answers == 0:
-            await asyncio.sleep(timeout_ms / 1000)
+            await asyncio.sleep(0.1)  # an empty fetch: each round short, the stall is their sum
             return {}
         self.answers -= 1
         self.at += 1
@@ -217,9 +217,12 @@ async def test_asking_again_has_a_deadline_and_a_refusal_is_not_retried() -> Non
             lambda: group._group(Admin(empty=10**6), "g", [TopicPartition("t", 0)]),  # type: ignore[arg-type]
             within=1.0,
         )
-    refusing = Admin(empty=0, error=GroupAuthorizationFailedError.errno)
+    refusing = Admin(empty=10**6, error=GroupAuthorizationFailedError.errno)
     with pytest.raises(GroupAuthorizationFailedError):
-        await group._retried(lambda: group._group(refusing, "g", []), within=60)  # type: ignore[arg-type]
+        await group._retried(
+            lambda: group._group(refusing, "g", [TopicPartition("t", 0)]),  # type: ignore[arg-type]
+            within=60,
+        )
     assert refusing.asked == 1
 
 

@@ -73,7 +73,8 @@ async def read_all(settings: Settings, progress: Progress) -> AsyncIterator[Dead
                     f"reading {topic} stalled for {STALL_SECONDS:g} s after {done} of about "
                     f"{total} letters: is the broker at {brokers} up?"
                 )
-            reached.update(positions)
+            for tp, position in positions.items():  # never backwards: no letter read twice
+                reached[tp] = max(reached[tp], position)
             for tp, records in batch.items():
                 for record in records:
                     if record.offset >= ends[tp]:
@@ -146,8 +147,9 @@ async def replay(
 ) -> None:
     """Send each replay to its source partition, acknowledged by all replicas, in order per
     partition, in chunks of up to _IN_FLIGHT, calling `sent` with each chunk's acknowledged
-    replays. Stops at the first refusal (DlqError): what was acknowledged before it has been
-    passed to `sent`, and nothing after it is sent."""
+    replays. Stops at the first refusal (DlqError): what was acknowledged has been passed to
+    `sent`, and no later chunk is sent. Within the refused chunk, letters after the refused one
+    may have been acknowledged (and said): a second run sends the refused one after them."""
     if not replays:
         return
     brokers = settings.kafka_bootstrap_servers
@@ -179,11 +181,11 @@ async def replay(
 
 async def _send(
     producer: AIOKafkaProducer, chunk: Sequence[Replay]
-) -> tuple[list[Replay], Exception | None]:
+) -> tuple[list[Replay], BaseException | None]:
     """Send `chunk` and wait for every answer: the acknowledged replays, and the first refusal.
     A send that fails stops the chunk there; those queued before it are waited for."""
     futures: list[asyncio.Future[object]] = []
-    refused: Exception | None = None
+    refused: BaseException | None = None
     for r in chunk:
         try:
             futures.append(
@@ -200,7 +202,8 @@ async def _send(
         for r, answer in zip(chunk, answers, strict=False)
         if not isinstance(answer, BaseException)
     ]
-    first = next((a for a in answers if isinstance(a, Exception)), None)
+    # Any answer that is not an acknowledgement (a cancelled one too) is a refusal.
+    first = next((a for a in answers if isinstance(a, BaseException)), None)
     return acknowledged, first or refused
 
 

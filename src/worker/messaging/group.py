@@ -69,7 +69,10 @@ async def describe(settings: Settings, topics: Sequence[str]) -> GroupView:
     await admin.start()
     try:
         await consumer.start()
-        state, members, committed = await _retried(lambda: _group(admin, group, partitions))
+        # Within status's own bound (15 s), so the coordinator's last error is what is said.
+        state, members, committed = await _retried(
+            lambda: _group(admin, group, partitions), within=8.0
+        )
         starts = await consumer.beginning_offsets(partitions) if partitions else {}
         ends = await consumer.end_offsets(partitions) if partitions else {}
     finally:
