@@ -105,3 +105,9 @@ def is_retriable(exc: BaseException) -> bool:
 def passes_by_itself(exc: BaseException) -> bool:
     """Whether `exc` is a passing fault, worth a client's "try again" (503)."""
     return fault_of(exc) in ("outage", "contention")
+
+
+def one_line(error: BaseException) -> str:
+    """An error as an operator reads it: its class named once, then what it says."""
+    name, text = type(error).__name__, str(error)
+    return text if name in text else f"{name}: {text}" if text else name

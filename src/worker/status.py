@@ -15,6 +15,7 @@ from aiokafka import TopicPartition
 from worker import admin
 from worker.core.topics import DLQ_TOPIC, INPUT_TOPICS, with_prefix
 from worker.db.outbox import Backlog
+from worker.errors import one_line
 from worker.messaging.group import GroupView, Member, describe
 from worker.settings import Settings
 
@@ -37,9 +38,9 @@ async def gather(settings: Settings) -> Status:
     )
     errors = []
     if isinstance(group, BaseException):
-        errors.append(f"kafka ({settings.kafka_bootstrap_servers}) failed: {_say(group)}")
+        errors.append(f"kafka ({settings.kafka_bootstrap_servers}) failed: {one_line(group)}")
     if isinstance(backlog, BaseException):
-        errors.append(f"database failed: {_say(backlog)}")
+        errors.append(f"database failed: {one_line(backlog)}")
     return Status(
         group=None if isinstance(group, BaseException) else group,
         backlog=None if isinstance(backlog, BaseException) else backlog,
@@ -55,11 +56,6 @@ async def _within(step: Awaitable[T]) -> T | Exception:
         return TimeoutError(f"no answer in {TIMEOUT_SECONDS:g} s")
     except Exception as exc:  # noqa: BLE001 - said on its line; the other dependency is shown
         return exc
-
-
-def _say(error: BaseException) -> str:
-    name, text = type(error).__name__, str(error)
-    return text if name in text else f"{name}: {text}" if text else name
 
 
 def _dlq(settings: Settings) -> str:

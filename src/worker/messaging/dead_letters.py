@@ -18,6 +18,7 @@ from worker.core import dead_letters
 from worker.core.dead_letters import Coordinates, DeadLetter, Replay
 from worker.core.messages import MAX_MESSAGE_BYTES
 from worker.core.topics import DLQ_TOPIC
+from worker.errors import one_line
 from worker.messaging.clients import connection, partitions_of
 from worker.settings import Settings
 
@@ -91,7 +92,7 @@ async def read_all(settings: Settings, progress: Progress) -> AsyncIterator[Dead
             left = {tp for tp in left if reached[tp] < ends[tp]}
             progress(done, total)
     except (KafkaError, OSError) as exc:
-        raise DlqError(f"the broker at {brokers}, reading {topic}: {_say(exc)}") from exc
+        raise DlqError(f"the broker at {brokers}, reading {topic}: {one_line(exc)}") from exc
     finally:
         await consumer.stop()
 
@@ -114,11 +115,6 @@ async def _round(
         if records:
             positions[tp] = max(positions.get(tp, 0), records[-1].offset + 1)
     return batch, positions
-
-
-def _say(error: BaseException) -> str:
-    name, text = type(error).__name__, str(error)
-    return text if name in text else f"{name}: {text}" if text else name
 
 
 async def _open(
@@ -212,7 +208,7 @@ def _refused(error: BaseException) -> str:
         # The idempotent producer's id needs Write on some topic: a principal with none is
         # refused at the cluster before any topic is named.
         return (
-            f"not authorized to write the source topic ({_say(error)}): replay as a principal "
+            f"not authorized to write the source topic ({one_line(error)}): replay as a principal "
             "with Write on it (payment-worker kafka-acls --replayer ...)"
         )
-    return _say(error)
+    return one_line(error)
