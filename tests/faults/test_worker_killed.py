@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -34,39 +35,41 @@ async def test_killed_workers_lose_nothing_and_apply_nothing_twice(
     env = worker_env(db_url, stack.kafka_bootstrap, **worker_settings())
     prefix, rng = env["KAFKA_TOPIC_PREFIX"], random.Random(7)  # noqa: S311 - reproducible choices
     await keep_producer_time(stack.kafka_bootstrap, env)
-    producing: asyncio.Task[None] | None = None
+    # One slice of the stream per worker, in order: each worker has input of its own to be
+    # killed in the middle of.
+    size = -(-len(stream.events) // KILLS)
+    slices = [
+        replace(stream, events=stream.events[n : n + size]) for n in range(0, KILLS * size, size)
+    ]
     killed, injected = 0, 0
-    while killed < KILLS:
+    for part in slices:
         # Every third crash is injected at the worst moment: the batch's effects and results
-        # are committed in PostgreSQL, its offsets are not.
+        # are committed in PostgreSQL, its offsets are not. Its slice is on the broker before
+        # the worker starts, so the worker has the batches to commit (at most 500 records each,
+        # and the failpoint fires after the first to the fourth).
         inject = killed % 3 == 2
         extra = {"WORKER_FAILPOINT_AFTER_DB_COMMIT": str(rng.randint(1, 4))} if inject else {}
+        if inject:
+            await produce(producer, prefix, part)
         async with running_worker({**env, **extra}, tmp_path) as worker:
             if inject:
                 # The failpoint may fire before the worker is seen ready (after its first batch,
                 # say): wait for the process to end, not for readiness.
-                try:
-                    code = await asyncio.wait_for(worker.process.wait(), 90)
-                    injected += code == -signal.SIGKILL
-                except TimeoutError:
-                    worker.process.kill()
+                code = await asyncio.wait_for(worker.process.wait(), 90)
+                assert code == -signal.SIGKILL, worker.log_tail()
+                injected += 1
             else:
-                await worker.wait_ready(within=90)
-                if producing is None:  # the first worker created the topics
-                    producing = asyncio.create_task(
-                        produce(producer, prefix, stream, per_second=2_000)
-                    )
+                await worker.wait_ready(within=90)  # the first worker creates the topics
+                producing = asyncio.create_task(produce(producer, prefix, part, per_second=2_000))
                 await asyncio.sleep(rng.uniform(0.3, 2.0))
                 worker.process.kill()
+                await producing
             await worker.process.wait()
             killed += 1
-    assert producing is not None
-    await producing
     async with running_worker(env, tmp_path) as worker:
         await worker.wait_ready(within=90)
         figures = await assert_outcome(db_url, stack.kafka_bootstrap, prefix, stream)
         assert await worker.stop() == 0, worker.log_tail()
-    assert injected >= 1, "no crash landed between a database commit and its offset commit"
 
     # Every lot falls due at once; two workers sweep it, killed at random moments meanwhile.
     due = await make_everything_due(db_url)
