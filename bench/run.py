@@ -664,10 +664,11 @@ async def raw_end_to_end(
 
 
 async def raw_end_to_end_group(
-    server_url: str, bootstrap: str, workload: Workload, args: argparse.Namespace
+    server_url: str, bootstrap: str, workload: Workload, args: argparse.Namespace, count: int
 ) -> float:
-    """`raw_end_to_end` with `--processes` processes in one group (`bench/floor.py`), started
-    on empty topics: events/s from the first event produced to the last offset committed."""
+    """`raw_end_to_end` with `count` processes in one group (`bench/floor.py`), started on
+    empty topics and fed as they run: events/s from the first event produced to the last
+    offset committed."""
     scenario = Scenario("raw-e2e-group", server_url, bootstrap)
     await scenario.create(workload)
     group = f"raw-e2e-group-{scenario.tag}"
@@ -684,7 +685,7 @@ async def raw_end_to_end_group(
             *(x for pair in arguments.items() for x in pair),
             stdout=asyncio.subprocess.PIPE,
         )
-        for _ in range(args.processes)
+        for _ in range(count)
     ]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -987,7 +988,9 @@ async def main(args: argparse.Namespace) -> int:
         say(f"ledger check: {problems or 'ok'}")
 
         if args.processes > 1:
-            results["processes"] = await processes(server_url, bootstrap, workload, want, args)
+            results["processes"] = await processes(
+                server_url, bootstrap, workload, want, args, args.processes
+            )
 
         sample = workload.events[: args.per_event_sample]
         single = Scenario("per-event", server_url, bootstrap)
@@ -1032,43 +1035,64 @@ async def main(args: argparse.Namespace) -> int:
             say(f"raw limits: the same, {args.processes} processes in one group")
             results["raw_e2e_processes"] = {
                 "count": args.processes,
-                "events_per_s": await raw_end_to_end_group(server_url, bootstrap, workload, args),
+                "events_per_s": await raw_end_to_end_group(
+                    server_url, bootstrap, workload, args, args.processes
+                ),
             }
             say(f"  {results['raw_e2e_processes']['events_per_s']:,.0f} events/s")
 
         if args.peer_events:
             results["peers"] = await peers(server_url, bootstrap, args)
 
-        loads = [rate * share for share in args.loads]
-        needed = int(sum(loads) * args.latency_seconds + loads[0] * WARM_UP_SECONDS) + 1
-        say(
-            "latency under open-loop load at "
-            f"{', '.join(f'{s:.0%}' for s in args.loads)} of {rate:,.0f} events/s"
-        )
-        lat_workload = generate(needed, args.students, seed=LATENCY_SEED, mix=MIXES[args.mix])
-        gc.freeze()
-        lat = Scenario("latency", server_url, bootstrap)
-        scenarios.append(lat)
-        await lat.create(lat_workload)
-        results["latency"] = await latency(lat, lat_workload, loads, args.latency_seconds)
-        say("latency of the floor (its one process), at the same loads on the same events")
+        # The latency runs feed their pipeline while it runs, the bench's producer on the same
+        # two cores; the maxima above were measured on topics filled before. So each pipeline's
+        # maximum is measured again as the latency runs see it (one process, fed as it runs),
+        # and its latency taken again at the same shares of that.
+        say("the maxima fed as they run, the bench's producer beside: the worker, the floor")
+        beside_worker = await processes(server_url, bootstrap, workload, want, args, 1)
+        beside_floor = await raw_end_to_end_group(server_url, bootstrap, workload, args, 1)
+        say(f"  the floor: {beside_floor:,.0f} events/s")
+        results["beside"] = {"worker": beside_worker, "floor": {"events_per_s": beside_floor}}
+
+        def sized(rates: list[float]) -> Workload:
+            """Events enough for the warm-up and every rate, the same seed every time."""
+            needed = int(sum(rates) * args.latency_seconds + rates[0] * WARM_UP_SECONDS) + 1
+            made = generate(needed, args.students, seed=LATENCY_SEED, mix=MIXES[args.mix])
+            gc.freeze()
+            return made
+
+        async def worker_latency(name: str, rates: list[float]) -> list[dict[str, float]]:
+            made = sized(rates)
+            scenario = Scenario(name, server_url, bootstrap)
+            scenarios.append(scenario)
+            await scenario.create(made)
+            return await latency(scenario, made, rates, args.latency_seconds)
+
         made_by = argparse.Namespace(mix=args.mix, students=args.students, seed=LATENCY_SEED)
+        shares = ", ".join(f"{s:.0%}" for s in args.loads)
+        loads = [rate * share for share in args.loads]
+        say(f"latency under open-loop load at {shares} of {rate:,.0f} events/s")
+        results["latency"] = await worker_latency("latency", loads)
+        say("latency of the floor (its one process), at the same loads on the same events")
         results["floor_latency"] = await floor_latency(
-            server_url, bootstrap, lat_workload, loads, args.latency_seconds, made_by
+            server_url, bootstrap, sized(loads), loads, args.latency_seconds, made_by
         )
         # A target set as a share of a pipeline's own maximum is at a floor only if the floor
         # cannot meet it at that share of *its* maximum: so the floor runs again, there.
         floor_max = results["raw_e2e"]["events_per_s"]
         own = [floor_max * share for share in args.loads]
-        say(
-            "latency of the floor at "
-            f"{', '.join(f'{s:.0%}' for s in args.loads)} of its own {floor_max:,.0f} events/s"
-        )
-        own_needed = int(sum(own) * args.latency_seconds + own[0] * WARM_UP_SECONDS) + 1
-        own_workload = generate(own_needed, args.students, seed=LATENCY_SEED, mix=MIXES[args.mix])
-        gc.freeze()
+        say(f"latency of the floor at {shares} of its own {floor_max:,.0f} events/s")
         results["floor_latency_own"] = await floor_latency(
-            server_url, bootstrap, own_workload, own, args.latency_seconds, made_by
+            server_url, bootstrap, sized(own), own, args.latency_seconds, made_by
+        )
+        # And both again at those shares of their maxima fed as they run.
+        fair = [beside_worker["events_per_s"] * share for share in args.loads]
+        say(f"latency at {shares} of the worker's {fair[-1] / args.loads[-1]:,.0f} events/s fed")
+        results["latency_beside"] = await worker_latency("latency-beside", fair)
+        fair_floor = [beside_floor * share for share in args.loads]
+        say(f"latency of the floor at {shares} of its {beside_floor:,.0f} events/s fed")
+        results["floor_latency_beside"] = await floor_latency(
+            server_url, bootstrap, sized(fair_floor), fair_floor, args.latency_seconds, made_by
         )
     finally:
         if not args.keep:
@@ -1082,24 +1106,31 @@ async def main(args: argparse.Namespace) -> int:
     checks = [results["ledger_check"], results["per_event"]["ledger_check"]]
     checks += [f["check"] for f in results.get("peers", {}).values() if isinstance(f, dict)]
     checks += [results["processes"]["check"]] if "processes" in results else []
+    checks += [results["beside"]["worker"]["check"]]
     return 0 if all(check == "ok" for check in checks) else 1
 
 
 async def processes(
-    server_url: str, bootstrap: str, workload: Workload, want: Expected, args: argparse.Namespace
+    server_url: str,
+    bootstrap: str,
+    workload: Workload,
+    want: Expected,
+    args: argparse.Namespace,
+    count: int,
 ) -> dict[str, Any]:
-    """The as-built run again, with `--processes` worker processes in one consumer group."""
-    scenario = Scenario(f"processes-{args.processes}", server_url, bootstrap)
+    """The as-built run again, with `count` worker processes in one consumer group, fed while
+    they run: the bench's producer sends the events beside them, as fast as it can."""
+    scenario = Scenario(f"processes-{count}", server_url, bootstrap)
     await scenario.create(workload)
     try:
-        say(f"{args.processes} worker processes in one group")
+        say(f"{count} worker process{'es' if count > 1 else ''} in one group, fed as it runs")
         # Started first, on empty topics, so the group has settled before the first event.
-        workers = [await start_worker(scenario) for _ in range(args.processes)]
+        workers = [await start_worker(scenario) for _ in range(count)]
         try:
             producing = asyncio.create_task(
                 produce_all(bootstrap, scenario.prefix, workload.events)
             )
-            seconds, rate, cpu = await run_to_completion(workers, args.events, "processes")
+            seconds, rate, cpu = await run_to_completion(workers, len(workload.events), "processes")
             await producing
             peak = max(w.peak_rss_mb() for w in workers)
         finally:
@@ -1108,7 +1139,7 @@ async def processes(
         problems = await check_ledger(scenario, want)
         say(f"  {rate:,.0f} events/s; ledger check: {problems or 'ok'}")
         return {
-            "count": args.processes,
+            "count": count,
             "seconds": seconds,
             "events_per_s": rate,
             "peak_rss_mb": peak,
@@ -1231,6 +1262,19 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             else []
         ),
     ]
+    if "beside" in results:
+        rows += [
+            (
+                "worker fed as it runs, 1 process",
+                f"{results['beside']['worker']['events_per_s']:,.0f} events/s",
+                "the bench's producer beside it, as in the latency runs",
+            ),
+            (
+                "the floor fed as it runs, 1 process",
+                f"{results['beside']['floor']['events_per_s']:,.0f} events/s",
+                "the same",
+            ),
+        ]
     if "peers" in results:
         found = results["peers"]
         worker = found["worker"]["events_per_s"]
@@ -1280,6 +1324,18 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
                 + (", VOID)" if floor.get("void") else ")"),
             )
         )
+    for key, whose in (("latency_beside", "the worker"), ("floor_latency_beside", "the floor")):
+        for share, phase in zip(args.loads, results.get(key) or [], strict=False):
+            rows.append(
+                (
+                    f"{whose} at {share:.0%} of its max fed",
+                    f"p50 {phase['p50_ms']:.0f} ms",
+                    f"p99 {phase['p99_ms']:.0f} ms, p99.9 {phase['p999_ms']:.0f} ms at "
+                    f"{phase['offered']:,.0f} events/s (bench producer lag p99 "
+                    f"{phase['producer_lag_p99_ms']:.0f} ms"
+                    + (", VOID)" if phase.get("void") else ")"),
+                )
+            )
     width = max(len(r[0]) for r in rows)
     print()
     sizes = f"{results['events']:,} events, {results['students']:,} students"
@@ -1323,6 +1379,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
             [p["offered"] for p in own], [p["p99_ms"] for p in own], marker="+", linestyle=":",
             color="grey", label="p99 of the floor at the same shares of its own maximum",
         )  # fmt: skip
+    for key, marker, label in (
+        ("latency_beside", "s", "p99 at the same shares of the worker's maximum fed as it runs"),
+        ("floor_latency_beside", "d", "p99 of the floor, the same of its maximum fed"),
+    ):
+        if fed := results.get(key):
+            axes.plot(
+                [p["offered"] for p in fed], [p["p99_ms"] for p in fed], marker=marker,
+                linestyle="--", label=label,
+            )  # fmt: skip
     axes.axhline(50, color="grey", linestyle="--", linewidth=0.8, label="50 ms target (p99 at 50%)")
     axes.axhline(
         100, color="grey", linestyle="-.", linewidth=0.8, label="100 ms target (p99 at 80%)"

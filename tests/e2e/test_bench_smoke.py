@@ -49,6 +49,12 @@ async def test_a_small_benchmark_run_completes_with_a_correct_ledger(
     assert [p["events"] for p in results["floor_latency_own"]] == [
         int(p["offered"] * 2) for p in results["floor_latency_own"]
     ]
+    # Both maxima again, fed as they run, and the latency at the same shares of those.
+    assert results["beside"]["worker"]["check"] == "ok"
+    for latency_key, whose in (("latency_beside", "worker"), ("floor_latency_beside", "floor")):
+        fed = results["beside"][whose]["events_per_s"]
+        assert [p["offered"] for p in results[latency_key]] == [fed * 0.25, fed * 0.5]
+        assert all(p["p99_ms"] >= p["p50_ms"] >= 0 for p in results[latency_key])
     assert results["processes"]["check"] == "ok"  # two worker processes in one group
     assert results["raw_e2e"]["events_per_s"] > 0  # the floor, alone and in a group of two
     assert results["raw_e2e_processes"]["events_per_s"] > 0

@@ -10,7 +10,8 @@ import os
 import secrets
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -38,6 +39,12 @@ def stack_tool(*arguments: str) -> None:
     subprocess.run([STACK, *arguments], check=True, capture_output=True)
 
 
+def stack_tools(name: str, commands: Iterable[Sequence[str]]) -> None:
+    """`scripts/stack NAME` once per command, two at a time: each starts a JVM, on two cores."""
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda command: stack_tool(name, *command), commands))
+
+
 @pytest.fixture
 def sasl_listener(stack: Stack) -> str:
     address = os.environ.get("KAFKA_SASL_LISTENER") or local_stack_env(os.environ).get(
@@ -52,17 +59,16 @@ def users() -> Iterator[dict[str, tuple[str, str]]]:
     """A SCRAM user per role, unique to this test: name and password; deleted afterwards."""
     run = uuid.uuid4().hex[:8]
     made = {role: (f"{role}-{run}", secrets.token_urlsafe(18)) for role in USERS}
-    for name, password in made.values():
-        stack_tool(
-            "kafka-configs", "--alter", "--entity-type", "users", "--entity-name", name,
-            "--add-config", f"{MECHANISM}=[password={password}]",
-        )  # fmt: skip
+    stack_tools("kafka-configs", (
+        ("--alter", "--entity-type", "users", "--entity-name", name,
+         "--add-config", f"{MECHANISM}=[password={password}]")
+        for name, password in made.values()
+    ))  # fmt: skip
     yield made
-    for name, _ in made.values():
-        stack_tool(
-            "kafka-configs", "--alter", "--entity-type", "users", "--entity-name", name,
-            "--delete-config", MECHANISM,
-        )  # fmt: skip
+    stack_tools("kafka-configs", (
+        ("--alter", "--entity-type", "users", "--entity-name", name, "--delete-config", MECHANISM)
+        for name, _ in made.values()
+    ))  # fmt: skip
 
 
 def principal(user: tuple[str, str]) -> str:
@@ -108,8 +114,7 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
         replayer=principal(users[REPLAYER]),
     )
     commands = acl_commands(principals, prefix, group)
-    for command in commands:
-        stack_tool("kafka-acls", *command)
+    stack_tools("kafka-acls", commands)
     try:
         async with AsyncExitStack() as resources:
             worker = await resources.enter_async_context(running_worker(env, tmp_path))
@@ -192,7 +197,10 @@ async def test_only_the_owners_may_write_privileged_topics_and_the_worker_runs_a
             assert (unread.code, unread.out, len(unread.err)) == (1, [], 1)
             assert await worker.stop() == 0, worker.log_tail()
     finally:
-        for command in commands:
-            stack_tool(
-                "kafka-acls", *("--remove" if a == "--add" else a for a in command), "--force"
-            )
+        stack_tools(
+            "kafka-acls",
+            (
+                [*("--remove" if a == "--add" else a for a in command), "--force"]
+                for command in commands
+            ),
+        )
