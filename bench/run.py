@@ -410,14 +410,15 @@ def cpu_snapshot(worker_pids: Iterable[int]) -> dict[str, float]:
 
 
 async def run_to_completion(
-    worker: Worker | Sequence[Worker], total: int, label: str
+    worker: Worker | Sequence[Worker], total: int, label: str, since: float | None = None
 ) -> tuple[float, float, dict[str, float]]:
-    """Seconds from the first event consumed to the last result published, the rate, and the
-    CPU microseconds per event of the worker processes (summed), PostgreSQL and Kafka over that
-    span. Several workers are one group: their counts add up; the outbox is shared."""
+    """Seconds from the first event consumed (or from `since`, a `time.perf_counter()`) to the
+    last result published, the rate, and the CPU microseconds per event of the worker processes
+    (summed), PostgreSQL and Kafka over that span. Several workers are one group: their counts
+    add up; the outbox is shared."""
     workers = [worker] if isinstance(worker, Worker) else list(worker)
     pids = [w.process.pid for w in workers]
-    first = last = None
+    first, last = since, None
     cpu_first = cpu_snapshot(pids)
     report = time.monotonic()
     while True:
@@ -665,7 +666,7 @@ async def raw_end_to_end(
 
 async def raw_end_to_end_group(
     server_url: str, bootstrap: str, workload: Workload, args: argparse.Namespace, count: int
-) -> float:
+) -> dict[str, float]:
     """`raw_end_to_end` with `count` processes in one group (`bench/floor.py`), started on
     empty topics and fed as they run: events/s from the first event produced to the last
     offset committed."""
@@ -708,17 +709,22 @@ async def raw_end_to_end_group(
         async with asyncio.timeout(180):
             await settled.wait()
         started = time.perf_counter()
-        await produce_all(bootstrap, scenario.prefix, workload.events)
+        producer_seconds = await produce_all(bootstrap, scenario.prefix, workload.events)
         async with asyncio.timeout(600):
             while True:
                 offsets = await admin.list_consumer_group_offsets(group)
                 if sum(max(o.offset, 0) for o in offsets.values()) >= len(workload.events):
                     break
                 await asyncio.sleep(0.1)
-        rate = len(workload.events) / (time.perf_counter() - started)
+        seconds = time.perf_counter() - started
         for task in following:
             task.cancel()
-        return rate
+        return {
+            "count": count,
+            "seconds": seconds,
+            "events_per_s": len(workload.events) / seconds,
+            "producer_seconds": producer_seconds,
+        }
     finally:
         await admin.close()
         for child in children:
@@ -1033,12 +1039,9 @@ async def main(args: argparse.Namespace) -> int:
         say(f"  {results['raw_e2e']['events_per_s']:,.0f} events/s")
         if args.processes > 1:
             say(f"raw limits: the same, {args.processes} processes in one group")
-            results["raw_e2e_processes"] = {
-                "count": args.processes,
-                "events_per_s": await raw_end_to_end_group(
-                    server_url, bootstrap, workload, args, args.processes
-                ),
-            }
+            results["raw_e2e_processes"] = await raw_end_to_end_group(
+                server_url, bootstrap, workload, args, args.processes
+            )
             say(f"  {results['raw_e2e_processes']['events_per_s']:,.0f} events/s")
 
         if args.peer_events:
@@ -1050,9 +1053,12 @@ async def main(args: argparse.Namespace) -> int:
         # and its latency taken again at the same shares of that.
         say("the maxima fed as they run, the bench's producer beside: the worker, the floor")
         beside_worker = await processes(server_url, bootstrap, workload, want, args, 1)
-        beside_floor = await raw_end_to_end_group(server_url, bootstrap, workload, args, 1)
+        results["beside"] = {
+            "worker": beside_worker,
+            "floor": await raw_end_to_end_group(server_url, bootstrap, workload, args, 1),
+        }
+        beside_floor = results["beside"]["floor"]["events_per_s"]
         say(f"  the floor: {beside_floor:,.0f} events/s")
-        results["beside"] = {"worker": beside_worker, "floor": {"events_per_s": beside_floor}}
 
         def sized(rates: list[float]) -> Workload:
             """Events enough for the warm-up and every rate, the same seed every time."""
@@ -1126,14 +1132,21 @@ async def processes(
         say(f"{count} worker process{'es' if count > 1 else ''} in one group, fed as it runs")
         # Started first, on empty topics, so the group has settled before the first event.
         workers = [await start_worker(scenario) for _ in range(count)]
+        producing: asyncio.Task[float] | None = None
         try:
+            # Timed from the first event produced, as the floor's group run is.
+            started = time.perf_counter()
             producing = asyncio.create_task(
                 produce_all(bootstrap, scenario.prefix, workload.events)
             )
-            seconds, rate, cpu = await run_to_completion(workers, len(workload.events), "processes")
-            await producing
+            seconds, rate, cpu = await run_to_completion(
+                workers, len(workload.events), "processes", since=started
+            )
+            producer_seconds = await producing
             peak = max(w.peak_rss_mb() for w in workers)
         finally:
+            if producing is not None and not producing.done():
+                producing.cancel()
             for w in workers:
                 await w.stop()
         problems = await check_ledger(scenario, want)
@@ -1141,6 +1154,7 @@ async def processes(
         return {
             "count": count,
             "seconds": seconds,
+            "producer_seconds": producer_seconds,
             "events_per_s": rate,
             "peak_rss_mb": peak,
             "cpu_us_per_event": cpu,
@@ -1267,12 +1281,16 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             (
                 "worker fed as it runs, 1 process",
                 f"{results['beside']['worker']['events_per_s']:,.0f} events/s",
-                "the bench's producer beside it, as in the latency runs",
+                "timed from the first event produced; the bench's producer sent them all in "
+                f"the first {results['beside']['worker']['producer_seconds']:.1f} s of "
+                f"{results['beside']['worker']['seconds']:.1f} s",
             ),
             (
                 "the floor fed as it runs, 1 process",
                 f"{results['beside']['floor']['events_per_s']:,.0f} events/s",
-                "the same",
+                "the same: the producer in the first "
+                f"{results['beside']['floor']['producer_seconds']:.1f} s of "
+                f"{results['beside']['floor']['seconds']:.1f} s",
             ),
         ]
     if "peers" in results:

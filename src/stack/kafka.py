@@ -3,6 +3,7 @@ with `java -cp`."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -283,7 +284,12 @@ class Kafka:
             )
         kafka_jars.ensure(self.settings)
         self.settings.kafka_dir.mkdir(parents=True, exist_ok=True)
-        (self.settings.kafka_dir / "log4j2-tools.properties").write_text(TOOLS_LOG4J)
+        tools_config = self.settings.kafka_dir / "log4j2-tools.properties"
+        if not tools_config.is_file() or tools_config.read_text() != TOOLS_LOG4J:
+            # Replaced whole, never rewritten in place: another tool's JVM may be reading it.
+            staged = tools_config.with_name(f"{tools_config.name}.{os.getpid()}")
+            staged.write_text(TOOLS_LOG4J)
+            staged.replace(tools_config)
         server = f"127.0.0.1:{self.settings.kafka_port}"
         command = self._tool(TOOLS[name], "--bootstrap-server", server, *args)
         return subprocess.run(command, check=False).returncode

@@ -1,6 +1,6 @@
 """A real Prometheus (Debian's server, `scripts/stack tools`) scraping a live worker every
-second with the alert rules loaded: the counters arrive, and the down alert fires when the
-worker stops."""
+second with the alert rules loaded: the counters arrive, and the down alert is raised when the
+worker stops (its firing a minute later is promtool's test, tests/unit/test_alerts.py)."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from tests.kafka import keep_producer_time
 from tests.worker_process import running_worker, worker_env
 
 KILLS = 10 * SCALE
+BATCH = 500  # records per batch at most, for an injected worker
 
 
 async def test_killed_workers_lose_nothing_and_apply_nothing_twice(
@@ -38,6 +39,7 @@ async def test_killed_workers_lose_nothing_and_apply_nothing_twice(
     # One slice of the stream per worker, in order: each worker has input of its own to be
     # killed in the middle of.
     size = -(-len(stream.events) // KILLS)
+    assert size >= 4 * BATCH, "an injected worker's slice must fill four batches"
     slices = [
         replace(stream, events=stream.events[n : n + size]) for n in range(0, KILLS * size, size)
     ]
@@ -48,7 +50,14 @@ async def test_killed_workers_lose_nothing_and_apply_nothing_twice(
         # the worker starts, so the worker has the batches to commit (at most 500 records each,
         # and the failpoint fires after the first to the fourth).
         inject = killed % 3 == 2
-        extra = {"WORKER_FAILPOINT_AFTER_DB_COMMIT": str(rng.randint(1, 4))} if inject else {}
+        extra = (
+            {
+                "WORKER_FAILPOINT_AFTER_DB_COMMIT": str(rng.randint(1, 4)),
+                "WORKER_BATCH_MAX_RECORDS": str(BATCH),
+            }
+            if inject
+            else {}
+        )
         if inject:
             await produce(producer, prefix, part)
         async with running_worker({**env, **extra}, tmp_path) as worker:
