@@ -40,7 +40,8 @@ def stack_tool(*arguments: str) -> None:
 
 
 def stack_tools(name: str, commands: Iterable[Sequence[str]]) -> None:
-    """`scripts/stack NAME` once per command, one after another (two at once were refused)."""
+    """`scripts/stack NAME` once per command, one after another (two at once failed once, on
+    a fresh clone)."""
     for command in commands:
         stack_tool(name, *command)
 
