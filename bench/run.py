@@ -229,44 +229,82 @@ async def create_topics(bootstrap: str, prefix: str) -> None:
 
 @dataclass
 class Worker:
+    """One `payment-worker run`: one worker process, or with WORKER_PROCESSES=n a supervisor
+    and n processes, process i serving its sidecar on `port + i`."""
+
     process: asyncio.subprocess.Process
     port: int
-    client: httpx.AsyncClient | None = None
+    count: int = 1
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def pids(self) -> list[int]:
+        """The processes doing the work: the worker, or the supervisor and its children."""
+        if self.count == 1:
+            return [self.process.pid]
+        try:
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+            return [self.process.pid, *map(int, children.read_text().split())]
+        except OSError:
+            return [self.process.pid]
 
     async def metrics(self) -> dict[str, float]:
-        """Consumed, published (results), backlog: summed from /metrics."""
-        if self.client is None:
-            self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=5)
-        text = (await self.client.get("/metrics")).text
+        """Consumed, published (results), backlog: summed from every process's /metrics."""
+        if not self.clients:
+            self.clients = [
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port + i}", timeout=5)
+                for i in range(self.count)
+            ]
         totals = {"consumed": 0.0, "published": 0.0, "backlog": 0.0}
-        for line in text.splitlines():
-            if line.startswith(
-                ("payment_worker_messages_total{", "payment_worker_dead_lettered_total ")
-            ):
-                totals["consumed"] += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("payment_worker_published_total{") and DLQ_TOPIC not in line:
-                totals["published"] += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("payment_worker_outbox_backlog "):
-                totals["backlog"] = float(line.rsplit(" ", 1)[1])
+        for client in self.clients:
+            text = (await client.get("/metrics")).text
+            for line in text.splitlines():
+                if line.startswith(
+                    ("payment_worker_messages_total{", "payment_worker_dead_lettered_total ")
+                ):
+                    totals["consumed"] += float(line.rsplit(" ", 1)[1])
+                elif line.startswith("payment_worker_published_total{") and DLQ_TOPIC not in line:
+                    totals["published"] += float(line.rsplit(" ", 1)[1])
+                elif line.startswith("payment_worker_outbox_backlog "):
+                    # The outbox is shared: every process sees the same one.
+                    totals["backlog"] = max(totals["backlog"], float(line.rsplit(" ", 1)[1]))
         return totals
 
     def peak_rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        match = re.search(r"VmHWM:\s+(\d+) kB", status)
-        return int(match.group(1)) / 1024 if match else float("nan")
+        """The largest peak RSS of one worker process (not the supervisor's)."""
+        peaks = []
+        for pid in self.pids()[1:] if self.count > 1 else self.pids():
+            status = Path(f"/proc/{pid}/status").read_text()
+            match = re.search(r"VmHWM:\s+(\d+) kB", status)
+            peaks.append(int(match.group(1)) / 1024 if match else float("nan"))
+        return max(peaks)
 
     async def stop(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
+        for client in self.clients:
+            await client.aclose()
         if self.process.returncode is None:
             self.process.terminate()
             await asyncio.wait_for(self.process.wait(), 60)
 
 
-async def start_worker(scenario: Scenario, **overrides: str) -> Worker:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports on loopback."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first: int = probe.getsockname()[1]
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+
+
+async def start_worker(scenario: Scenario, count: int = 1, **overrides: str) -> Worker:
+    """`payment-worker run` on the scenario, with `count` worker processes; ready when every
+    process's sidecar is."""
+    port = free_ports(count)
     env = {
         "PATH": os.environ["PATH"],
         "DATABASE_URL": scenario.database_url,
@@ -278,6 +316,7 @@ async def start_worker(scenario: Scenario, **overrides: str) -> Worker:
         "SIDECAR_JWT_SECRET": JWT_SECRET,
         "SIDECAR_HOST": "127.0.0.1",
         "PAYMENT_SERVICE_PORT": str(port),
+        "WORKER_PROCESSES": str(count),
         "LOG_LEVEL": "WARNING",
         **EXTRA_ENV,
         **overrides,
@@ -286,19 +325,23 @@ async def start_worker(scenario: Scenario, **overrides: str) -> Worker:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "worker", "run", env=env, stdout=log, stderr=log
     )
-    worker = Worker(process, port)
+    worker = Worker(process, port, count)
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.returncode is not None:
-            raise RuntimeError(f"worker exited {process.returncode}; see {log.name}")
-        try:
-            async with httpx.AsyncClient(timeout=2) as client:
-                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return worker
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.2)
-    raise RuntimeError("worker not ready after 90 s")
+    async with httpx.AsyncClient(timeout=2) as client:
+        for index in range(count):
+            while True:
+                if process.returncode is not None:
+                    raise RuntimeError(f"worker exited {process.returncode}; see {log.name}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"worker process {index} not ready after 90 s")
+                try:
+                    url = f"http://127.0.0.1:{port + index}/readyz"
+                    if (await client.get(url)).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+    return worker
 
 
 # --- producing --------------------------------------------------------------------------------
@@ -417,7 +460,7 @@ async def run_to_completion(
     (summed), PostgreSQL and Kafka over that span. Several workers are one group: their counts
     add up; the outbox is shared."""
     workers = [worker] if isinstance(worker, Worker) else list(worker)
-    pids = [w.process.pid for w in workers]
+    pids = [pid for w in workers for pid in w.pids()]
     first, last = since, None
     cpu_first = cpu_snapshot(pids)
     report = time.monotonic()
@@ -1124,14 +1167,18 @@ async def processes(
     args: argparse.Namespace,
     count: int,
 ) -> dict[str, Any]:
-    """The as-built run again, with `count` worker processes in one consumer group, fed while
-    they run: the bench's producer sends the events beside them, as fast as it can."""
+    """The as-built run again, with `count` worker processes in one consumer group (one
+    `payment-worker run` with WORKER_PROCESSES=count), fed while they run: the bench's producer
+    sends the events beside them, as fast as it can."""
     scenario = Scenario(f"processes-{count}", server_url, bootstrap)
     await scenario.create(workload)
     try:
-        say(f"{count} worker process{'es' if count > 1 else ''} in one group, fed as it runs")
+        say(
+            f"{count} worker process{'es' if count > 1 else ''} in one group "
+            f"(one `payment-worker run`, WORKER_PROCESSES={count}), fed as it runs"
+        )
         # Started first, on empty topics, so the group has settled before the first event.
-        workers = [await start_worker(scenario) for _ in range(count)]
+        workers = [await start_worker(scenario, count)]
         producing: asyncio.Task[float] | None = None
         try:
             # Timed from the first event produced, as the floor's group run is.
@@ -1144,6 +1191,7 @@ async def processes(
             )
             producer_seconds = await producing
             peak = max(w.peak_rss_mb() for w in workers)
+            running = len(workers[0].pids()) - (count > 1)  # not counting the supervisor
         finally:
             if producing is not None and not producing.done():
                 producing.cancel()
@@ -1153,6 +1201,7 @@ async def processes(
         say(f"  {rate:,.0f} events/s; ledger check: {problems or 'ok'}")
         return {
             "count": count,
+            "running": running,
             "seconds": seconds,
             "producer_seconds": producer_seconds,
             "events_per_s": rate,
@@ -1437,8 +1486,8 @@ def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
         "--processes",
         type=int,
         default=2,
-        help="worker processes in one group for the scale-out run beside the as-built one "
-        "(default 2; 1 skips it)",
+        help="worker processes (WORKER_PROCESSES, one group) for the scale-out run beside the "
+        "as-built one (default 2; 1 skips it)",
     )
     parser.add_argument(
         "--peer-events",

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from worker import admin, app, dlq_command, logs, schemas, status
+from worker import admin, app, dlq_command, logs, processes, schemas, status
 from worker.acls import Principals, acl_commands, shell_lines
 from worker.send import parse_data, send_event
 from worker.settings import (
@@ -33,7 +33,10 @@ EXIT_CONFIG_ERROR = 2
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="payment-worker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="consume events and serve the sidecar until SIGTERM")
+    commands.add_parser(
+        "run",
+        help="consume events and serve the sidecar until SIGTERM (WORKER_PROCESSES of them)",
+    )
     commands.add_parser("migrate", help="apply database migrations and exit")
     send = commands.add_parser("send", help="send one event to the worker's topics")
     send.add_argument("type", help="event type (= topic), e.g. course.completed")
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(event_id)
         return 0
+    if settings.worker_processes > 1:
+        return asyncio.run(processes.supervise(settings))
     return asyncio.run(app.run(settings))
 
 

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     worker_batch_max_wait_ms: int = Field(200, ge=0, le=60_000)
     worker_db_pool_size: int = Field(4, ge=2, le=100)
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
+    # Worker processes `run` starts, in one consumer group (worker.processes); process i serves
+    # its sidecar on PAYMENT_SERVICE_PORT + i.
+    worker_processes: int = Field(1, ge=1, le=64)
     sidecar_db_pool_size: int = Field(2, ge=1, le=50)
     sidecar_statement_timeout_ms: int = Field(2000, ge=1, le=600_000)
     payment_webhook_tolerance_seconds: int = Field(300, ge=1, le=86_400)
@@ -179,6 +182,16 @@ class Settings(BaseSettings):
                 read_rules(self.coin_rules_file, self.coin_max_amount)
             except ValueError as exc:
                 raise ValueError(f"COIN_RULES_FILE: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _every_process_has_a_port(self) -> Self:
+        last = self.payment_service_port + self.worker_processes - 1
+        if last > 65535:  # the highest TCP port
+            raise ValueError(
+                f"WORKER_PROCESSES: {self.worker_processes} processes need ports "
+                f"{self.payment_service_port} to {last} (PAYMENT_SERVICE_PORT + i), above 65535"
+            )
         return self
 
     @model_validator(mode="after")

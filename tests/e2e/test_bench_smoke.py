@@ -56,6 +56,7 @@ async def test_a_small_benchmark_run_completes_with_a_correct_ledger(
         assert [p["offered"] for p in results[latency_key]] == [fed * 0.25, fed * 0.5]
         assert all(p["p99_ms"] >= p["p50_ms"] >= 0 for p in results[latency_key])
     assert results["processes"]["check"] == "ok"  # two worker processes in one group
+    assert results["processes"]["running"] == 2  # both, under one `run` (WORKER_PROCESSES)
     assert results["raw_e2e"]["events_per_s"] > 0  # the floor, alone and in a group of two
     assert results["raw_e2e_processes"]["events_per_s"] > 0
     peers = results["peers"]

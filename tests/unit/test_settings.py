@@ -108,6 +108,8 @@ def test_dotenv_file_supplies_values(tmp_path: Path) -> None:
         ("SIDECAR_DB_POOL_SIZE", "0"),
         ("KAFKA_SESSION_TIMEOUT_MS", "1000"),  # the broker refuses under 6 s
         ("WORKER_FAILPOINT_AFTER_DB_COMMIT", "-1"),
+        ("WORKER_PROCESSES", "0"),
+        ("WORKER_PROCESSES", "65"),
         ("COIN_MAX_AMOUNT", "0"),
         ("COIN_MAX_AMOUNT", "9007199254740992"),
         ("PAYMENT_WEBHOOK_SECRET_MOCK", "whsec_15_bytes_"),  # at least 16 bytes
@@ -128,6 +130,19 @@ def test_bad_value_names_its_variable(
     message = str(caught.value)
     assert message.startswith(f"config error: {variable}: ")
     assert "\n" not in message
+
+
+def test_every_worker_process_needs_a_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_PROCESSES", "2")
+    monkeypatch.setenv("PAYMENT_SERVICE_PORT", "65534")
+    assert load_settings(env_file=None).worker_processes == 2  # 65534 and 65535
+    monkeypatch.setenv("PAYMENT_SERVICE_PORT", "65535")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file=None)
+    assert str(caught.value) == (
+        "config error: WORKER_PROCESSES: 2 processes need ports 65535 to 65536 "
+        "(PAYMENT_SERVICE_PORT + i), above 65535"
+    )
 
 
 def test_sidecar_secret_is_required_outside_development(monkeypatch: pytest.MonkeyPatch) -> None:
