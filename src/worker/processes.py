@@ -57,7 +57,8 @@ async def supervise(settings: Settings) -> int:
         exits = {asyncio.ensure_future(c.wait()): i for i, c in enumerate(children)}
         asked = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait([*exits, asked], return_when=asyncio.FIRST_COMPLETED)
-        first = min((exits[t] for t in done if t in exits), default=None)
+        # A signal that reached a process too (Ctrl-C reaches them all) may let it exit first.
+        first = None if stop.is_set() else min(exits[t] for t in done if t in exits)
         if first is not None:
             log.error(
                 "worker process %d exited with code %s without being asked to: stopping the rest",
