@@ -241,11 +241,11 @@ class Worker:
         """The processes doing the work: the worker, or the supervisor and its children."""
         if self.count == 1:
             return [self.process.pid]
-        try:
-            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-            return [self.process.pid, *map(int, children.read_text().split())]
-        except OSError:
-            return [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        found = [self.process.pid, *map(int, children.read_text().split())]
+        if len(found) != self.count + 1:
+            raise RuntimeError(f"{self.count} worker processes expected, found {found[1:]}")
+        return found
 
     async def metrics(self) -> dict[str, float]:
         """Consumed, published (results), backlog: summed from every process's /metrics."""
@@ -296,7 +296,7 @@ def free_ports(count: int) -> int:
             for port in range(first + 1, first + count):
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", port))
-        except OSError:
+        except (OSError, OverflowError):
             continue
         return first
 
@@ -1003,6 +1003,9 @@ async def main(args: argparse.Namespace) -> int:
     RESULTS = args.out
     RESULTS.mkdir(parents=True, exist_ok=True)
     EXTRA_ENV.update(item.split("=", 1) for item in args.worker_env)
+    for name in ("WORKER_PROCESSES", "PAYMENT_SERVICE_PORT"):  # the bench sets them per phase
+        if name in (n.upper() for n in EXTRA_ENV):
+            raise SystemExit(f"--worker-env: {name} is set by the bench (use --processes)")
     server_url = os.environ["DATABASE_URL"]
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     say(f"generating {args.events:,} events ({args.mix}) over {args.students:,} students")

@@ -15,10 +15,18 @@ STACK = ROOT / "scripts" / "stack"
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+def free_port(count: int = 1) -> int:
+    """A free port on loopback; with `count`, the first of that many consecutive free ones."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        try:
+            for other in range(port + 1, port + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", other))
+        except (OSError, OverflowError):
+            continue
         return port
 
 

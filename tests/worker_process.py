@@ -77,7 +77,7 @@ def worker_env(database_url: str, kafka_bootstrap: str, **overrides: str) -> dic
 @asynccontextmanager
 async def running_worker(env: dict[str, str], log_dir: Path) -> AsyncIterator[WorkerProcess]:
     """A worker process for the duration of the block; killed if it outlives it."""
-    port = free_port()
+    port = free_port(int(env.get("WORKER_PROCESSES", "1")))  # process i serves on port + i
     env = {**env, "PAYMENT_SERVICE_PORT": str(port)}
     log_path = log_dir / f"worker-{port}.log"
     with log_path.open("wb") as log:

@@ -8,9 +8,9 @@ workers would. Process i serves its own sidecar on PAYMENT_SERVICE_PORT + i.
 
 It is crash-only, as one worker is: when a process exits without being asked to, the others
 are stopped and the supervisor exits non-zero, saying which one, so that whatever restarts the
-service starts all of them again. A signal (SIGTERM, SIGINT) is passed on to every process; the
-supervisor exits 0 once all have stopped cleanly. A process that outlives its grace
-(WORKER_SHUTDOWN_GRACE_SECONDS, and some more for closing) is killed. If the supervisor itself
+service starts all of them again. A signal (SIGTERM, SIGINT) stops every process (each is sent
+SIGTERM); the supervisor exits 0 once all have stopped cleanly. A process that outlives its
+grace (WORKER_SHUTDOWN_GRACE_SECONDS, and some more for closing) is killed. If the supervisor itself
 dies, the kernel sends each process SIGTERM (Linux), so none is left consuming on its own.
 """
 
@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from worker.settings import Settings
 
@@ -32,19 +32,27 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Beyond a process's own grace: closing its clients and the sidecar after the last batch.
 CLOSING_SECONDS = 20.0
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_PER_PROCESS = frozenset({"WORKER_PROCESSES", "PAYMENT_SERVICE_PORT"})
+COMMAND = (sys.executable, "-m", "worker", "run")
 
 
 def child_environment(settings: Settings, index: int, base: Mapping[str, str]) -> dict[str, str]:
-    """Process `index`'s environment: the supervisor's, as one process, on its own port."""
+    """Process `index`'s environment: the supervisor's, as one process, on its own port.
+    Settings ignore case, so every spelling of the two variables is replaced."""
     return {
-        **base,
+        **{k: v for k, v in base.items() if k.upper() not in _PER_PROCESS},
         "WORKER_PROCESSES": "1",
         "PAYMENT_SERVICE_PORT": str(settings.payment_service_port + index),
     }
 
 
-async def supervise(settings: Settings) -> int:
-    """Run WORKER_PROCESSES worker processes until a signal, or until one of them exits."""
+async def supervise(
+    settings: Settings,
+    command: Sequence[str] = COMMAND,
+    closing_seconds: float = CLOSING_SECONDS,
+) -> int:
+    """Run WORKER_PROCESSES worker processes (each `command`) until a signal, or until one of
+    them exits. A process still running `closing_seconds` after its grace is killed."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in _SIGNALS:
@@ -53,7 +61,7 @@ async def supervise(settings: Settings) -> int:
     try:
         for index in range(settings.worker_processes):
             if not stop.is_set():
-                children.append(await _start(settings, index))
+                children.append(await _start(settings, index, command))
         exits = {asyncio.ensure_future(c.wait()): i for i, c in enumerate(children)}
         asked = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait([*exits, asked], return_when=asyncio.FIRST_COMPLETED)
@@ -67,32 +75,38 @@ async def supervise(settings: Settings) -> int:
                 extra={
                     "action": "process_exited",
                     "worker_process": first,
-                    "pid": children[first].pid,
+                    "child_pid": children[first].pid,
                 },
             )
         else:
             log.info("stopping every worker process", extra={"action": "shutdown"})
         asked.cancel()
-        codes = await _stop_all(children, settings.worker_shutdown_grace_seconds + CLOSING_SECONDS)
-        exit_code = 0 if first is None and not any(codes) else 1
+        codes = await _stop_all(children, settings.worker_shutdown_grace_seconds + closing_seconds)
+        # A process stopped by the signal itself (one still starting, with no handler yet)
+        # stopped as asked.
+        asked_to = {0, -signal.SIGTERM, -signal.SIGINT} if first is None else {0}
+        exit_code = 0 if first is None and all(c in asked_to for c in codes) else 1
+    except Exception:
+        log.exception("the supervisor failed: stopping every worker process", extra={
+            "action": "crash"})  # fmt: skip
+        codes, exit_code = [], 1
     finally:
-        for sig in _SIGNALS:
-            loop.remove_signal_handler(sig)
         for child in children:  # only if the supervisor itself failed on the way
             if child.returncode is None:
                 child.kill()
                 await child.wait()
+        for sig in _SIGNALS:  # after the last wait: a second signal must not cut it short
+            loop.remove_signal_handler(sig)
     log.info("stopped", extra={"action": "stopped", "exit_code": exit_code, "codes": codes})
     return exit_code
 
 
-async def _start(settings: Settings, index: int) -> asyncio.subprocess.Process:
+async def _start(
+    settings: Settings, index: int, command: Sequence[str]
+) -> asyncio.subprocess.Process:
     parent = os.getpid()
     child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker",
-        "run",
+        *command,
         env=child_environment(settings, index, os.environ),
         preexec_fn=lambda: _stop_with(parent),
     )
@@ -102,7 +116,7 @@ async def _start(settings: Settings, index: int) -> asyncio.subprocess.Process:
         extra={
             "action": "process_started",
             "worker_process": index,
-            "pid": child.pid,
+            "child_pid": child.pid,
             "port": settings.payment_service_port + index,
         },
     )
@@ -134,10 +148,14 @@ async def _stop_all(children: list[asyncio.subprocess.Process], within: float) -
         for index, child in enumerate(children):
             if child.returncode is None:
                 log.error(  # noqa: TRY400 - the timeout says it all: no traceback
-                    "worker process %d did not stop in %.0f s: killed",
+                    "worker process %d did not stop in %g s: killed",
                     index,
                     within,
-                    extra={"action": "process_killed", "worker_process": index, "pid": child.pid},
+                    extra={
+                        "action": "process_killed",
+                        "worker_process": index,
+                        "child_pid": child.pid,
+                    },
                 )
                 child.kill()
         await asyncio.gather(*(c.wait() for c in children))

@@ -24,10 +24,11 @@ PROCESSES = 2
 def started(worker: WorkerProcess) -> dict[int, int]:
     """Process index -> pid, from the supervisor's log."""
     found = {}
-    for line in worker.log_path.read_text(errors="replace").splitlines():
+    text = worker.log_path.read_text(errors="replace")
+    for line in text[: text.rfind("\n") + 1].splitlines():  # not a line still being written
         entry = json.loads(line)
         if entry.get("action") == "process_started":
-            found[entry["worker_process"]] = entry["pid"]
+            found[entry["worker_process"]] = entry["child_pid"]
     return found
 
 
@@ -118,7 +119,9 @@ async def test_a_process_that_dies_stops_the_others_and_the_supervisor_exits_1(
         assert not running(pids[0])
     log = [json.loads(line) for line in worker.log_path.read_text().splitlines()]
     exited = [e for e in log if e.get("action") == "process_exited"]
-    assert [(e["worker_process"], e["pid"], e["level"]) for e in exited] == [(1, pids[1], "ERROR")]
+    assert [(e["worker_process"], e["child_pid"], e["level"]) for e in exited] == [
+        (1, pids[1], "ERROR")
+    ]
 
 
 async def test_processes_stop_when_their_supervisor_is_killed(
