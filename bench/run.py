@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -51,6 +51,7 @@ from aiokafka import (
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.partitioner import DefaultPartitioner
+from pydantic import BaseModel
 
 from bench.peers import PEERS, run_peer
 from bench.workload import (
@@ -95,6 +96,7 @@ VOID_LAG_SHARE = 0.1
 # The latency runs' workload is drawn apart from the throughput runs' (another seed).
 LATENCY_SEED = 7
 RAW_SQL = (ROOT / "bench" / "raw_effects.sql").read_text()
+RAW_READS = (ROOT / "bench" / "raw_reads.sql").read_text()
 EXTRA_ENV: dict[str, str] = {}  # --worker-env: settings for every worker of the run
 
 
@@ -591,6 +593,19 @@ async def raw_sql(
         await conn.close()
 
 
+class Envelope(BaseModel):
+    """The least validation the contract asks of every input: a CloudEvents 1.0 envelope whose
+    data is an object (the worker goes on to validate each type's data)."""
+
+    specversion: Literal["1.0"]
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str | None = None
+    data: dict[str, Any]
+
+
 async def raw_end_to_end(
     scenario: Scenario,
     workload: Workload,
@@ -599,7 +614,8 @@ async def raw_end_to_end(
     group: str | None = None,
     until: int | None = None,
     assigned: Any = None,
-) -> float:
+    reads: bool = False,
+) -> dict[str, Any]:
     """The least any pipeline on this stack does per event, end to end: events/s.
 
     The worker's libraries and durability, and none of its code: getmany (500 records, as the
@@ -611,7 +627,15 @@ async def raw_end_to_end(
     It reads nothing before writing, so it stores no refusals it did not know in advance, and
     checks no repeats: a floor, not a rival.
 
-    Alone, it reads all of `events` and returns. In a group (`bench/floor.py`, one process
+    With `reads`, it also does the least of what the contract asks before those writes: each
+    record is validated as a CloudEvents envelope (`Envelope`, pydantic's `model_validate_json`,
+    instead of `json.loads`), and each batch first runs `bench/raw_reads.sql` in its transaction
+    (its wallets and payments locked, its stored decisions read; one round trip). It still
+    decides nothing from what it read, so it too is a floor.
+
+    Alone, it reads all of `events` and returns its events/s and CPU per event (µs: its own
+    process, PostgreSQL and the broker, from the first batch to the last commit; the bench does
+    nothing else meanwhile). In a group (`bench/floor.py`, one process
     each) it runs until `until` records, or for ever, and calls `assigned` with each new
     assignment.
     """
@@ -676,15 +700,21 @@ async def raw_end_to_end(
     try:
         await conn.execute("TRUNCATE outbox")
         seen, started = 0, 0.0
+        cpu_first: dict[str, float] = {}
         while until is None or seen < until:
             batch = await consumer.getmany(timeout_ms=500, max_records=500)
             if not batch:
                 continue
-            started = started or time.perf_counter()
+            if not started:
+                cpu_first = cpu_snapshot([os.getpid()])
+                started = time.perf_counter()
             records = [r for rs in batch.values() for r in rs]
             chunk: list[list[Any]] = [[] for _ in columns]
             for record in records:
-                json.loads(record.value)
+                if reads:
+                    Envelope.model_validate_json(record.value)
+                else:
+                    json.loads(record.value)
                 row = rows[record.value]
                 if (student := row[0]) is not None:  # balances in the order consumed
                     balances[student] += row[3] or 0
@@ -692,6 +722,12 @@ async def raw_end_to_end(
                 for column, value in zip(chunk, row, strict=True):
                     column.append(value)
             async with conn.transaction():
+                if reads:
+                    keys = read_keys(chunk)
+                    found = await conn.fetch(RAW_READS, *keys)
+                    # Every student's wallet is seeded: a read that found fewer read too little.
+                    if sum(row[0] == "wallet" for row in found) != len(set(keys[0])):
+                        raise RuntimeError("the contract's reads missed wallets of the batch")
                 await conn.execute(RAW_SQL, *chunk, False)
             if finishing is not None:
                 await finishing
@@ -700,11 +736,41 @@ async def raw_end_to_end(
             seen += len(records)
         if finishing is not None:
             await finishing
-        return seen / (time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        cpu_last = cpu_snapshot([os.getpid()])
+        cpu = {k: (cpu_last[k] - cpu_first[k]) * 1e6 / seen for k in cpu_last}
+        return {"events_per_s": seen / seconds, "cpu_us_per_event": cpu}
     finally:
         await producer.stop()
         await consumer.stop()
         await conn.close()
+
+
+def floor_cpu(result: dict[str, Any]) -> str:
+    """`raw_end_to_end`'s CPU per event, as words."""
+    cpu = result["cpu_us_per_event"]
+    return (
+        f"CPU per event: pipeline {cpu['worker']:.0f}, PostgreSQL {cpu['postgres']:.0f}, "
+        f"Kafka {cpu['kafka']:.0f} µs"
+    )
+
+
+def read_keys(chunk: list[list[Any]]) -> tuple[list[Any], ...]:
+    """`bench/raw_reads.sql`'s arguments for a batch's `raw_effects` columns: the coin events'
+    (student, type, reference), the payments requested and the payments changed."""
+    students, types, references, payment_ids, changed = [], [], [], [], []
+    for student, kind, reference, payment, status in zip(
+        chunk[0], chunk[1], chunk[2], chunk[6], chunk[7], strict=True
+    ):
+        if student is not None:
+            students.append(student)
+            types.append(kind)
+            references.append(reference)
+        elif status == "initiated":
+            payment_ids.append(payment)
+        elif status is not None:
+            changed.append(payment)
+    return students, types, references, payment_ids, changed
 
 
 async def raw_end_to_end_group(
@@ -1079,10 +1145,20 @@ async def main(args: argparse.Namespace) -> int:
         scenarios.append(floor)
         await floor.create(workload)
         await produce_all(bootstrap, floor.prefix, workload.events)
-        results["raw_e2e"] = {
-            "events_per_s": await raw_end_to_end(floor, workload, workload.events)
-        }
-        say(f"  {results['raw_e2e']['events_per_s']:,.0f} events/s")
+        results["raw_e2e"] = await raw_end_to_end(floor, workload, workload.events)
+        say(
+            f"  {results['raw_e2e']['events_per_s']:,.0f} events/s, {floor_cpu(results['raw_e2e'])}"
+        )
+        say("raw limits: the same with the contract's least: envelopes validated, reads locked")
+        contract = Scenario("raw-e2e-reads", server_url, bootstrap)
+        scenarios.append(contract)
+        await contract.create(workload)
+        await produce_all(bootstrap, contract.prefix, workload.events)
+        results["raw_e2e_reads"] = await raw_end_to_end(
+            contract, workload, workload.events, reads=True
+        )
+        reads = results["raw_e2e_reads"]
+        say(f"  {reads['events_per_s']:,.0f} events/s, {floor_cpu(reads)}")
         if args.processes > 1:
             say(f"raw limits: the same, {args.processes} processes in one group")
             results["raw_e2e_processes"] = await raw_end_to_end_group(
@@ -1314,7 +1390,14 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         (
             "raw: end to end, least Python",
             f"{results['raw_e2e']['events_per_s']:,.0f} events/s",
-            "getmany, json.loads, the raw SQL per batch, results in producer batches, commit",
+            "getmany, json.loads, the raw SQL per batch, results in producer batches, commit; "
+            + floor_cpu(results["raw_e2e"]),
+        ),
+        (
+            "raw: the same + the contract's reads",
+            f"{results['raw_e2e_reads']['events_per_s']:,.0f} events/s",
+            "envelopes validated by pydantic; per batch, wallets and payments locked and stored "
+            "decisions read in one statement; " + floor_cpu(results["raw_e2e_reads"]),
         ),
         *(
             [
@@ -1422,6 +1505,10 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         f"raw end to end / raw SQL:  "
         f"{results['raw_e2e']['events_per_s'] / results['raw_sql']['events_per_s']:.0%}"
     )
+    if "raw_e2e_reads" in results:
+        contract = results["raw_e2e_reads"]["events_per_s"]
+        print(f"as built / the same + the contract's reads: {batched / contract:.0%}")
+        print(f"the same + reads / raw SQL: {contract / results['raw_sql']['events_per_s']:.0%}")
     print(
         f"ledger check: {results['ledger_check']}; "
         f"per-event ledger check: {results['per_event']['ledger_check']}"
