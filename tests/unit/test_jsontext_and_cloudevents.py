@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.core import cloudevents, jsontext
+from worker.core.results import CoinsMoved, RuleApplied
 
 json_values = st.recursive(
     st.none()
@@ -80,3 +81,19 @@ def test_structured_json_is_json_dumps_of_the_attributes(
         data_json=data_json,
     )
     assert built == expected
+
+
+def test_a_coin_result_leaves_out_rule_and_item_id_when_none_and_only_those() -> None:
+    moved = {
+        "transaction_id": "t-1", "student_id": "s-1", "type": "redemption",
+        "reference_id": "r-1", "amount": 10, "balance_after": 90, "source_event_id": "e-1",
+    }  # fmt: skip
+    plain = json.loads(CoinsMoved(**moved).model_dump_json())
+    assert plain == moved
+    rule = RuleApplied(version=1, course_tier=None, base=100, tier=None, multiplier=1.0)
+    full = json.loads(CoinsMoved(**moved, rule=rule, item_id="mug").model_dump_json())
+    assert full["item_id"] == "mug"
+    # Inside the rule, a None is written as null: only the two optional fields are left out.
+    assert full["rule"] == {
+        "version": 1, "course_tier": None, "base": 100, "tier": None, "multiplier": 1.0
+    }  # fmt: skip

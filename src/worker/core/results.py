@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,8 +55,9 @@ PaymentRejection = Literal[
 class OutboundData(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Optional fields left out of the JSON, rather than written as null, when they are None.
-    omitted_when_none: ClassVar[frozenset[str]] = frozenset()
+
+def _is_none(value: object) -> bool:
+    return value is None
 
 
 class RuleApplied(OutboundData):
@@ -72,10 +73,6 @@ class RuleApplied(OutboundData):
 class CoinsMoved(OutboundData):
     """`data` of `coins.credited` and `coins.debited`; `amount` is always positive."""
 
-    # Left out of the JSON when None: a credit without coin rules, or a debit of no catalog
-    # item, reads as it always did.
-    omitted_when_none: ClassVar[frozenset[str]] = frozenset({"rule", "item_id"})
-
     transaction_id: str
     student_id: Id
     type: LedgerType
@@ -83,13 +80,18 @@ class CoinsMoved(OutboundData):
     amount: PositiveAmount
     balance_after: NonNegativeAmount
     source_event_id: Id
+    # `rule` and `item_id` are left out of the JSON when None, not written as null: a credit
+    # without coin rules, or a debit of no catalog item, reads as it always did.
     rule: RuleApplied | None = Field(
         default=None,
+        exclude_if=_is_none,
         description="a course completion's credit under COIN_RULES_FILE: how it was reckoned "
         "(absent without a rules file)",
     )
     item_id: Id | None = Field(
-        default=None, description="a redemption of a catalog item: the item (absent otherwise)"
+        default=None,
+        exclude_if=_is_none,
+        description="a redemption of a catalog item: the item (absent otherwise)",
     )
 
 
@@ -239,12 +241,6 @@ def _escaped(part: str) -> str:
     return part
 
 
-def _omitted(data: OutboundData) -> set[str] | None:
-    if not data.omitted_when_none:
-        return None
-    return {name for name in data.omitted_when_none if getattr(data, name) is None}
-
-
 def result_message(
     event_type: str, event_id: str, subject: str, data: OutboundData, time: datetime
 ) -> OutgoingMessage:
@@ -255,7 +251,7 @@ def result_message(
         source=SOURCE,
         subject=subject,
         time=time,
-        data_json=data.model_dump_json(exclude=_omitted(data)).encode(),
+        data_json=data.model_dump_json().encode(),
     )
     return OutgoingMessage(
         topic=event_type,
