@@ -258,7 +258,7 @@ class Worker:
             ]
         totals = {"consumed": 0.0, "published": 0.0, "backlog": 0.0}
         for client in self.clients:
-            text = (await client.get("/metrics")).text
+            text = (await client.get("/metrics", params=COUNTED)).text
             for line in text.splitlines():
                 if line.startswith(
                     ("payment_worker_messages_total{", "payment_worker_dead_lettered_total ")
@@ -359,6 +359,17 @@ def make_producer(bootstrap: str, linger_ms: int = 5) -> AIOKafkaProducer:
     )
 
 
+# The samples `Worker.metrics` reads, asked for by name: the bench polls ten times a second,
+# and the whole text (every partition's lag, the histograms) cost the worker 2 to 3% of its CPU.
+COUNTED = [
+    ("name[]", name)
+    for name in (
+        "payment_worker_messages_total",
+        "payment_worker_dead_lettered_total",
+        "payment_worker_published_total",
+        "payment_worker_outbox_backlog",
+    )
+]
 HEADERS = [("content-type", b"application/cloudevents+json; charset=UTF-8")]
 
 

@@ -40,6 +40,18 @@ async def test_alive_and_not_ready_before_the_worker_has_opened_its_parts(
     assert (await starting.get("/metrics")).status_code == 200
 
 
+async def test_metrics_can_be_asked_for_by_sample_name(starting: httpx.AsyncClient) -> None:
+    everything = (await starting.get("/metrics")).text
+    assert "payment_worker_outbox_backlog " in everything
+    named = await starting.get(
+        "/metrics",
+        params=[("name[]", "payment_worker_outbox_backlog"), ("name[]", "no_such_sample")],
+    )
+    assert named.status_code == 200
+    samples = [line for line in named.text.splitlines() if not line.startswith("#")]
+    assert samples == ["payment_worker_outbox_backlog 0.0"]
+
+
 async def test_reads_check_the_token_first_then_say_try_again(
     starting: httpx.AsyncClient,
 ) -> None:

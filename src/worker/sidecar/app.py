@@ -7,10 +7,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -99,9 +99,19 @@ def create_app(
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
     )
-    async def prometheus() -> Response:
-        """Prometheus text format."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus(
+        names: Annotated[
+            list[str] | None,
+            Query(
+                alias="name[]",
+                description="only these samples (repeatable, e.g. "
+                "`name[]=payment_worker_messages_total`), as Prometheus' own clients allow",
+            ),
+        ] = None,
+    ) -> Response:
+        """Prometheus text format: every metric, or only the samples named."""
+        registry = metrics.registry.restricted_registry(names) if names else metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
