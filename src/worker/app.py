@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from prometheus_client import CollectorRegistry
 
 from worker.core.assertions import AdminAssertions
 from worker.core.gateway import Gateway
@@ -47,7 +46,7 @@ from worker.messaging.consume import ConsumeLoop
 from worker.messaging.outbox import OutboxRelay
 from worker.messaging.publish import ResultPublisher
 from worker.messaging.sender import Sender
-from worker.metrics import Metrics
+from worker.metrics import Metrics, new_registry
 from worker.pipeline import Pipeline
 from worker.settings import Settings, read_assertion_keys, read_rules, webhook_secrets
 from worker.settings import jwt_secret as token_secret
@@ -86,7 +85,7 @@ async def run(settings: Settings) -> int:
     closes in reverse order of opening, the sidecar last."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    metrics = Metrics(CollectorRegistry())
+    metrics = Metrics(new_registry())
     backends: asyncio.Future[Backends] = loop.create_future()
     rules = token_rules(settings)
     app = create_app(backends, metrics, rules, RateLimiter(settings.sidecar_rate_limit_per_minute))

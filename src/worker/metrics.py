@@ -5,6 +5,13 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
+def new_registry() -> CollectorRegistry:
+    """The worker's registry, in which every sample can be asked for by name (`/metrics?name[]=`),
+    those of the process collector too (it has no `describe`: a registry made without this
+    flag leaves it out of a restricted collection)."""
+    return CollectorRegistry(support_collectors_without_names=True)
+
+
 class Metrics:
     """Every metric the worker exports. Labels stay low-cardinality: topic, outcome, handler."""
 

@@ -110,7 +110,9 @@ def create_app(
         ] = None,
     ) -> Response:
         """Prometheus text format: every metric, or only the samples named."""
-        registry = metrics.registry.restricted_registry(names) if names else metrics.registry
+        # As prometheus_client's own handler: blank names are dropped, and none means all.
+        named = [name for name in names or () if name]
+        registry = metrics.registry.restricted_registry(named) if named else metrics.registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(RequestValidationError)
