@@ -26,7 +26,7 @@ def command_for(
     registered = BY_TYPE.get(kind)
     if registered is None:
         raise BadInputError(f"no handler for event type {kind!r}")
-    envelope = decode(value, headers, kind).appended(appended_at)
+    envelope = decode(value, headers, kind, appended_at)
     command = registered.handler(envelope, parse_data(envelope, registered.data), policies)
     _check_subject(envelope.subject, key, _named_by_data(command))
     return command

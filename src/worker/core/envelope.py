@@ -34,14 +34,6 @@ class Envelope(BaseModel):
     datacontenttype: Literal["application/json"]
     data: Any
 
-    def appended(self, at: datetime | None) -> Envelope:
-        """This event as received in a record the broker appended `at` (None: not known)."""
-        if at is None:
-            return self  # most topics keep the producer's time: no copy on the hot path
-        copy = AppendedEnvelope.model_construct(self.model_fields_set, **dict(self))
-        copy._appended_at = at
-        return copy
-
     @property
     def received_at(self) -> datetime:
         """When the event reached the broker: the broker's append time where the topic records
@@ -51,9 +43,9 @@ class Envelope(BaseModel):
 
 class AppendedEnvelope(Envelope):
     """An event from a record whose topic records the broker's append time (LogAppendTime):
-    never read from the event itself, which its producer writes. A class of its own, so that
-    the envelopes of other topics, nearly all of them, carry no private attribute (pydantic
-    sets those up on every validation: 3 µs an event)."""
+    never read from the event itself, which its producer writes. Only `decode` makes one, and
+    sets that time. A class of its own, so that the envelopes of other topics, nearly all of
+    them, carry no private attribute (pydantic sets those up on every validation: 1.4 µs)."""
 
     _appended_at: datetime = PrivateAttr()
 
@@ -97,8 +89,11 @@ def _binary_attributes(headers: Headers) -> dict[str, Any] | None:
     return attributes if "specversion" in attributes else None
 
 
-def decode(value: bytes | None, headers: Headers, expected_type: str) -> Envelope:
-    """The record's event; binary mode when a `ce_specversion` header is present."""
+def decode(
+    value: bytes | None, headers: Headers, expected_type: str, appended_at: datetime | None = None
+) -> Envelope:
+    """The record's event; binary mode when a `ce_specversion` header is present. `appended_at`:
+    when the broker appended the record, where its topic records that (None: not known)."""
     attributes = _binary_attributes(headers)
     if attributes is not None:
         fields = {**attributes, "data": _parse_json(value, "value")}
@@ -109,7 +104,12 @@ def decode(value: bytes | None, headers: Headers, expected_type: str) -> Envelop
         if "data" not in fields:
             raise BadInputError("the event has no data")
     try:
-        envelope = Envelope.model_validate(fields)
+        if appended_at is None:
+            envelope = Envelope.model_validate(fields)
+        else:
+            appended = AppendedEnvelope.model_validate(fields)
+            appended._appended_at = appended_at
+            envelope = appended
     except ValidationError as exc:
         raise BadInputError(f"invalid envelope: {_summary(exc)}") from None
     if envelope.type != expected_type:
