@@ -2,8 +2,8 @@
 -- ONE statement: its students' wallets, locked in one order (balances and lifetime earnings
 -- decide every coin effect); the decisions already stored under its coin keys (a replay repeats
 -- its result); its payments, locked (the state machine moves from the stored status). $1..$3:
--- the coin events' student, type and reference; $4: the payment ids of payments requested;
--- $5: the provider payment ids of payment changes.
+-- the coin events' student, type and reference (a duplicate's are its original's); $4: the
+-- payment ids of payments requested; $5: the provider payment ids of payment changes.
 WITH wallets AS (
     SELECT student_id, balance
     FROM coin_wallets
@@ -12,7 +12,7 @@ WITH wallets AS (
     FOR UPDATE
 ),
 known AS (
-    SELECT r.student_id, r.outcome
+    SELECT r.student_id, r.outcome, r.result_value
     FROM coin_requests AS r
     JOIN unnest($1::text[], $2::text[], $3::text[]) AS k (student_id, type, reference_id)
         USING (student_id, type, reference_id)
@@ -31,10 +31,11 @@ changed AS (
     ORDER BY payment_id
     FOR UPDATE
 )
-SELECT 'wallet' AS kind, student_id AS id, balance::text AS value FROM wallets
+SELECT 'wallet' AS kind, student_id AS id, balance::text AS value, NULL::bytea AS result
+FROM wallets
 UNION ALL
-SELECT 'known', student_id, outcome FROM known
+SELECT 'known', student_id, outcome, result_value FROM known
 UNION ALL
-SELECT 'payment', payment_id, status FROM requested
+SELECT 'requested', payment_id, status, NULL FROM requested
 UNION ALL
-SELECT 'payment', payment_id, status FROM changed
+SELECT 'changed', payment_id, status, NULL FROM changed

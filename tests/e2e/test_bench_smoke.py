@@ -59,9 +59,9 @@ async def test_a_small_benchmark_run_completes_with_a_correct_ledger(
     assert results["processes"]["running"] == 2  # both, under one `run` (WORKER_PROCESSES)
     assert results["raw_e2e"]["events_per_s"] > 0  # the floor, alone and in a group of two
     assert results["raw_e2e_processes"]["events_per_s"] > 0
-    # The floor with the contract's reads, which raises if they missed a batch's wallets.
+    # The floor with the contract's reads, which raises if they missed wallets or payments.
     assert results["raw_e2e_reads"]["events_per_s"] > 0
-    assert all(results["raw_e2e_reads"]["cpu_us_per_event"][k] > 0 for k in ("worker", "postgres"))
+    assert results["raw_e2e_reads"]["cpu_us_per_event"]["worker"] > 0  # the floor's own process
     peers = results["peers"]
     assert [peers[name]["check"] for name in ("per message", "batched", "worker")] == ["ok"] * 3
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
