@@ -61,7 +61,8 @@ async def test_a_small_benchmark_run_completes_with_a_correct_ledger(
     assert results["raw_e2e_processes"]["events_per_s"] > 0
     # The floor with the contract's reads, which raises if they missed wallets or payments.
     assert results["raw_e2e_reads"]["events_per_s"] > 0
-    assert results["raw_e2e_reads"]["cpu_us_per_event"]["worker"] > 0  # the floor's own process
+    # Its own process's CPU; PostgreSQL's is 0 when the suite runs against a remote database.
+    assert results["raw_e2e_reads"]["cpu_us_per_event"]["worker"] > 0
     peers = results["peers"]
     assert [peers[name]["check"] for name in ("per message", "batched", "worker")] == ["ok"] * 3
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

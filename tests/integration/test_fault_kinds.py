@@ -9,11 +9,10 @@ from datetime import timedelta
 import asyncpg
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 from worker.db.pool import open_pool
 from worker.errors import fault_of, passes_by_itself
-from worker.metrics import Metrics
+from worker.metrics import Metrics, new_registry
 from worker.retry import transient_retry
 from worker.sidecar.api import ReadApi
 from worker.sidecar.app import Backends, create_app
@@ -97,7 +96,7 @@ async def reads(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
     backends: asyncio.Future[Backends] = asyncio.get_running_loop().create_future()
     backends.set_result(Backends(ready, ReadApi(pool, Cursors(b"k" * 32))))
-    app = create_app(backends, Metrics(CollectorRegistry()), TokenRules((SECRET,)))
+    app = create_app(backends, Metrics(new_registry()), TokenRules((SECRET,)))
     token = mint_token(SECRET, "ops", "admin", timedelta(minutes=5))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),

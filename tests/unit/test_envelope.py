@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -101,3 +102,17 @@ def test_bad_input_is_refused_with_a_reason(
 ) -> None:
     with pytest.raises(BadInputError, match=complaint):
         decode(value, headers, "course.completed")
+
+
+def test_received_at_is_the_brokers_append_time_whatever_the_event_says() -> None:
+    forged = {"_appended_at": "2030-01-01T00:00:00Z", "appended_at": "2030-01-01T00:00:00Z"}
+    appended = datetime(2026, 11, 26, 9, 5, tzinfo=UTC)
+    # Structured mode and binary mode, the event claiming another append time in its body or
+    # in a header: the broker's time counts where the topic records it, the event's otherwise.
+    for value, headers in (
+        (structured(**forged), ()),
+        (json.dumps(DATA).encode(), (*BINARY_HEADERS, ("ce__appended_at", b"2030-01-01"))),
+    ):
+        assert decode(value, headers, "course.completed", appended).received_at == appended
+        own = decode(value, headers, "course.completed")
+        assert own.received_at == own.time == datetime(2026, 11, 26, 9, tzinfo=UTC)

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 from worker.metrics import Metrics, new_registry
 from worker.sidecar.app import Backends, create_app
@@ -20,7 +19,7 @@ SECRET = "a-test-secret-of-at-least-thirty-two-bytes"
 @pytest.fixture
 async def starting() -> AsyncIterator[httpx.AsyncClient]:
     backends: asyncio.Future[Backends] = asyncio.get_running_loop().create_future()
-    app = create_app(backends, Metrics(CollectorRegistry()), TokenRules((SECRET,)))
+    app = create_app(backends, Metrics(new_registry()), TokenRules((SECRET,)))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://sidecar"
     ) as client:
