@@ -362,6 +362,7 @@ async def _work(
             max_records=settings.worker_batch_max_records,
             max_wait_ms=settings.worker_batch_max_wait_ms,
             failpoint_after_db_commit=settings.worker_failpoint_after_db_commit,
+            lanes=settings.worker_concurrent_batches,
         )
         stack.push_async_callback(_close, consumer, "consumer")
         readiness = Readiness(pool, consume.in_group, metrics)

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     worker_batch_max_records: int = Field(500, ge=1, le=100_000)
     worker_batch_max_wait_ms: int = Field(200, ge=0, le=60_000)
     worker_db_pool_size: int = Field(4, ge=2, le=100)
+    # Batches one process applies at once, each for its share of the partitions (partition
+    # number modulo this): one waits on the database while another is decoded and decided.
+    worker_concurrent_batches: int = Field(2, ge=1, le=16)
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
     # Worker processes `run` starts, in one consumer group (worker.processes); process i serves
     # its sidecar on PAYMENT_SERVICE_PORT + i.
@@ -191,6 +194,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"WORKER_PROCESSES: {self.worker_processes} processes need ports "
                 f"{self.payment_service_port} to {last} (PAYMENT_SERVICE_PORT + i), above 65535"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pool_serves_every_batch(self) -> Self:
+        if self.worker_db_pool_size <= self.worker_concurrent_batches:
+            raise ValueError(
+                f"WORKER_DB_POOL_SIZE: {self.worker_db_pool_size} connections leave none beside "
+                f"the {self.worker_concurrent_batches} concurrent batches "
+                "(WORKER_CONCURRENT_BATCHES) for the outbox relay; at least "
+                f"{self.worker_concurrent_batches + 1}"
             )
         return self
 

@@ -255,6 +255,7 @@ class FakeProducer:
         headers: list[Any],
         timestamp_ms: int | None = None,
     ) -> asyncio.Future[None]:
+        await asyncio.sleep(0)  # handing over yields to the event loop, as aiokafka's may
         if not self.started or self.stopped:
             raise ProducerClosed()
         if value in self.broker.too_large:
@@ -268,6 +269,7 @@ class FakeProducer:
     async def send_batch(
         self, batch: FakeBatch, topic: str, *, partition: int
     ) -> asyncio.Future[None]:
+        await asyncio.sleep(0)
         if not self.started or self.stopped:
             raise ProducerClosed()
         return self._deliver(topic, partition, batch.messages)

@@ -92,6 +92,7 @@ def consume_loop(
     publish: Publisher | None = None,
     ordered_together: tuple[str, ...] = (),
     coin_results_queued: Callable[[], Awaitable[bool]] | None = None,
+    lanes: int = 1,
 ) -> ConsumeLoop:
     """A loop that sets `stop` once a batch is committed and `until()` holds."""
 
@@ -111,6 +112,7 @@ def consume_loop(
         max_records=100,
         max_wait_ms=5,
         on_committed=on_committed,
+        lanes=lanes,
     )
 
 
@@ -124,7 +126,10 @@ async def owning(consumer: FakeConsumer, *partitions: TopicPartition) -> FakeCon
     return consumer
 
 
-async def test_a_batch_is_applied_in_timestamp_order_and_committed_per_partition() -> None:
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_a_batch_is_applied_in_timestamp_order_and_committed_per_partition(
+    lanes: int,
+) -> None:
     consumer = FakeConsumer()
     for n in range(5):
         consumer.append(CREDITS, b"c%d" % n, timestamp=10 * n)
@@ -133,7 +138,7 @@ async def test_a_batch_is_applied_in_timestamp_order_and_committed_per_partition
     consumer.committed_offsets[CREDITS] = 2  # credits 0 and 1 were applied before
     metrics = Metrics(CollectorRegistry())
     applier, stop = Applier(), asyncio.Event()
-    loop = consume_loop(consumer, applier, stop, metrics=metrics)
+    loop = consume_loop(consumer, applier, stop, metrics=metrics, lanes=lanes)
     await owning(consumer, CREDITS, MORE_CREDITS, REDEMPTIONS)
 
     await within_deadline(loop.run(stop))
@@ -204,9 +209,10 @@ async def test_a_commit_refused_after_a_rebalance_is_counted_and_consuming_goes_
     assert metrics.registry.get_sample_value("payment_worker_offset_commit_failures_total") == 1
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 @pytest.mark.parametrize("failing", ["apply", "publish"])
 async def test_a_batch_that_fails_to_apply_or_publish_stops_consuming_and_commits_nothing(
-    failing: str,
+    failing: str, lanes: int
 ) -> None:
     consumer = FakeConsumer()
     consumer.append(CREDITS, b"x")
@@ -216,9 +222,10 @@ async def test_a_batch_that_fails_to_apply_or_publish_stops_consuming_and_commit
 
     stop = asyncio.Event()
     if failing == "apply":
-        loop = consume_loop(consumer, Applier(fails), stop)
+        loop = consume_loop(consumer, Applier(fails), stop, lanes=lanes)
     else:
-        loop = consume_loop(consumer, Applier(), stop, publish=Publisher(consumer, fails))
+        publisher = Publisher(consumer, fails)
+        loop = consume_loop(consumer, Applier(), stop, publish=publisher, lanes=lanes)
     await owning(consumer, CREDITS)
 
     with pytest.raises(RuntimeError, match=f"could not {failing}"):
@@ -257,7 +264,8 @@ async def test_a_rebalance_waits_until_the_batch_in_hand_is_committed() -> None:
     assert loop.guard.joined
 
 
-async def test_stop_lets_the_batch_in_hand_finish_and_takes_no_other() -> None:
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_stop_lets_the_batch_in_hand_finish_and_takes_no_other(lanes: int) -> None:
     consumer = FakeConsumer()
     consumer.append(CREDITS, b"a")
     stop = asyncio.Event()
@@ -267,7 +275,7 @@ async def test_stop_lets_the_batch_in_hand_finish_and_takes_no_other() -> None:
         consumer.append(CREDITS, b"after the stop")
 
     applier = Applier(stopped_meanwhile)
-    loop = consume_loop(consumer, applier, stop)
+    loop = consume_loop(consumer, applier, stop, lanes=lanes)
     await owning(consumer, CREDITS)
 
     await within_deadline(loop.run(stop))
@@ -290,7 +298,10 @@ async def test_in_group_needs_partitions_and_a_known_coordinator() -> None:
     assert loop.in_group()
 
 
-async def test_an_unreadable_record_is_dead_lettered_and_no_other_record_is_lost() -> None:
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_an_unreadable_record_is_dead_lettered_and_no_other_record_is_lost(
+    lanes: int,
+) -> None:
     consumer = FakeConsumer()
     consumer.append(CREDITS, b"before")
     bad = consumer.append_unreadable(CREDITS)
@@ -306,7 +317,12 @@ async def test_an_unreadable_record_is_dead_lettered_and_no_other_record_is_lost
     stop = asyncio.Event()
     applier = Applier()
     loop = consume_loop(
-        consumer, applier, stop, until=lambda: len(applier.applied) == 4, dead_letter=dead_letter
+        consumer,
+        applier,
+        stop,
+        until=lambda: len(applier.applied) == 4,
+        dead_letter=dead_letter,
+        lanes=lanes,
     )
     await owning(consumer, CREDITS, MORE_CREDITS)
 
@@ -542,3 +558,88 @@ async def test_the_outbox_check_waits_out_a_database_outage() -> None:
     await within_deadline(loop.run(stop))
     assert applier.queued_all == [False]
     assert answers == []
+
+
+class LaneApplier(Applier):
+    """An Applier that holds every batch of partition 0 until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(
+        self, records: Sequence[InboundRecord], queue_all: bool
+    ) -> list[OutgoingMessage]:
+        if any(r.partition == 0 for r in records):
+            self.holding.set()
+            await self.release.wait()
+        return await super().__call__(records, queue_all)
+
+
+async def test_each_lane_applies_its_own_partitions_and_one_held_does_not_hold_another() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"lane 0")
+    consumer.append(REDEMPTIONS, b"lane 0 too")
+    consumer.append(MORE_CREDITS, b"lane 1")
+    applier, stop = LaneApplier(), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop, until=lambda: len(applier.batches) == 2, lanes=2)
+    await owning(consumer, CREDITS, MORE_CREDITS, REDEMPTIONS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(applier.holding.wait())
+
+    # Partition 1's lane applies, publishes and commits while partition 0's batch is held.
+    for _ in range(50):
+        if consumer.commits:
+            break
+        await asyncio.sleep(0.001)
+    assert applier.batches == [[(MORE_CREDITS.topic, 1, 0)]]
+    assert consumer.commits == [{MORE_CREDITS: 1}]
+
+    applier.release.set()
+    await within_deadline(consuming)
+    # One student's coin topics share a partition number, so a lane and a batch.
+    assert applier.batches[1] == [(CREDITS.topic, 0, 0), (REDEMPTIONS.topic, 0, 0)]
+    assert consumer.committed_offsets == {MORE_CREDITS: 1, CREDITS: 1, REDEMPTIONS: 1}
+
+
+async def test_a_rebalance_waits_for_the_batch_in_hand_of_every_lane() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"held")
+    consumer.append(MORE_CREDITS, b"other lane")
+    applier, stop = LaneApplier(), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop, until=lambda: len(applier.batches) == 2, lanes=2)
+    await owning(consumer, CREDITS, MORE_CREDITS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(applier.holding.wait())
+
+    rebalance = asyncio.create_task(consumer.rebalance([REDEMPTIONS]))
+    for _ in range(50):
+        await asyncio.sleep(0.001)
+    assert not rebalance.done(), "the partitions were revoked with a lane's batch in hand"
+    assert consumer.owned == {CREDITS, MORE_CREDITS}
+
+    applier.release.set()
+    await within_deadline(rebalance)
+    await within_deadline(consuming)
+    assert consumer.committed_offsets == {CREDITS: 1, MORE_CREDITS: 1}
+    assert consumer.owned == {REDEMPTIONS}
+
+
+async def test_a_batch_taken_before_a_rebalance_is_read_again_not_applied_after_it() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop, until=lambda: len(applier.batches) == 1, lanes=2)
+    await owning(consumer, CREDITS)
+    async with loop.guard._lock:  # a rebalance's revoke is under way: every lane waits
+        consuming = asyncio.create_task(loop.run(stop))
+        for _ in range(20):
+            await asyncio.sleep(0.001)  # the lane took the record meanwhile
+        assert consumer.positions[CREDITS] == 1
+        loop.guard.generation += 1
+        consumer.positions[CREDITS] = 0  # as aiokafka: the new assignment starts at the commit
+
+    await within_deadline(consuming)
+    assert applier.batches == [[(CREDITS.topic, 0, 0)]]  # once, after the rebalance
+    assert consumer.commits == [{CREDITS: 1}]

@@ -3,6 +3,7 @@ a passing fault sent again whole, a message refused for good parked without the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from aiokafka.errors import CorruptRecordException, KafkaTimeoutError, MessageSizeTooLargeError
@@ -208,3 +209,25 @@ async def test_messages_sent_alone_keep_the_create_time_of_their_send() -> None:
 
     assert [s.value for s in broker.taken] == [b"v1", b"v3", b"v4"]
     assert len({s.timestamp for s in broker.taken}) == 1
+
+
+async def test_publishes_at_once_take_turns_so_a_producer_replaced_for_one_spares_the_other() -> (
+    None
+):
+    # Two consume lanes publish at once; one's refused message makes the sender replace the
+    # producer, which must not be pulled from under the other's batches, still being handed over.
+    broker = FakeBroker(refuses={b"a2": CorruptRecordException()}, batch_size=1)
+    parking, metrics = Parking(), Metrics(CollectorRegistry())
+    results = await publisher(broker, parking, metrics)
+    lane_a = [message(b"a1"), message(b"a2"), message(b"a3")]
+    lane_b = [message(b"b%d" % n, topic="coins.debited") for n in range(50)]
+
+    await asyncio.gather(results.publish(lane_a), results.publish(lane_b))
+
+    assert [s.value for s in broker.taken if s.value.startswith(b"a")] == [b"a1", b"a3"]
+    assert [m.value for m, _ in parking.parked] == [b"a2"]
+    theirs = [s for s in broker.taken if s.value.startswith(b"b")]
+    assert [s.value for s in theirs] == [m.value for m in lane_b]  # each once, in order
+    # ... all in producer batches of one producer: none was refused, so none went alone.
+    assert {(s.via, s.producer) for s in theirs} == {("batch", theirs[0].producer)}
+    assert published(metrics, "coins.debited") == 50

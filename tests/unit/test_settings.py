@@ -110,6 +110,8 @@ def test_dotenv_file_supplies_values(tmp_path: Path) -> None:
         ("WORKER_FAILPOINT_AFTER_DB_COMMIT", "-1"),
         ("WORKER_PROCESSES", "0"),
         ("WORKER_PROCESSES", "65"),
+        ("WORKER_CONCURRENT_BATCHES", "0"),
+        ("WORKER_CONCURRENT_BATCHES", "17"),
         ("COIN_MAX_AMOUNT", "0"),
         ("COIN_MAX_AMOUNT", "9007199254740992"),
         ("PAYMENT_WEBHOOK_SECRET_MOCK", "whsec_15_bytes_"),  # at least 16 bytes
@@ -142,6 +144,21 @@ def test_every_worker_process_needs_a_port(monkeypatch: pytest.MonkeyPatch) -> N
     assert str(caught.value) == (
         "config error: WORKER_PROCESSES: 2 processes need ports 65535 to 65536 "
         "(PAYMENT_SERVICE_PORT + i), above 65535"
+    )
+
+
+def test_the_pool_has_a_connection_beside_every_concurrent_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings(env_file=None).worker_concurrent_batches == 2  # of a pool of 4
+    monkeypatch.setenv("WORKER_CONCURRENT_BATCHES", "3")
+    assert load_settings(env_file=None).worker_concurrent_batches == 3
+    monkeypatch.setenv("WORKER_CONCURRENT_BATCHES", "4")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file=None)
+    assert str(caught.value) == (
+        "config error: WORKER_DB_POOL_SIZE: 4 connections leave none beside the 4 concurrent "
+        "batches (WORKER_CONCURRENT_BATCHES) for the outbox relay; at least 5"
     )
 
 

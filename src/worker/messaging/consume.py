@@ -4,12 +4,19 @@ The publishing and committing of one batch overlap the applying of the next: bat
 go out and its offsets commit while batch N+1 is decided in the database. Batch N+1's results
 are sent only after batch N's are acknowledged and its offsets committed, so results keep the
 order they were decided in and committed offsets only move forward.
+
+With more than one lane (`WORKER_CONCURRENT_BATCHES`), each lane does this for its own share of
+the partitions: those whose number, modulo the lane count, is the lane's. One student's events
+of every coin topic share a partition number (keyed and hashed alike), so they share a lane,
+and their order holds; while one lane's batch waits on the database, another's is decoded and
+decided.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import os
@@ -17,9 +24,10 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from worker.core.messages import OutgoingMessage
@@ -74,6 +82,9 @@ def to_inbound(record: ConsumerRecord[bytes, bytes]) -> InboundRecord:
     )
 
 
+# How often a lane that owns no partition looks again (they come with a rebalance).
+_IDLE_LANE_SECONDS = 0.2
+
 # The record timestamp type of a topic with message.timestamp.type=LogAppendTime.
 LOG_APPEND_TIME = 1
 
@@ -99,7 +110,7 @@ def in_timestamp_order(
 
 
 class PartitionGuard(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Holds a rebalance until the batch in hand is applied, published and committed.
+    """Holds a rebalance until the batches in hand are applied, published and committed.
 
     Without it a partition could be processed by the old and the new owner at once; with it the
     new owner starts from the offset this worker committed last.
@@ -107,7 +118,7 @@ class PartitionGuard(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(
         self,
-        lock: asyncio.Lock,
+        lock: contextlib.AbstractAsyncContextManager[Any],
         metrics: Metrics,
         settle: Callable[[], Awaitable[None]],
         check_alignment: Callable[[set[TopicPartition]], None],
@@ -117,9 +128,11 @@ class PartitionGuard(ConsumerRebalanceListener):  # type: ignore[misc]
         self._settle = settle
         self._check_alignment = check_alignment
         self.joined = False
+        self.generation = 0
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.joined = False
+        self.generation += 1  # a batch taken before this is not applied after it
         async with self._lock:
             await self._settle()
             log.info("partitions revoked", extra={"action": "revoke", "partitions": len(revoked)})
@@ -137,9 +150,54 @@ class PartitionGuard(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
 
+class _Lane:
+    """One share of the partitions (`of` lanes): a batch of them applied at a time, and the one
+    before it published and committed meanwhile."""
+
+    def __init__(self, index: int, of: int) -> None:
+        self.index = index
+        self.of = of
+        self.lock = asyncio.Lock()
+        # The batch before the one in hand, being published and committed.
+        self.finishing: asyncio.Task[None] | None = None
+
+    def owns(self, tp: TopicPartition) -> bool:
+        partition: int = tp.partition
+        return partition % self.of == self.index
+
+    def partitions(self, assigned: Collection[TopicPartition]) -> list[TopicPartition] | None:
+        """What this lane asks `getmany` for: None (every partition) when it is the only lane."""
+        if self.of == 1:
+            return None
+        return sorted(tp for tp in assigned if self.owns(tp))
+
+
+class _AllLanes(contextlib.AbstractAsyncContextManager[None]):
+    """Every lane's lock, taken in lane order: what a rebalance holds."""
+
+    def __init__(self, lanes: Sequence[_Lane]) -> None:
+        self._lanes = lanes
+
+    async def __aenter__(self) -> None:
+        taken: list[asyncio.Lock] = []
+        try:
+            for lane in self._lanes:
+                await lane.lock.acquire()
+                taken.append(lane.lock)
+        except BaseException:
+            for lock in taken:
+                lock.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        for lane in self._lanes:
+            lane.lock.release()
+
+
 class ConsumeLoop:
-    """Owns the consumer between start and stop; one batch applied at a time, and the one before
-    it published and committed meanwhile.
+    """Owns the consumer between start and stop. Each lane applies one batch at a time, and
+    publishes and commits the one before it meanwhile (`lanes` of them, each for its share of
+    the partitions).
 
     Results go out from memory only while this member owns the same partition numbers of all
     `ordered_together` topics (the coin inputs; `aligned`). Else (a group whose members agreed
@@ -163,6 +221,7 @@ class ConsumeLoop:
         max_wait_ms: int,
         on_committed: Callable[[], None] = lambda: None,
         failpoint_after_db_commit: int = 0,
+        lanes: int = 1,
     ) -> None:
         self._failpoint = failpoint_after_db_commit
         self._batches = 0
@@ -177,53 +236,87 @@ class ConsumeLoop:
         self._max_records = max_records
         self._max_wait_ms = max_wait_ms
         self._on_committed = on_committed
-        self._lock = asyncio.Lock()
+        self._lanes = [_Lane(index, lanes) for index in range(lanes)]
         # The group's committed offset of each assigned partition, for the lag: asked once per
         # assignment (None: none committed), then this worker's own commits.
         self._committed: dict[TopicPartition, int | None] = {}
         self._lag_reported: set[TopicPartition] = set()
-        # The batch before the one in hand, being published and committed.
-        self._finishing: asyncio.Task[None] | None = None
-        # What stopped it from going out: raised by `run`.
+        # What stopped a batch from going out: raised by `run`.
         self._failed: BaseException | None = None
         self.guard = PartitionGuard(
-            self._lock, metrics, self._settle_for_rebalance, self._check_alignment
+            _AllLanes(self._lanes), metrics, self._settle_for_rebalance, self._check_alignment
         )
-        self._unreadable = UnreadableRecords(
-            consumer, self._lock, self._handle_settled, dead_letter, self._commit, max_records
-        )
+        self._unreadable = {
+            lane.index: UnreadableRecords(
+                consumer,
+                lane.lock,
+                functools.partial(self._handle_settled, lane),
+                dead_letter,
+                self._commit,
+                max_records,
+                mine=lane.owns,
+            )
+            for lane in self._lanes
+        }
         consumer.subscribe(list(topics), listener=self.guard)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set; the batch in hand when it is set is finished first."""
+        """Consume until `stop` is set; the batches in hand when it is set are finished first.
+        The first lane to fail stops the others, and its error is raised."""
+        lanes = [asyncio.create_task(self._run_lane(lane, stop)) for lane in self._lanes]
+        try:
+            done, _ = await asyncio.wait(lanes, return_when=asyncio.FIRST_EXCEPTION)
+            for task in lanes:
+                if task in done and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            self._raise_failure()  # one a rebalance met while stopping
+        finally:
+            for task in lanes:
+                task.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+        # No batch is processed after this line: the partitions are free for their next owner.
+        log.info("consuming stopped", extra={"action": "consume_end"})
+
+    async def _run_lane(self, lane: _Lane, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
                 self._raise_failure()
+                generation = self.guard.generation
+                partitions = lane.partitions(self._consumer.assignment())
+                if partitions == []:  # none of this lane's now: look again soon
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_IDLE_LANE_SECONDS):
+                            await stop.wait()
+                    continue
                 try:
                     batch = await self._consumer.getmany(
-                        timeout_ms=self._max_wait_ms, max_records=self._max_records
+                        *partitions or (),
+                        timeout_ms=self._max_wait_ms,
+                        max_records=self._max_records,
                     )
+                except IllegalStateError:  # one of them revoked meanwhile
+                    continue
                 except UNREADABLE as exc:
                     log.error(  # noqa: TRY400 - the record, not the stack, is what to look at
                         "a record cannot be parsed; finding it",
                         extra={"action": "unreadable", "error": f"{type(exc).__name__}: {exc}"},
                     )
-                    async with self._lock:  # it rewinds to the committed offsets
-                        await self._settle()
-                    await self._unreadable.find()
+                    async with lane.lock:  # it rewinds to the committed offsets
+                        await self._settle(lane)
+                    await self._unreadable[lane.index].find()
                     continue
                 if batch:
-                    async with self._lock:
-                        await self._handle(batch)
-            async with self._lock:
-                await self._settle()
-            self._raise_failure()  # one a rebalance met while stopping
+                    async with lane.lock:
+                        # Taken before a rebalance: the new assignment reads these records
+                        # again from the committed offsets.
+                        if self.guard.generation == generation:
+                            await self._handle(lane, batch)
+            async with lane.lock:
+                await self._settle(lane)
         finally:
-            finishing, self._finishing = self._finishing, None
+            finishing, lane.finishing = lane.finishing, None
             if finishing is not None:  # cut short: its offsets stay uncommitted
                 finishing.cancel()
-        # No batch is processed after this line: the partitions are free for their next owner.
-        log.info("consuming stopped", extra={"action": "consume_end"})
 
     def in_group(self) -> bool:
         """Whether the consumer holds its partitions and knows its group coordinator (what
@@ -231,9 +324,10 @@ class ConsumeLoop:
         return self.guard.joined and coordinator_known(self._consumer)
 
     async def _handle(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        self, lane: _Lane, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
-        """Apply `batch`, then leave it publishing and committing while the next is applied."""
+        """Apply `batch`, then leave it publishing and committing while the lane's next batch is
+        applied."""
         started = time.perf_counter()
         records = in_timestamp_order(batch)
         messages = await self._process(records, not await self._publishing_from_memory())
@@ -243,11 +337,9 @@ class ConsumeLoop:
             log.warning("failpoint: killed after a database commit", extra={"action": "failpoint"})
             os.kill(os.getpid(), signal.SIGKILL)
         offsets = {tp: rs[-1].offset + 1 for tp, rs in batch.items()}
-        await self._settle()  # the batch before goes out and commits first
-        self._finishing = asyncio.create_task(
-            self._finish(messages, offsets, len(records), started)
-        )
-        self._finishing.add_done_callback(self._note_failure)
+        await self._settle(lane)  # the batch before goes out and commits first
+        lane.finishing = asyncio.create_task(self._finish(messages, offsets, len(records), started))
+        lane.finishing.add_done_callback(self._note_failure)
 
     def _observe_ages(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -303,11 +395,11 @@ class ConsumeLoop:
         self._lag_reported &= keep
 
     async def _handle_settled(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        self, lane: _Lane, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
         """Apply, publish and commit `batch` before returning."""
-        await self._handle(batch)
-        await self._settle()
+        await self._handle(lane, batch)
+        await self._settle(lane)
 
     async def _finish(
         self,
@@ -322,9 +414,10 @@ class ConsumeLoop:
         self._metrics.batch_size.observe(size)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def _settle(self) -> None:
-        """Wait until the batch before is published and committed; raise what stopped it."""
-        finishing, self._finishing = self._finishing, None
+    async def _settle(self, lane: _Lane) -> None:
+        """Wait until the lane's batch before is published and committed; raise what stopped
+        it."""
+        finishing, lane.finishing = lane.finishing, None
         if finishing is not None:
             await finishing
 
@@ -355,15 +448,16 @@ class ConsumeLoop:
             raise self._failed
 
     async def _settle_for_rebalance(self) -> None:
-        """`_settle` for the rebalance listener, whose errors aiokafka would only log: what
-        stopped the batch is raised by `run` instead (`_note_failure`). The batch stays where
-        `run` can cancel it if it is cut short: the listener then returns too, and the consumer
-        leaves cleanly."""
-        finishing = self._finishing
-        if finishing is not None:
-            await asyncio.wait({finishing})
-            if self._finishing is finishing:
-                self._finishing = None
+        """`_settle` of every lane for the rebalance listener, whose errors aiokafka would only
+        log: what stopped a batch is raised by `run` instead (`_note_failure`). Each batch stays
+        where `run` can cancel it if it is cut short: the listener then returns too, and the
+        consumer leaves cleanly."""
+        for lane in self._lanes:
+            finishing = lane.finishing
+            if finishing is not None:
+                await asyncio.wait({finishing})
+                if lane.finishing is finishing:
+                    lane.finishing = None
 
     def _check_alignment(self, assigned: set[TopicPartition]) -> None:
         self._committed.clear()  # another member may have committed since: asked again

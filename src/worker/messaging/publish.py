@@ -7,6 +7,7 @@ again, byte for byte (CONTRACT section 3). No outbox row is written, read back o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -32,16 +33,23 @@ class ResultPublisher:
 
     A passing fault is retried by sending them all again (a repeat has the same id); one the
     broker refuses even alone is parked, so the offsets behind it can still be committed.
+    Calls (one per consume lane) take turns: a send that replaces the producer must not pull it
+    from under another.
     """
 
     def __init__(self, sender: Sender, parking: Parking, metrics: Metrics) -> None:
         self._sender = sender
         self._parking = parking
         self._metrics = metrics
+        self._turn = asyncio.Lock()
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
+        async with self._turn:
+            await self._publish(messages)
+
+    async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
         async for attempt in transient_retry():
             with attempt:
                 refused = await self._sender.send(messages)

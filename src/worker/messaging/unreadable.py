@@ -9,8 +9,9 @@ sought back to its committed offset (nothing taken is lost); then each partition
 record at a time up to the record, which is dead-lettered by its coordinates, committed past
 and sought past.
 
-The consume loop's lock is held only while a batch is applied or a record dead-lettered, never
+The consume lane's lock is held only while a batch is applied or a record dead-lettered, never
 while reading: a rebalance waits for the lock in its listener, and must be able to proceed.
+Each lane of the consume loop has its own finder, for its own partitions: the others go on.
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ class UnreadableRecords:
         dead_letter: UnreadableHandler,
         commit: Callable[[dict[TopicPartition, int]], Awaitable[None]],
         max_records: int,
+        mine: Callable[[TopicPartition], bool] = lambda tp: True,
     ) -> None:
+        """`mine`: the partitions this finder reads and rewinds (its consume lane's); a lane's
+        `getmany` asks for its own partitions alone, so only they can hold the record."""
+        self._mine = mine
         self._consumer = consumer
         self._lock = lock
         self._handle = handle
@@ -62,7 +67,7 @@ class UnreadableRecords:
         await self._rewind()
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            for tp in sorted(self._consumer.assignment()):
+            for tp in self._owned():
                 try:
                     batch = await self._consumer.getmany(
                         tp, timeout_ms=0, max_records=self._max_records
@@ -79,7 +84,7 @@ class UnreadableRecords:
     async def _rewind(self) -> None:
         """Seek every owned partition back to its committed offset: the failed call may have
         moved positions past records it then dropped."""
-        for tp in self._consumer.assignment():
+        for tp in self._owned():
             try:
                 committed = await self._consumer.committed(tp)
                 if committed is None:
@@ -88,6 +93,9 @@ class UnreadableRecords:
                     self._consumer.seek(tp, committed)
             except IllegalStateError:
                 continue
+
+    def _owned(self) -> list[TopicPartition]:
+        return sorted(tp for tp in self._consumer.assignment() if self._mine(tp))
 
     async def _step_past(self, tp: TopicPartition) -> None:
         """Read `tp` one record at a time up to the record that cannot be parsed; dead-letter it
