@@ -34,9 +34,10 @@ Record = ConsumerRecord[bytes, bytes]
 class FakeConsumer:
     """A group member over in-memory partitions.
 
-    As aiokafka's: `getmany` reads from each partition's position; `commit` refuses a partition
-    not assigned (IllegalStateError); `rebalance` revokes everything through the listener, then
-    assigns, each partition starting at its committed offset. A record marked unreadable makes
+    As aiokafka's: `getmany` reads from each partition's position (nothing from one not
+    assigned); `commit` refuses a partition not assigned (IllegalStateError); `rebalance`
+    revokes everything through the listener, then assigns, each partition starting at its
+    committed offset. A record marked unreadable makes
     `getmany` raise as aiokafka's parser does, dropping what it took of other partitions although
     their positions moved on; the failing partition's position stays.
     """
@@ -53,6 +54,7 @@ class FakeConsumer:
         self.refuse_commits: Exception | None = None
         self.partitions_of: dict[str, int] = {}  # partition counts by topic, when known
         self.max_per_fetch = 500  # records one getmany returns at most
+        self.fetches: list[tuple[TopicPartition, ...]] = []  # each getmany's partitions
         self._clock = 0
 
     def append(self, tp: TopicPartition, value: bytes, *, timestamp: int | None = None) -> Record:
@@ -95,9 +97,10 @@ class FakeConsumer:
         room = min(max_records or 500, self.max_per_fetch)
         batch: dict[TopicPartition, list[Record]] = {}
         unparsable = False
+        self.fetches.append(partitions)
         for tp in sorted(partitions or self.owned):
             if tp not in self.owned:
-                raise IllegalStateError(f"{tp} is not assigned")
+                continue  # as aiokafka's: a partition not assigned gives nothing
             taken = self.log.get(tp, [])[self.positions[tp] :][:room]
             if any((tp, record.offset) in self.unreadable for record in taken):
                 unparsable = True  # its position stays

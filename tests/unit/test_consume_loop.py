@@ -17,6 +17,7 @@ from typing import TypeVar
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from tests.unit.fakes import FakeConsumer
@@ -561,17 +562,18 @@ async def test_the_outbox_check_waits_out_a_database_outage() -> None:
 
 
 class LaneApplier(Applier):
-    """An Applier that holds every batch of partition 0 until `release` is set."""
+    """An Applier that holds every batch of partition `held` until `release` is set."""
 
-    def __init__(self) -> None:
+    def __init__(self, held: int = 0) -> None:
         super().__init__()
+        self.held = held
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
 
     async def __call__(
         self, records: Sequence[InboundRecord], queue_all: bool
     ) -> list[OutgoingMessage]:
-        if any(r.partition == 0 for r in records):
+        if any(r.partition == self.held for r in records):
             self.holding.set()
             await self.release.wait()
         return await super().__call__(records, queue_all)
@@ -603,11 +605,12 @@ async def test_each_lane_applies_its_own_partitions_and_one_held_does_not_hold_a
     assert consumer.committed_offsets == {MORE_CREDITS: 1, CREDITS: 1, REDEMPTIONS: 1}
 
 
-async def test_a_rebalance_waits_for_the_batch_in_hand_of_every_lane() -> None:
+@pytest.mark.parametrize("held", [0, 1])
+async def test_a_rebalance_waits_for_the_batch_in_hand_of_every_lane(held: int) -> None:
     consumer = FakeConsumer()
-    consumer.append(CREDITS, b"held")
-    consumer.append(MORE_CREDITS, b"other lane")
-    applier, stop = LaneApplier(), asyncio.Event()
+    consumer.append(CREDITS, b"partition 0")
+    consumer.append(MORE_CREDITS, b"partition 1")
+    applier, stop = LaneApplier(held), asyncio.Event()
     loop = consume_loop(consumer, applier, stop, until=lambda: len(applier.batches) == 2, lanes=2)
     await owning(consumer, CREDITS, MORE_CREDITS)
     consuming = asyncio.create_task(loop.run(stop))
@@ -643,3 +646,218 @@ async def test_a_batch_taken_before_a_rebalance_is_read_again_not_applied_after_
     await within_deadline(consuming)
     assert applier.batches == [[(CREDITS.topic, 0, 0)]]  # once, after the rebalance
     assert consumer.commits == [{CREDITS: 1}]
+
+
+@pytest.mark.parametrize("held", [0, 1])
+async def test_a_rebalance_waits_for_the_batch_being_published_of_every_lane(held: int) -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"partition 0")
+    consumer.append(MORE_CREDITS, b"partition 1")
+    publishing, release = asyncio.Event(), asyncio.Event()
+
+    class HoldOne(Publisher):
+        async def __call__(self, messages: Sequence[OutgoingMessage]) -> None:
+            if any(m.value == b"partition %d" % held for m in messages):
+                publishing.set()
+                await release.wait()
+            await super().__call__(messages)
+
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(
+        consumer,
+        applier,
+        stop,
+        publish=HoldOne(consumer),
+        until=lambda: len(consumer.commits) == 2,
+        lanes=2,
+    )
+    await owning(consumer, CREDITS, MORE_CREDITS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(publishing.wait())
+
+    rebalance = asyncio.create_task(consumer.rebalance([REDEMPTIONS]))
+    for _ in range(50):
+        await asyncio.sleep(0.001)
+    assert not rebalance.done(), "revoked before a lane's results went out and committed"
+
+    release.set()
+    await within_deadline(rebalance)
+    await within_deadline(consuming)
+    assert consumer.committed_offsets == {CREDITS: 1, MORE_CREDITS: 1}
+
+
+class ReturnsAfterARebalance(FakeConsumer):
+    """As aiokafka's `getmany`: a call in flight when a rebalance begins waits for the new
+    assignment, then returns records read from its positions (the committed offsets)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        if self.armed and CREDITS in partitions:
+            self.armed = False
+            self.entered.set()
+            await self.release.wait()  # the rebalance happens meanwhile
+        return await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+
+
+async def test_records_a_fetch_returns_from_the_new_assignment_are_applied() -> None:
+    consumer = ReturnsAfterARebalance()
+    consumer.append(CREDITS, b"a0")
+    consumer.append(CREDITS, b"a1")
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(
+        consumer, applier, stop, until=lambda: (CREDITS.topic, 0, 2) in applier.applied, lanes=2
+    )
+    await owning(consumer, CREDITS, MORE_CREDITS)
+    consumer.armed = True
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(consumer.entered.wait())  # lane 0's fetch is in flight
+    await consumer.rebalance([CREDITS, MORE_CREDITS])  # positions back to the committed offsets
+    consumer.release.set()  # the fetch returns a0 and a1, read from the new assignment
+    for _ in range(20):
+        await asyncio.sleep(0.001)
+    consumer.append(CREDITS, b"a2")
+
+    await within_deadline(consuming)
+    assert [offset for _, _, offset in applier.applied] == [0, 1, 2]
+    assert consumer.committed_offsets == {CREDITS: 3}
+
+
+async def test_a_lane_queueing_in_the_outbox_keeps_queueing_whatever_another_lane_found() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a student's first")
+    outbox = ["coins.expired, queued by an earlier assignment"]
+    applied: list[tuple[int, bool]] = []
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def queued() -> bool:
+        return bool(outbox)
+
+    class Queueing(Applier):
+        """Queued results become visible in the outbox when the batch's transaction ends."""
+
+        async def __call__(
+            self, records: Sequence[InboundRecord], queue_all: bool
+        ) -> list[OutgoingMessage]:
+            applied.append((records[0].partition, queue_all))
+            if records[0].partition == 0 and not holding.is_set():
+                holding.set()
+                await release.wait()  # in its transaction
+            out = await super().__call__(records, queue_all)
+            if queue_all:
+                outbox.extend(f"{r.partition}@{r.offset}" for r in records)
+                return []
+            return out
+
+    applier, stop = Queueing(), asyncio.Event()
+    loop = consume_loop(
+        consumer,
+        applier,
+        stop,
+        until=lambda: len(applier.batches) == 3,
+        coin_results_queued=queued,
+        lanes=2,
+    )
+    await owning(consumer, CREDITS, MORE_CREDITS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(holding.wait())  # lane 0 queues its batch, not yet committed
+    outbox.pop(0)  # the relay published the earlier one
+    consumer.append(MORE_CREDITS, b"another student")  # lane 1 finds the outbox empty
+    for _ in range(50):
+        await asyncio.sleep(0.001)
+    release.set()  # lane 0's results now wait in the outbox
+    await asyncio.sleep(0.01)
+    consumer.append(CREDITS, b"the same student's second")
+
+    await within_deadline(consuming)
+    assert applied == [(0, True), (1, False), (0, True)]  # behind its first, queued too
+
+
+async def test_a_lane_that_owns_no_partition_still_fetches() -> None:
+    # aiokafka takes a member none of whose tasks fetched for `max_poll_interval_ms` for a
+    # stalled one, which leaves the group and does not come back.
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop, until=lambda: False, lanes=2)
+    await owning(consumer, CREDITS)  # partition 0 only: lane 1 has none
+
+    def idle() -> list[tuple[TopicPartition, ...]]:
+        return [f for f in consumer.fetches if f and not set(f) & consumer.owned]
+
+    consuming = asyncio.create_task(loop.run(stop))
+    for _ in range(100):
+        if idle() and consumer.commits:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await within_deadline(consuming)
+    assert idle(), "the lane without partitions stopped fetching"
+    assert applier.applied == [(CREDITS.topic, 0, 0)]
+    assert consumer.commits == [{CREDITS: 1}]
+
+
+async def test_an_unreadable_record_rewinds_only_its_own_lane() -> None:
+    consumer = FakeConsumer()
+    consumer.append(MORE_CREDITS, b"lane 1")
+    publishing, release = asyncio.Event(), asyncio.Event()
+    dead: list[int] = []
+
+    async def dead_letter(topic: str, partition: int, offset: int, error: BaseException) -> None:
+        dead.append(offset)
+
+    class HoldLaneOne(Publisher):
+        async def __call__(self, messages: Sequence[OutgoingMessage]) -> None:
+            if any(m.value == b"lane 1" for m in messages):
+                publishing.set()
+                await release.wait()  # applied, not yet committed
+            await super().__call__(messages)
+
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(
+        consumer,
+        applier,
+        stop,
+        publish=HoldLaneOne(consumer),
+        dead_letter=dead_letter,
+        until=lambda: consumer.committed_offsets.get(MORE_CREDITS) == 1 and bool(dead),
+        lanes=2,
+    )
+    await owning(consumer, CREDITS, MORE_CREDITS)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(publishing.wait())
+    consumer.append_unreadable(CREDITS)  # lane 0 meets it while lane 1's batch is in hand
+    for _ in range(50):
+        await asyncio.sleep(0.001)
+    release.set()
+
+    await within_deadline(consuming)
+    assert dead == [0]
+    assert applier.applied == [(MORE_CREDITS.topic, 1, 0)]  # once: lane 1 was not rewound
+
+
+async def test_a_batch_taken_between_a_revocation_and_the_assignment_goes_through_the_outbox() -> (
+    None
+):
+    # aiokafka may hand over records of the new assignment before `on_partitions_assigned`
+    # runs: until it has, whether they may go out from memory is not known.
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop)
+    await owning(consumer, CREDITS)
+    await loop.guard.on_partitions_revoked({CREDITS})
+
+    await within_deadline(loop.run(stop))
+    assert applier.queued_all == [True]
+
+    await loop.guard.on_partitions_assigned({CREDITS})
+    consumer.append(CREDITS, b"b")
+    stop.clear()
+    await within_deadline(loop.run(stop))
+    assert applier.queued_all == [True, False]

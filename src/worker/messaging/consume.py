@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 
 from worker.core.messages import OutgoingMessage
@@ -82,8 +82,11 @@ def to_inbound(record: ConsumerRecord[bytes, bytes]) -> InboundRecord:
     )
 
 
-# How often a lane that owns no partition looks again (they come with a rebalance).
-_IDLE_LANE_SECONDS = 0.2
+# How long a lane that owns no partition waits before it looks again (they come with a
+# rebalance), fetching a partition no one has: aiokafka takes a member none of whose tasks
+# fetched for `max_poll_interval_ms` for a stalled one, which leaves the group.
+_IDLE_LANE_MS = 200
+_NO_PARTITION = TopicPartition("", -1)
 
 # The record timestamp type of a topic with message.timestamp.type=LogAppendTime.
 LOG_APPEND_TIME = 1
@@ -160,6 +163,9 @@ class _Lane:
         self.lock = asyncio.Lock()
         # The batch before the one in hand, being published and committed.
         self.finishing: asyncio.Task[None] | None = None
+        # Whether this lane found no coin result queued in the outbox since the assignment. Per
+        # lane: another lane's check cannot see the results this lane is queueing meanwhile.
+        self.outbox_checked = False
 
     def owns(self, tp: TopicPartition) -> bool:
         partition: int = tp.partition
@@ -231,7 +237,6 @@ class ConsumeLoop:
         self._ordered_together = ordered_together
         self._coin_results_queued = coin_results_queued
         self._aligned = True
-        self._outbox_checked = False
         self._metrics = metrics
         self._max_records = max_records
         self._max_wait_ms = max_wait_ms
@@ -255,6 +260,7 @@ class ConsumeLoop:
                 self._commit,
                 max_records,
                 mine=lane.owns,
+                generation=lambda: self.guard.generation,
             )
             for lane in self._lanes
         }
@@ -281,12 +287,9 @@ class ConsumeLoop:
         try:
             while not stop.is_set():
                 self._raise_failure()
-                generation = self.guard.generation
                 partitions = lane.partitions(self._consumer.assignment())
                 if partitions == []:  # none of this lane's now: look again soon
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(_IDLE_LANE_SECONDS):
-                            await stop.wait()
+                    await self._consumer.getmany(_NO_PARTITION, timeout_ms=_IDLE_LANE_MS)
                     continue
                 try:
                     batch = await self._consumer.getmany(
@@ -294,8 +297,6 @@ class ConsumeLoop:
                         timeout_ms=self._max_wait_ms,
                         max_records=self._max_records,
                     )
-                except IllegalStateError:  # one of them revoked meanwhile
-                    continue
                 except UNREADABLE as exc:
                     log.error(  # noqa: TRY400 - the record, not the stack, is what to look at
                         "a record cannot be parsed; finding it",
@@ -305,6 +306,9 @@ class ConsumeLoop:
                         await self._settle(lane)
                     await self._unreadable[lane.index].find()
                     continue
+                # Read as the call returns, with no await since: aiokafka's getmany waits out a
+                # rebalance and then returns records read from the new assignment's positions.
+                generation = self.guard.generation
                 if batch:
                     async with lane.lock:
                         # Taken before a rebalance: the new assignment reads these records
@@ -330,7 +334,7 @@ class ConsumeLoop:
         applied."""
         started = time.perf_counter()
         records = in_timestamp_order(batch)
-        messages = await self._process(records, not await self._publishing_from_memory())
+        messages = await self._process(records, not await self._publishing_from_memory(lane))
         self._observe_ages(batch)
         self._batches += 1
         if self._batches == self._failpoint:
@@ -427,20 +431,20 @@ class ConsumeLoop:
         if not finishing.cancelled() and finishing.exception() is not None:
             self._failed = finishing.exception()
 
-    async def _publishing_from_memory(self) -> bool:
+    async def _publishing_from_memory(self, lane: _Lane) -> bool:
         """Whether this batch's coin results may go out from memory: the assignment is aligned,
         and no coin result of an earlier assignment still waits in the outbox. (Within one
         assignment no member queues a result for this member's students: a member that shares
         a partition number with another is unaligned, and so is the other.)"""
         if not self._aligned:
             return False
-        if not self._outbox_checked:
+        if not lane.outbox_checked:
             async for attempt in transient_retry():  # the database may be away a while
                 with attempt:
                     queued = await self._coin_results_queued()
             if queued:
                 return False
-            self._outbox_checked = True
+            lane.outbox_checked = True
         return True
 
     def _raise_failure(self) -> None:
@@ -451,13 +455,19 @@ class ConsumeLoop:
         """`_settle` of every lane for the rebalance listener, whose errors aiokafka would only
         log: what stopped a batch is raised by `run` instead (`_note_failure`). Each batch stays
         where `run` can cancel it if it is cut short: the listener then returns too, and the
-        consumer leaves cleanly."""
+        consumer leaves cleanly.
+
+        Until the next assignment is checked, results go through the outbox: aiokafka may hand
+        a lane records of the new assignment before `on_partitions_assigned` runs."""
         for lane in self._lanes:
             finishing = lane.finishing
             if finishing is not None:
                 await asyncio.wait({finishing})
                 if lane.finishing is finishing:
                     lane.finishing = None
+        self._aligned = False
+        for lane in self._lanes:
+            lane.outbox_checked = False
 
     def _check_alignment(self, assigned: set[TopicPartition]) -> None:
         self._committed.clear()  # another member may have committed since: asked again
@@ -466,7 +476,8 @@ class ConsumeLoop:
         )
         # Coin results an earlier assignment queued (this member's or another's, unaligned then)
         # must reach the broker before this member publishes later ones from memory.
-        self._outbox_checked = False
+        for lane in self._lanes:
+            lane.outbox_checked = False
         if not self._aligned:
             log.error(
                 "this member does not own the same partitions of every coin input topic (a "

@@ -46,10 +46,14 @@ class UnreadableRecords:
         commit: Callable[[dict[TopicPartition, int]], Awaitable[None]],
         max_records: int,
         mine: Callable[[TopicPartition], bool] = lambda tp: True,
+        generation: Callable[[], int] = lambda: 0,
     ) -> None:
         """`mine`: the partitions this finder reads and rewinds (its consume lane's); a lane's
-        `getmany` asks for its own partitions alone, so only they can hold the record."""
+        `getmany` asks for its own partitions alone, so only they can hold the record.
+        `generation`: raised by every revocation; records read before one are not applied
+        after it (the new assignment reads them again from the committed offsets)."""
         self._mine = mine
+        self._generation = generation
         self._consumer = consumer
         self._lock = lock
         self._handle = handle
@@ -78,7 +82,7 @@ class UnreadableRecords:
                 except IllegalStateError:  # revoked since: its next owner reads it
                     continue
                 if batch:
-                    await self._apply(batch)
+                    await self._apply(batch, self._generation())
             await asyncio.sleep(0.05)
 
     async def _rewind(self) -> None:
@@ -104,11 +108,14 @@ class UnreadableRecords:
         same way, until a record is read again."""
         held: list[ConsumerRecord[bytes, bytes]] = []
         stepped = False
-        while tp in self._consumer.assignment():
+        generation = self._generation()
+        while tp in self._consumer.assignment() and self._generation() == generation:
             try:
                 batch = await self._consumer.getmany(tp, timeout_ms=1_000, max_records=1)
             except UNREADABLE as exc:
                 async with self._lock:
+                    if self._generation() != generation:
+                        return  # revoked meanwhile: the new assignment reads them again
                     if held:
                         await self._handle({tp: held})
                         held = []
@@ -126,8 +133,10 @@ class UnreadableRecords:
             if not batch or stepped or len(held) >= self._max_records:
                 break
         if held:
-            await self._apply({tp: held})
+            await self._apply({tp: held}, generation)
 
-    async def _apply(self, batch: Batch) -> None:
+    async def _apply(self, batch: Batch, generation: int) -> None:
+        """Apply `batch`, read at `generation`, unless a revocation came since."""
         async with self._lock:
-            await self._handle(batch)
+            if self._generation() == generation:
+                await self._handle(batch)
