@@ -861,3 +861,66 @@ async def test_a_batch_taken_between_a_revocation_and_the_assignment_goes_throug
     stop.clear()
     await within_deadline(loop.run(stop))
     assert applier.queued_all == [True, False]
+
+
+class RebalancesWhileSteppingPast(FakeConsumer):
+    """Once the unreadable record is dead-lettered, the next one-record fetch waits out a
+    rebalance that keeps the partition, then reads from the new positions, as aiokafka's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dead = False
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        if self.dead and max_records == 1:
+            self.dead = False
+            await self.rebalance(set(self.owned))
+        return await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+
+
+async def test_records_read_past_an_unreadable_one_across_a_rebalance_are_applied() -> None:
+    consumer = RebalancesWhileSteppingPast()
+    consumer.append_unreadable(CREDITS)
+    consumer.append(CREDITS, b"a")
+    consumer.append(CREDITS, b"b")
+
+    async def dead_letter(topic: str, partition: int, offset: int, error: BaseException) -> None:
+        consumer.dead = True
+
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(
+        consumer,
+        applier,
+        stop,
+        dead_letter=dead_letter,
+        until=lambda: consumer.committed_offsets.get(CREDITS) == 3,
+    )
+    await owning(consumer, CREDITS)
+
+    await within_deadline(loop.run(stop))
+    assert sorted(offset for _, _, offset in applier.applied) == [1, 2]
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_every_assignment_checks_the_outbox_again(lanes: int) -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    outbox: list[str] = []
+
+    async def queued() -> bool:
+        return bool(outbox)
+
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop, coin_results_queued=queued, lanes=lanes)
+    await owning(consumer, CREDITS)
+    await within_deadline(loop.run(stop))
+    assert applier.queued_all == [False]
+
+    outbox.append("coins.credited, queued by another member while it was unaligned")
+    await owning(consumer, CREDITS)
+    consumer.append(CREDITS, b"b")
+    stop.clear()
+    await within_deadline(loop.run(stop))
+    assert applier.queued_all == [False, True]

@@ -129,6 +129,10 @@ class UnreadableRecords:
                 continue
             except IllegalStateError:
                 break
+            if self._generation() != generation:
+                # This fetch waited out a rebalance and read from the new assignment's
+                # positions: what was held before is read again from the committed offsets.
+                held, generation = [], self._generation()
             held.extend(batch.get(tp, []))
             if not batch or stepped or len(held) >= self._max_records:
                 break
