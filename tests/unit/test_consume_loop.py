@@ -78,6 +78,22 @@ class Publisher:
         self.batches.append([m.value for m in messages])
 
 
+class HoldingPublisher(Publisher):
+    """A Publisher that holds the results holding a message `value` until `release` is set
+    (`publishing` is set when it starts to)."""
+
+    def __init__(self, consumer: FakeConsumer, value: bytes) -> None:
+        super().__init__(consumer)
+        self._value = value
+        self.publishing, self.release = asyncio.Event(), asyncio.Event()
+
+    async def __call__(self, messages: Sequence[OutgoingMessage]) -> None:
+        if any(m.value == self._value for m in messages):
+            self.publishing.set()
+            await self.release.wait()
+        await super().__call__(messages)
+
+
 async def no_dead_letters(topic: str, partition: int, offset: int, error: BaseException) -> None:
     raise AssertionError(f"nothing here is unreadable: {topic}-{partition}@{offset}")
 
@@ -606,23 +622,38 @@ async def test_each_lane_applies_its_own_partitions_and_one_held_does_not_hold_a
 
 
 @pytest.mark.parametrize("held", [0, 1])
-async def test_a_rebalance_waits_for_the_batch_in_hand_of_every_lane(held: int) -> None:
+@pytest.mark.parametrize("stage", ["applied", "published"])
+async def test_a_rebalance_waits_for_the_batch_in_hand_of_every_lane(stage: str, held: int) -> None:
     consumer = FakeConsumer()
     consumer.append(CREDITS, b"partition 0")
     consumer.append(MORE_CREDITS, b"partition 1")
-    applier, stop = LaneApplier(held), asyncio.Event()
-    loop = consume_loop(consumer, applier, stop, until=lambda: len(applier.batches) == 2, lanes=2)
+    publisher: Publisher | None = None
+    if stage == "applied":
+        applier = LaneApplier(held)
+        holding, release = applier.holding, applier.release
+    else:
+        applier, publisher = Applier(), HoldingPublisher(consumer, b"partition %d" % held)
+        holding, release = publisher.publishing, publisher.release
+    stop = asyncio.Event()
+    loop = consume_loop(
+        consumer,
+        applier,
+        stop,
+        publish=publisher,
+        until=lambda: len(consumer.commits) == 2,
+        lanes=2,
+    )
     await owning(consumer, CREDITS, MORE_CREDITS)
     consuming = asyncio.create_task(loop.run(stop))
-    await within_deadline(applier.holding.wait())
+    await within_deadline(holding.wait())
 
     rebalance = asyncio.create_task(consumer.rebalance([REDEMPTIONS]))
     for _ in range(50):
         await asyncio.sleep(0.001)
-    assert not rebalance.done(), "the partitions were revoked with a lane's batch in hand"
+    assert not rebalance.done(), f"revoked with a lane's batch being {stage}, not committed"
     assert consumer.owned == {CREDITS, MORE_CREDITS}
 
-    applier.release.set()
+    release.set()
     await within_deadline(rebalance)
     await within_deadline(consuming)
     assert consumer.committed_offsets == {CREDITS: 1, MORE_CREDITS: 1}
@@ -646,44 +677,6 @@ async def test_a_batch_taken_before_a_rebalance_is_read_again_not_applied_after_
     await within_deadline(consuming)
     assert applier.batches == [[(CREDITS.topic, 0, 0)]]  # once, after the rebalance
     assert consumer.commits == [{CREDITS: 1}]
-
-
-@pytest.mark.parametrize("held", [0, 1])
-async def test_a_rebalance_waits_for_the_batch_being_published_of_every_lane(held: int) -> None:
-    consumer = FakeConsumer()
-    consumer.append(CREDITS, b"partition 0")
-    consumer.append(MORE_CREDITS, b"partition 1")
-    publishing, release = asyncio.Event(), asyncio.Event()
-
-    class HoldOne(Publisher):
-        async def __call__(self, messages: Sequence[OutgoingMessage]) -> None:
-            if any(m.value == b"partition %d" % held for m in messages):
-                publishing.set()
-                await release.wait()
-            await super().__call__(messages)
-
-    applier, stop = Applier(), asyncio.Event()
-    loop = consume_loop(
-        consumer,
-        applier,
-        stop,
-        publish=HoldOne(consumer),
-        until=lambda: len(consumer.commits) == 2,
-        lanes=2,
-    )
-    await owning(consumer, CREDITS, MORE_CREDITS)
-    consuming = asyncio.create_task(loop.run(stop))
-    await within_deadline(publishing.wait())
-
-    rebalance = asyncio.create_task(consumer.rebalance([REDEMPTIONS]))
-    for _ in range(50):
-        await asyncio.sleep(0.001)
-    assert not rebalance.done(), "revoked before a lane's results went out and committed"
-
-    release.set()
-    await within_deadline(rebalance)
-    await within_deadline(consuming)
-    assert consumer.committed_offsets == {CREDITS: 1, MORE_CREDITS: 1}
 
 
 class ReturnsAfterARebalance(FakeConsumer):
@@ -805,36 +798,29 @@ async def test_a_lane_that_owns_no_partition_still_fetches() -> None:
 async def test_an_unreadable_record_rewinds_only_its_own_lane() -> None:
     consumer = FakeConsumer()
     consumer.append(MORE_CREDITS, b"lane 1")
-    publishing, release = asyncio.Event(), asyncio.Event()
     dead: list[int] = []
 
     async def dead_letter(topic: str, partition: int, offset: int, error: BaseException) -> None:
         dead.append(offset)
 
-    class HoldLaneOne(Publisher):
-        async def __call__(self, messages: Sequence[OutgoingMessage]) -> None:
-            if any(m.value == b"lane 1" for m in messages):
-                publishing.set()
-                await release.wait()  # applied, not yet committed
-            await super().__call__(messages)
-
+    publisher = HoldingPublisher(consumer, b"lane 1")  # applied, not yet committed
     applier, stop = Applier(), asyncio.Event()
     loop = consume_loop(
         consumer,
         applier,
         stop,
-        publish=HoldLaneOne(consumer),
+        publish=publisher,
         dead_letter=dead_letter,
         until=lambda: consumer.committed_offsets.get(MORE_CREDITS) == 1 and bool(dead),
         lanes=2,
     )
     await owning(consumer, CREDITS, MORE_CREDITS)
     consuming = asyncio.create_task(loop.run(stop))
-    await within_deadline(publishing.wait())
+    await within_deadline(publisher.publishing.wait())
     consumer.append_unreadable(CREDITS)  # lane 0 meets it while lane 1's batch is in hand
     for _ in range(50):
         await asyncio.sleep(0.001)
-    release.set()
+    publisher.release.set()
 
     await within_deadline(consuming)
     assert dead == [0]
