@@ -20,6 +20,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
+from tests.support import eventually
 from tests.unit.fakes import FakeConsumer
 from worker.core.messages import OutgoingMessage
 from worker.core.records import InboundRecord
@@ -136,6 +137,15 @@ def consume_loop(
 async def within_deadline(step: Awaitable[T]) -> T:
     """A step that should end soon; one that hangs fails the test instead."""
     return await asyncio.wait_for(step, timeout=5)
+
+
+async def until(holds: Callable[[], bool]) -> None:
+    """Wait until `holds()`, the loop's tasks running meanwhile; one that never does fails."""
+
+    async def check() -> None:
+        assert holds()
+
+    await eventually(check, within=5, interval=0.001)
 
 
 async def owning(consumer: FakeConsumer, *partitions: TopicPartition) -> FakeConsumer:
@@ -607,10 +617,7 @@ async def test_each_lane_applies_its_own_partitions_and_one_held_does_not_hold_a
     await within_deadline(applier.holding.wait())
 
     # Partition 1's lane applies, publishes and commits while partition 0's batch is held.
-    for _ in range(50):
-        if consumer.commits:
-            break
-        await asyncio.sleep(0.001)
+    await until(lambda: bool(consumer.commits))
     assert applier.batches == [[(MORE_CREDITS.topic, 1, 0)]]
     assert consumer.commits == [{MORE_CREDITS: 1}]
 
@@ -668,9 +675,7 @@ async def test_a_batch_taken_before_a_rebalance_is_read_again_not_applied_after_
     await owning(consumer, CREDITS)
     async with loop.guard._lock:  # a rebalance's revoke is under way: every lane waits
         consuming = asyncio.create_task(loop.run(stop))
-        for _ in range(20):
-            await asyncio.sleep(0.001)  # the lane took the record meanwhile
-        assert consumer.positions[CREDITS] == 1
+        await until(lambda: consumer.positions[CREDITS] == 1)  # the lane took the record
         loop.guard.generation += 1
         consumer.positions[CREDITS] = 0  # as aiokafka: the new assignment starts at the commit
 
@@ -761,10 +766,9 @@ async def test_a_lane_queueing_in_the_outbox_keeps_queueing_whatever_another_lan
     await within_deadline(holding.wait())  # lane 0 queues its batch, not yet committed
     outbox.pop(0)  # the relay published the earlier one
     consumer.append(MORE_CREDITS, b"another student")  # lane 1 finds the outbox empty
-    for _ in range(50):
-        await asyncio.sleep(0.001)
+    await until(lambda: len(applied) == 2)
     release.set()  # lane 0's results now wait in the outbox
-    await asyncio.sleep(0.01)
+    await until(lambda: consumer.committed_offsets.get(CREDITS) == 1)
     consumer.append(CREDITS, b"the same student's second")
 
     await within_deadline(consuming)
@@ -784,10 +788,7 @@ async def test_a_lane_that_owns_no_partition_still_fetches() -> None:
         return [f for f in consumer.fetches if f and not set(f) & consumer.owned]
 
     consuming = asyncio.create_task(loop.run(stop))
-    for _ in range(100):
-        if idle() and consumer.commits:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: bool(idle()) and bool(consumer.commits))
     stop.set()
     await within_deadline(consuming)
     assert idle(), "the lane without partitions stopped fetching"
@@ -818,8 +819,7 @@ async def test_an_unreadable_record_rewinds_only_its_own_lane() -> None:
     consuming = asyncio.create_task(loop.run(stop))
     await within_deadline(publisher.publishing.wait())
     consumer.append_unreadable(CREDITS)  # lane 0 meets it while lane 1's batch is in hand
-    for _ in range(50):
-        await asyncio.sleep(0.001)
+    await until(lambda: bool(dead))
     publisher.release.set()
 
     await within_deadline(consuming)
