@@ -320,15 +320,6 @@ async def _work(
             interval_seconds=settings.payment_expiry_interval_seconds,
             on_committed=relay.wake,
         )
-        # Runs whatever COIN_EXPIRY_DAYS says now: lots made while it was set keep their
-        # deadlines (with none, it finds nothing).
-        coin_sweeper = Sweeper(
-            pool,
-            metrics,
-            COIN_LOTS,
-            interval_seconds=settings.coin_expiry_interval_seconds,
-            on_committed=relay.wake,
-        )
         mock = MockGateway(settings.payment_mock_url_base)
         caller = GatewayCaller(
             pool,
@@ -365,6 +356,16 @@ async def _work(
             lanes=settings.worker_concurrent_batches,
         )
         stack.push_async_callback(_close, consumer, "consumer")
+        # Runs whatever COIN_EXPIRY_DAYS says now: lots made while it was set keep their
+        # deadlines (with none, it finds nothing). Each lane expires its own partitions' lots.
+        coin_sweeper = Sweeper(
+            pool,
+            metrics,
+            COIN_LOTS,
+            interval_seconds=settings.coin_expiry_interval_seconds,
+            on_committed=relay.wake,
+            shares=consume.between_batches,
+        )
         readiness = Readiness(pool, consume.in_group, metrics)
         backends.set_result(
             Backends(

@@ -4,6 +4,12 @@ and what is left of coin lots past their deadline expires (section 10).
 Every worker runs both. A sweep locks what is due with SKIP LOCKED, so two workers never expire
 the same thing, and what a batch is working on is left for the next sweep; the change is
 written with its results in the outbox in one transaction, like a batch's.
+
+A coin lot is expired by the consume lane that owns the input partition its credit came from
+(the one that decides all of its student's coin results), between two of its batches
+(`ConsumeLoop.between_batches`): its `coins.expired` then takes its place in the student's order
+of results (CONTRACT section 4). Payments are swept by whichever worker locks them first: their
+results all go through the outbox, whose one publisher keeps their order.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ log = logging.getLogger(__name__)
 
 Due = TypeVar("Due", bound=Collection[Any])  # what one sweep locked
 Plan = TypeVar("Plan")
+# The input partition numbers one step sweeps the items of; None: every item.
+Partitions = Collection[int] | None
+# Runs a step of a sweep once in each share of the work, with its partition numbers, and sums
+# what the steps return: `ConsumeLoop.between_batches`.
+Shares = Callable[[Callable[[frozenset[int]], Awaitable[int]]], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -40,11 +51,12 @@ class Sweep(Generic[Due, Plan]):
 
     # What it expires, for logs: "payment", "coin lot".
     what: str
-    # Lock up to `limit` due items that no other transaction holds, but for those keyed in
-    # `skip`, as of `now`.
-    lock: Callable[[Connection, datetime, int, Sequence[str]], Awaitable[Due]]
-    # Expire the locked items and queue their results, in the caller's transaction.
-    expire: Callable[[Connection, Due, datetime], Awaitable[Plan]]
+    # Lock up to `limit` due items of the partitions that no other transaction holds, but for
+    # those keyed in `skip`, as of `now`.
+    lock: Callable[[Connection, datetime, int, Sequence[str], Partitions], Awaitable[Due]]
+    # Expire the locked items of the partitions and queue their results, in the caller's
+    # transaction.
+    expire: Callable[[Connection, Due, datetime, Partitions], Awaitable[Plan]]
     # The key of each locked item: what is skipped when it cannot be expired.
     keys: Callable[[Due], list[str]]
     # Metrics and logs of a committed plan; how many things it expired.
@@ -73,8 +85,8 @@ def _lots_committed(metrics: Metrics, plan: CoinPlan) -> int:
 
 PAYMENTS: Sweep[Any, PaymentPlan] = Sweep(
     what="payment",
-    lock=payments.lock_due,
-    expire=payments.expire,
+    lock=lambda conn, now, limit, skip, _: payments.lock_due(conn, now, limit, skip),
+    expire=lambda conn, due, now, _: payments.expire(conn, due, now),
     keys=lambda due: [payment.payment_id for payment in due],
     committed=_payments_committed,
     failures=lambda metrics: metrics.expiry_failures,
@@ -99,13 +111,17 @@ class Sweeper(Generic[Due, Plan]):
         interval_seconds: float,
         on_committed: Callable[[], None] = lambda: None,
         chunk: int = 500,
+        shares: Shares | None = None,
     ) -> None:
+        """`shares`: what each step runs in (the consume lanes, for coin lots); None: every
+        step sweeps everything."""
         self._pool = pool
         self._metrics = metrics
         self._sweep = sweep
         self._interval = interval_seconds
         self._on_committed = on_committed
         self._chunk = chunk
+        self._shares = shares
         # Keys of what this process could not expire (a fault that retrying cannot cure): left
         # alone until a restart, so that one item never stops the sweep of the others.
         self._skipped: set[str] = set()
@@ -117,7 +133,7 @@ class Sweeper(Generic[Due, Plan]):
             try:
                 async for attempt in transient_retry():
                     with attempt:
-                        while await self.sweep_once():
+                        while await self._each_share(self.sweep_once):
                             pass
             except Exception as exc:  # noqa: BLE001 - one item must not stop the sweep
                 log.warning(
@@ -128,33 +144,40 @@ class Sweeper(Generic[Due, Plan]):
                 try:
                     async for attempt in transient_retry():
                         with attempt:
-                            while await self._sweep_one():
+                            while await self._each_share(self._sweep_one):
                                 pass
                 except Exception:
                     log.exception("%s expiry sweep failed; trying again later", what, extra={
                         "action": "expire_failed"})  # fmt: skip
             await asyncio.sleep(self._interval)
 
-    async def sweep_once(self) -> int:
-        """Expire what is due of up to one chunk of locked items; returns how many things were
-        expired (0: nothing due is left that another transaction does not hold)."""
+    async def _each_share(self, step: Callable[[Partitions], Awaitable[int]]) -> int:
+        if self._shares is None:
+            return await step(None)
+        return await self._shares(step)
+
+    async def sweep_once(self, partitions: Partitions = None) -> int:
+        """Expire what is due of up to one chunk of locked items of `partitions` (None: any);
+        returns how many things were expired (0: nothing due is left that another transaction
+        does not hold)."""
         async with self._pool.acquire() as conn, conn.transaction():
             now = datetime.now(UTC)
-            due = await self._sweep.lock(conn, now, self._chunk, list(self._skipped))
-            plan = await self._sweep.expire(conn, due, now)
+            skip = list(self._skipped)
+            due = await self._sweep.lock(conn, now, self._chunk, skip, partitions)
+            plan = await self._sweep.expire(conn, due, now, partitions)
         return self._committed(plan)
 
-    async def _sweep_one(self) -> bool:
-        """Expire the first due item, or set it aside if that fails for good. Returns False
-        when none is left."""
+    async def _sweep_one(self, partitions: Partitions = None) -> int:
+        """Expire the first due item of `partitions`, or set it aside if that fails for good.
+        Returns 0 when none is left, else 1."""
         async with self._pool.acquire() as conn, conn.transaction():
             now = datetime.now(UTC)
-            due = await self._sweep.lock(conn, now, 1, list(self._skipped))
+            due = await self._sweep.lock(conn, now, 1, list(self._skipped), partitions)
             if not due:
-                return False
+                return 0
             try:
                 async with conn.transaction():  # a savepoint: a failure leaves the lock held
-                    plan = await self._sweep.expire(conn, due, now)
+                    plan = await self._sweep.expire(conn, due, now, partitions)
             except Exception as exc:
                 if is_retriable(exc):
                     raise
@@ -166,9 +189,9 @@ class Sweeper(Generic[Due, Plan]):
                     self._sweep.what,
                     extra={"action": "expire_failed", "keys": keys},
                 )
-                return True
+                return 1
         self._committed(plan)
-        return True
+        return 1
 
     def _committed(self, plan: Plan) -> int:
         expired = self._sweep.committed(self._metrics, plan)

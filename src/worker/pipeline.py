@@ -153,6 +153,12 @@ class Pipeline:
         (coin results, dead letters). Payment results are queued in the outbox, and every
         message is when `queue_all`."""
         coin_commands = [i.command for i in items if isinstance(i.command, CoinCommand)]
+        # Kept on the lots, whose owner expires them (worker.expiry).
+        partitions = {
+            i.command.student_id: i.record.partition
+            for i in items
+            if isinstance(i.command, CoinCommand)
+        }
         upserts = [i.command for i in items if isinstance(i.command, UpsertItem)]
         payment_commands = [
             i.command for i in items if not isinstance(i.command, CoinCommand | UpsertItem)
@@ -169,6 +175,7 @@ class Pipeline:
                         now,
                         self._policies.coin_lifetime,
                         upserted={u.item.item_id for u in upserts},
+                        partitions=partitions,
                     )
                     catalog = await apply_catalog_commands(conn, upserts, now)
                     payments = await apply_payment_commands(

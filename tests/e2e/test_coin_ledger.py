@@ -270,7 +270,7 @@ async def test_coins_left_in_a_lot_expire_twenty_seconds_after_their_credit(
 ) -> None:
     # Long enough for the redemption and the wallet read to come first, short for the suite.
     w = await start_worker(COIN_EXPIRY_DAYS=str(20 / 86_400), COIN_EXPIRY_INTERVAL_SECONDS="1")
-    await send(producer, w.prefix, "course.completed", completed("eve", "c-1"), key="eve")
+    sent = await send(producer, w.prefix, "course.completed", completed("eve", "c-1"), key="eve")
     await send(producer, w.prefix, "coins.redemption.requested", redemption("d-1", "eve", 30),
                key="eve")  # fmt: skip
 
@@ -285,6 +285,13 @@ async def test_coins_left_in_a_lot_expire_twenty_seconds_after_their_credit(
     expiring_at = datetime.fromisoformat(wallet["expiring"]["at"])
     credited_at = datetime.fromisoformat(credited["time"])
     assert timedelta(seconds=15) < expiring_at - credited_at < timedelta(seconds=25)
+    # The lot keeps the partition its credit came from: that partition's owner expires it.
+    conn = await asyncpg.connect(w.database_url)
+    try:
+        kept = await conn.fetchval("SELECT input_partition FROM coin_lots WHERE student_id = 'eve'")
+    finally:
+        await conn.close()
+    assert kept == sent.partition
 
     async def expired() -> dict:  # type: ignore[type-arg]
         [event] = await w.results("coins.expired", at_least=1)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -35,10 +35,14 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def apply(
-    pool: asyncpg.Pool, batch: list[CoinCommand], now: datetime, lifetime: timedelta | None
+    pool: asyncpg.Pool,
+    batch: list[CoinCommand],
+    now: datetime,
+    lifetime: timedelta | None,
+    partitions: dict[str, int] | None = None,
 ) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        await apply_coin_commands(conn, batch, now, lifetime)
+        await apply_coin_commands(conn, batch, now, lifetime, partitions=partitions)
 
 
 async def assert_lots_in_step(conn: asyncpg.Connection) -> None:
@@ -235,3 +239,64 @@ async def test_two_sweeps_of_students_with_interleaved_deadlines_hold_disjoint_w
         await assert_lots_in_step(one)
     balances = dict(await pool.fetch("SELECT student_id, balance FROM coin_wallets"))
     assert balances == {"s": 0, "t": 0}
+
+
+async def test_each_lot_is_expired_by_the_owner_of_its_credits_input_partition(
+    pool: asyncpg.Pool,
+) -> None:
+    # Lots made before lots kept a partition ("old") go with partition 0, until a debit that
+    # draws on one gives it the debit's ("drawn").
+    await apply(pool, [credit(s, "c1", 10) for s in ("old", "drawn")], START, DAY)
+    students = {f"s{n}": n for n in range(4)}
+    await apply(pool, [credit(s, "c1", 10) for s in students], START, DAY, students)
+    await apply(pool, [redeem("drawn", "r1", 4)], START, None, {"drawn": 3})
+    kept = dict(await pool.fetch("SELECT student_id, input_partition FROM coin_lots"))
+    assert kept == {**students, "old": None, "drawn": 3}
+
+    sweeper = Sweeper(pool, Metrics(CollectorRegistry()), COIN_LOTS, interval_seconds=1)
+
+    async def expired() -> set[str]:
+        rows = await pool.fetch("SELECT student_id FROM coin_transactions WHERE type = 'expiry'")
+        return {row["student_id"] for row in rows}
+
+    assert await sweeper.sweep_once(frozenset({1, 3})) == 3
+    assert await expired() == {"s1", "s3", "drawn"}
+    assert await sweeper.sweep_once(frozenset({2, 5})) == 1
+    assert await expired() == {"s1", "s2", "s3", "drawn"}
+    assert await sweeper.sweep_once(frozenset({0})) == 2
+    assert await expired() == {*students, "old", "drawn"}
+    async with pool.acquire() as conn:
+        await assert_lots_in_step(conn)
+
+
+async def test_a_sweep_in_shares_runs_each_share_until_none_has_anything_due(
+    pool: asyncpg.Pool,
+) -> None:
+    students = {f"s{n}": n % 3 for n in range(20)}
+    await apply(pool, [credit(s, "c1", 10) for s in students], START, DAY, students)
+    shares: list[frozenset[int]] = []
+
+    async def in_shares(step: Callable[[frozenset[int]], Awaitable[int]]) -> int:
+        done = 0
+        for share in (frozenset({0}), frozenset({1})):  # no one owns partition 2 here
+            shares.append(share)
+            done += await step(share)
+        return done
+
+    sweeper = Sweeper(
+        pool, Metrics(CollectorRegistry()), COIN_LOTS, interval_seconds=60, chunk=3,
+        shares=in_shares,
+    )  # fmt: skip
+    sweeping = asyncio.create_task(sweeper.run())
+
+    async def owned_ones_expired() -> None:
+        rows = await pool.fetch("SELECT student_id FROM coin_transactions WHERE type = 'expiry'")
+        assert {row["student_id"] for row in rows} == {s for s, p in students.items() if p < 2}
+
+    try:
+        await eventually(owned_ones_expired, within=30)
+    finally:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
+    assert len(shares) >= 2 * 3  # 7 students each in chunks of 3: three passes at least

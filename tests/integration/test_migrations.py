@@ -59,7 +59,9 @@ EXPECTED_COLUMNS = {
         "event_source", "event_id", "change",
     },
     "course_streaks": {"student_id", "first_day", "last_day"},
-    "coin_lots": {"transaction_id", "student_id", "amount", "remaining", "expires_at"},
+    "coin_lots": {
+        "transaction_id", "student_id", "amount", "remaining", "expires_at", "input_partition",
+    },
     "catalog_items": {
         "item_id", "version", "title", "cost_coins", "stock", "active_from", "active_until",
         "per_student_limit", "updated_at",

@@ -910,3 +910,130 @@ async def test_every_assignment_checks_the_outbox_again(lanes: int) -> None:
     stop.clear()
     await within_deadline(loop.run(stop))
     assert applier.queued_all == [False, True]
+
+
+ALIGNED = (CREDITS, MORE_CREDITS, REDEMPTIONS, TopicPartition(REDEMPTIONS.topic, 1))
+
+
+async def aligned_owner(consumer: FakeConsumer) -> FakeConsumer:
+    consumer.partitions_of = {topic: 2 for topic in TOPICS}
+    return await owning(consumer, *ALIGNED)
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_a_step_between_batches_follows_the_lanes_results_and_its_next_batch_follows_it(
+    lanes: int,
+) -> None:
+    # An expiry runs in the lane that owns its partitions, once the lane's results before are
+    # published, and what it queued goes out before the lane's next results.
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    consumer.append(MORE_CREDITS, b"m")
+    outbox: list[str] = []
+
+    async def queued() -> bool:
+        return bool(outbox)
+
+    applier, stop = Applier(), asyncio.Event()
+    publisher = HoldingPublisher(consumer, b"a")
+    loop = consume_loop(
+        consumer,
+        applier,
+        stop,
+        until=lambda: False,
+        publish=publisher,
+        ordered_together=TOPICS,
+        coin_results_queued=queued,
+        lanes=lanes,
+    )
+    await aligned_owner(consumer)
+    consuming = asyncio.create_task(loop.run(stop))
+    await within_deadline(publisher.publishing.wait())
+    steps: list[tuple[list[int], list[bytes | None]]] = []
+
+    async def expire(numbers: frozenset[int]) -> int:
+        published = [value for batch in publisher.batches for value in batch]
+        steps.append((sorted(numbers), published))
+        outbox.append("coins.expired")
+        return 1
+
+    between = asyncio.create_task(loop.between_batches(expire))
+    for _ in range(20):  # let it try to go ahead, were it able to
+        await asyncio.sleep(0)
+    assert steps == []  # partition 0's results are not published yet
+
+    publisher.release.set()
+    assert await within_deadline(between) == lanes
+    assert [numbers for numbers, _ in steps] == ([[0], [1]] if lanes == 2 else [[0, 1]])
+    assert b"a" in steps[0][1]  # published before the step that expires partition 0's lots
+    assert applier.queued_all == [False] * lanes
+
+    consumer.append(CREDITS, b"after")
+    await until(lambda: (CREDITS.topic, 0, 1) in applier.applied)
+    assert applier.queued_all[-1] is True  # behind the expiry, through the outbox
+    stop.set()
+    await within_deadline(consuming)
+
+
+async def test_a_failed_step_between_batches_still_sends_the_next_batch_to_the_outbox() -> None:
+    # A commit whose answer was lost raises, yet may have queued an expiry.
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    outbox: list[str] = []
+
+    async def queued() -> bool:
+        return bool(outbox)
+
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(
+        consumer,
+        applier,
+        stop,
+        until=lambda: False,
+        ordered_together=TOPICS,
+        coin_results_queued=queued,
+    )
+    await aligned_owner(consumer)
+    consuming = asyncio.create_task(loop.run(stop))
+    await until(lambda: len(consumer.commits) == 1)
+
+    async def fails_after_commit(_: frozenset[int]) -> int:
+        outbox.append("coins.expired")
+        raise ConnectionResetError("the answer to COMMIT was lost")
+
+    with pytest.raises(ConnectionResetError):
+        await within_deadline(loop.between_batches(fails_after_commit))
+    consumer.append(CREDITS, b"b")
+    await until(lambda: len(applier.queued_all) == 2)
+    assert applier.queued_all == [False, True]
+    stop.set()
+    await within_deadline(consuming)
+
+
+async def test_no_step_runs_in_a_lane_whose_batch_failed_or_that_owns_no_coin_input() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+
+    async def fails(_: int) -> None:
+        raise RuntimeError("the broker refused it")
+
+    stop = asyncio.Event()
+    loop = consume_loop(
+        consumer, Applier(), stop, publish=Publisher(consumer, fails), ordered_together=TOPICS
+    )
+    await aligned_owner(consumer)
+    with pytest.raises(RuntimeError, match="refused"):
+        await within_deadline(loop.run(stop))
+    steps: list[frozenset[int]] = []
+
+    async def step(numbers: frozenset[int]) -> int:
+        steps.append(numbers)
+        return 1
+
+    # Its results were never published: the worker restarts and publishes them again first.
+    assert await within_deadline(loop.between_batches(step)) == 0
+    # A member that owns none of the coin inputs expires no lot.
+    other = consume_loop(FakeConsumer(), Applier(), asyncio.Event(), ordered_together=("x",))
+    await owning(other._consumer, CREDITS)  # type: ignore[arg-type]
+    assert await within_deadline(other.between_batches(step)) == 0
+    assert steps == []

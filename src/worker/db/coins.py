@@ -40,11 +40,14 @@ async def apply_coin_commands(
     now: datetime,
     lifetime: timedelta | None = None,
     upserted: Collection[str] = (),
+    partitions: Mapping[str, int] | None = None,
 ) -> CoinPlan:
     """Apply `commands` in order inside the caller's transaction, in three statements (five when
     some wallets are new): lock, read, write. Credits last `lifetime` (COIN_EXPIRY_DAYS; None:
     for ever). `upserted`: the catalog items the same transaction upserts next, locked with
     those its redemptions name, so that it locks its items in one statement, in one order.
+    `partitions`: the input partition of each student's events, kept on the lots made or drawn
+    on, whose owner expires them (`lock_due`).
 
     The wallets are locked before anything earlier is read: a batch that holds the same key as
     one in another transaction (a rebalance, a member evicted while it waited on the database)
@@ -62,7 +65,7 @@ async def apply_coin_commands(
         commands, known, wallets, now, answered, streaks,
         lots=lots, lifetime=lifetime, catalog=catalog,
     )  # fmt: skip
-    await _write(conn, plan)
+    await _write(conn, plan, partitions or {})
     if plan.items:
         await _write_items(conn, plan)
     if plan.runs:
@@ -116,32 +119,40 @@ def _debits(command: CoinCommand) -> bool:
     return command.amount < 0 or command.ledger_type == "redemption"
 
 
-async def expire_due(
-    conn: Connection, now: datetime, limit: int, skip: Sequence[str] = ()
-) -> CoinPlan:
-    """Expire the due lots of up to `limit` students whose wallets no other transaction holds,
-    but for `skip`, and queue the results (the sweep's, which no input can replay). A wallet's
-    lots are written only under its lock."""
-    return await expire(conn, await lock_due(conn, now, limit, skip), now)
-
-
 async def lock_due(
-    conn: Connection, now: datetime, limit: int, skip: Sequence[str] = ()
+    conn: Connection,
+    now: datetime,
+    limit: int,
+    skip: Sequence[str] = (),
+    partitions: Collection[int] | None = None,
 ) -> dict[str, Wallet]:
     """Lock the wallets of up to `limit` students with due lots that no other transaction
-    holds, but for `skip`."""
-    return _wallets(await conn.fetch(sql("coins_expiry_due"), now, limit, list(skip)))
+    holds, but for `skip`: lots credited from the input `partitions` (the lots from before
+    lots kept theirs go with partition 0), or any lot when None."""
+    return _wallets(
+        await conn.fetch(sql("coins_expiry_due"), now, limit, list(skip), _numbers(partitions))
+    )
 
 
-async def expire(conn: Connection, wallets: Mapping[str, Wallet], now: datetime) -> CoinPlan:
-    """Expire the due lots of the (locked) `wallets` and queue their results."""
+async def expire(
+    conn: Connection,
+    wallets: Mapping[str, Wallet],
+    now: datetime,
+    partitions: Collection[int] | None = None,
+) -> CoinPlan:
+    """Expire the due lots of the (locked) `wallets` credited from the input `partitions`
+    (as `lock_due`), and queue their results: the sweep's, which no input can replay."""
     if not wallets:
         return CoinPlan()
-    rows = await conn.fetch(sql("coins_expiry_lots"), list(wallets), now)
+    rows = await conn.fetch(sql("coins_expiry_lots"), list(wallets), now, _numbers(partitions))
     plan = expire_lots((_lot(row) for row in rows), wallets, now)
     await _write(conn, plan)
     await outbox.enqueue(conn, plan.messages)
     return plan
+
+
+def _numbers(partitions: Collection[int] | None) -> list[int] | None:
+    return None if partitions is None else sorted(partitions)
 
 
 def _lot(row: asyncpg.Record) -> Lot:
@@ -282,10 +293,14 @@ async def _known(
     return decisions, answers_found(events, row["answers"]), lots
 
 
-async def _write(conn: Connection, plan: CoinPlan) -> None:
-    """Write `plan` in one statement. A decision or an answer another transaction kept
-    meanwhile is a retriable conflict; so it was when the ledger was written after the
-    decisions, in a statement of its own, whose unique violation was permanent."""
+async def _write(
+    conn: Connection, plan: CoinPlan, partitions: Mapping[str, int] | None = None
+) -> None:
+    """Write `plan` in one statement, its lots with their student's input partition from
+    `partitions`. A decision or an answer another transaction kept meanwhile is a retriable
+    conflict; so it was when the ledger was written after the decisions, in a statement of its
+    own, whose unique violation was permanent."""
+    partition_of = (partitions or {}).get
     if not (plan.decisions or plan.entries or plan.answers or plan.wallets or plan.lots_changed):
         return
     [(decided, entered, answered)] = await conn.fetch(
@@ -295,7 +310,10 @@ async def _write(conn: Connection, plan: CoinPlan) -> None:
             (list(plan.decisions.items()), _DECISION_COLUMNS),
             (plan.entries, {}),
             answer_rows(plan.answers),
-            (list(plan.lots_changed.values()), {}),
+            (
+                list(plan.lots_changed.values()),
+                {"input_partition": lambda lot: partition_of(lot.student_id)},
+            ),
             (list(plan.wallets.items()), _WALLET_COLUMNS),
         ),
     )

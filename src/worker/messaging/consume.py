@@ -322,6 +322,37 @@ class ConsumeLoop:
             if finishing is not None:  # cut short: its offsets stay uncommitted
                 finishing.cancel()
 
+    async def between_batches(self, step: Callable[[frozenset[int]], Awaitable[int]]) -> int:
+        """Run `step` once in each lane that owns partitions of the `ordered_together` topics,
+        between two of its batches, with their numbers, once the lane's batches before are
+        published: so the coin results `step` decides (an expiry) follow them in their
+        students' order. `step` queues its results in the outbox (and returns how many things
+        it did): the lane's next batches look there first, and go through the outbox too until
+        it is published, so they follow them. Returns the sum of the steps' counts.
+
+        Each lane is held for one `step` only (callers loop), and no rebalance starts
+        meanwhile (it waits for every lane's lock)."""
+        done = 0
+        for lane in self._lanes:
+            async with lane.lock:
+                if self._failed is not None:
+                    break  # results were not published: the worker restarts, they go first
+                finishing = lane.finishing
+                if finishing is not None:
+                    await asyncio.wait({finishing})
+                    if finishing.cancelled() or finishing.exception() is not None:
+                        continue  # not published: the lane stops and raises it (`run`)
+                numbers = frozenset(
+                    tp.partition
+                    for tp in self._consumer.assignment()
+                    if tp.topic in self._ordered_together and lane.owns(tp)
+                )
+                if not numbers:
+                    continue
+                lane.outbox_checked = False  # also when `step` fails: it may have committed
+                done += await step(numbers)
+        return done
+
     def in_group(self) -> bool:
         """Whether the consumer holds its partitions and knows its group coordinator (what
         `/readyz` reports as `kafka_group`)."""

@@ -1,7 +1,8 @@
 -- Writes what a batch's coin commands (or an expiry sweep) decided, in one statement: the new
 -- decisions with the result event each one answered, the ledger entries in decision order (seq
--- follows it: the newest has the highest), the answers by event, the lots made or drawn on,
--- and the balances the wallets end with. The caller holds the wallets' locks
+-- follows it: the newest has the highest), the answers by event, the lots made or drawn on
+-- (with the input partition of their student's events in the batch; a lot made before lots
+-- kept one takes it when drawn on: 0014), and the balances the wallets end with. The caller holds the wallets' locks
 -- (coins_lock_wallets, coins_expiry_due), and a wallet's lots are written only under its lock.
 -- A decision, entry or answer whose key is taken is skipped: the caller compares the counts
 -- returned and fails the batch (a decision or an answer another transaction kept meanwhile: it
@@ -46,11 +47,15 @@ answered AS (
     RETURNING 1
 ),
 lots AS (
-    INSERT INTO coin_lots (transaction_id, student_id, amount, remaining, expires_at)
-    SELECT transaction_id, student_id, amount, remaining, expires_at
-    FROM unnest($23::uuid[], $24::text[], $25::bigint[], $26::bigint[], $27::timestamptz[])
-        AS l (transaction_id, student_id, amount, remaining, expires_at)
-    ON CONFLICT (transaction_id) DO UPDATE SET remaining = EXCLUDED.remaining
+    INSERT INTO coin_lots (transaction_id, student_id, amount, remaining, expires_at,
+                           input_partition)
+    SELECT transaction_id, student_id, amount, remaining, expires_at, input_partition
+    FROM unnest($23::uuid[], $24::text[], $25::bigint[], $26::bigint[], $27::timestamptz[],
+                $28::int[])
+        AS l (transaction_id, student_id, amount, remaining, expires_at, input_partition)
+    ON CONFLICT (transaction_id) DO UPDATE
+        SET remaining = EXCLUDED.remaining,
+            input_partition = coalesce(coin_lots.input_partition, EXCLUDED.input_partition)
 ),
 balances AS (
     UPDATE coin_wallets AS w
@@ -59,7 +64,7 @@ balances AS (
         lifetime_spent = b.lifetime_spent,
         lotted = b.lotted,
         updated_at = now()
-    FROM unnest($28::text[], $29::bigint[], $30::bigint[], $31::bigint[], $32::bigint[])
+    FROM unnest($29::text[], $30::bigint[], $31::bigint[], $32::bigint[], $33::bigint[])
         AS b (student_id, balance, lifetime_earned, lifetime_spent, lotted)
     WHERE w.student_id = b.student_id
 )

@@ -1,0 +1,11 @@
+-- A lot keeps the number of the input partition its credit was consumed from. One student's
+-- coin events share a partition number on every coin input topic, so the member (and lane)
+-- that owns that number decides all of the student's coin results. It is the one that expires
+-- the lot, between two of its batches, once its results before are published: so a
+-- `coins.expired` takes its place in the student's order of results (CONTRACT section 4).
+--
+-- Lots made before this migration have none; the owner of partition 0 expires them, and a
+-- debit that draws on one records its own partition on it (coins_write). Nullable and with no
+-- default: adding the column rewrites nothing. The sweep still reads the due lots by deadline
+-- (coin_lots_open_by_deadline), few at a time, and keeps those of its partitions.
+ALTER TABLE coin_lots ADD COLUMN input_partition integer CHECK (input_partition >= 0);
