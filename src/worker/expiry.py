@@ -91,10 +91,20 @@ PAYMENTS: Sweep[Any, PaymentPlan] = Sweep(
     committed=_payments_committed,
     failures=lambda metrics: metrics.expiry_failures,
 )
+
+
+def _shared(partitions: Partitions) -> Collection[int]:
+    if partitions is None:  # a wiring mistake, not a fault of one lot: every sweep fails
+        raise TypeError("coin lots are expired by partition: the Sweeper needs its shares")
+    return partitions
+
+
 COIN_LOTS: Sweep[Any, CoinPlan] = Sweep(
     what="coin lot",
-    lock=coins.lock_due,
-    expire=coins.expire,
+    lock=lambda conn, now, limit, skip, partitions: coins.lock_due(
+        conn, now, limit, skip, _shared(partitions)
+    ),
+    expire=lambda conn, due, now, partitions: coins.expire(conn, due, now, _shared(partitions)),
     keys=list,  # the locked wallets, by student id
     committed=_lots_committed,
     failures=lambda metrics: metrics.coin_expiry_failures,

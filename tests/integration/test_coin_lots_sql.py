@@ -45,6 +45,11 @@ async def apply(
         await apply_coin_commands(conn, batch, now, lifetime, partitions=partitions)
 
 
+async def partition_zero(step: Callable[[frozenset[int]], Awaitable[int]]) -> int:
+    """The shares of a sweep of the lots made with no partition (`apply` without one)."""
+    return await step(frozenset({0}))
+
+
 async def assert_lots_in_step(conn: asyncpg.Connection) -> None:
     """Balance = sum of entries >= 0 (assert_invariants), and the lotted part of each balance
     is what its open lots hold; no lot expired twice, and each expiry took what its lot had."""
@@ -119,7 +124,10 @@ async def test_several_workers_sweeping_at_once_expire_each_lot_once_while_batch
         await apply(pool, batch, START, lifetime)
 
     metrics = Metrics(CollectorRegistry())
-    sweepers = [Sweeper(pool, metrics, COIN_LOTS, interval_seconds=0.05, chunk=7) for _ in range(4)]
+    sweepers = [
+        Sweeper(pool, metrics, COIN_LOTS, interval_seconds=0.05, chunk=7, shares=partition_zero)
+        for _ in range(4)
+    ]
 
     async def spend() -> None:  # batches on the same wallets while the sweeps run
         rng = random.Random(7)  # noqa: S311 - a fixed sample, no secret
@@ -133,7 +141,7 @@ async def test_several_workers_sweeping_at_once_expire_each_lot_once_while_batch
     # passes over the wallets another holds is tested by
     # test_two_sweeps_of_students_with_interleaved_deadlines_hold_disjoint_wallets, with
     # both transactions held open; here, that each lot expires once.
-    first_rounds = await asyncio.gather(*(sweeper.sweep_once() for sweeper in sweepers))
+    first_rounds = await asyncio.gather(*(sweeper.sweep_once({0}) for sweeper in sweepers))
     assert sum(first_rounds) > 0, first_rounds
     tasks = [asyncio.create_task(s.run()) for s in sweepers]
     try:
@@ -198,7 +206,7 @@ async def test_a_wallet_whose_lots_cannot_expire_is_set_aside_and_the_sweep_goes
         " CHECK (NOT (student_id = 's2' AND type = 'expiry'))"
     )
     metrics = Metrics(CollectorRegistry())
-    sweeper = Sweeper(pool, metrics, COIN_LOTS, interval_seconds=0.05)
+    sweeper = Sweeper(pool, metrics, COIN_LOTS, interval_seconds=0.05, shares=partition_zero)
     sweeping = asyncio.create_task(sweeper.run())
 
     async def the_others_expired() -> None:
@@ -229,11 +237,14 @@ async def test_two_sweeps_of_students_with_interleaved_deadlines_hold_disjoint_w
     async with pool.acquire() as one, pool.acquire() as other:
         async with one.transaction(), other.transaction():
             now = datetime.now(UTC)
-            first = await coins.lock_due(one, now, 1)
-            second = await coins.lock_due(other, now, 1)
+            first = await coins.lock_due(one, now, 1, (), {0})
+            second = await coins.lock_due(other, now, 1, (), {0})
             assert sorted([*first, *second]) == ["s", "t"]
             plans = await asyncio.wait_for(
-                asyncio.gather(coins.expire(one, first, now), coins.expire(other, second, now)), 10
+                asyncio.gather(
+                    coins.expire(one, first, now, {0}), coins.expire(other, second, now, {0})
+                ),
+                10,
             )
         assert [len(plan.entries) for plan in plans] == [6, 6]
         await assert_lots_in_step(one)
@@ -245,13 +256,16 @@ async def test_each_lot_is_expired_by_the_owner_of_its_credits_input_partition(
     pool: asyncpg.Pool,
 ) -> None:
     # Lots made before lots kept a partition ("old") go with partition 0, until a debit that
-    # draws on one gives it the debit's ("drawn").
+    # draws on one gives it the debit's ("drawn"); so does a lot whose student's events come
+    # from another partition now ("moved", after the topics gained partitions).
     await apply(pool, [credit(s, "c1", 10) for s in ("old", "drawn")], START, DAY)
     students = {f"s{n}": n for n in range(4)}
     await apply(pool, [credit(s, "c1", 10) for s in students], START, DAY, students)
+    await apply(pool, [credit("moved", "c1", 10)], START, DAY, {"moved": 1})
     await apply(pool, [redeem("drawn", "r1", 4)], START, None, {"drawn": 3})
+    await apply(pool, [redeem("moved", "r1", 4)], START, None, {"moved": 5})
     kept = dict(await pool.fetch("SELECT student_id, input_partition FROM coin_lots"))
-    assert kept == {**students, "old": None, "drawn": 3}
+    assert kept == {**students, "old": None, "drawn": 3, "moved": 5}
 
     sweeper = Sweeper(pool, Metrics(CollectorRegistry()), COIN_LOTS, interval_seconds=1)
 
@@ -261,10 +275,10 @@ async def test_each_lot_is_expired_by_the_owner_of_its_credits_input_partition(
 
     assert await sweeper.sweep_once(frozenset({1, 3})) == 3
     assert await expired() == {"s1", "s3", "drawn"}
-    assert await sweeper.sweep_once(frozenset({2, 5})) == 1
-    assert await expired() == {"s1", "s2", "s3", "drawn"}
+    assert await sweeper.sweep_once(frozenset({2, 5})) == 2
+    assert await expired() == {"s1", "s2", "s3", "drawn", "moved"}
     assert await sweeper.sweep_once(frozenset({0})) == 2
-    assert await expired() == {*students, "old", "drawn"}
+    assert await expired() == {*students, "old", "drawn", "moved"}
     async with pool.acquire() as conn:
         await assert_lots_in_step(conn)
 

@@ -126,6 +126,12 @@ class FakeConsumer:
     async def committed(self, tp: TopicPartition) -> int | None:
         return self.committed_offsets.get(tp)
 
+    async def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[Any, int]:
+        return {tp: 0 for tp in partitions}
+
+    async def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[Any, int]:
+        return {tp: len(self.log.get(tp, [])) for tp in partitions}
+
     async def position(self, tp: TopicPartition) -> int:
         return self.positions[tp]
 

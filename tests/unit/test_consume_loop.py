@@ -1037,3 +1037,133 @@ async def test_no_step_runs_in_a_lane_whose_batch_failed_or_that_owns_no_coin_in
     await owning(other._consumer, CREDITS)  # type: ignore[arg-type]
     assert await within_deadline(other.between_batches(step)) == 0
     assert steps == []
+
+
+async def record_steps(
+    loop: ConsumeLoop, applier: Applier, steps: list[tuple[list[int], list[Applied]]]
+) -> int:
+    """Run a step between batches that notes its partition numbers and what was applied."""
+
+    async def step(numbers: frozenset[int]) -> int:
+        steps.append((sorted(numbers), list(applier.applied)))
+        return 1
+
+    return await within_deadline(loop.between_batches(step))
+
+
+async def test_no_step_between_a_revocation_and_the_next_assignment() -> None:
+    # The partitions may go to another member, which checks the outbox before a step here
+    # would commit; aiokafka's assignment() still lists them until the next one.
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop, until=lambda: False, ordered_together=TOPICS)
+    await aligned_owner(consumer)
+    running = asyncio.create_task(loop.run(stop))
+    await until(lambda: len(consumer.commits) == 1)
+    steps: list[tuple[list[int], list[Applied]]] = []
+
+    assert consumer.listener is not None
+    await consumer.listener.on_partitions_revoked(set(consumer.owned))
+    assert await record_steps(loop, applier, steps) == 0
+    await consumer.listener.on_partitions_assigned(set(consumer.owned))
+    assert await record_steps(loop, applier, steps) == 1
+    assert [numbers for numbers, _ in steps] == [[0, 1]]
+    stop.set()
+    await within_deadline(running)
+
+
+async def test_no_step_once_run_ended_with_a_batch_applied_and_not_published() -> None:
+    consumer = FakeConsumer()
+
+    async def lane_0_fails(batch: int) -> None:
+        if batch >= 1:
+            raise RuntimeError("lane 0 cannot apply its batch")
+
+    applier, stop = Applier(lane_0_fails), asyncio.Event()
+    publisher = HoldingPublisher(consumer, b"m")
+    loop = consume_loop(
+        consumer, applier, stop, until=lambda: False, publish=publisher,
+        ordered_together=TOPICS, lanes=2,
+    )  # fmt: skip
+    await aligned_owner(consumer)
+    running = asyncio.create_task(loop.run(stop))
+    steps: list[tuple[list[int], list[Applied]]] = []
+    assert await record_steps(loop, applier, steps) == 2  # the logs were empty: caught up
+
+    consumer.append(MORE_CREDITS, b"m")
+    await within_deadline(publisher.publishing.wait())  # lane 1's batch: applied, held
+    consumer.append(CREDITS, b"a")
+    with pytest.raises(RuntimeError, match="lane 0"):
+        await within_deadline(running)
+    assert publisher.batches == []  # cut short: replayed by the next owner, which goes first
+    assert await record_steps(loop, applier, steps) == 0
+    assert len(steps) == 2
+
+
+async def test_no_step_for_a_partition_until_what_its_last_owner_may_have_applied_is_replayed() -> (
+    None
+):
+    # The last owner applied CREDITS@0 in the database and died before publishing it: only
+    # its replay here publishes that result, and no expiry of partition 0 may go out first.
+    # This member owned the partitions before, and looked then (their logs were empty).
+    consumer = FakeConsumer()
+    consumer.max_per_fetch = 1
+    applier, stop = Applier(), asyncio.Event()
+    publisher = HoldingPublisher(consumer, b"r0")
+    loop = consume_loop(
+        consumer, applier, stop, until=lambda: False, publish=publisher, ordered_together=TOPICS
+    )
+    await aligned_owner(consumer)
+    running = asyncio.create_task(loop.run(stop))
+    steps: list[tuple[list[int], list[Applied]]] = []
+    assert await record_steps(loop, applier, steps) == 1
+
+    await consumer.rebalance([])  # the last owner's turn
+    fetched_first = TopicPartition(REDEMPTIONS.topic, 1)
+    for n in range(3):
+        consumer.append(fetched_first, b"r%d" % n)
+    consumer.append(CREDITS, b"applied by the last owner, never published")
+    await consumer.rebalance(ALIGNED)
+    await within_deadline(publisher.publishing.wait())
+    between = asyncio.create_task(record_steps(loop, applier, steps))
+    publisher.release.set()
+    assert await between == 0  # partition 0 and partition 1 are both behind their log ends
+    assert len(steps) == 1
+
+    await until(lambda: len(consumer.commits) == 4)
+    assert await record_steps(loop, applier, steps) == 1
+    numbers, applied = steps[-1]
+    assert numbers == [0, 1]
+    assert (CREDITS.topic, 0, 0) in applied
+    stop.set()
+    await within_deadline(running)
+
+
+async def test_a_step_that_did_nothing_leaves_the_next_batch_publishing_from_memory() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    outbox: list[str] = []
+
+    async def queued() -> bool:
+        return bool(outbox)
+
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(
+        consumer, applier, stop, until=lambda: False, ordered_together=TOPICS,
+        coin_results_queued=queued,
+    )  # fmt: skip
+    await aligned_owner(consumer)
+    running = asyncio.create_task(loop.run(stop))
+    await until(lambda: len(consumer.commits) == 1)
+
+    async def nothing_due(_: frozenset[int]) -> int:
+        return 0
+
+    assert await within_deadline(loop.between_batches(nothing_due)) == 0
+    outbox.append("coins.credited, queued by another lane")  # not this lane's business
+    consumer.append(CREDITS, b"b")
+    await until(lambda: len(applier.queued_all) == 2)
+    assert applier.queued_all == [False, False]
+    stop.set()
+    await within_deadline(running)

@@ -123,14 +123,14 @@ async def lock_due(
     conn: Connection,
     now: datetime,
     limit: int,
-    skip: Sequence[str] = (),
-    partitions: Collection[int] | None = None,
+    skip: Sequence[str],
+    partitions: Collection[int],
 ) -> dict[str, Wallet]:
-    """Lock the wallets of up to `limit` students with due lots that no other transaction
-    holds, but for `skip`: lots credited from the input `partitions` (the lots from before
-    lots kept theirs go with partition 0), or any lot when None."""
+    """Lock the wallets of up to `limit` students with due lots credited from the input
+    `partitions` (lots from before lots kept theirs go with partition 0) that no other
+    transaction holds, but for `skip`."""
     return _wallets(
-        await conn.fetch(sql("coins_expiry_due"), now, limit, list(skip), _numbers(partitions))
+        await conn.fetch(sql("coins_expiry_due"), now, limit, list(skip), sorted(partitions))
     )
 
 
@@ -138,21 +138,17 @@ async def expire(
     conn: Connection,
     wallets: Mapping[str, Wallet],
     now: datetime,
-    partitions: Collection[int] | None = None,
+    partitions: Collection[int],
 ) -> CoinPlan:
     """Expire the due lots of the (locked) `wallets` credited from the input `partitions`
     (as `lock_due`), and queue their results: the sweep's, which no input can replay."""
     if not wallets:
         return CoinPlan()
-    rows = await conn.fetch(sql("coins_expiry_lots"), list(wallets), now, _numbers(partitions))
+    rows = await conn.fetch(sql("coins_expiry_lots"), list(wallets), now, sorted(partitions))
     plan = expire_lots((_lot(row) for row in rows), wallets, now)
     await _write(conn, plan)
     await outbox.enqueue(conn, plan.messages)
     return plan
-
-
-def _numbers(partitions: Collection[int] | None) -> list[int] | None:
-    return None if partitions is None else sorted(partitions)
 
 
 def _lot(row: asyncpg.Record) -> Lot:

@@ -245,6 +245,10 @@ class ConsumeLoop:
         # The group's committed offset of each assigned partition, for the lag: asked once per
         # assignment (None: none committed), then this worker's own commits.
         self._committed: dict[TopicPartition, int | None] = {}
+        # Where the log of each of this assignment's coin partitions began and ended when a
+        # step between batches first looked (`between_batches`).
+        self._horizon: dict[TopicPartition, tuple[int, int]] = {}
+        self._running = False
         self._lag_reported: set[TopicPartition] = set()
         # What stopped a batch from going out: raised by `run`.
         self._failed: BaseException | None = None
@@ -270,6 +274,7 @@ class ConsumeLoop:
         """Consume until `stop` is set; the batches in hand when it is set are finished first.
         The first lane to fail stops the others, and its error is raised."""
         lanes = [asyncio.create_task(self._run_lane(lane, stop)) for lane in self._lanes]
+        self._running = True
         try:
             done, _ = await asyncio.wait(lanes, return_when=asyncio.FIRST_EXCEPTION)
             for task in lanes:
@@ -277,6 +282,7 @@ class ConsumeLoop:
                     raise task.exception()  # type: ignore[misc]
             self._raise_failure()  # one a rebalance met while stopping
         finally:
+            self._running = False  # a batch cut short may be applied and not published
             for task in lanes:
                 task.cancel()
             await asyncio.gather(*lanes, return_exceptions=True)
@@ -323,35 +329,68 @@ class ConsumeLoop:
                 finishing.cancel()
 
     async def between_batches(self, step: Callable[[frozenset[int]], Awaitable[int]]) -> int:
-        """Run `step` once in each lane that owns partitions of the `ordered_together` topics,
-        between two of its batches, with their numbers, once the lane's batches before are
-        published: so the coin results `step` decides (an expiry) follow them in their
-        students' order. `step` queues its results in the outbox (and returns how many things
-        it did): the lane's next batches look there first, and go through the outbox too until
-        it is published, so they follow them. Returns the sum of the steps' counts.
+        """Run `step` once in each lane, between two of its batches, with the numbers of the
+        lane's partitions of the `ordered_together` topics that are caught up (`_caught_up`),
+        once the lane's batches before are published: so the coin results `step` decides (an
+        expiry) follow theirs in their students' order. `step` queues its results in the
+        outbox and returns how many things it did: the lane's next batches then look there
+        first, and go through the outbox too until it is published, so they follow them.
+        Returns the sum of the steps' counts.
 
-        Each lane is held for one `step` only (callers loop), and no rebalance starts
-        meanwhile (it waits for every lane's lock)."""
+        No step runs while the member is between two assignments, or once `run` has ended or
+        failed (a batch may be applied and not published: its replay must come first). Each
+        lane is held for one `step` only (callers loop); a rebalance waits for it."""
         done = 0
         for lane in self._lanes:
             async with lane.lock:
-                if self._failed is not None:
-                    break  # results were not published: the worker restarts, they go first
+                if not self._steady():
+                    break
                 finishing = lane.finishing
                 if finishing is not None:
                     await asyncio.wait({finishing})
                     if finishing.cancelled() or finishing.exception() is not None:
                         continue  # not published: the lane stops and raises it (`run`)
-                numbers = frozenset(
-                    tp.partition
-                    for tp in self._consumer.assignment()
-                    if tp.topic in self._ordered_together and lane.owns(tp)
-                )
-                if not numbers:
+                generation = self.guard.generation
+                numbers = await self._caught_up(lane)
+                if not numbers or not self._steady() or self.guard.generation != generation:
                     continue
-                lane.outbox_checked = False  # also when `step` fails: it may have committed
-                done += await step(numbers)
+                try:
+                    count = await step(numbers)
+                except BaseException:
+                    lane.outbox_checked = False  # it may have committed, its answer lost
+                    raise
+                if count:
+                    lane.outbox_checked = False
+                done += count
         return done
+
+    def _steady(self) -> bool:
+        return self._running and self._failed is None and self.guard.joined
+
+    async def _caught_up(self, lane: _Lane) -> frozenset[int]:
+        """The numbers of the lane's coin partitions whose committed offsets, of every coin
+        topic, reached where their logs ended when it first looked in this assignment. A
+        member that died between a database commit and its publish left results that only the
+        replay of their records publishes: no later decision may go out before them."""
+        mine = [
+            tp
+            for tp in self._consumer.assignment()
+            if tp.topic in self._ordered_together and lane.owns(tp)
+        ]
+        if not mine:
+            return frozenset()
+        if missing := [tp for tp in mine if tp not in self._horizon]:
+            starts = await self._consumer.beginning_offsets(missing)
+            ends = await self._consumer.end_offsets(missing)
+            self._horizon.update({tp: (starts[tp], ends[tp]) for tp in missing})
+        behind = set()
+        for tp in mine:
+            if tp not in self._committed:
+                self._committed[tp] = await self._consumer.committed(tp)
+            start, end = self._horizon[tp]
+            if max(self._committed[tp] or 0, start) < end:
+                behind.add(tp.partition)
+        return frozenset(tp.partition for tp in mine) - behind
 
     def in_group(self) -> bool:
         """Whether the consumer holds its partitions and knows its group coordinator (what
@@ -497,11 +536,13 @@ class ConsumeLoop:
                 if lane.finishing is finishing:
                     lane.finishing = None
         self._aligned = False
+        self._horizon.clear()
         for lane in self._lanes:
             lane.outbox_checked = False
 
     def _check_alignment(self, assigned: set[TopicPartition]) -> None:
         self._committed.clear()  # another member may have committed since: asked again
+        self._horizon.clear()
         self._aligned = aligned(
             assigned, self._ordered_together, self._consumer.partitions_for_topic
         )

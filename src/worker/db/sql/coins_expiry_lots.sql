@@ -6,7 +6,5 @@ SELECT l.transaction_id::text AS transaction_id, l.student_id, l.amount, l.remai
 FROM coin_lots AS l
 JOIN coin_transactions AS t ON t.transaction_id = l.transaction_id
 WHERE l.student_id = ANY($1::text[]) AND l.remaining > 0 AND l.expires_at <= $2
-    AND ($3::int[] IS NULL
-         OR l.input_partition = ANY($3::int[])
-         OR (l.input_partition IS NULL AND 0 = ANY($3::int[])))
+    AND coalesce(l.input_partition, 0) = ANY($3::int[])
 ORDER BY l.student_id, l.expires_at, l.transaction_id

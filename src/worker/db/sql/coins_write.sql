@@ -1,8 +1,9 @@
 -- Writes what a batch's coin commands (or an expiry sweep) decided, in one statement: the new
 -- decisions with the result event each one answered, the ledger entries in decision order (seq
 -- follows it: the newest has the highest), the answers by event, the lots made or drawn on
--- (with the input partition of their student's events in the batch; a lot made before lots
--- kept one takes it when drawn on: 0014), and the balances the wallets end with. The caller holds the wallets' locks
+-- (with the input partition of their student's events in the batch, also for a lot drawn on:
+-- its expiry follows the student's events where they come from now; 0014), and the balances
+-- the wallets end with. The caller holds the wallets' locks
 -- (coins_lock_wallets, coins_expiry_due), and a wallet's lots are written only under its lock.
 -- A decision, entry or answer whose key is taken is skipped: the caller compares the counts
 -- returned and fails the batch (a decision or an answer another transaction kept meanwhile: it
@@ -55,7 +56,7 @@ lots AS (
         AS l (transaction_id, student_id, amount, remaining, expires_at, input_partition)
     ON CONFLICT (transaction_id) DO UPDATE
         SET remaining = EXCLUDED.remaining,
-            input_partition = coalesce(coin_lots.input_partition, EXCLUDED.input_partition)
+            input_partition = coalesce(EXCLUDED.input_partition, coin_lots.input_partition)
 ),
 balances AS (
     UPDATE coin_wallets AS w
