@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -55,6 +56,7 @@ class FakeConsumer:
         self.partitions_of: dict[str, int] = {}  # partition counts by topic, when known
         self.max_per_fetch = 500  # records one getmany returns at most
         self.fetches: list[tuple[TopicPartition, ...]] = []  # each getmany's partitions
+        self._coordinator = SimpleNamespace(coordinator_id=1)  # a known group coordinator
         self._clock = 0
 
     def append(self, tp: TopicPartition, value: bytes, *, timestamp: int | None = None) -> Record:

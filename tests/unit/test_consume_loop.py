@@ -935,7 +935,7 @@ async def test_a_step_between_batches_follows_the_lanes_results_and_its_next_bat
         return bool(outbox)
 
     applier, stop = Applier(), asyncio.Event()
-    publisher = HoldingPublisher(consumer, b"a")
+    publisher = HoldingPublisher(consumer, b"b")
     loop = consume_loop(
         consumer,
         applier,
@@ -948,7 +948,8 @@ async def test_a_step_between_batches_follows_the_lanes_results_and_its_next_bat
     )
     await aligned_owner(consumer)
     consuming = asyncio.create_task(loop.run(stop))
-    await within_deadline(publisher.publishing.wait())
+    await until(lambda: consumer.committed_offsets.get(MORE_CREDITS) == 1)
+    await until(lambda: consumer.committed_offsets.get(CREDITS) == 1)
     steps: list[tuple[list[int], list[bytes | None]]] = []
 
     async def expire(numbers: frozenset[int]) -> int:
@@ -957,20 +958,25 @@ async def test_a_step_between_batches_follows_the_lanes_results_and_its_next_bat
         outbox.append("coins.expired")
         return 1
 
+    assert await within_deadline(loop.between_batches(expire)) == lanes  # caught up
+    outbox.clear()  # the relay published them
+    steps.clear()
+    consumer.append(CREDITS, b"b")
+    await within_deadline(publisher.publishing.wait())
     between = asyncio.create_task(loop.between_batches(expire))
     for _ in range(20):  # let it try to go ahead, were it able to
         await asyncio.sleep(0)
-    assert steps == []  # partition 0's results are not published yet
+    assert steps == []  # partition 0's newest results are not published yet
 
     publisher.release.set()
     assert await within_deadline(between) == lanes
     assert [numbers for numbers, _ in steps] == ([[0], [1]] if lanes == 2 else [[0, 1]])
-    assert b"a" in steps[0][1]  # published before the step that expires partition 0's lots
-    assert applier.queued_all == [False] * lanes
+    assert b"b" in steps[0][1]  # published before the step that expires partition 0's lots
 
     consumer.append(CREDITS, b"after")
-    await until(lambda: (CREDITS.topic, 0, 1) in applier.applied)
+    await until(lambda: (CREDITS.topic, 0, 2) in applier.applied)
     assert applier.queued_all[-1] is True  # behind the expiry, through the outbox
+    assert applier.queued_all[-2] is False  # b, decided before the expiry: from memory
     stop.set()
     await within_deadline(consuming)
 
@@ -1033,10 +1039,16 @@ async def test_no_step_runs_in_a_lane_whose_batch_failed_or_that_owns_no_coin_in
     # Its results were never published: the worker restarts and publishes them again first.
     assert await within_deadline(loop.between_batches(step)) == 0
     # A member that owns none of the coin inputs expires no lot.
-    other = consume_loop(FakeConsumer(), Applier(), asyncio.Event(), ordered_together=("x",))
-    await owning(other._consumer, CREDITS)  # type: ignore[arg-type]
+    elsewhere, stop_elsewhere = FakeConsumer(), asyncio.Event()
+    other = consume_loop(
+        elsewhere, Applier(), stop_elsewhere, until=lambda: False, ordered_together=("x",)
+    )
+    await owning(elsewhere, CREDITS)
+    running = asyncio.create_task(other.run(stop_elsewhere))
     assert await within_deadline(other.between_batches(step)) == 0
     assert steps == []
+    stop_elsewhere.set()
+    await within_deadline(running)
 
 
 async def record_steps(
@@ -1051,9 +1063,12 @@ async def record_steps(
     return await within_deadline(loop.between_batches(step))
 
 
-async def test_no_step_between_a_revocation_and_the_next_assignment() -> None:
-    # The partitions may go to another member, which checks the outbox before a step here
-    # would commit; aiokafka's assignment() still lists them until the next one.
+@pytest.mark.parametrize("why", ["revoked", "coordinator lost", "unaligned"])
+async def test_no_step_while_the_member_may_not_own_its_partitions_alone(why: str) -> None:
+    # Revoked: the partitions may go to another member, which checks the outbox before a step
+    # here would commit (aiokafka's assignment() still lists them until the next one). A lost
+    # coordinator: the group may have moved on without this member. Unaligned: another member
+    # owns the same number of another coin topic.
     consumer = FakeConsumer()
     consumer.append(CREDITS, b"a")
     applier, stop = Applier(), asyncio.Event()
@@ -1062,11 +1077,17 @@ async def test_no_step_between_a_revocation_and_the_next_assignment() -> None:
     running = asyncio.create_task(loop.run(stop))
     await until(lambda: len(consumer.commits) == 1)
     steps: list[tuple[list[int], list[Applied]]] = []
-
     assert consumer.listener is not None
-    await consumer.listener.on_partitions_revoked(set(consumer.owned))
+    if why == "revoked":
+        await consumer.listener.on_partitions_revoked(set(consumer.owned))
+    elif why == "coordinator lost":
+        consumer._coordinator.coordinator_id = None
+    else:
+        await consumer.rebalance([CREDITS, MORE_CREDITS, REDEMPTIONS])  # not redemptions-1
+
     assert await record_steps(loop, applier, steps) == 0
-    await consumer.listener.on_partitions_assigned(set(consumer.owned))
+    consumer._coordinator.coordinator_id = 1
+    await consumer.rebalance(ALIGNED)
     assert await record_steps(loop, applier, steps) == 1
     assert [numbers for numbers, _ in steps] == [[0, 1]]
     stop.set()

@@ -86,6 +86,8 @@ def to_inbound(record: ConsumerRecord[bytes, bytes]) -> InboundRecord:
 # rebalance), fetching a partition no one has: aiokafka takes a member none of whose tasks
 # fetched for `max_poll_interval_ms` for a stalled one, which leaves the group.
 _IDLE_LANE_MS = 200
+# How long `between_batches` waits for the broker's answers about a lane's partitions.
+_LOOKUP_SECONDS = 5.0
 _NO_PARTITION = TopicPartition("", -1)
 
 # The record timestamp type of a topic with message.timestamp.type=LogAppendTime.
@@ -337,23 +339,30 @@ class ConsumeLoop:
         first, and go through the outbox too until it is published, so they follow them.
         Returns the sum of the steps' counts.
 
-        No step runs while the member is between two assignments, or once `run` has ended or
-        failed (a batch may be applied and not published: its replay must come first). Each
-        lane is held for one `step` only (callers loop); a rebalance waits for it."""
+        No step runs while the member is between two assignments or has lost its coordinator,
+        while its assignment is unaligned, or once `run` has ended or failed (a batch may be
+        applied and not published: its replay must come first). Each lane is held for one
+        `step` only (callers loop); a rebalance waits for it. What `_caught_up` asks the broker
+        is asked before the lane's lock is taken, within `_LOOKUP_SECONDS`."""
         done = 0
         for lane in self._lanes:
+            if not self._steady():
+                break
+            generation = self.guard.generation
+            async with asyncio.timeout(_LOOKUP_SECONDS):
+                numbers = await self._caught_up(lane)
+            if not numbers:
+                continue
             async with lane.lock:
-                if not self._steady():
+                if not self._steady() or self.guard.generation != generation:
                     break
                 finishing = lane.finishing
                 if finishing is not None:
                     await asyncio.wait({finishing})
                     if finishing.cancelled() or finishing.exception() is not None:
                         continue  # not published: the lane stops and raises it (`run`)
-                generation = self.guard.generation
-                numbers = await self._caught_up(lane)
-                if not numbers or not self._steady() or self.guard.generation != generation:
-                    continue
+                if not self._steady() or self.guard.generation != generation:
+                    break
                 try:
                     count = await step(numbers)
                 except BaseException:
@@ -365,7 +374,8 @@ class ConsumeLoop:
         return done
 
     def _steady(self) -> bool:
-        return self._running and self._failed is None and self.guard.joined
+        """Whether this member may decide for its partitions outside a batch now."""
+        return self._running and self._failed is None and self._aligned and self.in_group()
 
     async def _caught_up(self, lane: _Lane) -> frozenset[int]:
         """The numbers of the lane's coin partitions whose committed offsets, of every coin
