@@ -981,8 +981,13 @@ async def test_a_step_between_batches_follows_the_lanes_results_and_its_next_bat
     await within_deadline(consuming)
 
 
-async def test_a_failed_step_between_batches_still_sends_the_next_batch_to_the_outbox() -> None:
-    # A commit whose answer was lost raises, yet may have queued an expiry.
+@pytest.mark.parametrize("step", ["fails after its commit", "did nothing"])
+async def test_the_next_batch_checks_the_outbox_after_a_step_that_may_have_queued(
+    step: str,
+) -> None:
+    # A commit whose answer was lost raises, yet may have queued an expiry: the next batch
+    # looks. A step that expired nothing leaves it publishing from memory, whatever another
+    # lane has queued meanwhile.
     consumer = FakeConsumer()
     consumer.append(CREDITS, b"a")
     outbox: list[str] = []
@@ -992,13 +997,9 @@ async def test_a_failed_step_between_batches_still_sends_the_next_batch_to_the_o
 
     applier, stop = Applier(), asyncio.Event()
     loop = consume_loop(
-        consumer,
-        applier,
-        stop,
-        until=lambda: False,
-        ordered_together=TOPICS,
+        consumer, applier, stop, until=lambda: False, ordered_together=TOPICS,
         coin_results_queued=queued,
-    )
+    )  # fmt: skip
     await aligned_owner(consumer)
     consuming = asyncio.create_task(loop.run(stop))
     await until(lambda: len(consumer.commits) == 1)
@@ -1007,11 +1008,18 @@ async def test_a_failed_step_between_batches_still_sends_the_next_batch_to_the_o
         outbox.append("coins.expired")
         raise ConnectionResetError("the answer to COMMIT was lost")
 
-    with pytest.raises(ConnectionResetError):
-        await within_deadline(loop.between_batches(fails_after_commit))
+    async def nothing_due(_: frozenset[int]) -> int:
+        outbox.append("coins.credited, queued by another lane")
+        return 0
+
+    if step == "did nothing":
+        assert await within_deadline(loop.between_batches(nothing_due)) == 0
+    else:
+        with pytest.raises(ConnectionResetError):
+            await within_deadline(loop.between_batches(fails_after_commit))
     consumer.append(CREDITS, b"b")
     await until(lambda: len(applier.queued_all) == 2)
-    assert applier.queued_all == [False, True]
+    assert applier.queued_all == [False, step != "did nothing"]
     stop.set()
     await within_deadline(consuming)
 
@@ -1157,34 +1165,5 @@ async def test_no_step_for_a_partition_until_what_its_last_owner_may_have_applie
     numbers, applied = steps[-1]
     assert numbers == [0, 1]
     assert (CREDITS.topic, 0, 0) in applied
-    stop.set()
-    await within_deadline(running)
-
-
-async def test_a_step_that_did_nothing_leaves_the_next_batch_publishing_from_memory() -> None:
-    consumer = FakeConsumer()
-    consumer.append(CREDITS, b"a")
-    outbox: list[str] = []
-
-    async def queued() -> bool:
-        return bool(outbox)
-
-    applier, stop = Applier(), asyncio.Event()
-    loop = consume_loop(
-        consumer, applier, stop, until=lambda: False, ordered_together=TOPICS,
-        coin_results_queued=queued,
-    )  # fmt: skip
-    await aligned_owner(consumer)
-    running = asyncio.create_task(loop.run(stop))
-    await until(lambda: len(consumer.commits) == 1)
-
-    async def nothing_due(_: frozenset[int]) -> int:
-        return 0
-
-    assert await within_deadline(loop.between_batches(nothing_due)) == 0
-    outbox.append("coins.credited, queued by another lane")  # not this lane's business
-    consumer.append(CREDITS, b"b")
-    await until(lambda: len(applier.queued_all) == 2)
-    assert applier.queued_all == [False, False]
     stop.set()
     await within_deadline(running)
