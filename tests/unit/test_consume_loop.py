@@ -9,14 +9,14 @@ dead-lettered by its coordinates without losing any other record.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
@@ -1165,5 +1165,102 @@ async def test_no_step_for_a_partition_until_what_its_last_owner_may_have_applie
     numbers, applied = steps[-1]
     assert numbers == [0, 1]
     assert (CREDITS.topic, 0, 0) in applied
+    stop.set()
+    await within_deadline(running)
+
+
+@pytest.mark.parametrize("end", ["stop", "another lane fails"])
+async def test_run_returns_only_after_a_step_under_way_and_starts_none_once_ending(
+    end: str,
+) -> None:
+    # The partitions are free for their next owner when `run` returns: a step must be done.
+    consumer = FakeConsumer()
+
+    async def lane_1_fails(_: int) -> None:
+        raise RuntimeError("lane 1 cannot apply its batch")
+
+    applier, stop = Applier(lane_1_fails), asyncio.Event()
+    loop = consume_loop(
+        consumer, applier, stop, until=lambda: False, ordered_together=TOPICS, lanes=2
+    )
+    await aligned_owner(consumer)
+    consuming = asyncio.create_task(loop.run(stop))
+    stepping, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_step(_: frozenset[int]) -> int:
+        stepping.set()
+        await release.wait()
+        return 1
+
+    between = asyncio.create_task(loop.between_batches(slow_step))
+    await within_deadline(stepping.wait())  # lane 0's
+    if end == "stop":
+        stop.set()
+    else:
+        consumer.append(MORE_CREDITS, b"m")
+        await until(lambda: len(applier.queued_all) == 1)  # lane 1 met its batch
+    await asyncio.sleep(0.05)  # let run go as far as it can (the fake's fetches wait 5 ms)
+    assert not consuming.done()
+
+    release.set()
+    await within_deadline(asyncio.wait({consuming}))
+    assert await within_deadline(between) == 1  # lane 1 took none: the loop was ending
+    steps: list[tuple[list[int], list[Applied]]] = []
+    assert await record_steps(loop, applier, steps) == 0
+
+
+async def test_a_step_waiting_for_its_lane_takes_none_if_a_rebalance_began_meanwhile() -> None:
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a")
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_second(batch: int) -> None:
+        if batch == 1:
+            holding.set()
+            await release.wait()
+
+    applier, stop = Applier(hold_the_second), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop, until=lambda: False, ordered_together=TOPICS)
+    await aligned_owner(consumer)
+    running = asyncio.create_task(loop.run(stop))
+    await until(lambda: len(consumer.commits) == 1)
+    steps: list[tuple[list[int], list[Applied]]] = []
+    assert await record_steps(loop, applier, steps) == 1  # caught up: the horizon is known
+
+    consumer.append(CREDITS, b"b")
+    await within_deadline(holding.wait())  # the lane holds its lock while b is applied
+    between = asyncio.create_task(record_steps(loop, applier, steps))
+    for _ in range(5):
+        await asyncio.sleep(0)  # it waits for the lane's lock
+    rebalancing = asyncio.create_task(consumer.rebalance(ALIGNED))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the revocation began, and waits for the lane too
+    release.set()
+    assert await between == 0
+    await within_deadline(rebalancing)
+    assert len(steps) == 1
+    stop.set()
+    await within_deadline(running)
+
+
+class LanesOfWhichOneIsAskedInVain(FakeConsumer):
+    async def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[Any, int]:
+        partitions = list(partitions)
+        if any(tp.partition == 0 for tp in partitions):
+            raise KafkaTimeoutError("no leader for partition 0 yet")
+        return await super().end_offsets(partitions)
+
+
+async def test_a_lane_the_broker_cannot_tell_about_leaves_the_others_stepping() -> None:
+    consumer = LanesOfWhichOneIsAskedInVain()
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(
+        consumer, applier, stop, until=lambda: False, ordered_together=TOPICS, lanes=2
+    )
+    await aligned_owner(consumer)
+    running = asyncio.create_task(loop.run(stop))
+    steps: list[tuple[list[int], list[Applied]]] = []
+    assert await record_steps(loop, applier, steps) == 1
+    assert [numbers for numbers, _ in steps] == [[1]]
     stop.set()
     await within_deadline(running)

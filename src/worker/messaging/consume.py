@@ -251,6 +251,7 @@ class ConsumeLoop:
         # step between batches first looked (`between_batches`).
         self._horizon: dict[TopicPartition, tuple[int, int]] = {}
         self._running = False
+        self._stop = asyncio.Event()  # `run`'s
         self._lag_reported: set[TopicPartition] = set()
         # What stopped a batch from going out: raised by `run`.
         self._failed: BaseException | None = None
@@ -276,7 +277,7 @@ class ConsumeLoop:
         """Consume until `stop` is set; the batches in hand when it is set are finished first.
         The first lane to fail stops the others, and its error is raised."""
         lanes = [asyncio.create_task(self._run_lane(lane, stop)) for lane in self._lanes]
-        self._running = True
+        self._running, self._stop = True, stop
         try:
             done, _ = await asyncio.wait(lanes, return_when=asyncio.FIRST_EXCEPTION)
             for task in lanes:
@@ -288,6 +289,8 @@ class ConsumeLoop:
             for task in lanes:
                 task.cancel()
             await asyncio.gather(*lanes, return_exceptions=True)
+            async with _AllLanes(self._lanes):
+                pass  # a step between batches under way ends before the partitions are free
         # No batch is processed after this line: the partitions are free for their next owner.
         log.info("consuming stopped", extra={"action": "consume_end"})
 
@@ -349,8 +352,16 @@ class ConsumeLoop:
             if not self._steady():
                 break
             generation = self.guard.generation
-            async with asyncio.timeout(_LOOKUP_SECONDS):
-                numbers = await self._caught_up(lane)
+            try:
+                async with asyncio.timeout(_LOOKUP_SECONDS):
+                    numbers = await self._caught_up(lane, generation)
+            except Exception as exc:  # noqa: BLE001 - the other lanes go on
+                log.warning(
+                    "the broker did not say whether a lane's partitions are caught up; its "
+                    "lots wait for the next sweep",
+                    extra={"action": "lane_lookup", "error": f"{type(exc).__name__}: {exc}"},
+                )
+                continue
             if not numbers:
                 continue
             async with lane.lock:
@@ -375,13 +386,20 @@ class ConsumeLoop:
 
     def _steady(self) -> bool:
         """Whether this member may decide for its partitions outside a batch now."""
-        return self._running and self._failed is None and self._aligned and self.in_group()
+        return (
+            self._running
+            and not self._stop.is_set()
+            and self._failed is None
+            and self._aligned
+            and self.in_group()
+        )
 
-    async def _caught_up(self, lane: _Lane) -> frozenset[int]:
+    async def _caught_up(self, lane: _Lane, generation: int) -> frozenset[int]:
         """The numbers of the lane's coin partitions whose committed offsets, of every coin
-        topic, reached where their logs ended when it first looked in this assignment. A
-        member that died between a database commit and its publish left results that only the
-        replay of their records publishes: no later decision may go out before them."""
+        topic, reached where their logs ended when it first looked in this assignment (none
+        if the `generation` ended meanwhile). A member that died between a database commit and
+        its publish left results that only the replay of their records publishes: no later
+        decision may go out before them."""
         mine = [
             tp
             for tp in self._consumer.assignment()
@@ -392,15 +410,24 @@ class ConsumeLoop:
         if missing := [tp for tp in mine if tp not in self._horizon]:
             starts = await self._consumer.beginning_offsets(missing)
             ends = await self._consumer.end_offsets(missing)
+            if self.guard.generation != generation:
+                return frozenset()  # of an assignment gone: not kept for the next
             self._horizon.update({tp: (starts[tp], ends[tp]) for tp in missing})
         behind = set()
         for tp in mine:
             if tp not in self._committed:
-                self._committed[tp] = await self._consumer.committed(tp)
+                await self._ask_committed(tp)
+            if self.guard.generation != generation:
+                return frozenset()
             start, end = self._horizon[tp]
             if max(self._committed[tp] or 0, start) < end:
                 behind.add(tp.partition)
         return frozenset(tp.partition for tp in mine) - behind
+
+    async def _ask_committed(self, tp: TopicPartition) -> None:
+        """The group's committed offset of `tp`, unless this member committed one meanwhile."""
+        committed = await self._consumer.committed(tp)
+        self._committed.setdefault(tp, committed)
 
     def in_group(self) -> bool:
         """Whether the consumer holds its partitions and knows its group coordinator (what
@@ -460,7 +487,7 @@ class ConsumeLoop:
         ends = await self._consumer.end_offsets(partitions)
         for tp in partitions:
             if tp not in self._committed:  # asked once per assignment; then this member's own
-                self._committed[tp] = await self._consumer.committed(tp)
+                await self._ask_committed(tp)
         never = [tp for tp in partitions if self._committed[tp] is None]
         starts = await self._consumer.beginning_offsets(never) if never else {}
         for tp in partitions:

@@ -11,7 +11,9 @@ ALTER TABLE coin_lots ADD COLUMN input_partition integer;
 ALTER TABLE coin_lots ADD CONSTRAINT coin_lots_input_partition_check
     CHECK (input_partition >= 0) NOT VALID;
 
--- A lane's sweep reads the open lots of its partitions only, earliest deadline first.
+-- A lane's sweep reads the open lots of its partitions only, earliest deadline first. Building
+-- the index reads coin_lots and holds its writes meanwhile, as every index of earlier
+-- migrations did.
 DROP INDEX coin_lots_open_by_deadline;
 CREATE INDEX coin_lots_open_by_partition
     ON coin_lots ((coalesce(input_partition, 0)), expires_at) WHERE remaining > 0;
