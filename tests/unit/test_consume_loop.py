@@ -1264,3 +1264,51 @@ async def test_a_lane_the_broker_cannot_tell_about_leaves_the_others_stepping() 
     assert [numbers for numbers, _ in steps] == [[1]]
     stop.set()
     await within_deadline(running)
+
+
+class AnswersLate(FakeConsumer):
+    """Answers `end_offsets` as of the call, but only once `answer` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked, self.answer = asyncio.Event(), asyncio.Event()
+
+    async def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[Any, int]:
+        ends = await super().end_offsets(partitions)
+        self.asked.set()
+        await self.answer.wait()
+        return ends
+
+
+async def test_log_ends_asked_for_an_assignment_that_ended_meanwhile_are_not_kept() -> None:
+    consumer = AnswersLate()
+    consumer.max_per_fetch = 1
+    applier, stop = Applier(), asyncio.Event()
+    publisher = HoldingPublisher(consumer, b"r0")
+    loop = consume_loop(
+        consumer, applier, stop, until=lambda: False, publish=publisher, ordered_together=TOPICS
+    )
+    await aligned_owner(consumer)
+    running = asyncio.create_task(loop.run(stop))
+    steps: list[tuple[list[int], list[Applied]]] = []
+    between = asyncio.create_task(record_steps(loop, applier, steps))
+    await within_deadline(consumer.asked.wait())  # the logs are empty as it asks
+
+    await consumer.rebalance([])  # the last owner's turn: it applies b and dies
+    fetched_first = TopicPartition(REDEMPTIONS.topic, 1)
+    for n in range(3):
+        consumer.append(fetched_first, b"r%d" % n)
+    consumer.append(CREDITS, b"b")
+    await consumer.rebalance(ALIGNED)
+    await within_deadline(publisher.publishing.wait())
+    consumer.answer.set()  # ends of 0, from the assignment before
+    assert await within_deadline(between) == 0
+    # The next look asks again: r1, r2 and b, which the last owner may have applied, first.
+    again = asyncio.create_task(record_steps(loop, applier, steps))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    publisher.release.set()
+    assert await within_deadline(again) == 0
+    assert steps == []
+    stop.set()
+    await within_deadline(running)

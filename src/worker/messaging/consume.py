@@ -416,7 +416,7 @@ class ConsumeLoop:
         behind = set()
         for tp in mine:
             if tp not in self._committed:
-                await self._ask_committed(tp)
+                await self._ask_committed(tp, generation)
             if self.guard.generation != generation:
                 return frozenset()
             start, end = self._horizon[tp]
@@ -424,10 +424,12 @@ class ConsumeLoop:
                 behind.add(tp.partition)
         return frozenset(tp.partition for tp in mine) - behind
 
-    async def _ask_committed(self, tp: TopicPartition) -> None:
-        """The group's committed offset of `tp`, unless this member committed one meanwhile."""
+    async def _ask_committed(self, tp: TopicPartition, generation: int) -> None:
+        """Keep the group's committed offset of `tp`, unless this member committed one
+        meanwhile or the assignment of `generation` ended."""
         committed = await self._consumer.committed(tp)
-        self._committed.setdefault(tp, committed)
+        if self.guard.generation == generation:
+            self._committed.setdefault(tp, committed)
 
     def in_group(self) -> bool:
         """Whether the consumer holds its partitions and knows its group coordinator (what
@@ -484,10 +486,13 @@ class ConsumeLoop:
         if not assigned:
             return
         partitions = sorted(assigned)
+        generation = self.guard.generation
         ends = await self._consumer.end_offsets(partitions)
         for tp in partitions:
             if tp not in self._committed:  # asked once per assignment; then this member's own
-                await self._ask_committed(tp)
+                await self._ask_committed(tp, generation)
+        if self.guard.generation != generation:
+            return  # the next refresh reports the new assignment
         never = [tp for tp in partitions if self._committed[tp] is None]
         starts = await self._consumer.beginning_offsets(never) if never else {}
         for tp in partitions:
