@@ -915,6 +915,11 @@ async def test_every_assignment_checks_the_outbox_again(lanes: int) -> None:
 ALIGNED = (CREDITS, MORE_CREDITS, REDEMPTIONS, TopicPartition(REDEMPTIONS.topic, 1))
 
 
+async def started(consumer: FakeConsumer) -> None:
+    """Wait until the loop's lanes fetch: `run` is under way (a step before that takes none)."""
+    await until(lambda: bool(consumer.fetches))
+
+
 async def aligned_owner(consumer: FakeConsumer) -> FakeConsumer:
     consumer.partitions_of = {topic: 2 for topic in TOPICS}
     return await owning(consumer, *ALIGNED)
@@ -948,6 +953,7 @@ async def test_a_step_between_batches_follows_the_lanes_results_and_its_next_bat
     )
     await aligned_owner(consumer)
     consuming = asyncio.create_task(loop.run(stop))
+    await started(consumer)
     await until(lambda: consumer.committed_offsets.get(MORE_CREDITS) == 1)
     await until(lambda: consumer.committed_offsets.get(CREDITS) == 1)
     steps: list[tuple[list[int], list[bytes | None]]] = []
@@ -1002,6 +1008,7 @@ async def test_the_next_batch_checks_the_outbox_after_a_step_that_may_have_queue
     )  # fmt: skip
     await aligned_owner(consumer)
     consuming = asyncio.create_task(loop.run(stop))
+    await started(consumer)
     await until(lambda: len(consumer.commits) == 1)
 
     async def fails_after_commit(_: frozenset[int]) -> int:
@@ -1053,6 +1060,7 @@ async def test_no_step_runs_in_a_lane_whose_batch_failed_or_that_owns_no_coin_in
     )
     await owning(elsewhere, CREDITS)
     running = asyncio.create_task(other.run(stop_elsewhere))
+    await started(elsewhere)
     assert await within_deadline(other.between_batches(step)) == 0
     assert steps == []
     stop_elsewhere.set()
@@ -1083,6 +1091,7 @@ async def test_no_step_while_the_member_may_not_own_its_partitions_alone(why: st
     loop = consume_loop(consumer, applier, stop, until=lambda: False, ordered_together=TOPICS)
     await aligned_owner(consumer)
     running = asyncio.create_task(loop.run(stop))
+    await started(consumer)
     await until(lambda: len(consumer.commits) == 1)
     steps: list[tuple[list[int], list[Applied]]] = []
     assert consumer.listener is not None
@@ -1117,6 +1126,7 @@ async def test_no_step_once_run_ended_with_a_batch_applied_and_not_published() -
     )  # fmt: skip
     await aligned_owner(consumer)
     running = asyncio.create_task(loop.run(stop))
+    await started(consumer)
     steps: list[tuple[list[int], list[Applied]]] = []
     assert await record_steps(loop, applier, steps) == 2  # the logs were empty: caught up
 
@@ -1145,6 +1155,7 @@ async def test_no_step_for_a_partition_until_what_its_last_owner_may_have_applie
     )
     await aligned_owner(consumer)
     running = asyncio.create_task(loop.run(stop))
+    await started(consumer)
     steps: list[tuple[list[int], list[Applied]]] = []
     assert await record_steps(loop, applier, steps) == 1
 
@@ -1185,6 +1196,7 @@ async def test_run_returns_only_after_a_step_under_way_and_starts_none_once_endi
     )
     await aligned_owner(consumer)
     consuming = asyncio.create_task(loop.run(stop))
+    await started(consumer)
     stepping, release = asyncio.Event(), asyncio.Event()
 
     async def slow_step(_: frozenset[int]) -> int:
@@ -1223,6 +1235,7 @@ async def test_a_step_waiting_for_its_lane_takes_none_if_a_rebalance_began_meanw
     loop = consume_loop(consumer, applier, stop, until=lambda: False, ordered_together=TOPICS)
     await aligned_owner(consumer)
     running = asyncio.create_task(loop.run(stop))
+    await started(consumer)
     await until(lambda: len(consumer.commits) == 1)
     steps: list[tuple[list[int], list[Applied]]] = []
     assert await record_steps(loop, applier, steps) == 1  # caught up: the horizon is known
@@ -1259,6 +1272,7 @@ async def test_a_lane_the_broker_cannot_tell_about_leaves_the_others_stepping() 
     )
     await aligned_owner(consumer)
     running = asyncio.create_task(loop.run(stop))
+    await started(consumer)
     steps: list[tuple[list[int], list[Applied]]] = []
     assert await record_steps(loop, applier, steps) == 1
     assert [numbers for numbers, _ in steps] == [[1]]
@@ -1290,6 +1304,7 @@ async def test_log_ends_asked_for_an_assignment_that_ended_meanwhile_are_not_kep
     )
     await aligned_owner(consumer)
     running = asyncio.create_task(loop.run(stop))
+    await started(consumer)
     steps: list[tuple[list[int], list[Applied]]] = []
     between = asyncio.create_task(record_steps(loop, applier, steps))
     await within_deadline(consumer.asked.wait())  # the logs are empty as it asks
