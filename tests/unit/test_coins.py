@@ -237,6 +237,14 @@ def test_derived_ids_of_valid_ids_are_uuid5_of_the_joined_parts(parts: list[str]
     assert derived_id(*parts) == str(uuid.uuid5(namespace, "\x1f".join(parts)))
 
 
+@given(st.lists(st.one_of(TEXT, SEPARATORS), min_size=1, max_size=5))
+def test_derived_ids_are_uuid5_of_the_escaped_joined_parts(parts: list[str]) -> None:
+    # The version and variant set in the hex are uuid's; the escape is the one documented.
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "urn:payment-worker:results")
+    escaped = [p.replace("\x1b", "\x1b\x1b").replace("\x1f", "\x1b\x1f") for p in parts]
+    assert derived_id(*parts) == str(uuid.uuid5(namespace, "\x1f".join(escaped)))
+
+
 def test_a_separator_inside_a_part_cannot_forge_another_tuples_id() -> None:
     # The collision of issue 11: (student, type, course) with the separator inside an id.
     first = derived_id("coins.credited", "a", "course_completion", "b\x1fcourse_completion\x1fc")
