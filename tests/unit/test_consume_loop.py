@@ -925,6 +925,20 @@ async def aligned_owner(consumer: FakeConsumer) -> FakeConsumer:
     return await owning(consumer, *ALIGNED)
 
 
+async def running_aligned(
+    consumer: FakeConsumer, applier: Applier, stop: asyncio.Event, **options: Any
+) -> tuple[ConsumeLoop, asyncio.Task[None]]:
+    """A loop over the coin topics that runs until `stop`, its member the aligned owner of
+    them, once `run` is under way."""
+    loop = consume_loop(
+        consumer, applier, stop, until=lambda: False, ordered_together=TOPICS, **options
+    )
+    await aligned_owner(consumer)
+    running = asyncio.create_task(loop.run(stop))
+    await started(consumer)
+    return loop, running
+
+
 @pytest.mark.parametrize("lanes", [1, 2])
 async def test_a_step_between_batches_follows_the_lanes_results_and_its_next_batch_follows_it(
     lanes: int,
@@ -941,19 +955,9 @@ async def test_a_step_between_batches_follows_the_lanes_results_and_its_next_bat
 
     applier, stop = Applier(), asyncio.Event()
     publisher = HoldingPublisher(consumer, b"b")
-    loop = consume_loop(
-        consumer,
-        applier,
-        stop,
-        until=lambda: False,
-        publish=publisher,
-        ordered_together=TOPICS,
-        coin_results_queued=queued,
-        lanes=lanes,
+    loop, consuming = await running_aligned(
+        consumer, applier, stop, publish=publisher, coin_results_queued=queued, lanes=lanes
     )
-    await aligned_owner(consumer)
-    consuming = asyncio.create_task(loop.run(stop))
-    await started(consumer)
     await until(lambda: consumer.committed_offsets.get(MORE_CREDITS) == 1)
     await until(lambda: consumer.committed_offsets.get(CREDITS) == 1)
     steps: list[tuple[list[int], list[bytes | None]]] = []
@@ -1002,13 +1006,7 @@ async def test_the_next_batch_checks_the_outbox_after_a_step_that_may_have_queue
         return bool(outbox)
 
     applier, stop = Applier(), asyncio.Event()
-    loop = consume_loop(
-        consumer, applier, stop, until=lambda: False, ordered_together=TOPICS,
-        coin_results_queued=queued,
-    )  # fmt: skip
-    await aligned_owner(consumer)
-    consuming = asyncio.create_task(loop.run(stop))
-    await started(consumer)
+    loop, consuming = await running_aligned(consumer, applier, stop, coin_results_queued=queued)
     await until(lambda: len(consumer.commits) == 1)
 
     async def fails_after_commit(_: frozenset[int]) -> int:
@@ -1088,10 +1086,7 @@ async def test_no_step_while_the_member_may_not_own_its_partitions_alone(why: st
     consumer = FakeConsumer()
     consumer.append(CREDITS, b"a")
     applier, stop = Applier(), asyncio.Event()
-    loop = consume_loop(consumer, applier, stop, until=lambda: False, ordered_together=TOPICS)
-    await aligned_owner(consumer)
-    running = asyncio.create_task(loop.run(stop))
-    await started(consumer)
+    loop, running = await running_aligned(consumer, applier, stop)
     await until(lambda: len(consumer.commits) == 1)
     steps: list[tuple[list[int], list[Applied]]] = []
     assert consumer.listener is not None
@@ -1120,13 +1115,7 @@ async def test_no_step_once_run_ended_with_a_batch_applied_and_not_published() -
 
     applier, stop = Applier(lane_0_fails), asyncio.Event()
     publisher = HoldingPublisher(consumer, b"m")
-    loop = consume_loop(
-        consumer, applier, stop, until=lambda: False, publish=publisher,
-        ordered_together=TOPICS, lanes=2,
-    )  # fmt: skip
-    await aligned_owner(consumer)
-    running = asyncio.create_task(loop.run(stop))
-    await started(consumer)
+    loop, running = await running_aligned(consumer, applier, stop, publish=publisher, lanes=2)
     steps: list[tuple[list[int], list[Applied]]] = []
     assert await record_steps(loop, applier, steps) == 2  # the logs were empty: caught up
 
@@ -1150,12 +1139,7 @@ async def test_no_step_for_a_partition_until_what_its_last_owner_may_have_applie
     consumer.max_per_fetch = 1
     applier, stop = Applier(), asyncio.Event()
     publisher = HoldingPublisher(consumer, b"r0")
-    loop = consume_loop(
-        consumer, applier, stop, until=lambda: False, publish=publisher, ordered_together=TOPICS
-    )
-    await aligned_owner(consumer)
-    running = asyncio.create_task(loop.run(stop))
-    await started(consumer)
+    loop, running = await running_aligned(consumer, applier, stop, publish=publisher)
     steps: list[tuple[list[int], list[Applied]]] = []
     assert await record_steps(loop, applier, steps) == 1
 
@@ -1191,12 +1175,7 @@ async def test_run_returns_only_after_a_step_under_way_and_starts_none_once_endi
         raise RuntimeError("lane 1 cannot apply its batch")
 
     applier, stop = Applier(lane_1_fails), asyncio.Event()
-    loop = consume_loop(
-        consumer, applier, stop, until=lambda: False, ordered_together=TOPICS, lanes=2
-    )
-    await aligned_owner(consumer)
-    consuming = asyncio.create_task(loop.run(stop))
-    await started(consumer)
+    loop, consuming = await running_aligned(consumer, applier, stop, lanes=2)
     stepping, release = asyncio.Event(), asyncio.Event()
 
     async def slow_step(_: frozenset[int]) -> int:
@@ -1232,10 +1211,7 @@ async def test_a_step_waiting_for_its_lane_takes_none_if_a_rebalance_began_meanw
             await release.wait()
 
     applier, stop = Applier(hold_the_second), asyncio.Event()
-    loop = consume_loop(consumer, applier, stop, until=lambda: False, ordered_together=TOPICS)
-    await aligned_owner(consumer)
-    running = asyncio.create_task(loop.run(stop))
-    await started(consumer)
+    loop, running = await running_aligned(consumer, applier, stop)
     await until(lambda: len(consumer.commits) == 1)
     steps: list[tuple[list[int], list[Applied]]] = []
     assert await record_steps(loop, applier, steps) == 1  # caught up: the horizon is known
@@ -1267,12 +1243,7 @@ class LanesOfWhichOneIsAskedInVain(FakeConsumer):
 async def test_a_lane_the_broker_cannot_tell_about_leaves_the_others_stepping() -> None:
     consumer = LanesOfWhichOneIsAskedInVain()
     applier, stop = Applier(), asyncio.Event()
-    loop = consume_loop(
-        consumer, applier, stop, until=lambda: False, ordered_together=TOPICS, lanes=2
-    )
-    await aligned_owner(consumer)
-    running = asyncio.create_task(loop.run(stop))
-    await started(consumer)
+    loop, running = await running_aligned(consumer, applier, stop, lanes=2)
     steps: list[tuple[list[int], list[Applied]]] = []
     assert await record_steps(loop, applier, steps) == 1
     assert [numbers for numbers, _ in steps] == [[1]]
@@ -1299,12 +1270,7 @@ async def test_log_ends_asked_for_an_assignment_that_ended_meanwhile_are_not_kep
     consumer.max_per_fetch = 1
     applier, stop = Applier(), asyncio.Event()
     publisher = HoldingPublisher(consumer, b"r0")
-    loop = consume_loop(
-        consumer, applier, stop, until=lambda: False, publish=publisher, ordered_together=TOPICS
-    )
-    await aligned_owner(consumer)
-    running = asyncio.create_task(loop.run(stop))
-    await started(consumer)
+    loop, running = await running_aligned(consumer, applier, stop, publish=publisher)
     steps: list[tuple[list[int], list[Applied]]] = []
     between = asyncio.create_task(record_steps(loop, applier, steps))
     await within_deadline(consumer.asked.wait())  # the logs are empty as it asks
