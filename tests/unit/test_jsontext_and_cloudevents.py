@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import get_args
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from worker.core import cloudevents, jsontext
-from worker.core.results import CoinsMoved, RuleApplied
+from worker.core.results import CoinsMoved, LedgerType, RuleApplied, coins_moved_json
+from worker.core.types import JSON_SAFE_MAX
 
 json_values = st.recursive(
     st.none()
@@ -97,3 +100,49 @@ def test_a_coin_result_leaves_out_rule_and_item_id_when_none_and_only_those() ->
     assert full["rule"] == {
         "version": 1, "course_tier": None, "base": 100, "tier": None, "multiplier": 1.0
     }  # fmt: skip
+
+
+# Ids as events carry them: 1 to 128 characters, no control character, no lone surrogate.
+IDS = st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=128)
+AMOUNTS = st.integers(1, JSON_SAFE_MAX)
+RULES = st.builds(
+    RuleApplied,
+    version=st.integers(1, 10),
+    course_tier=st.none() | st.text(max_size=10),
+    base=AMOUNTS,
+    tier=st.none() | st.text(max_size=10),
+    multiplier=st.floats(1, 100),
+)
+
+
+@given(
+    st.builds(
+        dict,
+        transaction_id=st.uuids().map(str),
+        student_id=IDS,
+        type=st.sampled_from(get_args(LedgerType)),
+        reference_id=IDS,
+        amount=AMOUNTS,
+        balance_after=st.integers(0, JSON_SAFE_MAX),
+        source_event_id=IDS,
+        rule=st.none() | RULES,
+        item_id=st.none() | IDS,
+    )
+)
+def test_a_coin_result_built_without_the_model_is_the_models_json(fields: dict) -> None:
+    assert coins_moved_json(**fields) == CoinsMoved(**fields).model_dump_json().encode()
+
+
+@pytest.mark.parametrize(("amount", "balance_after"), [(0, 1), (JSON_SAFE_MAX + 1, 1), (1, -1)])
+def test_a_coin_result_out_of_range_is_refused_as_the_model_refuses_it(
+    amount: int, balance_after: int
+) -> None:
+    fields = {
+        "transaction_id": "t-1", "student_id": "s-1", "type": "redemption",
+        "reference_id": "r-1", "amount": amount, "balance_after": balance_after,
+        "source_event_id": "e-1",
+    }  # fmt: skip
+    with pytest.raises(ValidationError):
+        CoinsMoved(**fields)
+    with pytest.raises(ValueError, match="is invalid"):
+        coins_moved_json(**fields)

@@ -47,10 +47,10 @@ def structured_json(
     """
     return (
         (
-            f'{{"specversion":"1.0","id":{_string(event_id)},"type":{_string(event_type)},'
-            f'"source":{_string(source)},'
-            f'"time":{_string(time.isoformat().replace("+00:00", "Z"))},'
-            f'"subject":{_string(subject)},"datacontenttype":"application/json","data":'
+            f'{{"specversion":"1.0","id":{json_string(event_id)},"type":{json_string(event_type)},'
+            f'"source":{json_string(source)},'
+            f'"time":{json_string(time.isoformat().replace("+00:00", "Z"))},'
+            f'"subject":{json_string(subject)},"datacontenttype":"application/json","data":'
         ).encode()
         + data_json
         + b"}"
@@ -58,7 +58,7 @@ def structured_json(
 
 
 # `json.dumps(text, ensure_ascii=False)` for one string: the C escaper when there is one.
-_string = json.encoder.encode_basestring
+json_string = json.encoder.encode_basestring
 
 
 def structured_headers() -> list[tuple[str, bytes]]:

@@ -20,13 +20,14 @@ from worker.core.messages import OutgoingMessage
 from worker.core.results import (
     CoinRejection,
     CoinsExpired,
-    CoinsMoved,
     CoinsRejected,
     EntryType,
     LedgerType,
     RuleApplied,
+    coins_moved_json,
     derived_id,
     result_message,
+    result_message_json,
 )
 from worker.core.rules import CoinRules, multiplied
 from worker.core.types import JSON_SAFE_MAX
@@ -406,7 +407,7 @@ def _apply(
         source_event_id=command.source_event_id,
     )
     event_type = "coins.credited" if command.amount > 0 else "coins.debited"
-    moved = CoinsMoved(
+    moved = coins_moved_json(
         transaction_id=entry.transaction_id,
         student_id=command.student_id,
         type=command.ledger_type,
@@ -418,7 +419,7 @@ def _apply(
         item_id=command.item_id,
     )
     event_id = derived_id(event_type, *command.key)
-    message = result_message(event_type, event_id, command.student_id, moved, now)
+    message = result_message_json(event_type, event_id, command.student_id, moved, now)
     plan.entries.append(entry)
     plan.wallets[command.student_id] = after
     plan.decisions[command.key] = CoinDecision(

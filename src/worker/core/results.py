@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worker.core import cloudevents
 from worker.core.messages import OutgoingMessage
-from worker.core.types import Id, NonNegativeAmount, PositiveAmount, Provider
+from worker.core.types import JSON_SAFE_MAX, Id, NonNegativeAmount, PositiveAmount, Provider
 
 SOURCE = "payment-worker"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:payment-worker:results")
@@ -93,6 +93,39 @@ class CoinsMoved(OutboundData):
         exclude_if=_is_none,
         description="a redemption of a catalog item: the item (absent otherwise)",
     )
+
+
+def coins_moved_json(
+    *,
+    transaction_id: str,
+    student_id: str,
+    type: LedgerType,
+    reference_id: str,
+    amount: int,
+    balance_after: int,
+    source_event_id: str,
+    rule: RuleApplied | None = None,
+    item_id: str | None = None,
+) -> bytes:
+    """`CoinsMoved(...).model_dump_json()`, encoded: the same bytes (a test holds them equal)
+    in a fifth of the time, without building the model; one is built for every credit and debit.
+
+    The amounts are checked as the model checks them. The strings are not: they are a coin
+    command's, whose event was validated on the way in (the type is the command's own).
+    """
+    if not (1 <= amount <= JSON_SAFE_MAX and 0 <= balance_after <= JSON_SAFE_MAX):
+        raise ValueError(f"a coin result's amount {amount} or balance {balance_after} is invalid")
+    quoted = cloudevents.json_string
+    text = (
+        f'{{"transaction_id":{quoted(transaction_id)},"student_id":{quoted(student_id)},'
+        f'"type":{quoted(type)},"reference_id":{quoted(reference_id)},"amount":{amount},'
+        f'"balance_after":{balance_after},"source_event_id":{quoted(source_event_id)}'
+    )
+    if rule is not None:
+        text += f',"rule":{rule.model_dump_json()}'
+    if item_id is not None:
+        text += f',"item_id":{quoted(item_id)}'
+    return (text + "}").encode()
 
 
 class CoinsExpired(OutboundData):
@@ -250,13 +283,20 @@ def result_message(
     event_type: str, event_id: str, subject: str, data: OutboundData, time: datetime
 ) -> OutgoingMessage:
     """A structured-mode result event keyed by its subject (the student)."""
+    return result_message_json(event_type, event_id, subject, data.model_dump_json().encode(), time)
+
+
+def result_message_json(
+    event_type: str, event_id: str, subject: str, data_json: bytes, time: datetime
+) -> OutgoingMessage:
+    """`result_message` for `data` already serialised (`coins_moved_json`)."""
     value = cloudevents.structured_json(
         event_id=event_id,
         event_type=event_type,
         source=SOURCE,
         subject=subject,
         time=time,
-        data_json=data.model_dump_json().encode(),
+        data_json=data_json,
     )
     return OutgoingMessage(
         topic=event_type,
