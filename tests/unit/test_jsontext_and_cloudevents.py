@@ -86,6 +86,20 @@ def test_structured_json_is_json_dumps_of_the_attributes(
     assert built == expected
 
 
+def test_each_time_is_written_in_its_own_zone_also_right_after_an_equal_one() -> None:
+    # The text of the last time is kept: an equal instant in another zone is not the same.
+    utc = datetime(2026, 11, 29, 9, 30, tzinfo=UTC)
+    india = utc.astimezone(timezone(timedelta(hours=5, minutes=30)))
+    times = [utc, india, utc, utc.replace(microsecond=1)]
+    built = [json.loads(cloudevents.structured(
+        event_id="e", event_type="t", source="s", subject="x", time=time, data={}
+    ))["time"] for time in times]  # fmt: skip
+    assert built == [
+        "2026-11-29T09:30:00Z", "2026-11-29T15:00:00+05:30", "2026-11-29T09:30:00Z",
+        "2026-11-29T09:30:00.000001Z",
+    ]  # fmt: skip
+
+
 def test_a_coin_result_leaves_out_rule_and_item_id_when_none_and_only_those() -> None:
     moved = {
         "transaction_id": "t-1", "student_id": "s-1", "type": "redemption",
