@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Sequence
 
 from aiokafka.errors import CorruptRecordException, KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
 from tests.unit.fakes import FakeBroker
@@ -138,6 +139,20 @@ async def test_each_result_goes_to_the_partition_kafka_clients_choose_for_its_ke
         found = [s for s in broker.taken if s.key == key]
         assert {s.partition for s in found} == {(hashed & 0x7FFFFFFF) % 6}
         assert [s.value for s in found] == [key + b"#\x00", key + b"#\x01"]
+
+
+async def test_a_long_key_goes_where_the_default_partitioner_sends_it_too() -> None:
+    # Keys above 64 bytes (a dead letter keeps its record's) are hashed each time, not kept.
+    broker, parking, metrics = FakeBroker(partitions=6), Parking(), Metrics(CollectorRegistry())
+    results = await publisher(broker, parking, metrics)
+    keys = [bytes([n]) * length for n in range(1, 4) for length in (64, 65, 5_000)]
+
+    await results.publish([OutgoingMessage("coins.credited", key, b"v", ()) for key in keys])
+
+    every = list(range(6))
+    assert sorted((s.key, s.partition) for s in broker.taken) == sorted(
+        (key, DefaultPartitioner()(key, every, every)) for key in keys
+    )
 
 
 async def test_every_result_of_one_publish_has_one_create_time() -> None:

@@ -113,7 +113,12 @@ def coins_moved_json(
     The amounts are checked as the model checks them. The strings are not: they are a coin
     command's, whose event was validated on the way in (the type is the command's own).
     """
-    if not (1 <= amount <= JSON_SAFE_MAX and 0 <= balance_after <= JSON_SAFE_MAX):
+    if not (
+        amount.__class__ is int  # strict, as the model's: not a bool, not a float
+        and balance_after.__class__ is int
+        and 1 <= amount <= JSON_SAFE_MAX
+        and 0 <= balance_after <= JSON_SAFE_MAX
+    ):
         raise ValueError(f"a coin result's amount {amount} or balance {balance_after} is invalid")
     quoted = cloudevents.json_string
     text = (
@@ -251,7 +256,7 @@ class PaymentRejected(OutboundData):
 
 
 def derived_id(*parts: str) -> str:
-    """A stable UUID for the parts, different for every different tuple of parts.
+    """A stable UUID for the parts, different for every different tuple of one or more parts.
 
     It is `str(uuid.uuid5(namespace, name))`, computed without building UUID objects: the
     version and the variant are set in the digest's hex (the worker derives two or three ids per

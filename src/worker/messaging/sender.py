@@ -223,7 +223,7 @@ class Sender:
             if isinstance(known, Exception):
                 nowhere[position] = known
                 continue
-            partition = None if message.key is None else known[_hashed(message.key) % len(known)]
+            partition = None if message.key is None else known[_hash_of(message.key) % len(known)]
             grouped.setdefault((topic, partition), []).append(position)
         return grouped
 
@@ -288,14 +288,25 @@ _BATCHED_UP_TO = 8_192
 _SEQUENCE_HELD_SECONDS = 600.0
 
 
-@functools.lru_cache(maxsize=1 << 15)
-def _hashed(key: bytes) -> int:
+def _hash_of(key: bytes) -> int:
     """The key's hash as the partitioner aiokafka's producer uses when it is given none (as
     `make_producer` gives it) takes it: murmur2, its sign bit cleared; the partition is this
-    modulo the topic's partition count, in the producer's order of them. Kept for the last
-    32,768 keys: murmur2 is pure Python, 2.7 µs a key, and one student's results come again
-    and again (8 MB when full, for keys of 15 bytes)."""
+    modulo the topic's partition count, in the producer's order of them."""
+    if len(key) > _CACHED_UP_TO:  # a dead letter's key, which any producer chose
+        return int(murmur2(key) & 0x7FFFFFFF)
+    return _hashed(key)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _hashed(key: bytes) -> int:
+    """`_hash_of`, kept for the last 32,768 short keys: murmur2 is pure Python, 2.7 µs a key,
+    and one student's results come again and again (8 MB when full of 15-byte keys, about 10
+    MB at most)."""
     return int(murmur2(key) & 0x7FFFFFFF)
+
+
+# The longest key whose hash is kept: result keys are student ids, whose UUIDs take 36 bytes.
+_CACHED_UP_TO = 64
 
 
 async def _cluster_lacks(producer: AIOKafkaProducer, topic: str) -> bool:
