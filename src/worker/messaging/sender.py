@@ -305,7 +305,7 @@ def _hashed(key: bytes) -> int:
     return int(murmur2(key) & 0x7FFFFFFF)
 
 
-# The longest key whose hash is kept: result keys are student ids, whose UUIDs take 36 bytes.
+# The longest key whose hash is kept: a result's key is a student id (a UUID's text is 36 bytes).
 _CACHED_UP_TO = 64
 
 
