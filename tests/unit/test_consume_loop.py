@@ -939,6 +939,21 @@ async def running_aligned(
     return loop, running
 
 
+async def after_the_last_owners_turn(
+    consumer: FakeConsumer, publisher: HoldingPublisher, credit: bytes
+) -> None:
+    """The partitions go to another member and come back: meanwhile the last owner was sent
+    `credit` on partition 0 and three redemptions on partition 1 (r0, r1, r2), which are
+    fetched first. Returns once the batch holding r0 is being published (`publisher` holds
+    it)."""
+    await consumer.rebalance([])  # the last owner's turn
+    for n in range(3):
+        consumer.append(TopicPartition(REDEMPTIONS.topic, 1), b"r%d" % n)
+    consumer.append(CREDITS, credit)
+    await consumer.rebalance(ALIGNED)
+    await within_deadline(publisher.publishing.wait())
+
+
 @pytest.mark.parametrize("lanes", [1, 2])
 async def test_a_step_between_batches_follows_the_lanes_results_and_its_next_batch_follows_it(
     lanes: int,
@@ -1143,13 +1158,9 @@ async def test_no_step_for_a_partition_until_what_its_last_owner_may_have_applie
     steps: list[tuple[list[int], list[Applied]]] = []
     assert await record_steps(loop, applier, steps) == 1
 
-    await consumer.rebalance([])  # the last owner's turn
-    fetched_first = TopicPartition(REDEMPTIONS.topic, 1)
-    for n in range(3):
-        consumer.append(fetched_first, b"r%d" % n)
-    consumer.append(CREDITS, b"applied by the last owner, never published")
-    await consumer.rebalance(ALIGNED)
-    await within_deadline(publisher.publishing.wait())
+    await after_the_last_owners_turn(
+        consumer, publisher, b"applied by the last owner, never published"
+    )
     between = asyncio.create_task(record_steps(loop, applier, steps))
     publisher.release.set()
     assert await between == 0  # partition 0 and partition 1 are both behind their log ends
@@ -1275,13 +1286,7 @@ async def test_log_ends_asked_for_an_assignment_that_ended_meanwhile_are_not_kep
     between = asyncio.create_task(record_steps(loop, applier, steps))
     await within_deadline(consumer.asked.wait())  # the logs are empty as it asks
 
-    await consumer.rebalance([])  # the last owner's turn: it applies b and dies
-    fetched_first = TopicPartition(REDEMPTIONS.topic, 1)
-    for n in range(3):
-        consumer.append(fetched_first, b"r%d" % n)
-    consumer.append(CREDITS, b"b")
-    await consumer.rebalance(ALIGNED)
-    await within_deadline(publisher.publishing.wait())
+    await after_the_last_owners_turn(consumer, publisher, b"b")  # it applied b and died
     consumer.answer.set()  # ends of 0, from the assignment before
     assert await within_deadline(between) == 0
     # The next look asks again: r1, r2 and b, which the last owner may have applied, first.
