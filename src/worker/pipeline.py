@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -19,6 +18,7 @@ from worker.core.messages import OutgoingMessage
 from worker.core.payments import PaymentDefaults, PaymentPlan, RefundPayment
 from worker.core.records import InboundRecord, dead_letter, unreadable_record
 from worker.core.topics import event_type
+from worker.core.values import value
 from worker.db import audit, outbox
 from worker.db.catalog import apply_catalog_commands
 from worker.db.coins import apply_coin_commands
@@ -29,7 +29,7 @@ from worker.retry import transient_retry
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Item:
     """A consumed record and the command it asks for."""
 

@@ -31,11 +31,12 @@ from worker.core.results import (
 )
 from worker.core.rules import CoinRules, multiplied
 from worker.core.types import JSON_SAFE_MAX
+from worker.core.values import value
 
 Key = tuple[str, str, str]  # (student_id, ledger type, reference_id): CONTRACT section 3
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CoinCommand:
     """One requested ledger effect; `amount` is signed (+ credit, - debit)."""
 
@@ -106,7 +107,7 @@ class CourseReward:
     day: date | None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CoinDecision:
     """What was decided for a key, kept forever: replays repeat its result byte for byte."""
 
@@ -117,7 +118,7 @@ class CoinDecision:
     item_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Wallet:
     balance: int = 0
     lifetime_earned: int = 0
@@ -161,7 +162,7 @@ class Lot:
         return (self.expires_at, self.transaction_id)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Entry:
     """A new row of `coin_transactions`."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from worker.core.messages import (
@@ -13,13 +12,14 @@ from worker.core.messages import (
     wire_size,
 )
 from worker.core.topics import DLQ_TOPIC
+from worker.core.values import value
 
 # Input headers with this prefix are dropped from a dead letter: only the worker says where and
 # why a record failed (CONTRACT section 6). Compared without regard to case.
 DLQ_HEADER_PREFIX = "dlq."
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class InboundRecord:
     topic: str
     partition: int

@@ -1,0 +1,57 @@
+"""The value types built for every event: frozen to the type checker, plain slotted dataclasses
+at run time (worker.core.values)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mypy import api as mypy_api
+
+from worker.core.coins import CoinCommand, CoinDecision, Entry, Wallet
+from worker.core.messages import OutgoingMessage
+from worker.core.records import InboundRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EXAMPLES = [
+    OutgoingMessage("t", b"k", b"v", (("h", b"1"),)),
+    InboundRecord("t", 1, 2, b"k", b"v", (("h", None),)),
+    Wallet(5, 7, 2, 1),
+    Entry("tx", "s", "course_completion", "c", 5, 5, "e"),
+    CoinCommand("s", "course_completion", "c", 5, None, "e", "course.completed"),
+    CoinDecision(None, "applied", OutgoingMessage("t", b"k", b"v")),
+]
+
+
+@pytest.mark.parametrize("value", EXAMPLES, ids=lambda v: type(v).__name__)
+def test_a_value_compares_and_hashes_by_its_fields_and_has_slots_only(value: Any) -> None:
+    same = dataclasses.replace(value)
+    assert same == value
+    assert same is not value
+    assert hash(same) == hash(value)
+    assert len({value, same}) == 1
+    first = dataclasses.fields(value)[0]
+    other = dataclasses.replace(value, **{first.name: 9 if first.type == "int" else "x"})
+    assert other != value
+    assert not hasattr(value, "__dict__")
+
+
+def test_the_type_checker_refuses_an_assignment_to_a_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # the configuration's mypy_path is relative to it
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from worker.core.coins import Wallet\n"
+        "from worker.core.messages import OutgoingMessage\n"
+        "Wallet().balance = 3\n"
+        'OutgoingMessage("t", None, None).topic = "u"\n'
+    )
+    out, _, status = mypy_api.run(
+        ["--config-file", str(ROOT / "pyproject.toml"), "--no-incremental", str(probe)]
+    )
+    assert status == 1, out
+    assert out.count("is read-only") == 2, out
