@@ -18,7 +18,7 @@ from worker.core.messages import OutgoingMessage
 from worker.core.payments import PaymentDefaults, PaymentPlan, RefundPayment
 from worker.core.records import InboundRecord, dead_letter, unreadable_record
 from worker.core.topics import event_type
-from worker.core.values import value
+from worker.core.values import value_type
 from worker.db import audit, outbox
 from worker.db.catalog import apply_catalog_commands
 from worker.db.coins import apply_coin_commands
@@ -29,7 +29,7 @@ from worker.retry import transient_retry
 log = logging.getLogger(__name__)
 
 
-@value
+@value_type
 class _Item:
     """A consumed record and the command it asks for."""
 

@@ -31,12 +31,12 @@ from worker.core.results import (
 )
 from worker.core.rules import CoinRules, multiplied
 from worker.core.types import JSON_SAFE_MAX
-from worker.core.values import value
+from worker.core.values import value_type
 
 Key = tuple[str, str, str]  # (student_id, ledger type, reference_id): CONTRACT section 3
 
 
-@value
+@value_type
 class CoinCommand:
     """One requested ledger effect; `amount` is signed (+ credit, - debit)."""
 
@@ -107,7 +107,7 @@ class CourseReward:
     day: date | None
 
 
-@value
+@value_type
 class CoinDecision:
     """What was decided for a key, kept forever: replays repeat its result byte for byte."""
 
@@ -118,7 +118,7 @@ class CoinDecision:
     item_id: str | None = None
 
 
-@value
+@value_type
 class Wallet:
     balance: int = 0
     lifetime_earned: int = 0
@@ -162,7 +162,7 @@ class Lot:
         return (self.expires_at, self.transaction_id)
 
 
-@value
+@value_type
 class Entry:
     """A new row of `coin_transactions`."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.core.values import value
+from worker.core.values import value_type
 
 # Kafka allows a header without a value; it is kept as None so dead letters stay byte for byte.
 Headers = tuple[tuple[str, bytes | None], ...]
@@ -16,7 +16,7 @@ _RECORD_OVERHEAD = 128
 _HEADER_OVERHEAD = 10
 
 
-@value
+@value_type
 class OutgoingMessage:
     """One message bound for a topic: a result event or a dead-lettered input."""
 

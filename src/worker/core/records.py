@@ -12,14 +12,14 @@ from worker.core.messages import (
     wire_size,
 )
 from worker.core.topics import DLQ_TOPIC
-from worker.core.values import value
+from worker.core.values import value_type
 
 # Input headers with this prefix are dropped from a dead letter: only the worker says where and
 # why a record failed (CONTRACT section 6). Compared without regard to case.
 DLQ_HEADER_PREFIX = "dlq."
 
 
-@value
+@value_type
 class InboundRecord:
     topic: str
     partition: int

@@ -1,4 +1,4 @@
-"""`value`: the decorator of the value types built for every event."""
+"""`value_type`: the decorator of the value types built for every event."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ T = TypeVar("T")
 
 
 @dataclass_transform(frozen_default=True)
-def value(cls: type[T]) -> type[T]:
+def value_type(cls: type[T]) -> type[T]:
     """A slotted dataclass that the type checker holds frozen, as `dataclass(frozen=True)`.
 
     At run time it is not frozen. A frozen dataclass's `__init__` sets each field through
