@@ -287,6 +287,9 @@ async def _work(
         stack.push_async_callback(pool.close)
         async with pool.acquire() as conn:
             await apply_migrations(conn)
+            # The pool does not reset what it lends (worker.db.pool): whatever a migration set for
+            # its session goes here, before this connection applies a batch.
+            await conn.reset()
         # The read API's own pool: read-only, with a statement timeout, apart from the consumer's.
         read_pool = await open_pool(
             dsn,

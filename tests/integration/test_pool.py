@@ -6,15 +6,10 @@ import asyncpg
 
 from worker.db.pool import open_pool
 
-NAME = "pool-under-test"
 
-
-async def _last_statement(observer: asyncpg.Connection) -> tuple[str, str]:
-    """The last statement the pool's one connection sent, as the server saw it, and the state
-    that connection is in."""
-    row = await observer.fetchrow(
-        "SELECT query, state FROM pg_stat_activity WHERE application_name = $1", NAME
-    )
+async def _last_statement(observer: asyncpg.Connection, pid: int) -> tuple[str, str]:
+    """The last statement the backend `pid` ran, as the server saw it, and its state now."""
+    row = await observer.fetchrow("SELECT query, state FROM pg_stat_activity WHERE pid = $1", pid)
     assert row is not None
     return row["query"], row["state"]
 
@@ -23,15 +18,17 @@ async def test_a_connection_goes_back_to_the_pool_with_no_statement_after_its_ow
     db_url: str, conn: asyncpg.Connection
 ) -> None:
     # asyncpg's reset query would be one more round trip after every batch's transaction.
-    pool = await open_pool(db_url, min_size=1, max_size=1, name=NAME)
+    pool = await open_pool(db_url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as pooled, pooled.transaction():
             await pooled.execute("SELECT 1")
-        assert await _last_statement(conn) == ("COMMIT;", "idle")
+            pid = pooled.get_server_pid()
+        assert await _last_statement(conn, pid) == ("COMMIT;", "idle")
 
         async with pool.acquire() as pooled:
             await pooled.execute("SELECT 2")
-        assert await _last_statement(conn) == ("SELECT 2", "idle")
+            assert pooled.get_server_pid() == pid
+        assert await _last_statement(conn, pid) == ("SELECT 2", "idle")
     finally:
         await pool.close()
 
@@ -39,11 +36,12 @@ async def test_a_connection_goes_back_to_the_pool_with_no_statement_after_its_ow
 async def test_a_transaction_left_open_is_still_rolled_back_on_release(
     db_url: str, conn: asyncpg.Connection
 ) -> None:
-    pool = await open_pool(db_url, min_size=1, max_size=1, name=NAME)
+    pool = await open_pool(db_url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as pooled:
             await pooled.execute("BEGIN")  # not managed: a caller that never ended it
             await pooled.execute("SELECT 3")
-        assert await _last_statement(conn) == ("ROLLBACK", "idle")
+            pid = pooled.get_server_pid()
+        assert await _last_statement(conn, pid) == ("ROLLBACK", "idle")
     finally:
         await pool.close()

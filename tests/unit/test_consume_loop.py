@@ -944,8 +944,8 @@ async def after_the_last_owners_turn(
 ) -> None:
     """The partitions go to another member and come back: meanwhile the last owner was sent
     `credit` on partition 0 and three redemptions on partition 1 (r0, r1, r2), which are
-    fetched first. Returns once the batch holding r0 is being published (`publisher` holds
-    it)."""
+    fetched first. Returns once the batch holding r0 is being published: `publisher` is a
+    `HoldingPublisher(consumer, b"r0")`, which holds it."""
     await consumer.rebalance([])  # the last owner's turn
     for n in range(3):
         consumer.append(TopicPartition(REDEMPTIONS.topic, 1), b"r%d" % n)

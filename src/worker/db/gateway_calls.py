@@ -22,6 +22,8 @@ from worker.db.payments import (
 from worker.db.queries import sql
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from worker.db import Connection
 
 CallKind = Literal["session", "refund"]
@@ -63,12 +65,13 @@ async def due_calls(
     return [(row["kind"], row["reference_id"], row["provider"]) for row in rows]
 
 
-async def try_lock(conn: Connection, name: str) -> bool:
-    """Take the call's advisory lock on `conn` (a session lock, held outside transactions)."""
+async def try_lock(conn: asyncpg.Connection[asyncpg.Record], name: str) -> bool:
+    """Take the call's advisory lock on `conn` (a session lock, held outside transactions): a
+    connection of its own, never a pooled one, which keeps its session (worker.db.pool)."""
     return bool(await conn.fetchval(sql("gateway_calls_try_lock"), name))
 
 
-async def unlock(conn: Connection, name: str) -> None:
+async def unlock(conn: asyncpg.Connection[asyncpg.Record], name: str) -> None:
     await conn.fetchval(sql("gateway_calls_unlock"), name)
 
 

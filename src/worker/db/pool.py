@@ -37,9 +37,11 @@ async def open_pool(
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release a connection without asyncpg's reset query (advisory unlock, `CLOSE ALL`,
-    `UNLISTEN *`, `RESET ALL`): one round trip after every transaction, in each batch's path.
+    `UNLISTEN *`, `RESET ALL`): one round trip after every release, two in each batch's path.
 
     Nothing here leaves session state on a pooled connection: its settings are given at connect
     (`server_settings`), advisory locks are transaction-scoped but for the provider calls', which
     hold their own connection (`worker.gateway_calls`), and nothing listens or holds a cursor.
-    asyncpg still rolls back a transaction left open before it calls this."""
+    tests/unit/test_session_state.py holds the SQL files and migrations to that; the worker
+    resets the connection that applied the migrations. asyncpg still rolls back a transaction
+    left open before it calls this."""
