@@ -37,7 +37,8 @@ async def open_pool(
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release a connection without asyncpg's reset query (advisory unlock, `CLOSE ALL`,
-    `UNLISTEN *`, `RESET ALL`): one round trip after every release, two in each batch's path.
+    `UNLISTEN *`, `RESET ALL`): one round trip after every release: a batch's transaction,
+    and the relay's after a batch that queued results in the outbox.
 
     Nothing here leaves session state on a pooled connection: its settings are given at connect
     (`server_settings`), advisory locks are transaction-scoped but for the provider calls', which
