@@ -750,7 +750,7 @@ async def raw_end_to_end(
             chunk: list[list[Any]] = [[] for _ in columns]
             for record in records:
                 if reads:  # the worker's parser: it refuses repeated member names
-                    Envelope.model_validate(jsontext.loads(record.value.decode()))
+                    Envelope.model_validate(jsontext.loads(record.value))
                 else:
                     json.loads(record.value)
                 row = rows[record.value]

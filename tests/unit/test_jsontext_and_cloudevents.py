@@ -29,24 +29,75 @@ json_values = st.recursive(
 @given(json_values)
 def test_loads_reads_what_json_loads_reads(value: object) -> None:
     text = json.dumps(value, ensure_ascii=False)
-    assert jsontext.loads(text) == json.loads(text)
-    assert jsontext.loads(text.encode("utf-16")) == json.loads(text.encode("utf-16"))
+    read = jsontext.loads(text)
+    assert read == json.loads(text)
+    assert jsontext.loads(text.encode()) == read
+    assert jsontext.loads(json.dumps(value)) == read  # every non-ASCII character escaped
+    assert _types(read) == _types(json.loads(text))  # 1 stays an int, 1.0 a float
 
 
-def test_loads_refuses_what_json_loads_refuses() -> None:
-    for bad in ("\ufeff{}", "{", "", "[1,]"):
-        with pytest.raises(json.JSONDecodeError):
-            json.loads(bad)
-        with pytest.raises(json.JSONDecodeError):
+def _types(value: object) -> object:
+    if isinstance(value, dict):
+        return {name: _types(member) for name, member in value.items()}
+    if isinstance(value, list):
+        return [_types(item) for item in value]
+    return type(value)
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("\ufeff{}", "expected value at line 1 column 1"),  # a byte order mark
+        ("{", "EOF while parsing an object"),
+        ("", "EOF while parsing a value"),
+        ("[1,]", "trailing comma"),
+        ("[1] [2]", "trailing characters"),
+        ('"\x01"', "control character"),
+        ("[01]", "invalid number"),
+        ('["\\ud800"]', "hex escape"),  # an escaped lone surrogate: no UTF-8 text holds one
+        ('["\ud800"]', "surrogates not allowed"),  # ... or one in the str itself
+        (b'["\xff"]', "invalid unicode code point"),  # not UTF-8
+        ('{"a": 1}'.encode("utf-16"), "expected value"),  # UTF-8 only (RFC 8259, section 8.1)
+        ("9" * 5000, "number out of range"),
+    ],
+)
+def test_loads_refuses_what_is_not_one_json_document(bad: str | bytes, why: str) -> None:
+    with pytest.raises(jsontext.JsonTextError, match=why):
+        jsontext.loads(bad)
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ('{"b": {"a": 1, "a": 2}}', 'duplicate key "a"'),
+        ('{"a": 1, "\\u0061": 2}', 'duplicate key "a"'),  # the same name, escaped
+        ('[{"a": {"c": 1}}, {"a": {"c": 1, "d": [{"e": 1, "e": 1}]}}]', 'duplicate key "e"'),
+        ('{"": 1, "": 2}', 'duplicate key ""'),
+        ("[NaN]", "expected value at line 1 column 2"),
+        ('{"a": Infinity}', "expected value at line 1 column 7"),
+        ("[-Infinity]", "invalid number at line 1 column 3"),
+    ],
+)
+def test_loads_refuses_repeats_and_constants_on_every_call(bad: str, why: str) -> None:
+    for _ in range(2):  # nothing of one call stays for the next
+        with pytest.raises(jsontext.JsonTextError, match=why):
             jsontext.loads(bad)
 
 
-def test_loads_refuses_repeats_and_constants_on_every_call() -> None:
-    for _ in range(2):  # one decoder serves every call
-        with pytest.raises(jsontext.JsonTextError, match="'a' is repeated"):
-            jsontext.loads('{"b": {"a": 1, "a": 2}}')
-        with pytest.raises(jsontext.JsonTextError, match="NaN is not a JSON number"):
-            jsontext.loads("[NaN]")
+def test_loads_reads_what_only_looks_repeated_or_constant() -> None:
+    text = '{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}], "NaN": "Infinity", "c": 1e400}'
+    assert jsontext.loads(text) == {
+        "a": {"a": 1},
+        "b": [{"a": 2}, {"a": 3}],
+        "NaN": "Infinity",
+        "c": float("inf"),  # as json.loads reads a number too large for a float
+    }
+
+
+def test_loads_nests_201_levels_and_no_more() -> None:
+    assert jsontext.loads("[" * 201 + "]" * 201) is not None
+    with pytest.raises(jsontext.JsonTextError, match="recursion limit exceeded"):
+        jsontext.loads("[" * 202 + "]" * 202)
 
 
 @given(

@@ -176,7 +176,8 @@ def test_a_stripe_amount_that_is_not_an_integer_is_bad_input() -> None:
     ],
 )
 def test_a_webhook_that_no_http_request_could_carry_is_bad_input(data: dict[str, Any]) -> None:
-    with pytest.raises(BadInputError, match="data fails its schema"):
+    # A lone surrogate, escaped in the JSON: the parser refuses it before any model sees it.
+    with pytest.raises(BadInputError, match=r"not UTF-8 JSON: .*(surrogate|hex escape)"):
         command_for(
             "payment.webhook.received",
             b"pp",
@@ -187,5 +188,5 @@ def test_a_webhook_that_no_http_request_could_carry_is_bad_input(data: dict[str,
 
 
 def test_json_nested_too_deep_is_bad_input() -> None:
-    with pytest.raises(BadInputError, match="nested too deeply"):
+    with pytest.raises(BadInputError, match="recursion limit exceeded"):
         command_for("course.completed", b"s", b"[" * 100_000, (), POLICIES)

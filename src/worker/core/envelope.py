@@ -62,9 +62,9 @@ def _parse_json(raw: bytes | None, what: str) -> Any:
     if raw is None:
         raise BadInputError(f"{what} is empty")
     try:
-        return jsontext.loads(raw.decode("utf-8"))
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
-        raise BadInputError(f"{what} is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
+        return jsontext.loads(raw)
+    except jsontext.JsonTextError as exc:
+        raise BadInputError(f"{what} is not UTF-8 JSON: {exc}") from None
 
 
 def _binary_attributes(headers: Headers) -> dict[str, Any] | None:
