@@ -17,9 +17,10 @@ from typing import Protocol
 from worker.core import money
 from worker.core.results import derived_id
 from worker.core.types import Provider
+from worker.core.values import value_type
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class SessionRequest:
     """Open a checkout session for a payment, payable until `expires_at`."""
 
@@ -36,7 +37,7 @@ class SessionRequest:
         return derived_id("gateway", "session", self.payment_id)
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class Session:
     """What the provider opened: its id for the payment, the URL the student pays at, and when
     the session stops taking payment."""

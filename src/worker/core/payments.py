@@ -43,6 +43,7 @@ from worker.core.results import (
 )
 from worker.core.signatures import SignatureRefusal
 from worker.core.types import Provider
+from worker.core.values import value_type
 from worker.core.webhooks import Notification
 
 Status = PaymentStatus
@@ -90,7 +91,7 @@ def is_late_success(current: Status, target: Status) -> bool:
     return target == "succeeded" and current in ("failed", "cancelled", "expired")
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class Payment:
     """A row of `payments`, as far as the rules need it."""
 
@@ -112,7 +113,7 @@ class Payment:
     captured_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class OpenPayment:
     """`payment.requested`."""
 
@@ -138,7 +139,7 @@ class OpenPayment:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class ReportStatus:
     """A verified webhook reporting a status."""
 
@@ -150,7 +151,7 @@ class ReportStatus:
     event_source: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class RefuseWebhook:
     """A webhook whose signature does not hold: refused before its body is read."""
 
@@ -163,7 +164,7 @@ class RefuseWebhook:
     event_source: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class IgnoreWebhook:
     """A verified webhook of an event type the worker does not act on."""
 
@@ -172,7 +173,7 @@ class IgnoreWebhook:
     event_type: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class RefundPayment:
     """`payment.refund.requested`."""
 
@@ -200,7 +201,7 @@ def event_of(command: AnsweredCommand) -> EventKey:
     return (command.event_type, command.event_source, command.source_event_id)
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class Transition:
     """A status a payment reached, with the result that announced it (kept for repeats)."""
 
@@ -216,7 +217,7 @@ class Transition:
 RefundOutcome = Literal["pending", "applied", "rejected"]
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class RefundDecision:
     """What was decided for a refund id, kept forever: a replay repeats its result. A refund
     is `pending` (no result yet) from its acceptance until the provider has answered."""
@@ -230,7 +231,7 @@ class RefundDecision:
     source_event_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class GatewayCall:
     """A provider call a decision asks for: open `payment_id`'s session (`reference_id` is the
     payment id) or make the refund `reference_id` of it."""

@@ -8,7 +8,7 @@ event type the worker does not act on (Stripe sends many) is `None`: acknowledge
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
@@ -16,13 +16,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, V
 from worker.core import jsontext
 from worker.core.envelope import BadInputError
 from worker.core.types import Id, NonNegativeAmount, Provider, Text
+from worker.core.values import value_type
 
 # What a webhook can report. `attempt_failed` is one failed try (a declined card): the student
 # may pay again, so it does not close the payment (CONTRACT section 5).
 ReportedStatus = Literal["succeeded", "failed", "cancelled", "expired", "attempt_failed"]
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class Notification:
     """One webhook's report. `amount` is in the provider's units; `payment_id` is the worker's
     id from the provider's metadata, when the body carries it; `captured_id` names the money a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime
@@ -254,4 +255,7 @@ def stored_message(row: Any) -> OutgoingMessage:
 
 
 def payment_of(row: Any) -> Payment:
-    return Payment(**{name: row[name] for name in Payment.__slots__})
+    return Payment(**{name: row[name] for name in _PAYMENT_FIELDS})
+
+
+_PAYMENT_FIELDS = tuple(field.name for field in dataclasses.fields(Payment))
