@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.support import eventually
 from tests.unit.test_coin_rules import DAY1, on
 from tests.unit.test_coins import commands as coin_commands
-from worker.core.coins import CoinCommand, CoinPlan
+from worker.core.coins import CoinCommand, CoinPlan, Wallet, decide_coins
 from worker.db import coins
 from worker.db.coins import apply_coin_commands
 from worker.errors import ConcurrentWriteError, PermanentError, is_retriable
@@ -149,6 +149,38 @@ async def test_a_ledger_entry_whose_key_has_no_decision_fails_the_batch_for_good
     assert not is_retriable(raised.value)
     assert await conn.fetchval("SELECT count(*) FROM coin_requests") == 0  # rolled back whole
     assert await conn.fetchval("SELECT balance FROM coin_wallets") == 7
+
+
+async def test_a_batch_that_changes_a_wallet_that_does_not_exist_fails_for_good(
+    conn: asyncpg.Connection,
+) -> None:
+    # No foreign key checks ledger entries row by row (migration 0015): the statement that
+    # writes them does, and writes an entry only with its wallet's new balance.
+    credit = CoinCommand("s", "course_completion", "c1", 100, None, "e1", "course.completed")
+    plan = decide_coins([credit], {}, {"s": Wallet()}, NOW)
+    assert (list(plan.wallets), len(plan.entries)) == (["s"], 1)
+    # The wallet missing; left out as well; or changed without an entry (a lot drawn on).
+    for broken in (plan, replace(plan, wallets={}), CoinPlan(wallets=plan.wallets)):
+        with pytest.raises(PermanentError) as raised:
+            async with conn.transaction():
+                await coins._write(conn, broken)
+        assert not is_retriable(raised.value)
+    for table in ("coin_requests", "coin_transactions", "coin_wallets"):  # rolled back whole
+        assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0  # noqa: S608
+    await apply(conn, [credit])  # the wallet made first, as every batch does
+    await assert_invariants(conn)
+    assert await conn.fetchval("SELECT balance FROM coin_wallets") == 100
+
+
+async def test_a_wallet_is_never_removed(conn: asyncpg.Connection) -> None:
+    await apply(
+        conn, [CoinCommand("s", "course_completion", "c1", 100, None, "e1", "course.completed")]
+    )
+    for statement in ("DELETE FROM coin_wallets", "TRUNCATE coin_wallets"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="never removed"):
+            await conn.execute(statement)
+    assert await conn.fetchval("SELECT count(*) FROM coin_wallets") == 1
+    await assert_invariants(conn)
 
 
 async def test_two_transactions_on_one_wallet_serialise_on_its_lock(db_url: str) -> None:

@@ -61,6 +61,11 @@ async def test_every_broken_invariant_is_named_with_examples(
     await pool.execute("UPDATE coin_lots SET remaining = 0 WHERE student_id = 't'")
     await pool.execute("DELETE FROM coin_transactions WHERE reference_id = 'r1'")
     await pool.execute(
+        "INSERT INTO coin_transactions (transaction_id, student_id, type, reference_id, amount,"
+        " balance_after, source_event_id)"
+        " VALUES (gen_random_uuid(), 'ghost', 'referral', 'f1', 5, 5, 'e0')"
+    )
+    await pool.execute(
         "INSERT INTO payment_transitions (payment_id, status, from_status, result_topic,"
         " result_key, result_value) VALUES ('pay-2', 'refunded', 'initiated', 't', '', '')"
     )
@@ -72,6 +77,7 @@ async def test_every_broken_invariant_is_named_with_examples(
         "ledger check: an illegal payment move: 1 (e.g. pay-2 initiated->refunded)",
         "ledger check: balance is not the sum of its entries: 1 (e.g. s)",
         "ledger check: coins in lots differ from the open lots: 1 (e.g. t)",
+        "ledger check: entries of a wallet that does not exist: 1 (e.g. ghost)",
     ]
 
 

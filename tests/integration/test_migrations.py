@@ -112,6 +112,19 @@ async def test_applying_all_gives_the_expected_schema(empty_db: str) -> None:
         await conn.close()
 
 
+async def test_wallets_keep_room_for_updates_and_no_key_checks_each_entry(empty_db: str) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await apply_migrations(conn)
+        options = "SELECT reloptions FROM pg_class WHERE oid = 'coin_wallets'::regclass"
+        assert await conn.fetchval(options) == ["fillfactor=70"]
+        # Entries are checked against their wallets by the statement that writes them (0015).
+        keys = "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = $1::regclass"
+        assert await conn.fetchval(keys, "coin_transactions") == 0
+    finally:
+        await conn.close()
+
+
 async def test_applying_twice_changes_nothing(empty_db: str) -> None:
     conn = await asyncpg.connect(empty_db)
     try:

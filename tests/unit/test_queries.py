@@ -41,7 +41,7 @@ def test_the_columns_come_in_the_order_of_the_parameters() -> None:
     )  # fmt: skip
     # WITH ORDINALITY's position column is not a parameter.
     assert unnest_columns("outbox_enqueue") == ("topic", "key", "value", "headers")
-    assert [len(columns) for columns in unnest_groups("coins_write")] == [8, 7, 7, 6, 5]
+    assert [len(columns) for columns in unnest_groups("coins_write")] == [8, 5, 7, 7, 6]
 
 
 # Columns of a type asyncpg decodes inside a row as it is (not a domain).

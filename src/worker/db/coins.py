@@ -299,24 +299,29 @@ async def _write(
     partition_of = (partitions or {}).get
     if not (plan.decisions or plan.entries or plan.answers or plan.wallets or plan.lots_changed):
         return
-    [(decided, entered, answered)] = await conn.fetch(
+    [(decided, entered, answered, balanced)] = await conn.fetch(
         sql("coins_write"),
         *unnest_all(
             "coins_write",
             (list(plan.decisions.items()), _DECISION_COLUMNS),
+            (list(plan.wallets.items()), _WALLET_COLUMNS),
             (plan.entries, {}),
             answer_rows(plan.answers),
             (
                 list(plan.lots_changed.values()),
                 {"input_partition": lambda lot: partition_of(lot.student_id)},
             ),
-            (list(plan.wallets.items()), _WALLET_COLUMNS),
         ),
     )
     if decided != len(plan.decisions):
         raise ConcurrentWriteError("a coin request was decided by another worker meanwhile")
+    if balanced != len(plan.wallets):  # wallets are never removed: never retried
+        raise PermanentError("a wallet this batch changes does not exist")
     if entered != len(plan.entries):  # an entry of a key that has no decision: never retried
-        raise PermanentError("a ledger entry with one of these keys exists already")
+        raise PermanentError(
+            "a ledger entry with one of these keys exists already, or names a wallet the batch "
+            "does not change"
+        )
     if answered != len(plan.answers):
         raise ConcurrentWriteError("an event was answered by another worker meanwhile")
 

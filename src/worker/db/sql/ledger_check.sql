@@ -15,6 +15,11 @@ checks (name, found) AS (
     FROM coin_wallets AS w LEFT JOIN entries AS e USING (student_id)
     WHERE w.balance <> coalesce(e.total, 0)
     UNION ALL
+    -- No foreign key holds entries to wallets (0015): the statement that writes them does.
+    SELECT 'entries of a wallet that does not exist', e.student_id::text
+    FROM entries AS e
+    WHERE NOT EXISTS (SELECT 1 FROM coin_wallets AS w WHERE w.student_id = e.student_id)
+    UNION ALL
     SELECT 'balance is not lifetime earned minus spent', w.student_id::text
     FROM coin_wallets AS w WHERE w.balance <> w.lifetime_earned - w.lifetime_spent
     UNION ALL
