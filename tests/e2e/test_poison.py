@@ -236,7 +236,7 @@ async def test_repeated_member_names_and_disagreeing_subjects_are_bad_input(
     dead = await dead_letters(w, 3)
     assert len(dead) == 3
     messages = b" ".join(dict(d.headers)["dlq.error.message"] for d in dead)
-    assert b"duplicate key" in messages
+    assert b"repeated" in messages
     assert b"is not the event's subject" in messages
     assert b"does not name" in messages
     assert await balance(w.database_url, "bob") == 100

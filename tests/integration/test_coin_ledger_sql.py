@@ -176,10 +176,15 @@ async def test_a_wallet_is_never_removed(conn: asyncpg.Connection) -> None:
     await apply(
         conn, [CoinCommand("s", "course_completion", "c1", 100, None, "e1", "course.completed")]
     )
-    for statement in ("DELETE FROM coin_wallets", "TRUNCATE coin_wallets"):
+    for statement in (
+        "DELETE FROM coin_wallets",
+        "TRUNCATE coin_wallets",
+        "UPDATE coin_wallets SET student_id = 't'",
+        "UPDATE coin_transactions SET student_id = 't'",
+    ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="never removed"):
             await conn.execute(statement)
-    assert await conn.fetchval("SELECT count(*) FROM coin_wallets") == 1
+    assert await conn.fetchval("SELECT count(*) FROM coin_wallets WHERE student_id = 's'") == 1
     await assert_invariants(conn)
 
 

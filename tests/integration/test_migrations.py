@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from tests.support import eventually
 from tests.unit.test_coin_lots import credit, redeem
 from worker.db.coins import apply_coin_commands
 from worker.db.migrate import apply_migrations, discover
@@ -123,6 +124,45 @@ async def test_wallets_keep_room_for_updates_and_no_key_checks_each_entry(empty_
         assert await conn.fetchval(keys, "coin_transactions") == 0
     finally:
         await conn.close()
+
+
+async def test_migration_15_waits_for_a_batch_under_way_and_never_deadlocks_it(
+    empty_db: str,
+) -> None:
+    """A batch locks its wallets, then writes entries; 0015 must take the tables in that order
+    (dropping the key alone takes entries, then wallets: a deadlock with the batch)."""
+    batch, migrating = await asyncpg.connect(empty_db), await asyncpg.connect(empty_db)
+    try:
+        await batch.execute(sql("migrations_table"))
+        for migration in discover()[:14]:
+            await batch.execute(migration.sql)
+            await batch.execute(
+                sql("migrations_record"), migration.version, migration.name, migration.checksum
+            )
+        await batch.execute("INSERT INTO coin_wallets (student_id) VALUES ('s')")
+        locked = batch.transaction()
+        await locked.start()
+        await batch.execute("SELECT 1 FROM coin_wallets WHERE student_id = 's' FOR UPDATE")
+        applying = asyncio.create_task(apply_migrations(migrating))
+
+        async def waits_on_a_lock() -> None:
+            state = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1"
+            assert await batch.fetchval(state, migrating.get_server_pid()) == "Lock"
+
+        await eventually(waits_on_a_lock)
+        # The batch goes on: its entry, then its commit. With the tables taken in the other
+        # order, one of the two would be cancelled as a deadlock here.
+        await batch.execute(
+            "INSERT INTO coin_transactions (transaction_id, student_id, type, reference_id,"
+            " amount, balance_after, source_event_id)"
+            " VALUES (gen_random_uuid(), 's', 'course_completion', 'c1', 5, 5, 'e1')"
+        )
+        await batch.execute("UPDATE coin_wallets SET balance = 5, lifetime_earned = 5")
+        await locked.commit()
+        assert [m.version for m in await applying] == [15]
+    finally:
+        await batch.close()
+        await migrating.close()
 
 
 async def test_applying_twice_changes_nothing(empty_db: str) -> None:

@@ -149,6 +149,19 @@ def test_each_providers_body_reports_a_status(
     )  # type: ignore[arg-type]
 
 
+def test_a_body_with_an_escaped_lone_surrogate_in_a_field_not_read_still_reports() -> None:
+    # JSON.stringify writes "\\ud83d" for a name cut inside an emoji: valid ASCII, valid JSON,
+    # read as the standard library reads it (jiter refuses it; worker.core.jsontext).
+    entity = RAZORPAY_CAPTURED["payload"]["payment"]["entity"]
+    body = {**RAZORPAY_CAPTURED, "payload": {"payment": {"entity": {
+        **entity, "notes": {"student_name": "Ana \ud83d"}}}}}  # fmt: skip
+    raw = json.dumps(body)
+    assert "\\ud83d" in raw
+    command = webhook("razorpay", raw, subject="pay_1")
+    assert isinstance(command, ReportStatus)
+    assert command.notification.status == "succeeded"
+
+
 @pytest.mark.parametrize(
     ("provider", "body"),
     [
@@ -176,8 +189,7 @@ def test_a_stripe_amount_that_is_not_an_integer_is_bad_input() -> None:
     ],
 )
 def test_a_webhook_that_no_http_request_could_carry_is_bad_input(data: dict[str, Any]) -> None:
-    # A lone surrogate, escaped in the JSON: the parser refuses it before any model sees it.
-    with pytest.raises(BadInputError, match=r"not UTF-8 JSON: .*(surrogate|hex escape)"):
+    with pytest.raises(BadInputError, match="data fails its schema"):
         command_for(
             "payment.webhook.received",
             b"pp",
@@ -188,5 +200,5 @@ def test_a_webhook_that_no_http_request_could_carry_is_bad_input(data: dict[str,
 
 
 def test_json_nested_too_deep_is_bad_input() -> None:
-    with pytest.raises(BadInputError, match="recursion limit exceeded"):
+    with pytest.raises(BadInputError, match="nested too deeply"):
         command_for("course.completed", b"s", b"[" * 100_000, (), POLICIES)

@@ -63,8 +63,8 @@ def _parse_json(raw: bytes | None, what: str) -> Any:
         raise BadInputError(f"{what} is empty")
     try:
         return jsontext.loads(raw)
-    except jsontext.JsonTextError as exc:
-        raise BadInputError(f"{what} is not UTF-8 JSON: {exc}") from None
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
+        raise BadInputError(f"{what} is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
 
 
 def _binary_attributes(headers: Headers) -> dict[str, Any] | None:
