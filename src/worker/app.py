@@ -28,7 +28,7 @@ from worker.core.topics import (
     with_prefix,
 )
 from worker.core.types import Provider
-from worker.db.migrate import apply_migrations
+from worker.db.migrate import apply_migrations_in
 from worker.db.outbox import Outbox
 from worker.db.pool import open_pool
 from worker.expiry import COIN_LOTS, PAYMENTS, Sweeper
@@ -68,8 +68,7 @@ async def migrate(settings: Settings) -> int:
     """Apply the migrations and exit: the `migrate` command."""
     pool = await open_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)
     try:
-        async with pool.acquire() as conn:
-            applied = await apply_migrations(conn)
+        applied = await apply_migrations_in(pool)
     finally:
         await pool.close()
     log.info("migrations up to date", extra={"action": "migrate", "applied": len(applied)})
@@ -285,11 +284,7 @@ async def _work(
     async with contextlib.AsyncExitStack() as stack:
         pool = await open_pool(dsn, min_size=2, max_size=settings.worker_db_pool_size)
         stack.push_async_callback(pool.close)
-        async with pool.acquire() as conn:
-            await apply_migrations(conn)
-            # The pool does not reset what it lends (worker.db.pool): whatever a migration set for
-            # its session goes here, before this connection applies a batch.
-            await conn.reset()
+        await apply_migrations_in(pool)
         # The read API's own pool: read-only, with a statement timeout, apart from the consumer's.
         read_pool = await open_pool(
             dsn,

@@ -11,7 +11,7 @@ import pytest
 from tests.support import eventually
 from tests.unit.test_coin_lots import credit, redeem
 from worker.db.coins import apply_coin_commands
-from worker.db.migrate import apply_migrations, discover
+from worker.db.migrate import apply_migrations, apply_migrations_in, discover
 from worker.db.outbox import decode_headers
 from worker.db.queries import sql
 
@@ -163,6 +163,44 @@ async def test_migration_15_waits_for_a_batch_under_way_and_never_deadlocks_it(
     finally:
         await batch.close()
         await migrating.close()
+
+
+async def test_a_migration_that_loses_a_deadlock_to_a_batch_is_applied_again(
+    empty_db: str,
+) -> None:
+    """From 0013 to 0015 while an older worker's batch runs: 0014 locks coin_lots, 0015 waits
+    for the batch's wallets, and the batch then reads coin_lots. PostgreSQL cancels the
+    migration, which waited first; it is applied again, whole, once the batch is done."""
+    batch = await asyncpg.connect(empty_db)
+    pool = await asyncpg.create_pool(empty_db, min_size=1, max_size=1)
+    try:
+        await batch.execute(sql("migrations_table"))
+        for migration in discover()[:13]:
+            await batch.execute(migration.sql)
+            await batch.execute(
+                sql("migrations_record"), migration.version, migration.name, migration.checksum
+            )
+        await batch.execute("INSERT INTO coin_wallets (student_id) VALUES ('s')")
+        locked = batch.transaction()
+        await locked.start()
+        await batch.execute("SELECT 1 FROM coin_wallets WHERE student_id = 's' FOR UPDATE")
+        applying = asyncio.create_task(apply_migrations_in(pool))
+
+        async def waits_on_a_lock() -> None:
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            assert await batch.fetchval(waiting) == 1
+
+        await eventually(waits_on_a_lock)
+        assert await batch.fetchval("SELECT count(*) FROM coin_lots") == 0  # the deadlock
+        await locked.commit()
+        assert [m.version for m in await applying] == [14, 15]
+        assert await batch.fetchval("SELECT max(version) FROM schema_migrations") == 15
+    finally:
+        await batch.close()
+        await pool.close()
 
 
 async def test_applying_twice_changes_nothing(empty_db: str) -> None:

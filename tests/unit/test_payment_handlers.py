@@ -162,6 +162,19 @@ def test_a_body_with_an_escaped_lone_surrogate_in_a_field_not_read_still_reports
     assert command.notification.status == "succeeded"
 
 
+@pytest.mark.parametrize("noted", ["pay-1", "pay-\ud83d", "pay-\x00", "", "p" * 129, 7])
+def test_a_payment_id_in_metadata_that_no_payment_could_have_names_none(noted: object) -> None:
+    # Looked up, a lone surrogate or a NUL would fail the batch's statement (not UTF-8; not
+    # PostgreSQL text): they, and what is no id at all, name no payment of the worker's.
+    session = {"id": "cs_1", "mode": "payment", "amount_total": 100, "currency": "inr",
+               "payment_status": "paid", "metadata": {"payment_id": noted}}  # fmt: skip
+    body = {"id": "evt_4", "type": "checkout.session.completed", "data": {"object": session}}
+    command = webhook("stripe", json.dumps(body), subject="cs_1")
+    assert isinstance(command, ReportStatus)
+    assert command.notification.status == "succeeded"
+    assert command.notification.payment_id == (noted if noted == "pay-1" else None)
+
+
 @pytest.mark.parametrize(
     ("provider", "body"),
     [

@@ -7,6 +7,7 @@ event type the worker does not act on (Stripe sends many) is `None`: acknowledge
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Annotated, Any, Literal
@@ -57,8 +58,20 @@ ReportedCurrency = Annotated[
 
 
 def _payment_id(value: Any) -> str | None:
-    """The payment id the worker wrote into a provider's metadata, if `value` can be one."""
-    return value if isinstance(value, str) and 0 < len(value) <= 128 else None
+    """The payment id the worker wrote into a provider's metadata, if `value` can be one: an
+    id (1..128 characters, no control character) that UTF-8 can hold. Anything else names no
+    payment of the worker's; looked up, a NUL or a lone surrogate would fail the batch's
+    statement instead."""
+    if not isinstance(value, str) or not 0 < len(value) <= 128 or _CONTROL.search(value):
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate, escaped in the body's JSON
+        return None
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # mock: {"id": ..., "type": "payment.succeeded", "data": {"provider_payment_id", "amount", ...}}

@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 from worker.db.queries import sql
 
 if TYPE_CHECKING:
     from worker.db import Connection
 from worker.errors import PermanentError
+from worker.retry import transient_retry
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,23 @@ def discover() -> list[Migration]:
     if versions != list(range(1, len(found) + 1)):
         raise PermanentError(f"migrations must be numbered 0001 upwards with no gap: {versions}")
     return found
+
+
+async def apply_migrations_in(pool: asyncpg.Pool) -> list[Migration]:
+    """`apply_migrations` on a connection of `pool`, tried again by the one retry policy.
+
+    A migration that loses a deadlock is rolled back whole and applied again: an older worker
+    may run a batch meanwhile, and when several migrations are missing, one can lock a table
+    the batch needs next (0014 locks `coin_lots`, then 0015 waits for the batch's wallets while
+    the batch waits for `coin_lots`). The connection is reset afterwards: the pool does not
+    reset what it lends (`worker.db.pool`), so nothing a migration set for its session stays.
+    """
+    async for attempt in transient_retry():
+        with attempt:
+            async with pool.acquire() as conn:
+                applied = await apply_migrations(conn)
+                await conn.reset()
+    return applied
 
 
 async def apply_migrations(conn: Connection) -> list[Migration]:

@@ -25,7 +25,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '%: wallets are never removed, nor entries or wallets moved to another '
                     'student: % refused', TG_TABLE_NAME, TG_OP
-        USING ERRCODE = 'insufficient_privilege';
+        USING ERRCODE = 'restrict_violation';  -- an integrity error: never retried
 END
 $$;
 
