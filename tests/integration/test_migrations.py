@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from asyncpg.transaction import Transaction
 
 from tests.support import eventually
 from tests.unit.test_coin_lots import credit, redeem
@@ -133,23 +134,11 @@ async def test_migration_15_waits_for_a_batch_under_way_and_never_deadlocks_it(
     (dropping the key alone takes entries, then wallets: a deadlock with the batch)."""
     batch, migrating = await asyncpg.connect(empty_db), await asyncpg.connect(empty_db)
     try:
-        await batch.execute(sql("migrations_table"))
-        for migration in discover()[:14]:
-            await batch.execute(migration.sql)
-            await batch.execute(
-                sql("migrations_record"), migration.version, migration.name, migration.checksum
-            )
-        await batch.execute("INSERT INTO coin_wallets (student_id) VALUES ('s')")
-        locked = batch.transaction()
-        await locked.start()
-        await batch.execute("SELECT 1 FROM coin_wallets WHERE student_id = 's' FOR UPDATE")
+        await _at_version(batch, 14)
+        locked = await _a_batch_holding_a_wallet(batch)
         applying = asyncio.create_task(apply_migrations(migrating))
 
-        async def waits_on_a_lock() -> None:
-            state = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1"
-            assert await batch.fetchval(state, migrating.get_server_pid()) == "Lock"
-
-        await eventually(waits_on_a_lock)
+        await eventually(lambda: _one_waits_on_a_lock(batch))
         # The batch goes on: its entry, then its commit. With the tables taken in the other
         # order, one of the two would be cancelled as a deadlock here.
         await batch.execute(
@@ -174,26 +163,11 @@ async def test_a_migration_that_loses_a_deadlock_to_a_batch_is_applied_again(
     batch = await asyncpg.connect(empty_db)
     pool = await asyncpg.create_pool(empty_db, min_size=1, max_size=1)
     try:
-        await batch.execute(sql("migrations_table"))
-        for migration in discover()[:13]:
-            await batch.execute(migration.sql)
-            await batch.execute(
-                sql("migrations_record"), migration.version, migration.name, migration.checksum
-            )
-        await batch.execute("INSERT INTO coin_wallets (student_id) VALUES ('s')")
-        locked = batch.transaction()
-        await locked.start()
-        await batch.execute("SELECT 1 FROM coin_wallets WHERE student_id = 's' FOR UPDATE")
+        await _at_version(batch, 13)
+        locked = await _a_batch_holding_a_wallet(batch)
         applying = asyncio.create_task(apply_migrations_in(pool))
 
-        async def waits_on_a_lock() -> None:
-            waiting = (
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            assert await batch.fetchval(waiting) == 1
-
-        await eventually(waits_on_a_lock)
+        await eventually(lambda: _one_waits_on_a_lock(batch))
         assert await batch.fetchval("SELECT count(*) FROM coin_lots") == 0  # the deadlock
         await locked.commit()
         assert [m.version for m in await applying] == [14, 15]
@@ -230,12 +204,7 @@ async def test_messages_queued_before_headers_became_bytes_keep_their_headers(
 ) -> None:
     conn = await asyncpg.connect(empty_db)
     try:
-        await conn.execute(sql("migrations_table"))
-        for migration in discover()[:4]:  # the schema as it was, headers as JSON text
-            await conn.execute(migration.sql)
-            await conn.execute(
-                sql("migrations_record"), migration.version, migration.name, migration.checksum
-            )
+        await _at_version(conn, 4)  # the schema as it was, headers as JSON text
         stored = '[["content-type", "YXBwbGljYXRpb24vanNvbg=="], ["x-nothing", null], ["é", ""]]'
         await conn.execute(
             "INSERT INTO outbox (topic, key, value, headers) VALUES ('t', 'k', 'v', $1::jsonb)",
@@ -257,12 +226,7 @@ async def test_coins_from_before_expiry_existed_never_expire_and_are_spent_last(
 ) -> None:
     conn = await asyncpg.connect(empty_db)
     try:
-        await conn.execute(sql("migrations_table"))
-        for migration in discover()[:11]:  # the schema before coin lots
-            await conn.execute(migration.sql)
-            await conn.execute(
-                sql("migrations_record"), migration.version, migration.name, migration.checksum
-            )
+        await _at_version(conn, 11)  # the schema before coin lots
         await conn.execute(
             "INSERT INTO coin_wallets (student_id, balance, lifetime_earned) VALUES ('s', 70, 70)"
         )
@@ -333,3 +297,30 @@ async def test_one_ledger_entry_per_student_type_and_reference(conn: asyncpg.Con
     await conn.execute(insert, 100, 100)
     with pytest.raises(asyncpg.UniqueViolationError):
         await conn.execute(insert, 100, 200)
+
+
+async def _at_version(conn: asyncpg.Connection, version: int) -> None:
+    """The schema as migrations 1..`version` left it, recorded as applied."""
+    await conn.execute(sql("migrations_table"))
+    for migration in discover()[:version]:
+        await conn.execute(migration.sql)
+        await conn.execute(
+            sql("migrations_record"), migration.version, migration.name, migration.checksum
+        )
+
+
+async def _a_batch_holding_a_wallet(conn: asyncpg.Connection) -> Transaction:
+    """A batch under way, as the worker's are: its transaction open, its wallet locked."""
+    await conn.execute("INSERT INTO coin_wallets (student_id) VALUES ('s')")
+    locked = conn.transaction()
+    await locked.start()
+    await conn.execute("SELECT 1 FROM coin_wallets WHERE student_id = 's' FOR UPDATE")
+    return locked
+
+
+async def _one_waits_on_a_lock(observer: asyncpg.Connection) -> None:
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    assert await observer.fetchval(waiting) == 1
