@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
+from functools import partial
+from typing import get_args
 
 from tenacity import (
     AsyncRetrying,
@@ -13,7 +16,7 @@ from tenacity import (
 )
 
 from worker.core.gateway import GatewayUnavailable
-from worker.errors import fault_of
+from worker.errors import Fault, fault_of
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +42,28 @@ def _log_attempt(state: RetryCallState) -> None:
 CONTENTION_ATTEMPTS = 8
 
 
-def _worth_another_attempt(state: RetryCallState) -> bool:
+def _worth_another_attempt(faults: Collection[Fault], state: RetryCallState) -> bool:
     error = state.outcome.exception() if state.outcome else None
     if error is None:
         return False
     fault = fault_of(error)
+    if fault not in faults:
+        return False
     if fault == "contention":
         return state.attempt_number < CONTENTION_ATTEMPTS
     return fault is not None
 
 
-def transient_retry() -> AsyncRetrying:
+def transient_retry(faults: Collection[Fault] = get_args(Fault)) -> AsyncRetrying:
     """Retry passing faults (see `worker.errors`) with capped exponential backoff.
 
     An outage, or a fault of the environment, is waited out for as long as it lasts: a payments
     worker waits for its database or broker rather than skipping work. Contention is tried
-    `CONTENTION_ATTEMPTS` times. Other errors are raised at once; a stop signal cancels the
-    waiting task.
+    `CONTENTION_ATTEMPTS` times. Other errors, and faults not in `faults`, are raised at once;
+    a stop signal cancels the waiting task.
     """
     return AsyncRetrying(
-        retry=_worth_another_attempt,
+        retry=partial(_worth_another_attempt, faults),
         wait=wait_random_exponential(multiplier=0.1, max=5.0),
         stop=stop_never,
         before_sleep=_log_attempt,

@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 from aiokafka import errors as kafka_errors
 from asyncpg.exceptions import _base as asyncpg_base
+from tenacity import AsyncRetrying
 
 from worker.errors import (
     ConcurrentWriteError,
@@ -19,6 +20,7 @@ from worker.errors import (
     is_retriable,
     passes_by_itself,
 )
+from worker.retry import transient_retry
 
 
 @pytest.mark.parametrize(
@@ -103,3 +105,27 @@ def test_a_worker_error_is_as_retriable_as_the_fault_it_names() -> None:
     assert not is_retriable(WorkerError("no fault named"))
     # The class decides, not the message: a permanent error that mentions an outage stays one.
     assert not is_retriable(PermanentError("connection is closed"))
+
+
+async def _attempts(retrying: AsyncRetrying, failures: list[Exception]) -> int:
+    """How many attempts `retrying` makes of a call that raises `failures` in turn, then
+    succeeds; it raises the failure it does not try again."""
+    attempts = 0
+    async for attempt in retrying:
+        with attempt:
+            attempts += 1
+            if failures:
+                raise failures.pop(0)
+    return attempts
+
+
+async def test_a_retry_limited_to_contention_raises_any_other_fault_at_once() -> None:
+    contention = [asyncpg.exceptions.DeadlockDetectedError("deadlock")] * 2
+    assert await _attempts(transient_retry(faults=("contention",)), list(contention)) == 3
+    for other in (
+        asyncpg.exceptions.CannotConnectNowError("starting up"),  # an outage
+        asyncpg.exceptions.InsufficientPrivilegeError("denied"),  # the environment
+    ):
+        with pytest.raises(type(other)):
+            await _attempts(transient_retry(faults=("contention",)), [other])
+        assert await _attempts(transient_retry(), [other]) == 2  # every fault, by default

@@ -15,7 +15,7 @@ from worker.db.queries import sql
 
 if TYPE_CHECKING:
     from worker.db import Connection
-from worker.errors import PermanentError
+from worker.errors import Fault, PermanentError
 from worker.retry import transient_retry
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,20 @@ def discover() -> list[Migration]:
     return found
 
 
+_CONTENTION: tuple[Fault, ...] = ("contention",)
+
+
 async def apply_migrations_in(pool: asyncpg.Pool) -> list[Migration]:
-    """`apply_migrations` on a connection of `pool`, tried again by the one retry policy.
+    """`apply_migrations` on a connection of `pool`, tried again when it loses to contention.
 
     A migration that loses a deadlock is rolled back whole and applied again: an older worker
     may run a batch meanwhile, and when several migrations are missing, one can lock a table
     the batch needs next (0014 locks `coin_lots`, then 0015 waits for the batch's wallets while
-    the batch waits for `coin_lots`). The connection is reset afterwards: the pool does not
-    reset what it lends (`worker.db.pool`), so nothing a migration set for its session stays.
+    the batch waits for `coin_lots`). Any other fault stops the start, as it did before. The
+    connection is reset afterwards: the pool does not reset what it lends (`worker.db.pool`),
+    so nothing a migration set for its session stays.
     """
-    async for attempt in transient_retry():
+    async for attempt in transient_retry(faults=_CONTENTION):
         with attempt:
             async with pool.acquire() as conn:
                 applied = await apply_migrations(conn)
