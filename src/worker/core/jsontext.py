@@ -6,7 +6,7 @@ it bad input. `NaN` and `Infinity` are not JSON numbers and are refused too.
 
 Two parsers, one reading. jiter (pydantic's parser, in Rust) reads a document first: 1.7 µs for
 a 280-byte event, against 3.4 µs for the standard library's decoder with a Python hook per
-object. It refuses repeated names and non-finite numbers itself, and reads every document it
+object. It refuses repeated names, `NaN` and `Infinity` itself, and reads every document it
 accepts as the standard library does (a property test holds them to it). What it refuses goes
 to the standard library's decoder, which decides and names the fault: so a document jiter
 refuses and the standard library reads (an escaped lone surrogate, `"\\ud83d"`, which a
@@ -29,7 +29,7 @@ class JsonTextError(ValueError):
 
 def loads(text: str | bytes) -> Any:
     """`json.loads` of a str or of UTF-8 bytes (no byte order mark) that refuses repeated
-    member names (at any depth) and non-finite numbers: a ValueError says why."""
+    member names (at any depth), `NaN` and `Infinity`: a ValueError says why."""
     try:
         document = text.encode() if isinstance(text, str) else text
         return jiter.from_json(

@@ -102,12 +102,9 @@ async def apply_migrations(conn: Connection) -> list[Migration]:
                 migration.checksum,
             )
             applied_now.append(migration)
-            log.info(
-                "migration applied",
-                extra={
-                    "action": "migrate",
-                    "version": migration.version,
-                    "migration": migration.name,
-                },
-            )
+    for migration in applied_now:  # committed: an attempt rolled back logs nothing
+        log.info(
+            "migration applied",
+            extra={"action": "migrate", "version": migration.version, "migration": migration.name},
+        )
     return applied_now
