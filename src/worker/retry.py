@@ -47,11 +47,11 @@ def _worth_another_attempt(faults: Collection[Fault], state: RetryCallState) -> 
     if error is None:
         return False
     fault = fault_of(error)
-    if fault not in faults:
+    if fault is None or fault not in faults:
         return False
     if fault == "contention":
         return state.attempt_number < CONTENTION_ATTEMPTS
-    return fault is not None
+    return True
 
 
 def transient_retry(faults: Collection[Fault] = get_args(Fault)) -> AsyncRetrying:
