@@ -5,6 +5,7 @@ which exit code, and what it says. (The real worker's stops are in tests/e2e and
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -110,3 +111,20 @@ async def test_a_taken_sidecar_port_stops_the_worker_in_order_with_exit_1(
         assert await app.run(settings(taken.getsockname()[1])) == 1
     assert closed.is_set()
     assert "sidecar stopped: OSError: the sidecar cannot listen on 127.0.0.1:" in caplog.text
+
+
+def test_start_up_tunes_the_collector_for_batches() -> None:
+    """The start-up heap is frozen out of collections, and a batch's worth of live objects (a
+    few thousand) no longer sets off young collections, which traversed it again and again."""
+    before = gc.get_threshold()
+    try:
+        app._tune_the_collector()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (app._YOUNG_COLLECTION_AFTER, *before[1:])
+        young = gc.get_stats()[0]["collections"]
+        batch = [{"event": n} for n in range(5_000)]
+        assert gc.get_stats()[0]["collections"] == young, "a young collection ran mid-batch"
+        assert len(batch) == 5_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

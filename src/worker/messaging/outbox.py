@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
@@ -131,8 +132,8 @@ class OutboxRelay:
             await chunk.forget([row.seq for row in published])
             if parked:
                 await chunk.park(parked)
-        for row in published:
-            self._metrics.published.labels(topic=row.topic).inc()
+        for topic, count in Counter(row.topic for row in published).items():
+            self._metrics.published.labels(topic=topic).inc(count)
         for row in rows:
             if row.seq in parked:
                 count_parked(self._metrics, row.topic, parked[row.seq], outbox_seq=row.seq)
