@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
 
 
 def new_registry() -> CollectorRegistry:
@@ -177,3 +184,5 @@ class Metrics:
             registry=registry,
         )
         ProcessCollector(registry=registry)
+        # python_gc_*: the collector's collections and what they found, by generation.
+        GCCollector(registry=registry)

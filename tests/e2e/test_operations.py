@@ -76,6 +76,8 @@ async def test_lag_event_age_last_commit_readiness_and_the_process_are_exported(
     assert found[("payment_worker_oldest_unpublished_seconds", ())] == 0
     assert found[("process_resident_memory_bytes", ())] > 0
     assert found[("process_cpu_seconds_total", ())] > 0
+    # The collector's own series, by generation: the first run before the start-up heap froze.
+    assert found[("python_gc_collections_total", (("generation", "2"),))] >= 1
 
 
 async def test_readiness_is_kept_current_without_anyone_asking_readyz(

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import weakref
 from typing import Any
 
 import pytest
@@ -114,17 +115,60 @@ async def test_a_taken_sidecar_port_stops_the_worker_in_order_with_exit_1(
 
 
 def test_start_up_tunes_the_collector_for_batches() -> None:
-    """The start-up heap is frozen out of collections, and a batch's worth of live objects (a
-    few thousand) no longer sets off young collections, which traversed it again and again."""
-    before = gc.get_threshold()
+    """What start-up left as garbage is collected, not frozen; the rest is frozen out of
+    collections; and a batch's worth of live objects (a few thousand) no longer sets off young
+    collections, which traversed it again and again."""
+    before, frozen_before = gc.get_threshold(), gc.get_freeze_count()
+    gc.disable()  # only the tuning's own collection may find the garbage
     try:
+        start_up_garbage = _a_reference_cycle()
         app._tune_the_collector()
-        assert gc.get_freeze_count() > 0
+        assert start_up_garbage() is None, "start-up garbage was frozen, not collected"
+        assert gc.get_freeze_count() > frozen_before
         assert gc.get_threshold() == (app._YOUNG_COLLECTION_AFTER, *before[1:])
+        gc.enable()
         young = gc.get_stats()[0]["collections"]
         batch = [{"event": n} for n in range(5_000)]
         assert gc.get_stats()[0]["collections"] == young, "a young collection ran mid-batch"
         assert len(batch) == 5_000
     finally:
-        gc.unfreeze()
+        gc.enable()
+        if frozen_before == 0:
+            gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_higher_young_threshold_is_kept() -> None:
+    before, frozen_before = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        gc.set_threshold(app._YOUNG_COLLECTION_AFTER * 2, *before[1:])
+        app._tune_the_collector()
+        assert gc.get_threshold()[0] == app._YOUNG_COLLECTION_AFTER * 2
+    finally:
+        if frozen_before == 0:
+            gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+async def test_garbage_in_cycles_is_collected_every_few_seconds_whatever_the_count() -> None:
+    gc.disable()  # no collection by count: only the task's
+    garbage = _a_reference_cycle()
+    collecting = asyncio.create_task(app._collect_garbage(every_seconds=0.01))
+    try:
+        async with asyncio.timeout(10):
+            while garbage() is not None:
+                await asyncio.sleep(0.01)
+    finally:
+        collecting.cancel()
+        gc.enable()
+
+
+def _a_reference_cycle() -> weakref.ref[Any]:
+    """A weak reference to an object only a reference cycle keeps alive."""
+
+    class Node:
+        pass
+
+    node = Node()
+    node.itself = node  # type: ignore[attr-defined]
+    return weakref.ref(node)
