@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    GCCollector,
     Gauge,
+    GCCollector,
     Histogram,
     ProcessCollector,
 )

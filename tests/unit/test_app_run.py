@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -151,24 +152,27 @@ def test_a_higher_young_threshold_is_kept() -> None:
 
 
 async def test_garbage_in_cycles_is_collected_every_few_seconds_whatever_the_count() -> None:
+    collected = asyncio.Event()
     gc.disable()  # no collection by count: only the task's
-    garbage = _a_reference_cycle()
+    _a_reference_cycle(on_collected=collected.set)
     collecting = asyncio.create_task(app._collect_garbage(every_seconds=0.01))
     try:
         async with asyncio.timeout(10):
-            while garbage() is not None:
-                await asyncio.sleep(0.01)
+            await collected.wait()
     finally:
         collecting.cancel()
         gc.enable()
 
 
-def _a_reference_cycle() -> weakref.ref[Any]:
-    """A weak reference to an object only a reference cycle keeps alive."""
+def _a_reference_cycle(on_collected: Callable[[], object] | None = None) -> weakref.ref[Any]:
+    """A weak reference to an object only a reference cycle keeps alive; `on_collected` is
+    called when a collection frees it."""
 
     class Node:
         pass
 
     node = Node()
     node.itself = node  # type: ignore[attr-defined]
+    if on_collected is not None:
+        weakref.finalize(node, on_collected)
     return weakref.ref(node)
