@@ -150,7 +150,9 @@ _YOUNG_COLLECTION_AFTER = 20_000
 # With collections that rare, garbage in reference cycles could wait long (a worker that is idle,
 # or whose batches free what they make, allocates little on balance): a failed attempt's
 # traceback holds its frame, and the batch in it, until a collection finds it. The count is of
-# objects, not bytes, so those few objects may hold much. This bounds the wait by time too.
+# objects, not bytes, so those few objects may hold much. So every generation not frozen is also
+# collected this often: a full collection, since a cycle still in use at one collection moves to
+# the oldest generation, where only a full one finds it once dropped.
 _COLLECT_EVERY_SECONDS = 10.0
 
 
@@ -172,11 +174,13 @@ def _tune_the_collector() -> None:
 
 
 async def _collect_garbage(every_seconds: float = _COLLECT_EVERY_SECONDS) -> None:
-    """Collect the young and middle generations every `every_seconds`, whatever the count of
-    allocations says (`_COLLECT_EVERY_SECONDS`): up to about 15 ms each time here."""
+    """Collect every generation not frozen every `every_seconds`, whatever the count of
+    allocations says (`_COLLECT_EVERY_SECONDS`). With the start-up heap frozen that is a few
+    milliseconds: the review helper measured 0.5 ms with nothing in flight, and 6.6 to 7.2 ms
+    with 100,000 young objects alive."""
     while True:
         await asyncio.sleep(every_seconds)
-        gc.collect(1)
+        gc.collect()
 
 
 def _stopping(stop: asyncio.Event, deadline: asyncio.Timeout, grace_seconds: float) -> None:

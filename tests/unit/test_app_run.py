@@ -5,6 +5,7 @@ which exit code, and what it says. (The real worker's stops are in tests/e2e and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -119,10 +120,10 @@ def test_start_up_tunes_the_collector_for_batches() -> None:
     """What start-up left as garbage is collected, not frozen; the rest is frozen out of
     collections; and a batch's worth of live objects (a few thousand) no longer sets off young
     collections, which traversed it again and again."""
-    before, frozen_before = gc.get_threshold(), gc.get_freeze_count()
-    gc.disable()  # only the tuning's own collection may find the garbage
+    before, frozen_before, enabled = gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()
     try:
-        start_up_garbage = _a_reference_cycle()
+        gc.disable()  # only the tuning's own collection may find the garbage
+        start_up_garbage = weakref.ref(_a_reference_cycle())
         app._tune_the_collector()
         assert start_up_garbage() is None, "start-up garbage was frozen, not collected"
         assert gc.get_freeze_count() > frozen_before
@@ -133,39 +134,45 @@ def test_start_up_tunes_the_collector_for_batches() -> None:
         assert gc.get_stats()[0]["collections"] == young, "a young collection ran mid-batch"
         assert len(batch) == 5_000
     finally:
-        gc.enable()
-        if frozen_before == 0:
-            gc.unfreeze()
-        gc.set_threshold(*before)
+        _restore_the_collector(before, frozen_before, enabled)
 
 
 def test_a_higher_young_threshold_is_kept() -> None:
-    before, frozen_before = gc.get_threshold(), gc.get_freeze_count()
+    before, frozen_before, enabled = gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()
     try:
         gc.set_threshold(app._YOUNG_COLLECTION_AFTER * 2, *before[1:])
         app._tune_the_collector()
         assert gc.get_threshold()[0] == app._YOUNG_COLLECTION_AFTER * 2
     finally:
-        if frozen_before == 0:
-            gc.unfreeze()
-        gc.set_threshold(*before)
+        _restore_the_collector(before, frozen_before, enabled)
 
 
-async def test_garbage_in_cycles_is_collected_every_few_seconds_whatever_the_count() -> None:
+async def test_garbage_that_outlived_a_collection_is_collected_every_few_seconds() -> None:
+    """A cycle still in use at one collection (a failed attempt's traceback while its batch is
+    retried) moves to the oldest generation; once dropped, the periodic collection frees it,
+    whatever the count of allocations."""
+    enabled = gc.isenabled()
     collected = asyncio.Event()
-    gc.disable()  # no collection by count: only the task's
-    _a_reference_cycle(on_collected=collected.set)
-    collecting = asyncio.create_task(app._collect_garbage(every_seconds=0.01))
+    collecting: asyncio.Task[None] | None = None
     try:
+        gc.disable()  # no collection by count: only the task's
+        in_use = _a_reference_cycle(on_collected=collected.set)
+        gc.collect(1)  # it survives, into the oldest generation
+        del in_use
+        collecting = asyncio.create_task(app._collect_garbage(every_seconds=0.01))
         async with asyncio.timeout(10):
             await collected.wait()
     finally:
-        collecting.cancel()
-        gc.enable()
+        if collecting is not None:
+            collecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collecting
+        if enabled:
+            gc.enable()
 
 
-def _a_reference_cycle(on_collected: Callable[[], object] | None = None) -> weakref.ref[Any]:
-    """A weak reference to an object only a reference cycle keeps alive; `on_collected` is
+def _a_reference_cycle(on_collected: Callable[[], object] | None = None) -> object:
+    """An object only a reference cycle keeps alive once the caller drops it; `on_collected` is
     called when a collection frees it."""
 
     class Node:
@@ -175,4 +182,16 @@ def _a_reference_cycle(on_collected: Callable[[], object] | None = None) -> weak
     node.itself = node  # type: ignore[attr-defined]
     if on_collected is not None:
         weakref.finalize(node, on_collected)
-    return weakref.ref(node)
+    return node
+
+
+def _restore_the_collector(
+    threshold: tuple[int, int, int], frozen_before: int, enabled: bool
+) -> None:
+    if frozen_before == 0:
+        gc.unfreeze()
+    gc.set_threshold(*threshold)
+    if enabled:
+        gc.enable()
+    else:
+        gc.disable()
