@@ -158,6 +158,7 @@ async def test_garbage_that_outlived_a_collection_is_collected_every_few_seconds
         gc.disable()  # no collection by count: only the task's
         in_use = _a_reference_cycle(on_collected=collected.set)
         gc.collect(1)  # it survives, into the oldest generation
+        assert any(o is in_use for o in gc.get_objects(generation=2))
         del in_use
         collecting = asyncio.create_task(app._collect_garbage(every_seconds=0.01))
         async with asyncio.timeout(10):
