@@ -281,7 +281,7 @@ class Sender:
 
 
 # Larger messages (key, value and headers) go by `send`, whose size check (`max_request_size`)
-# a batch skips. Below aiokafka's batch size (16 KiB), so a batch never holds one above it.
+# a batch skips. A batch holds up to PRODUCER_BATCH_BYTES of the smaller ones.
 _BATCHED_UP_TO = 8_192
 # How long the broker is assumed to keep a producer's sequence for a partition it does not
 # write to (Kafka's `producer.id.expiration.ms` is a day by default).
