@@ -199,7 +199,7 @@ class FakeBroker:
         self.unreachable = False
         # Values the client cannot encode: `send` and a batch's `append` raise ValueError.
         self.unencodable = set(unencodable)
-        # How many messages one producer batch holds (aiokafka's holds up to 16 KiB).
+        # How many messages one producer batch holds (the worker's hold up to 256 KiB).
         self.batch_size = batch_size
         self.partitions = partitions
         self.refuses = dict(refuses or {})
@@ -322,16 +322,20 @@ class FakeBatch:
     size: int
     unencodable: set[bytes] = field(default_factory=set)
     messages: list[tuple[Any, ...]] = field(default_factory=list)
+    closed: bool = False
 
     def append(
         self, *, key: bytes | None, value: bytes | None, timestamp: int | None, headers: list[Any]
     ) -> object | None:
         if value in self.unencodable:
             raise ValueError("cannot encode")
-        if len(self.messages) >= self.size:
+        if self.closed or len(self.messages) >= self.size:
             return None
         self.messages.append((key, value, headers, timestamp))
         return object()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @dataclass

@@ -15,7 +15,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
 from worker.core.messages import MAX_MESSAGE_BYTES
-from worker.core.topics import event_type
+from worker.core.topics import DLQ_TOPIC, OUTPUT_TOPICS, event_type
 from worker.retry import transient_retry
 from worker.settings import Settings
 
@@ -94,10 +94,17 @@ def make_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaProducer
 # in a request: at its default of 16 KiB a batch's 500 results of about 450 bytes took three
 # requests one after the other for each partition. At 256 KiB one holds them all: producing such
 # batches cost 5 to 6 µs of the client's CPU per message against 18 to 21, and 3 to 4 µs of the
-# broker's against 9 to 11 (docs/performance.md). Below the broker's default record batch limit
-# (`message.max.bytes`, 1 MiB and 12 bytes), which every topic of the worker must allow for its
-# largest message (MAX_MESSAGE_BYTES) anyway.
+# broker's against 9 to 11 (docs/performance.md). The broker's default limit of a record batch
+# (`message.max.bytes`, 1 MiB and 12 bytes) takes it. A topic set below it refuses such a batch
+# whole, and the Sender then sends its messages again one at a time: nothing is lost, but each
+# costs a round trip. The start warns of such a topic (`_warn_of_other_configs`).
 PRODUCER_BATCH_BYTES = 256 * 1024
+# What a topic's `max.message.bytes` must allow for a batch of PRODUCER_BATCH_BYTES: the broker
+# counts a batch's offset and length with it (hence its default of 1 MiB and 12 bytes).
+_BATCH_LIMIT_NEEDED = PRODUCER_BATCH_BYTES + 12
+# The topics the worker publishes to.
+_PUBLISHED = frozenset((*OUTPUT_TOPICS, DLQ_TOPIC))
+_MAX_MESSAGE_BYTES = "max.message.bytes"
 
 
 async def start_with_retry(client: Any, what: str) -> None:
@@ -144,7 +151,7 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...]) -> list[str]
                     ]
                 )
             log.info("topics created", extra={"action": "create_topics", "topics": missing})
-        kept = [n for n in names if n in existing and event_type(prefix, n) in TOPIC_CONFIGS]
+        kept = [n for n in names if n in existing and _checked(event_type(prefix, n))]
         try:
             await _warn_of_other_configs(admin, prefix, kept)
         except Exception as exc:  # noqa: BLE001 - a check: it says so, and never stops a start
@@ -154,15 +161,21 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...]) -> list[str]
         await admin.close()
 
 
+def _checked(kind: str) -> list[str]:
+    """The settings the start checks of an existing topic of event type `kind`."""
+    return [*TOPIC_CONFIGS.get(kind, {}), *([_MAX_MESSAGE_BYTES] if kind in _PUBLISHED else [])]
+
+
 async def _warn_of_other_configs(admin: AIOKafkaAdminClient, prefix: str, names: list[str]) -> None:
     """Say at WARNING which existing topics lack the settings the worker would have given them
     (`TOPIC_CONFIGS`): on a topic that keeps the producer's time, a webhook's age and an
-    assertion's expiry are judged by the event's `time`, which its producer writes."""
+    assertion's expiry are judged by the event's `time`, which its producer writes. And which
+    topics it publishes to refuse a producer batch of PRODUCER_BATCH_BYTES."""
     if not names:
         return
     resources = [
         ConfigResource(
-            ConfigResourceType.TOPIC, name, dict.fromkeys(TOPIC_CONFIGS[event_type(prefix, name)])
+            ConfigResourceType.TOPIC, name, dict.fromkeys(_checked(event_type(prefix, name)))
         )
         for name in names
     ]
@@ -184,6 +197,24 @@ async def _warn_of_other_configs(admin: AIOKafkaAdminClient, prefix: str, names:
                         name, key, found.get(key), value, key, value,
                         extra={"action": "check_topics", "topic": name},
                     )  # fmt: skip
+            limit = found.get(_MAX_MESSAGE_BYTES)
+            if event_type(prefix, name) in _PUBLISHED and _below(limit, _BATCH_LIMIT_NEEDED):
+                log.warning(
+                    "topic %s has max.message.bytes=%s, below the %d bytes of one producer "
+                    "batch: the broker refuses such batches, and their messages then go one at a "
+                    "time, a round trip each (kafka-configs.sh --alter --add-config "
+                    "max.message.bytes=1048588)",
+                    name, limit, _BATCH_LIMIT_NEEDED,
+                    extra={"action": "check_topics", "topic": name},
+                )  # fmt: skip
+
+
+def _below(value: str | None, least: int) -> bool:
+    """Whether a numeric setting as described (None: not described) is below `least`."""
+    try:
+        return value is not None and int(value) < least
+    except ValueError:
+        return False
 
 
 def _configs(response: Any) -> dict[str, dict[str, str] | None]:

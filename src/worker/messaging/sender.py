@@ -120,6 +120,7 @@ class Sender:
         for (positions, _), outcome in zip(deliveries, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 _raise_if_passing(outcome)
+                _say_refused(self._topic_prefix + messages[positions[0]].topic, positions, outcome)
                 again.update(positions)
             elif isinstance(outcome, BaseException):
                 raise outcome
@@ -159,10 +160,20 @@ class Sender:
                     held = True
             except Exception as exc:  # noqa: BLE001 - a permanent refusal is sent alone next
                 _raise_if_passing(exc)
+                _say_refused(topic, taken, exc)
                 again.update(positions[positions.index(taken[0]) :])
                 return False
             deliveries.append((taken, delivery))
             return True
+
+        def handed(batch: Any) -> Awaitable[asyncio.Future[Any]]:
+            # Closed first: a message given to `send` meanwhile never joins it, so a large one
+            # goes alone, in its place, and a refusal of it refuses nothing else.
+            batch.close()
+            sending: Awaitable[asyncio.Future[Any]] = producer.send_batch(
+                batch, topic, partition=partition
+            )
+            return sending
 
         batch = producer.create_batch()
         taken: list[int] = []
@@ -170,7 +181,7 @@ class Sender:
             message = messages[position]
             if partition is None or _size(message) > _BATCHED_UP_TO:
                 if taken and not await submit(  # the batch before it goes first
-                    taken, producer.send_batch(batch, topic, partition=partition)
+                    taken, handed(batch)
                 ):
                     return
                 batch, taken = producer.create_batch(), []
@@ -179,9 +190,7 @@ class Sender:
                     return
                 continue
             if not _append(batch, message, timestamp_ms):  # full: it goes, a new one starts
-                if taken and not await submit(
-                    taken, producer.send_batch(batch, topic, partition=partition)
-                ):
+                if taken and not await submit(taken, handed(batch)):
                     return
                 batch, taken = producer.create_batch(), []
                 # An empty batch takes any message it can encode: one it cannot goes alone.
@@ -190,7 +199,7 @@ class Sender:
                     return
             taken.append(position)
         if taken:
-            await submit(taken, producer.send_batch(batch, topic, partition=partition))
+            await submit(taken, handed(batch))
 
     def _holds_sequence(self, topic: str, partition: int) -> bool:
         """Whether the broker took a message of this producer on the partition lately enough
@@ -286,6 +295,17 @@ _BATCHED_UP_TO = 8_192
 # How long the broker is assumed to keep a producer's sequence for a partition it does not
 # write to (Kafka's `producer.id.expiration.ms` is a day by default).
 _SEQUENCE_HELD_SECONDS = 600.0
+
+
+def _say_refused(topic: str, positions: Sequence[int], error: Exception) -> None:
+    """A producer batch refused for good: its messages, and those after them on the partition,
+    go again one at a time (a topic's `max.message.bytes` below a batch refuses every one)."""
+    log.warning(
+        "the broker refused messages to %s (%d handed over together): %s; they go again "
+        "one at a time",
+        topic, len(positions), f"{type(error).__name__}: {error}",
+        extra={"action": "batch_refused", "topic": topic, "error": type(error).__name__},
+    )  # fmt: skip
 
 
 def _hash_of(key: bytes) -> int:
