@@ -121,8 +121,8 @@ async def test_a_topic_refusing_a_batch_still_gets_every_message_in_order(
     assert handed_over == [400]
     records = await read_all(stack.kafka_bootstrap, prefix + "coins.credited", at_least=400)
     assert [r.value for r in records] == VALUES
-    [said] = [r for r in caplog.records if getattr(r, "action", None) == "batch_refused"]
-    assert "MessageSizeTooLargeError" in said.getMessage()
+    [said] = said_of(caplog, "batch_refused", prefix)
+    assert (said.levelname, getattr(said, "error", None)) == ("WARNING", "MessageSizeTooLargeError")
 
 
 async def test_a_large_message_never_joins_the_producer_batch_before_it(
@@ -135,7 +135,7 @@ async def test_a_large_message_never_joins_the_producer_batch_before_it(
     await create_topic(stack.kafka_bootstrap, prefix + "coins.credited", **{LIMIT: "14000"})
     sender = counting_sender(settings_for(stack, prefix), [])
     small = [f"s{i}".encode() * 500 for i in range(3)]  # 1,000 bytes each: 3 KB together
-    large = b"L" * 12_000  # batched up to 8 KiB; alone about 12.1 KB, with the three 15.2 KB
+    large = b"L" * 12_000  # batched up to 8 KiB; alone about 12.1 KB, with the three 15.1 KB
     await sender.start()
     try:
         first = await sender.send([OutgoingMessage("coins.credited", b"s-1", v) for v in small])
@@ -150,7 +150,7 @@ async def test_a_large_message_never_joins_the_producer_batch_before_it(
         await sender.close()
 
     assert (first, second) == ({}, {})
-    assert not [r for r in caplog.records if getattr(r, "action", None) == "batch_refused"]
+    assert said_of(caplog, "batch_refused", prefix) == []
     records = await read_all(stack.kafka_bootstrap, prefix + "coins.credited", at_least=9)
     assert [r.value for r in records] == [*small, *small, large, *small]
 
@@ -166,9 +166,18 @@ async def test_the_start_warns_of_a_result_topic_refusing_the_producers_batches(
     with caplog.at_level(logging.WARNING, logger="worker.messaging.clients"):
         await ensure_topics(settings_for(stack, prefix), with_prefix(prefix, ALL_TOPICS))
 
-    said = [r for r in caplog.records if getattr(r, "action", None) == "check_topics"]
-    assert [getattr(r, "topic", None) for r in said] == [prefix + "coins.credited"]
-    assert "max.message.bytes=65536" in said[0].getMessage()
+    [said] = said_of(caplog, "check_topics", prefix)
+    assert getattr(said, "topic", None) == prefix + "coins.credited"
+    assert "max.message.bytes=65536, below the 262144 bytes" in said.getMessage()
+
+
+def said_of(caplog: pytest.LogCaptureFixture, action: str, prefix: str) -> list[logging.LogRecord]:
+    """The records of `action` about this test's topics (`prefix`) alone."""
+    return [
+        r
+        for r in caplog.records
+        if getattr(r, "action", None) == action and getattr(r, "topic", "").startswith(prefix)
+    ]
 
 
 LIMIT = "max.message.bytes"

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import UnknownTopicOrPartitionError
+from aiokafka.errors import OutOfOrderSequenceNumber, UnknownTopicOrPartitionError
 from aiokafka.partitioner import murmur2
 
 from worker.core.messages import OutgoingMessage
@@ -167,8 +167,9 @@ class Sender:
             return True
 
         def handed(batch: Any) -> Awaitable[asyncio.Future[Any]]:
-            # Closed first: a message given to `send` meanwhile never joins it, so a large one
-            # goes alone, in its place, and a refusal of it refuses nothing else.
+            # Closed first: a message given to `send` next never joins it, so a refusal of that
+            # message never takes this batch's with it. (A closed batch also goes without
+            # waiting for the producer's linger.)
             batch.close()
             sending: Awaitable[asyncio.Future[Any]] = producer.send_batch(
                 batch, topic, partition=partition
@@ -298,12 +299,15 @@ _SEQUENCE_HELD_SECONDS = 600.0
 
 
 def _say_refused(topic: str, positions: Sequence[int], error: Exception) -> None:
-    """A producer batch refused for good: its messages, and those after them on the partition,
-    go again one at a time (a topic's `max.message.bytes` below a batch refuses every one)."""
-    log.warning(
-        "the broker refused messages to %s (%d handed over together): %s; they go again "
-        "one at a time",
-        topic, len(positions), f"{type(error).__name__}: {error}",
+    """Messages handed over together were not taken, for good: they, and those after them on
+    the partition, go again one at a time (a topic's `max.message.bytes` below a batch refuses
+    every one). Behind a refused batch, those the producer had already sent fail out of
+    sequence: said at INFO, as what follows the refusal said before them."""
+    after_a_refusal = isinstance(error, OutOfOrderSequenceNumber)
+    log.log(
+        logging.INFO if after_a_refusal else logging.WARNING,
+        "%d messages to %s were not taken (%s: %s); they go again one at a time",
+        len(positions), topic, type(error).__name__, error,
         extra={"action": "batch_refused", "topic": topic, "error": type(error).__name__},
     )  # fmt: skip
 
