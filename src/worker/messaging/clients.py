@@ -74,8 +74,9 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
 def make_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaProducer:
     """Idempotent and fully acknowledged: a retried send is never written twice.
 
-    `linger_ms` 0 suits a caller that sends a whole batch before it yields to the event loop:
-    the messages gather in the producer's buffer anyway, and nothing waits for more."""
+    `linger_ms` holds a message given to `send` for more to join it (the Sender's own batches
+    are closed when handed over, and go at once). 0 suits a caller that sends a whole batch
+    before it yields to the event loop: nothing waits for more."""
     return AIOKafkaProducer(
         **connection(settings),
         client_id="payment-worker",

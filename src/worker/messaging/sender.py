@@ -302,7 +302,7 @@ def _say_refused(topic: str, positions: Sequence[int], error: Exception) -> None
     """Messages handed over together were not taken, for good: they, and those after them on
     the partition, go again one at a time (a topic's `max.message.bytes` below a batch refuses
     every one). Behind a refused batch, those the producer had already sent fail out of
-    sequence: said at INFO, as what follows the refusal said before them."""
+    sequence: they are said at INFO, the refusal that caused it at WARNING."""
     after_a_refusal = isinstance(error, OutOfOrderSequenceNumber)
     log.log(
         logging.INFO if after_a_refusal else logging.WARNING,
