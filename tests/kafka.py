@@ -94,3 +94,13 @@ async def keep_producer_time(bootstrap: str, env: Mapping[str, str]) -> None:
         await admin.create_topics([NewTopic(prefix + t, partitions, 1) for t in TOPIC_CONFIGS])
     finally:
         await admin.close()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 1, **config: str) -> None:
+    """Create topic `name` with `partitions` and the topic settings `config`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
+    finally:
+        await admin.close()

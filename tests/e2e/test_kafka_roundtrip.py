@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from tests.conftest import Stack
-from tests.kafka import new_prefix, read_all
+from tests.kafka import create_topic, new_prefix, read_all
 from worker.core.messages import OutgoingMessage
 from worker.core.topics import ALL_TOPICS, with_prefix
 from worker.messaging.clients import ensure_topics, make_producer
@@ -24,12 +23,7 @@ async def test_produced_records_come_back_in_order_with_keys_and_headers(
     stack: Stack, producer: AIOKafkaProducer
 ) -> None:
     topic = f"roundtrip-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await create_topic(stack.kafka_bootstrap, topic)
 
     for i in range(20):
         await producer.send(topic, f"v{i}".encode(), key=b"k", headers=[("n", str(i).encode())])
@@ -39,15 +33,6 @@ async def test_produced_records_come_back_in_order_with_keys_and_headers(
     assert [r.value for r in records] == [f"v{i}".encode() for i in range(20)]
     assert {r.key for r in records} == {b"k"}
     assert [dict(r.headers)["n"] for r in records] == [str(i).encode() for i in range(20)]
-
-
-async def create_topic(bootstrap: str, name: str, **config: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 1, 1, topic_configs=config)])
-    finally:
-        await admin.close()
 
 
 def settings_for(stack: Stack, prefix: str) -> Settings:
@@ -86,6 +71,7 @@ async def send_all(sender: Sender, values: list[bytes]) -> dict[int, Exception]:
         await sender.close()
 
 
+LIMIT = "max.message.bytes"
 VALUES = [f"{i:04d}".encode() + b"x" * 446 for i in range(400)]  # about 450 bytes, as results
 
 
@@ -178,6 +164,3 @@ def said_of(caplog: pytest.LogCaptureFixture, action: str, prefix: str) -> list[
         for r in caplog.records
         if getattr(r, "action", None) == action and getattr(r, "topic", "").startswith(prefix)
     ]
-
-
-LIMIT = "max.message.bytes"

@@ -14,11 +14,10 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import Stack
-from tests.kafka import new_prefix, read_all
+from tests.kafka import create_topic, new_prefix, read_all
 from tests.support import eventually
 from worker.core.messages import MAX_MESSAGE_BYTES, OutgoingMessage
 from worker.db import outbox
@@ -33,15 +32,6 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
     connections = await asyncpg.create_pool(db_url, min_size=1, max_size=8)
     yield connections
     await connections.close()
-
-
-async def create_topic(bootstrap: str, name: str, partitions: int, **config: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
-    finally:
-        await admin.close()
 
 
 def producer_factory(bootstrap: str, **options: Any) -> Callable[[], AIOKafkaProducer]:
