@@ -148,7 +148,7 @@ async def test_migration_15_waits_for_a_batch_under_way_and_never_deadlocks_it(
         )
         await batch.execute("UPDATE coin_wallets SET balance = 5, lifetime_earned = 5")
         await locked.commit()
-        assert [m.version for m in await applying] == [15]
+        assert [m.version for m in await applying] == _from(15)
     finally:
         await batch.close()
         await migrating.close()
@@ -175,8 +175,8 @@ async def test_a_migration_that_loses_a_deadlock_to_a_batch_is_applied_again(
             # Only should this test stall past deadlock_timeout (1 s) between seeing the
             # migration wait and this read: then the batch is the one cancelled.
             await locked.rollback()
-        assert [m.version for m in await applying] == [14, 15]
-        assert await batch.fetchval("SELECT max(version) FROM schema_migrations") == 15
+        assert [m.version for m in await applying] == _from(14)
+        assert await batch.fetchval("SELECT max(version) FROM schema_migrations") == _from(14)[-1]
     finally:
         await batch.close()
         await pool.close()
@@ -302,6 +302,11 @@ async def test_one_ledger_entry_per_student_type_and_reference(conn: asyncpg.Con
     await conn.execute(insert, 100, 100)
     with pytest.raises(asyncpg.UniqueViolationError):
         await conn.execute(insert, 100, 200)
+
+
+def _from(version: int) -> list[int]:
+    """The versions from `version` on, up to the newest."""
+    return [m.version for m in discover() if m.version >= version]
 
 
 async def _at_version(conn: asyncpg.Connection, version: int) -> None:

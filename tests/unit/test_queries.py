@@ -9,7 +9,14 @@ from dataclasses import dataclass
 import pytest
 
 from worker.db import queries
-from worker.db.queries import unnest_all, unnest_arrays, unnest_columns, unnest_groups
+from worker.db.queries import (
+    Unnest,
+    unnest_all,
+    unnest_arrays,
+    unnest_columns,
+    unnest_groups,
+    unnests,
+)
 
 # Every statement whose arrays are built by `unnest_arrays` or `unnest_all`.
 BUILT_BY_NAME = (
@@ -54,10 +61,10 @@ def given(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
 
     def statement(text: str) -> None:
         monkeypatch.setattr(queries, "sql", lambda _: text)
-        unnest_groups.cache_clear()
+        unnests.cache_clear()
 
     yield statement
-    unnest_groups.cache_clear()
+    unnests.cache_clear()
 
 
 @dataclass
@@ -78,6 +85,21 @@ def test_arrays_are_taken_by_name_whatever_the_rows_field_order(
         unnest_arrays("t", rows, d=lambda row: 0)
     with pytest.raises(AttributeError):
         unnest_arrays("t", [object()])
+
+
+def test_an_unnest_of_one_array_of_rows_takes_a_tuple_per_row_in_the_named_order(
+    given: Callable[[str], None],
+) -> None:
+    given(
+        "WITH x AS (SELECT * FROM unnest($1::pair_row[]) WITH ORDINALITY AS v (c, a, position))"
+        " SELECT * FROM unnest($2::text[], $3::text[]) AS w (a, b)"
+    )
+    assert unnests("t") == (Unnest(("c", "a"), "pair_row"), Unnest(("a", "b"), None))
+    rows = [Row(b="b1", a="a1", c=1), Row(b="b2", a="a2", c=2)]
+    assert unnest_all("t", (rows, {}), (rows[:1], {})) == [
+        [(1, "a1"), (2, "a2")], ["a1"], ["b1"],
+    ]  # fmt: skip
+    assert unnest_all("t", ([], {}), ([], {})) == [[], [], []]
 
 
 @pytest.mark.parametrize(

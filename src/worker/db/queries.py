@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @cache
@@ -24,46 +24,70 @@ def sql(name: str) -> str:
     return _all()[name]
 
 
-# `unnest($1::t[], $2::t[], ...) [WITH ORDINALITY] AS alias (col1, col2, ...)`
+# `unnest($1::t[], $2::t[], ...) [WITH ORDINALITY] AS alias (col1, col2, ...)`: one array per
+# column; or `unnest($1::row_type[]) ... AS alias (col1, col2, ...)`: one array of rows, each a
+# tuple of the columns in the row type's field order, which the names must follow (a test
+# compares them with the type's fields in the database).
 _UNNEST = re.compile(
     r"unnest\((?P<arrays>[^()]*)\)\s*(?P<ordinality>WITH\s+ORDINALITY\s+)?AS\s+\w+\s*"
     r"\((?P<columns>[^()]*)\)",
     re.IGNORECASE,
 )
-_PARAMETER = re.compile(r"\$(\d+)::")
+_PARAMETER = re.compile(r"\$(\d+)::(\w+)")
+
+
+class Unnest(NamedTuple):
+    """One unnest of a statement: the columns it fills, and the row type of its one parameter
+    when that is an array of rows (None: one array per column)."""
+
+    columns: tuple[str, ...]
+    rows: str | None
 
 
 @cache
-def unnest_groups(name: str) -> tuple[tuple[str, ...], ...]:
-    """The columns each named unnest of statement `name` fills its array parameters into, in
-    the order the unnests appear: the first array fills the first column, and so on, and the
-    arrays are $1..$n across them all, in that order. A ValueError says what is off."""
+def unnests(name: str) -> tuple[Unnest, ...]:
+    """The unnests of statement `name`, in the order they appear: the arrays are $1..$n across
+    them all, in that order; an unnest of one parameter and several columns takes rows. A
+    ValueError says what is off."""
     found = _UNNEST.findall(sql(name))
     if not found:
         raise ValueError(f"{name}.sql: expected an `unnest(...) AS alias (columns)`")
     groups = []
     first = 1
     for arrays, ordinality, named in found:
-        numbers = [int(n) for n in _PARAMETER.findall(arrays)]
+        parameters = _PARAMETER.findall(arrays)
+        numbers = [int(number) for number, _ in parameters]
         columns = tuple(column.strip() for column in named.split(","))
         if ordinality:
             columns = columns[:-1]  # the position column WITH ORDINALITY adds
-        if numbers != list(range(first, first + len(numbers))) or len(numbers) != len(columns):
+        rows = parameters[0][1] if len(parameters) == 1 < len(columns) else None
+        if numbers != list(range(first, first + len(numbers))) or not (
+            rows or len(numbers) == len(columns)
+        ):
             raise ValueError(
-                f"{name}.sql: each unnest must take the next {len(columns)} parameters in "
-                f"order (from ${first}), one per column"
+                f"{name}.sql: each unnest must take the next parameters in order (from "
+                f"${first}), one per column or one of rows"
             )
         first += len(numbers)
-        groups.append(columns)
+        groups.append(Unnest(columns, rows))
     return tuple(groups)
+
+
+def unnest_groups(name: str) -> tuple[tuple[str, ...], ...]:
+    """The columns each unnest of statement `name` fills (`unnests`), in order."""
+    return tuple(unnest.columns for unnest in unnests(name))
 
 
 def unnest_columns(name: str) -> tuple[str, ...]:
     """The columns of statement `name`'s one unnest (`unnest_groups`)."""
-    groups = unnest_groups(name)
-    if len(groups) != 1:
+    return _one(name).columns
+
+
+def _one(name: str) -> Unnest:
+    found = unnests(name)
+    if len(found) != 1:
         raise ValueError(f"{name}.sql: expected one `unnest(...) AS alias (columns)`")
-    return groups[0]
+    return found[0]
 
 
 # One unnest's rows, and how to compute the columns that are not their attributes.
@@ -76,24 +100,29 @@ def unnest_arrays(
     """The array parameters of statement `name`, built by column name: each column of its
     unnest from the rows' attribute of that name, or from `computed[column](row)`. No list is
     placed by position, so two columns cannot be swapped by mistake."""
-    return _arrays(name, unnest_columns(name), (rows, computed))
+    return _arrays(name, _one(name), (rows, computed))
 
 
 def unnest_all(name: str, *groups: Group) -> list[list[object]]:
     """`unnest_arrays` for a statement of several unnests: one group per unnest, in order."""
-    columns = unnest_groups(name)
-    if len(groups) != len(columns):
-        raise ValueError(f"{name}.sql has {len(columns)} unnests, not {len(groups)}")
+    found = unnests(name)
+    if len(groups) != len(found):
+        raise ValueError(f"{name}.sql has {len(found)} unnests, not {len(groups)}")
     return [
         array
-        for named, group in zip(columns, groups, strict=True)
-        for array in _arrays(name, named, group)
+        for unnest, group in zip(found, groups, strict=True)
+        for array in _arrays(name, unnest, group)
     ]
 
 
-def _arrays(name: str, columns: tuple[str, ...], group: Group) -> list[list[object]]:
+def _arrays(name: str, unnest: Unnest, group: Group) -> list[list[Any]]:
     rows, computed = group
-    if unknown := set(computed) - set(columns):
+    if unknown := set(computed) - set(unnest.columns):
         raise ValueError(f"{name}.sql unnests no column named {sorted(unknown)}")
-    getters = [computed.get(column) or attrgetter(column) for column in columns]
-    return [[get(row) for row in rows] for get in getters]
+    getters = [computed.get(column) or attrgetter(column) for column in unnest.columns]
+    arrays = [[get(row) for row in rows] for get in getters]
+    if unnest.rows:
+        # One tuple per row: asyncpg checks each element of an array parameter for being an
+        # array itself, a call of a few hundred nanoseconds; a row is one element, not eight.
+        return [list(zip(*arrays, strict=True))]
+    return arrays

@@ -5,8 +5,7 @@ WITH kept AS (
         (answer_id, event_type, event_source, event_id, result_topic, result_key, result_value)
     SELECT answer_id, event_type, event_source, event_id, result_topic, result_key,
            result_value
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[],
-                $7::bytea[])
+    FROM unnest($1::event_answer_row[])
         AS v (answer_id, event_type, event_source, event_id, result_topic, result_key,
               result_value)
     ON CONFLICT DO NOTHING

@@ -16,8 +16,7 @@ WITH decided AS (
          item_id)
     SELECT student_id, ledger_type, reference_id, requested_amount, outcome, result_topic,
            result_value, item_id
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                $7::bytea[], $8::text[])
+    FROM unnest($1::coin_request_row[])
         AS d (student_id, ledger_type, reference_id, requested_amount, outcome, result_topic,
               result_value, item_id)
     ON CONFLICT DO NOTHING
@@ -30,7 +29,7 @@ balances AS (
         lifetime_spent = b.lifetime_spent,
         lotted = b.lotted,
         updated_at = now()
-    FROM unnest($9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[])
+    FROM unnest($2::coin_wallet_row[])
         AS b (student_id, balance, lifetime_earned, lifetime_spent, lotted)
     WHERE w.student_id = b.student_id
     RETURNING w.student_id
@@ -41,8 +40,7 @@ entries AS (
          source_event_id)
     SELECT transaction_id, student_id, ledger_type, reference_id, amount, balance_after,
            source_event_id
-    FROM unnest($14::uuid[], $15::text[], $16::text[], $17::text[], $18::bigint[], $19::bigint[],
-                $20::text[])
+    FROM unnest($3::coin_entry_row[])
         WITH ORDINALITY AS e (transaction_id, student_id, ledger_type, reference_id, amount,
                               balance_after, source_event_id, position)
     WHERE student_id IN (SELECT student_id FROM balances)
@@ -55,8 +53,7 @@ answered AS (
         (answer_id, event_type, event_source, event_id, result_topic, result_key, result_value)
     SELECT answer_id, event_type, event_source, event_id, result_topic, result_key,
            result_value
-    FROM unnest($21::uuid[], $22::text[], $23::text[], $24::text[], $25::text[], $26::bytea[],
-                $27::bytea[])
+    FROM unnest($4::event_answer_row[])
         AS a (answer_id, event_type, event_source, event_id, result_topic, result_key,
               result_value)
     ON CONFLICT DO NOTHING
@@ -66,8 +63,7 @@ lots AS (
     INSERT INTO coin_lots (transaction_id, student_id, amount, remaining, expires_at,
                            input_partition)
     SELECT transaction_id, student_id, amount, remaining, expires_at, input_partition
-    FROM unnest($28::uuid[], $29::text[], $30::bigint[], $31::bigint[], $32::timestamptz[],
-                $33::int[])
+    FROM unnest($5::coin_lot_row[])
         AS l (transaction_id, student_id, amount, remaining, expires_at, input_partition)
     ON CONFLICT (transaction_id) DO UPDATE
         SET remaining = EXCLUDED.remaining,

@@ -5,9 +5,7 @@ INSERT INTO payments
      provider, provider_payment_id, payment_url, expires_at, source_event_id)
 SELECT payment_id, student_id, course_id, amount, currency, description, status, status_reason,
        provider, provider_payment_id, payment_url, expires_at, source_event_id
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[],
-            $13::text[])
+FROM unnest($1::payment_row[])
     AS v (payment_id, student_id, course_id, amount, currency, description, status,
           status_reason, provider, provider_payment_id, payment_url, expires_at, source_event_id)
 ON CONFLICT DO NOTHING

@@ -8,8 +8,7 @@ SET status = v.status,
     expires_at = v.expires_at,
     captured_id = v.captured_id,
     updated_at = now()
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-            $7::text[])
+FROM unnest($1::payment_update_row[])
     AS v (payment_id, status, status_reason, provider_payment_id, payment_url, expires_at,
           captured_id)
 WHERE p.payment_id = v.payment_id
