@@ -1,5 +1,7 @@
-"""An array of rows fills the columns its unnest names in the order of its row type's fields:
-each name must be the field's, or two fields of one type would be swapped silently."""
+"""The row types the hottest writes take (migration 0016). PostgreSQL gives an array of rows'
+fields the unnest's column names in turn, and the worker builds each row in that order: what
+must hold is each field's type (an `int` where a `bigint` was would refuse large amounts only),
+and, so that the SQL reads true, the fields' names."""
 
 from __future__ import annotations
 
@@ -7,41 +9,85 @@ import asyncpg
 
 from worker.db.queries import _all, unnests
 
+# Each row type's fields, in order, with the types the arrays per column had before them.
+EXPECTED_ROW_TYPES = {
+    "coin_request_row": (
+        ("student_id", "text"), ("ledger_type", "text"), ("reference_id", "text"),
+        ("requested_amount", "bigint"), ("outcome", "text"), ("result_topic", "text"),
+        ("result_value", "bytea"), ("item_id", "text"),
+    ),
+    "coin_wallet_row": (
+        ("student_id", "text"), ("balance", "bigint"), ("lifetime_earned", "bigint"),
+        ("lifetime_spent", "bigint"), ("lotted", "bigint"),
+    ),
+    "coin_entry_row": (
+        ("transaction_id", "uuid"), ("student_id", "text"), ("ledger_type", "text"),
+        ("reference_id", "text"), ("amount", "bigint"), ("balance_after", "bigint"),
+        ("source_event_id", "text"),
+    ),
+    "event_answer_row": (
+        ("answer_id", "uuid"), ("event_type", "text"), ("event_source", "text"),
+        ("event_id", "text"), ("result_topic", "text"), ("result_key", "bytea"),
+        ("result_value", "bytea"),
+    ),
+    "coin_lot_row": (
+        ("transaction_id", "uuid"), ("student_id", "text"), ("amount", "bigint"),
+        ("remaining", "bigint"), ("expires_at", "timestamp with time zone"),
+        ("input_partition", "integer"),
+    ),
+    "payment_row": (
+        ("payment_id", "text"), ("student_id", "text"), ("course_id", "text"),
+        ("amount", "bigint"), ("currency", "text"), ("description", "text"), ("status", "text"),
+        ("status_reason", "text"), ("provider", "text"), ("provider_payment_id", "text"),
+        ("payment_url", "text"), ("expires_at", "timestamp with time zone"),
+        ("source_event_id", "text"),
+    ),
+    "payment_update_row": (
+        ("payment_id", "text"), ("status", "text"), ("status_reason", "text"),
+        ("provider_payment_id", "text"), ("payment_url", "text"),
+        ("expires_at", "timestamp with time zone"), ("captured_id", "text"),
+    ),
+    "payment_transition_row": (
+        ("payment_id", "text"), ("to_status", "text"), ("from_status", "text"),
+        ("result_topic", "text"), ("result_key", "bytea"), ("result_value", "bytea"),
+        ("source_event_id", "text"), ("provider_event_id", "text"),
+    ),
+}  # fmt: skip
 
-def _row_unnests() -> dict[str, list[tuple[str, tuple[str, ...]]]]:
-    """Every statement that unnests arrays of rows: (row type, the columns named) per such
-    unnest. Statements whose unnests are not built by name (no column list) are left out."""
-    found: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-    for name in sorted(_all()):
-        try:
-            named = unnests(name)
-        except ValueError:
-            continue
-        if rows := [(u.rows, u.columns) for u in named if u.rows]:
-            found[name] = rows
+
+async def _row_types(conn: asyncpg.Connection) -> dict[str, tuple[tuple[str, str], ...]]:
+    """The composite types of the schema that are no table's row, with their fields."""
+    rows = await conn.fetch(
+        "SELECT t.typname, a.attname, format_type(a.atttypid, a.atttypmod) AS type"
+        " FROM pg_type AS t JOIN pg_class AS c ON c.oid = t.typrelid AND c.relkind = 'c'"
+        " JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+        " WHERE t.typnamespace = 'public'::regnamespace ORDER BY t.typname, a.attnum"
+    )
+    found: dict[str, tuple[tuple[str, str], ...]] = {}
+    for row in rows:
+        found[row["typname"]] = (*found.get(row["typname"], ()), (row["attname"], row["type"]))
     return found
 
 
-def test_the_hot_writes_take_arrays_of_rows() -> None:
-    assert set(_row_unnests()) == {
-        "answers_record",
-        "coins_write",
-        "payment_transitions_insert",
-        "payments_insert",
-        "payments_update",
-    }
-    assert len(_row_unnests()["coins_write"]) == 5
-
-
-async def test_each_row_unnest_names_its_row_types_fields_in_order(
+async def test_the_row_types_have_the_fields_and_types_the_arrays_had(
     conn: asyncpg.Connection,
 ) -> None:
-    for name, rows in _row_unnests().items():
-        for row_type, columns in rows:
-            fields = await conn.fetch(
-                "SELECT a.attname FROM pg_type AS t JOIN pg_attribute AS a"
-                " ON a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped"
-                " WHERE t.typname = $1 ORDER BY a.attnum",
-                row_type,
-            )
-            assert tuple(f["attname"] for f in fields) == columns, (name, row_type)
+    assert await _row_types(conn) == EXPECTED_ROW_TYPES
+
+
+async def test_each_array_of_rows_names_its_row_types_fields_in_order(
+    conn: asyncpg.Connection,
+) -> None:
+    types = await _row_types(conn)
+    used = set()
+    for name in sorted(_all()):
+        try:
+            found = unnests(name)
+        except ValueError:  # no unnest built by name
+            continue
+        for unnest in found:
+            if unnest.rows:
+                fields = tuple(field for field, _ in types[unnest.rows])
+                assert unnest.columns == fields, (name, unnest.rows)
+                used.add(unnest.rows)
+    assert used == set(EXPECTED_ROW_TYPES)

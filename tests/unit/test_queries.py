@@ -14,7 +14,6 @@ from worker.db.queries import (
     unnest_all,
     unnest_arrays,
     unnest_columns,
-    unnest_groups,
     unnests,
 )
 
@@ -35,20 +34,36 @@ BUILT_BY_NAME = (
 
 
 @pytest.mark.parametrize("name", BUILT_BY_NAME)
-def test_each_statement_names_one_column_per_array_parameter(name: str) -> None:
-    for columns in unnest_groups(name):
-        assert len(columns) == len(set(columns)) >= 3
-        assert all(column.isidentifier() for column in columns)
+def test_each_statement_names_each_column_it_fills_once(name: str) -> None:
+    for unnest in unnests(name):
+        assert len(unnest.columns) == len(set(unnest.columns)) >= 3
+        assert all(column.isidentifier() for column in unnest.columns)
 
 
-def test_the_columns_come_in_the_order_of_the_parameters() -> None:
+def test_the_hot_writes_take_arrays_of_rows() -> None:
+    rows = {
+        name: [unnest.rows for unnest in unnests(name) if unnest.rows] for name in BUILT_BY_NAME
+    }
+    assert {name: types for name, types in rows.items() if types} == {
+        "answers_record": ["event_answer_row"],
+        "coins_write": [
+            "coin_request_row", "coin_wallet_row", "coin_entry_row", "event_answer_row",
+            "coin_lot_row",
+        ],
+        "payment_transitions_insert": ["payment_transition_row"],
+        "payments_insert": ["payment_row"],
+        "payments_update": ["payment_update_row"],
+    }  # fmt: skip
+
+
+def test_the_columns_come_in_the_order_of_the_parameters_or_of_the_row() -> None:
     assert unnest_columns("payments_update") == (
         "payment_id", "status", "status_reason", "provider_payment_id", "payment_url",
         "expires_at", "captured_id",
     )  # fmt: skip
     # WITH ORDINALITY's position column is not a parameter.
     assert unnest_columns("outbox_enqueue") == ("topic", "key", "value", "headers")
-    assert [len(columns) for columns in unnest_groups("coins_write")] == [8, 5, 7, 7, 6]
+    assert [len(unnest.columns) for unnest in unnests("coins_write")] == [8, 5, 7, 7, 6]
 
 
 # Columns of a type asyncpg decodes inside a row as it is (not a domain).
@@ -109,6 +124,10 @@ def test_an_unnest_of_one_array_of_rows_takes_a_tuple_per_row_in_the_named_order
         "SELECT * FROM unnest($2::text[], $1::text[]) AS v (a, b)",  # parameters out of order
         "SELECT * FROM unnest($1::text[], $2::text[]) AS v (a, b, c)",  # a name too many
         "SELECT * FROM unnest($1::text[]) AS v (a), unnest($2::text[]) AS w (b)",  # two
+        "SELECT * FROM unnest($1::text[]) AS v (a, b)",  # one array, not of rows, two names
+        "SELECT * FROM unnest($1::pair_row) AS v (a, b)",  # not an array
+        "SELECT * FROM unnest($1::pair_row[], $2::text[]) AS v (a, b)",  # rows and a column
+        "SELECT * FROM unnest($1::text[], $2::pair_row[]) AS v (a, b)",
     ],
 )
 def test_a_statement_that_does_not_name_its_columns_plainly_is_refused(
@@ -126,7 +145,7 @@ def test_a_statement_of_several_unnests_takes_one_group_per_unnest_in_order(
         "WITH x AS (INSERT INTO t SELECT * FROM unnest($1::text[], $2::int[]) AS v (a, c)) "
         "SELECT * FROM unnest($3::text[]) WITH ORDINALITY AS w (b, position)"
     )
-    assert unnest_groups("t") == (("a", "c"), ("b",))
+    assert unnests("t") == (Unnest(("a", "c"), None), Unnest(("b",), None))
     rows = [Row(b="b1", a="a1", c=1)]
     assert unnest_all("t", (rows, {}), (rows, {"b": lambda row: row.b + "!"})) == [
         ["a1"], [1], ["b1!"],
@@ -150,7 +169,7 @@ def test_unnests_must_take_the_parameters_in_turn(
 ) -> None:
     given(statement)
     with pytest.raises(ValueError, match="each unnest must take the next"):
-        unnest_groups("bad")
+        unnests("bad")
 
 
 @pytest.mark.parametrize(

@@ -25,15 +25,16 @@ def sql(name: str) -> str:
 
 
 # `unnest($1::t[], $2::t[], ...) [WITH ORDINALITY] AS alias (col1, col2, ...)`: one array per
-# column; or `unnest($1::row_type[]) ... AS alias (col1, col2, ...)`: one array of rows, each a
-# tuple of the columns in the row type's field order, which the names must follow (a test
-# compares them with the type's fields in the database).
+# column; or `unnest($1::name_row[]) ... AS alias (col1, col2, ...)`: one array of rows of a
+# composite type (its name ends in `_row`), each row a tuple of the columns in the order named,
+# which PostgreSQL gives the type's fields in turn (a test holds each type's fields, names and
+# types, to its unnest's).
 _UNNEST = re.compile(
     r"unnest\((?P<arrays>[^()]*)\)\s*(?P<ordinality>WITH\s+ORDINALITY\s+)?AS\s+\w+\s*"
     r"\((?P<columns>[^()]*)\)",
     re.IGNORECASE,
 )
-_PARAMETER = re.compile(r"\$(\d+)::(\w+)")
+_PARAMETER = re.compile(r"\$(\d+)::([\w.]+)\[\]")
 
 
 class Unnest(NamedTuple):
@@ -47,8 +48,8 @@ class Unnest(NamedTuple):
 @cache
 def unnests(name: str) -> tuple[Unnest, ...]:
     """The unnests of statement `name`, in the order they appear: the arrays are $1..$n across
-    them all, in that order; an unnest of one parameter and several columns takes rows. A
-    ValueError says what is off."""
+    them all, in that order, each unnest's one per column or one of rows. A ValueError says
+    what is off."""
     found = _UNNEST.findall(sql(name))
     if not found:
         raise ValueError(f"{name}.sql: expected an `unnest(...) AS alias (columns)`")
@@ -60,9 +61,12 @@ def unnests(name: str) -> tuple[Unnest, ...]:
         columns = tuple(column.strip() for column in named.split(","))
         if ordinality:
             columns = columns[:-1]  # the position column WITH ORDINALITY adds
-        rows = parameters[0][1] if len(parameters) == 1 < len(columns) else None
-        if numbers != list(range(first, first + len(numbers))) or not (
-            rows or len(numbers) == len(columns)
+        row_types = [kind for _, kind in parameters if kind.endswith("_row")]
+        rows = row_types[0] if row_types else None
+        if (
+            numbers != list(range(first, first + len(numbers)))
+            or len(numbers) != len(arrays.split(","))  # a parameter not cast to an array
+            or len(numbers) != (1 if rows else len(columns))
         ):
             raise ValueError(
                 f"{name}.sql: each unnest must take the next parameters in order (from "
@@ -73,13 +77,8 @@ def unnests(name: str) -> tuple[Unnest, ...]:
     return tuple(groups)
 
 
-def unnest_groups(name: str) -> tuple[tuple[str, ...], ...]:
-    """The columns each unnest of statement `name` fills (`unnests`), in order."""
-    return tuple(unnest.columns for unnest in unnests(name))
-
-
 def unnest_columns(name: str) -> tuple[str, ...]:
-    """The columns of statement `name`'s one unnest (`unnest_groups`)."""
+    """The columns of statement `name`'s one unnest (`unnests`)."""
     return _one(name).columns
 
 
@@ -98,8 +97,9 @@ def unnest_arrays(
     name: str, rows: Sequence[Any], /, **computed: Callable[[Any], object]
 ) -> list[list[object]]:
     """The array parameters of statement `name`, built by column name: each column of its
-    unnest from the rows' attribute of that name, or from `computed[column](row)`. No list is
-    placed by position, so two columns cannot be swapped by mistake."""
+    unnest from the rows' attribute of that name, or from `computed[column](row)`; one array
+    per column, or one array of rows, tuples of the columns in the order the unnest names
+    them. No value is placed by position, so two columns cannot be swapped by mistake."""
     return _arrays(name, _one(name), (rows, computed))
 
 
