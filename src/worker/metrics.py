@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -10,6 +15,9 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
 )
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 
 def new_registry() -> CollectorRegistry:
@@ -166,7 +174,7 @@ class Metrics:
             ["topic", "partition"],
             registry=registry,
         )
-        self.event_age = Histogram(
+        self.event_age = BatchHistogram(
             "payment_worker_event_age_seconds",
             "Age of each consumed record when its batch is applied: now minus the record's "
             "timestamp (the delay a user feels, end to end).",
@@ -186,3 +194,53 @@ class Metrics:
         ProcessCollector(registry=registry)
         # python_gc_*: the collector's collections and what they found, by generation.
         GCCollector(registry=registry)
+
+
+class BatchHistogram(Collector):
+    """A histogram without labels observed a batch of values at a time (`observe_many`), and
+    exported as prometheus_client's `Histogram` exports one (but for its `_created` sample).
+
+    `Histogram.observe` takes two locks and walks the buckets for each value: 1.1 µs a record,
+    against 0.17 µs for counting a batch's values into buckets by bisection (timeit)."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = (*sorted(float(bound) for bound in buckets), float("inf"))
+        # The `le` labels as prometheus_client writes them ("0.01", "1.0", "+Inf").
+        self._labels = [floatToGoString(bound) for bound in self._bounds]  # type: ignore[no-untyped-call]
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._lock = threading.Lock()  # a scrape may run on another thread
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Observe each of `values` (not NaN): it falls in the first bucket whose upper bound
+        is at least it."""
+        counts = [0] * len(self._bounds)
+        total = 0.0
+        bounds = self._bounds
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+            total += value
+        with self._lock:
+            self._counts = [mine + more for mine, more in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self._name, self._documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts, total = self._counts, self._sum
+        yield HistogramMetricFamily(
+            self._name,
+            self._documentation,
+            buckets=[
+                (label, float(count))
+                for label, count in zip(self._labels, accumulate(counts), strict=True)
+            ],
+            sum_value=total,
+        )

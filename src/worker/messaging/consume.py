@@ -460,10 +460,11 @@ class ConsumeLoop:
         """Each record's age now that its batch is applied: now minus its timestamp (a
         producer's clock ahead of this one counts as 0)."""
         now_ms = time.time() * 1000
-        observe = self._metrics.event_age.observe
-        for records in batch.values():
-            for record in records:
-                observe(max(0.0, now_ms - record.timestamp) / 1000)
+        self._metrics.event_age.observe_many(
+            max(0.0, now_ms - record.timestamp) / 1000
+            for records in batch.values()
+            for record in records
+        )
 
     async def report_lag(self, every_seconds: float = 5.0) -> None:
         """Refresh the lag of each assigned partition every `every_seconds` until cancelled:
