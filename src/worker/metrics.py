@@ -208,7 +208,10 @@ class BatchHistogram(Collector):
     ) -> None:
         self._name = name
         self._documentation = documentation
-        self._bounds = (*sorted(float(bound) for bound in buckets), float("inf"))
+        bounds = [float(bound) for bound in buckets]
+        if not bounds or bounds != sorted(set(bounds)) or bounds[-1] == float("inf"):
+            raise ValueError(f"{name}: buckets must rise, finite, one at least: {buckets}")
+        self._bounds = (*bounds, float("inf"))
         # The `le` labels as prometheus_client writes them ("0.01", "1.0", "+Inf").
         self._labels = [floatToGoString(bound) for bound in self._bounds]  # type: ignore[no-untyped-call]
         self._counts = [0] * len(self._bounds)

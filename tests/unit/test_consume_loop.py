@@ -24,6 +24,7 @@ from tests.support import eventually
 from tests.unit.fakes import FakeConsumer
 from worker.core.messages import OutgoingMessage
 from worker.core.records import InboundRecord
+from worker.messaging import consume
 from worker.messaging.consume import ConsumeLoop, aligned
 from worker.messaging.unreadable import UnreadableHandler
 from worker.metrics import Metrics
@@ -180,6 +181,34 @@ async def test_a_batch_is_applied_in_timestamp_order_and_committed_per_partition
     # MORE_CREDITS had nothing in the batch: its committed offset is not touched.
     assert consumer.commits == [{CREDITS: 5, REDEMPTIONS: 2}]
     assert metrics.registry.get_sample_value("payment_worker_batch_size_sum") == 5
+
+
+async def test_each_records_age_is_observed_in_seconds_once_its_batch_is_applied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now_ms = 1_800_000_000_000
+    monkeypatch.setattr(consume.time, "time", lambda: now_ms / 1000)
+    consumer = FakeConsumer()
+    consumer.append(CREDITS, b"a", timestamp=now_ms - 300)  # 0.3 s old
+    consumer.append(CREDITS, b"b", timestamp=now_ms - 2_000)  # 2 s old
+    consumer.append(REDEMPTIONS, b"c", timestamp=now_ms + 5_000)  # a producer's clock ahead: 0
+    metrics = Metrics(CollectorRegistry())
+    applier, stop = Applier(), asyncio.Event()
+    loop = consume_loop(consumer, applier, stop, metrics=metrics)
+    await owning(consumer, CREDITS, REDEMPTIONS)
+
+    await within_deadline(loop.run(stop))
+
+    def up_to(le: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "payment_worker_event_age_seconds_bucket", {"le": le}
+        )
+
+    assert [up_to(le) for le in ("0.01", "0.25", "0.5", "1.0", "2.5", "+Inf")] == [
+        1, 1, 2, 2, 3, 3,
+    ]  # fmt: skip
+    age_sum = metrics.registry.get_sample_value("payment_worker_event_age_seconds_sum")
+    assert age_sum == pytest.approx(2.3)
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,24 @@ def test_a_batch_reads_as_the_same_values_observed_one_by_one() -> None:
     assert ours.get_sample_value("age_seconds_bucket", {"le": "+Inf"}) == len(VALUES)
 
 
-def test_the_event_age_can_be_asked_for_by_name() -> None:
-    metrics = Metrics(new_registry())
+@pytest.mark.parametrize("registry", [new_registry, CollectorRegistry])
+def test_the_event_age_can_be_asked_for_by_name(registry: type[CollectorRegistry]) -> None:
+    metrics = Metrics(registry())
     metrics.event_age.observe_many([0.02, 0.2])
     restricted = metrics.registry.restricted_registry(["payment_worker_event_age_seconds_count"])
-    assert "payment_worker_event_age_seconds_count 2.0" in generate_latest(restricted).decode()
+    assert generate_latest(restricted).decode().splitlines()[-1] == (
+        "payment_worker_event_age_seconds_count 2.0"
+    )
+
+
+def test_its_names_are_its_own_in_a_registry() -> None:
+    registry = CollectorRegistry()
+    BatchHistogram("age_seconds", "Age.", BUCKETS, registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Histogram("age_seconds", "Age.", buckets=BUCKETS, registry=registry)
+
+
+@pytest.mark.parametrize("buckets", [(1, 0.5), (0.5, 0.5), (0.5, float("inf")), ()])
+def test_buckets_must_rise_and_be_finite(buckets: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="buckets"):
+        BatchHistogram("age_seconds", "Age.", buckets, CollectorRegistry())

@@ -20,11 +20,13 @@ from worker.db.queries import (
 # Every statement whose arrays are built by `unnest_arrays` or `unnest_all`.
 BUILT_BY_NAME = (
     "answers_record",
+    "audit_record",
     "coins_write",
     "gateway_calls_insert",
     "gateway_calls_owe",
     "outbox_enqueue",
     "outbox_park",
+    "parked_insert",
     "payment_refunds_insert",
     "payment_refunds_settle",
     "payment_transitions_insert",
@@ -125,9 +127,6 @@ def test_an_unnest_of_one_array_of_rows_takes_a_tuple_per_row_in_the_named_order
         "SELECT * FROM unnest($1::text[], $2::text[]) AS v (a, b, c)",  # a name too many
         "SELECT * FROM unnest($1::text[]) AS v (a), unnest($2::text[]) AS w (b)",  # two
         "SELECT * FROM unnest($1::text[]) AS v (a, b)",  # one array, not of rows, two names
-        "SELECT * FROM unnest($1::pair_row) AS v (a, b)",  # not an array
-        "SELECT * FROM unnest($1::pair_row[], $2::text[]) AS v (a, b)",  # rows and a column
-        "SELECT * FROM unnest($1::text[], $2::pair_row[]) AS v (a, b)",
     ],
 )
 def test_a_statement_that_does_not_name_its_columns_plainly_is_refused(
@@ -136,6 +135,24 @@ def test_a_statement_that_does_not_name_its_columns_plainly_is_refused(
     given(statement)
     with pytest.raises(ValueError, match=r"\.sql: "):
         unnest_columns("bad")
+
+
+@pytest.mark.parametrize(
+    ("statement", "why"),
+    [
+        ("SELECT * FROM unnest($1::pair_row) AS v (a, b)", "cast to an array"),
+        ("SELECT * FROM unnest($1::pair_row[], $2::text) AS v (a, b)", "cast to an array"),
+        ("SELECT * FROM unnest($1::text[], $2::double precision[]) AS v (a, b)", "one word"),
+        ("SELECT * FROM unnest($1::pair_row[], $2::text[]) AS v (a, b)", "the only parameter"),
+        ("SELECT * FROM unnest($1::text[], $2::pair_row[]) AS v (a, b)", "the only parameter"),
+    ],
+)
+def test_a_parameter_that_is_no_array_or_rows_beside_columns_are_refused_saying_so(
+    statement: str, why: str, given: Callable[[str], None]
+) -> None:
+    given(statement)
+    with pytest.raises(ValueError, match=why):
+        unnests("bad")
 
 
 def test_a_statement_of_several_unnests_takes_one_group_per_unnest_in_order(

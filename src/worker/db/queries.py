@@ -63,14 +63,21 @@ def unnests(name: str) -> tuple[Unnest, ...]:
             columns = columns[:-1]  # the position column WITH ORDINALITY adds
         row_types = [kind for _, kind in parameters if kind.endswith("_row")]
         rows = row_types[0] if row_types else None
-        if (
-            numbers != list(range(first, first + len(numbers)))
-            or len(numbers) != len(arrays.split(","))  # a parameter not cast to an array
-            or len(numbers) != (1 if rows else len(columns))
+        if len(parameters) != len(arrays.split(",")):
+            raise ValueError(
+                f"{name}.sql: each parameter of an unnest must be cast to an array of a type "
+                f"named in one word (`$1::text[]`): {arrays.strip()!r}"
+            )
+        if rows and len(parameters) > 1:
+            raise ValueError(
+                f"{name}.sql: an array of rows ({rows}) must be the only parameter of its unnest"
+            )
+        if numbers != list(range(first, first + len(numbers))) or (
+            not rows and len(numbers) != len(columns)
         ):
             raise ValueError(
                 f"{name}.sql: each unnest must take the next parameters in order (from "
-                f"${first}), one per column or one of rows"
+                f"${first}), one per column it names, or one array of rows (a type *_row)"
             )
         first += len(numbers)
         groups.append(Unnest(columns, rows))
