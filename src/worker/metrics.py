@@ -200,8 +200,8 @@ class BatchHistogram(Collector):
     """A histogram without labels observed a batch of values at a time (`observe_many`), and
     exported as prometheus_client's `Histogram` exports one (but for its `_created` sample).
 
-    `Histogram.observe` takes two locks and walks the buckets for each value: 1.1 µs a record,
-    against 0.17 µs for counting a batch's values into buckets by bisection (timeit)."""
+    `Histogram.observe` takes two locks and walks the buckets for each value: 1.07 µs a record,
+    against 0.14 µs for counting a batch of 500 into buckets by bisection (timeit)."""
 
     def __init__(
         self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
@@ -210,13 +210,13 @@ class BatchHistogram(Collector):
         self._documentation = documentation
         bounds = [float(bound) for bound in buckets]
         if not bounds or bounds != sorted(set(bounds)) or bounds[-1] == float("inf"):
-            raise ValueError(f"{name}: buckets must rise, finite, one at least: {buckets}")
+            raise ValueError(f"{name}: buckets must be finite and rising, one at least: {buckets}")
         self._bounds = (*bounds, float("inf"))
         # The `le` labels as prometheus_client writes them ("0.01", "1.0", "+Inf").
         self._labels = [floatToGoString(bound) for bound in self._bounds]  # type: ignore[no-untyped-call]
         self._counts = [0] * len(self._bounds)
         self._sum = 0.0
-        self._lock = threading.Lock()  # a scrape may run on another thread
+        self._lock = threading.Lock()  # scrapes run on the event loop today; cheap insurance
         registry.register(self)
 
     def observe_many(self, values: Iterable[float]) -> None:
