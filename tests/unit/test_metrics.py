@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
@@ -37,7 +39,9 @@ def test_a_batch_reads_as_the_same_values_observed_one_by_one() -> None:
 
 
 @pytest.mark.parametrize("registry", [new_registry, CollectorRegistry])
-def test_the_event_age_can_be_asked_for_by_name(registry: type[CollectorRegistry]) -> None:
+def test_the_event_age_can_be_asked_for_by_name(
+    registry: Callable[[], CollectorRegistry],
+) -> None:
     metrics = Metrics(registry())
     metrics.event_age.observe_many([0.02, 0.2])
     restricted = metrics.registry.restricted_registry(["payment_worker_event_age_seconds_count"])
