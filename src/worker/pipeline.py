@@ -167,8 +167,13 @@ class Pipeline:
             with attempt:
                 async with self._pool.acquire() as conn, conn.transaction():
                     now = _now()
-                    # Coins first: every transaction locks wallets before catalog items, and
-                    # all of its items in one statement.
+                    # Payments first: the catalog items the coins lock next (every transaction
+                    # locks wallets before catalog items, and all of its items in one
+                    # statement) are what the lanes' batches wait on each other for, and are
+                    # held from there to the commit.
+                    payments = await apply_payment_commands(
+                        conn, payment_commands, self._defaults, now
+                    )
                     coins = await apply_coin_commands(
                         conn,
                         coin_commands,
@@ -178,9 +183,6 @@ class Pipeline:
                         partitions=partitions,
                     )
                     catalog = await apply_catalog_commands(conn, upserts, now)
-                    payments = await apply_payment_commands(
-                        conn, payment_commands, self._defaults, now
-                    )
                     await audit.record(conn, [*coins.audits, *catalog.audits, *payments.audits])
                     late = _late_bad_input(items, payments)
                     letters = [dead_letter(r, BadInputError(why), now) for r, why in late]

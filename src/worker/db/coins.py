@@ -58,8 +58,7 @@ async def apply_coin_commands(
     wallets = await _lock_wallets(conn, {c.student_id for c in commands})
     # A debit draws on the wallet's lots: those of debited wallets with coins in lots are read.
     drawing = {c.student_id for c in commands if _debits(c) and wallets[c.student_id].lotted}
-    known, answered, lots = await _known(conn, commands, sorted(drawing))
-    streaks = await _streaks(conn, commands, known)
+    known, answered, lots, streaks = await _known(conn, commands, sorted(drawing))
     catalog = await _catalog(conn, commands, known, upserted)
     plan = decide_coins(
         commands, known, wallets, now, answered, streaks,
@@ -162,40 +161,17 @@ def _lot(row: asyncpg.Record) -> Lot:
     )
 
 
-async def _streaks(
-    conn: Connection, commands: Sequence[CoinCommand], known: Mapping[Key, CoinDecision]
+def _streak_state(
+    runs_found: Iterable[tuple[str, date, date]],
+    bonuses_found: Iterable[tuple[str, str, str, bytes]],
 ) -> StreakState:
-    """What the batch's course completions need of streaks: under streak rules, the runs near
-    their days; for those decided before (delivered again), the bonuses they earned, whatever
-    the rules say now. One statement, none when neither is needed."""
-    days = sorted(
-        {
-            (c.student_id, c.reward.day)
-            for c in commands
-            if c.reward is not None and c.reward.day is not None
-        }
-    )
-    events = sorted(
-        {
-            (c.student_id, c.source_event_id)
-            for c in commands
-            if c.ledger_type == "course_completion" and c.key in known
-        }
-    )
-    if not days and not events:
-        return StreakState()
-    [row] = await conn.fetch(
-        sql("coins_streaks_read"),
-        [student for student, _ in days],
-        [day for _, day in days],
-        [student for student, _ in events],
-        [event_id for _, event_id in events],
-    )
+    """The runs read, and the bonuses each course completion event read earned earlier (the
+    rules repeat those of the events decided before, delivered again)."""
     runs: dict[str, list[Run]] = {}
-    for student_id, first_day, last_day in row["runs"]:
+    for student_id, first_day, last_day in runs_found:
         runs.setdefault(student_id, []).append(Run(first_day, last_day))
     bonuses: dict[tuple[str, str], list[OutgoingMessage]] = {}
-    for student_id, event_id, topic, value in row["bonuses"]:
+    for student_id, event_id, topic, value in bonuses_found:
         message = OutgoingMessage(
             topic, student_id.encode(), value, tuple(cloudevents.structured_headers())
         )
@@ -258,14 +234,35 @@ def _wallets(rows: Iterable[asyncpg.Record]) -> dict[str, Wallet]:
 
 async def _known(
     conn: Connection, commands: Sequence[CoinCommand], drawing: list[str]
-) -> tuple[dict[Key, CoinDecision], Answers, dict[str, list[Lot]]]:
+) -> tuple[dict[Key, CoinDecision], Answers, dict[str, list[Lot]], StreakState]:
     """The decisions taken earlier for the commands' keys, the answers kept for their events,
-    and the open lots of the `drawing` students: one statement, after the wallets are locked."""
+    the open lots of the `drawing` students, and what the course completions need of streaks
+    (`_streak_state`): one statement, after the wallets are locked."""
     students, types, references = zip(*{c.key for c in commands}, strict=True)
     events = {c.event for c in commands}
-    [row] = await conn.fetch(
-        sql("coins_read"), students, types, references, event_ids(events), drawing
+    # Under streak rules, the days of the course completions: the runs near them are read.
+    days = sorted(
+        {
+            (c.student_id, c.reward.day)
+            for c in commands
+            if c.reward is not None and c.reward.day is not None
+        }
     )
+    # Every course completion event, for the bonuses of those decided before (asking for those
+    # alone would take a statement after this one, which finds them).
+    completions = sorted(
+        {
+            (c.student_id, c.source_event_id)
+            for c in commands
+            if c.ledger_type == "course_completion"
+        }
+    )
+    [row] = await conn.fetch(
+        sql("coins_read"),
+        students, types, references, event_ids(events), drawing,
+        [student for student, _ in days], [day for _, day in days],
+        [student for student, _ in completions], [event_id for _, event_id in completions],
+    )  # fmt: skip
     lots: dict[str, list[Lot]] = {}
     for lot_id, student_id, amount, remaining, expires_at in row["lots"]:
         lots.setdefault(student_id, []).append(
@@ -286,7 +283,8 @@ async def _known(
         for student_id, ledger_type, reference_id, requested_amount, outcome, result_topic,
         result_value, item_id in row["decisions"]
     }  # fmt: skip
-    return decisions, answers_found(events, row["answers"]), lots
+    streaks = _streak_state(row["runs"], row["bonuses"])
+    return decisions, answers_found(events, row["answers"]), lots, streaks
 
 
 async def _write(

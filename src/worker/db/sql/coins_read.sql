@@ -1,10 +1,13 @@
 -- What a batch's coin commands need to know, once their wallets are locked: the earlier
 -- decisions for its keys ($1 students, $2 ledger types, $3 references) and the answers earlier
 -- batches gave events with these ids ($4), and the open lots of the students it debits that
--- have some ($5), earliest deadline first. Three arrays of rows, each row's fields in the order
--- written here, cast to their base types (asyncpg has no decoder for a domain inside a row,
--- and that error would fail every batch as an outage; tests/unit/test_queries.py checks); the
--- caller keeps the answers whose event type and source match too.
+-- have some ($5), earliest deadline first; for its course completions, under streak rules, the
+-- runs of their students that hold or touch their days ($6 students, $7 days), and the streak
+-- bonuses earlier deliveries of its course completion events earned ($8 students, $9 event ids),
+-- in ledger order. Arrays of rows, each row's fields in the order written here, cast to their
+-- base types (asyncpg has no decoder for a domain inside a row, and that error would fail every
+-- batch as an outage; tests/unit/test_queries.py checks); the caller keeps the answers whose
+-- event type and source match too.
 SELECT
     ARRAY(
         SELECT ROW(r.student_id::text, r.type::text, r.reference_id::text,
@@ -27,4 +30,23 @@ SELECT
         FROM coin_lots AS l
         WHERE l.student_id = ANY($5::text[]) AND l.remaining > 0
         ORDER BY l.student_id, l.expires_at, l.transaction_id
-    ) AS lots
+    ) AS lots,
+    ARRAY(
+        SELECT DISTINCT ROW(s.student_id::text, s.first_day, s.last_day)
+        FROM course_streaks AS s
+        JOIN unnest($6::text[], $7::date[]) AS d (student_id, day)
+            ON s.student_id = d.student_id
+                AND s.first_day <= d.day + 1 AND s.last_day >= d.day - 1
+    ) AS runs,
+    ARRAY(
+        SELECT ROW(t.student_id::text, t.source_event_id::text, r.result_topic::text,
+                   r.result_value::bytea)
+        FROM coin_transactions AS t
+        JOIN unnest($8::text[], $9::text[]) AS e (student_id, event_id)
+            ON t.student_id = e.student_id AND t.source_event_id = e.event_id
+        JOIN coin_requests AS r
+            ON r.student_id = t.student_id AND r.type = t.type
+                AND r.reference_id = t.reference_id
+        WHERE t.type = 'streak_bonus'
+        ORDER BY t.seq
+    ) AS bonuses
