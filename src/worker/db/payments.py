@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from worker.core import cloudevents
+from worker.core.answers import EventKey
 from worker.core.messages import OutgoingMessage
 from worker.core.payments import (
     IgnoreWebhook,
@@ -28,7 +29,7 @@ from worker.core.payments import (
 )
 from worker.core.types import Provider
 from worker.db import outbox
-from worker.db.answers import known_answers, record_answers
+from worker.db.answers import answers_found, event_ids, record_answers
 from worker.db.queries import sql, unnest_arrays
 from worker.errors import ConcurrentWriteError
 
@@ -66,18 +67,14 @@ async def apply_payment_commands(
         for c in commands
         if isinstance(c, ReportStatus) and c.notification.event_id is not None
     }
-    known = Known(
-        payments=payments,
-        results=await _known_results(conn, list(payments)),
-        refunds=await known_refunds(conn, refund_ids),
-        refunding=await _refunding(
-            conn, [c.payment_id for c in commands if isinstance(c, RefundPayment)]
-        ),
-        webhooks=await _known_webhooks(conn, webhook_events),
-        provider_events=await _known_provider_events(conn, provider_events),
-        answered=await known_answers(
-            conn, {event_of(c) for c in commands if not isinstance(c, IgnoreWebhook)}
-        ),
+    known = await _known(
+        conn,
+        payments,
+        refund_ids,
+        [c.payment_id for c in commands if isinstance(c, RefundPayment)],
+        webhook_events,
+        provider_events,
+        {event_of(c) for c in commands if not isinstance(c, IgnoreWebhook)},
     )
     plan = decide_payments(commands, known, defaults, now)
     await write_payment_plan(conn, plan, now)
@@ -184,38 +181,76 @@ async def lock_payments(
     return {row["payment_id"]: payment_of(row) for row in rows}
 
 
-async def _known_results(
-    conn: Connection, payment_ids: list[str]
-) -> dict[tuple[str, Any], OutgoingMessage]:
-    if not payment_ids:
-        return {}
-    rows = await conn.fetch(sql("payment_transitions_known"), payment_ids)
-    return {(row["payment_id"], row["status"]): stored_message(row) for row in rows}
+async def _known(
+    conn: Connection,
+    payments: dict[str, Payment],
+    refund_ids: list[str],
+    refunded: list[str],
+    webhook_events: list[str],
+    provider_events: set[tuple[Provider, str]],
+    events: set[EventKey],
+) -> Known:
+    """What earlier batches decided for the locked `payments`, the `refund_ids` (and which of
+    the `refunded` payments have a refund in flight), the `webhook_events` and
+    `provider_events` delivered again, and the `events` answered: one statement, after the
+    payments are locked."""
+    [row] = await conn.fetch(
+        sql("payments_read"),
+        list(payments),
+        refund_ids,
+        refunded,
+        webhook_events,
+        sorted({event_id for _, event_id in provider_events}),
+        event_ids(events),
+    )
+    return Known(
+        payments=payments,
+        results={
+            (payment_id, status): _message(topic, key, value)
+            for payment_id, status, topic, key, value in row["results"]
+        },
+        refunds={refund[0]: _refund(*refund) for refund in row["refunds"]},
+        refunding=frozenset(row["refunding"]),
+        webhooks={
+            (event_id, payment_id): _message(topic, key, value)
+            for event_id, payment_id, topic, key, value in row["webhooks"]
+        },
+        # The result of each move these provider events caused, by (provider, event id, the
+        # payment moved).
+        provider_events={
+            (provider, event_id, payment_id): _message(topic, key, value)
+            for provider, event_id, payment_id, topic, key, value in row["provider_events"]
+            if (provider, event_id) in provider_events
+        },
+        answered=answers_found(events, row["answers"]),
+    )
 
 
-async def _known_webhooks(
-    conn: Connection, event_ids: list[str]
-) -> dict[tuple[str, str], OutgoingMessage]:
-    if not event_ids:
-        return {}
-    rows = await conn.fetch(sql("payment_transitions_by_event"), event_ids)
-    return {(row["source_event_id"], row["payment_id"]): stored_message(row) for row in rows}
+def _refund(
+    refund_id: str,
+    payment_id: str,
+    outcome: Any,
+    actor_id: str,
+    reason: str,
+    topic: str,
+    key: bytes,
+    value: bytes | None,
+    source_event_id: str | None,
+) -> RefundDecision:
+    """A refund decision read back; it has a result once the provider has answered."""
+    return RefundDecision(
+        refund_id=refund_id,
+        payment_id=payment_id,
+        outcome=outcome,
+        actor_id=actor_id,
+        reason=reason,
+        result=None if value is None else _message(topic, key, value),
+        source_event_id=source_event_id,
+    )
 
 
-async def _known_provider_events(
-    conn: Connection, events: set[tuple[Provider, str]]
-) -> dict[tuple[Provider, str, str], OutgoingMessage]:
-    """The result of each move these provider events caused, by (provider, event id, the
-    payment moved)."""
-    if not events:
-        return {}
-    ids = sorted({event_id for _, event_id in events})
-    rows = await conn.fetch(sql("payment_transitions_by_provider_event"), ids)
-    return {
-        (row["provider"], row["provider_event_id"], row["payment_id"]): stored_message(row)
-        for row in rows
-        if (row["provider"], row["provider_event_id"]) in events
-    }
+def _message(topic: str, key: bytes, value: bytes) -> OutgoingMessage:
+    return OutgoingMessage(topic, key, value, tuple(cloudevents.structured_headers()))
 
 
 async def known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, RefundDecision]:
@@ -223,25 +258,7 @@ async def known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, Re
     if not refund_ids:
         return {}
     rows = await conn.fetch(sql("payment_refunds_known"), refund_ids)
-    return {
-        row["refund_id"]: RefundDecision(
-            refund_id=row["refund_id"],
-            payment_id=row["payment_id"],
-            outcome=row["outcome"],
-            actor_id=row["actor_id"],
-            reason=row["reason"],
-            result=None if row["result_value"] is None else stored_message(row),
-            source_event_id=row["source_event_id"],
-        )
-        for row in rows
-    }
-
-
-async def _refunding(conn: Connection, payment_ids: list[str]) -> frozenset[str]:
-    if not payment_ids:
-        return frozenset()
-    rows = await conn.fetch(sql("payment_refunds_pending"), payment_ids)
-    return frozenset(row["payment_id"] for row in rows)
+    return {row["refund_id"]: _refund(*row) for row in rows}  # its columns in `_refund`'s order
 
 
 def stored_message(row: Any) -> OutgoingMessage:
