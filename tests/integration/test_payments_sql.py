@@ -461,6 +461,55 @@ async def test_a_refund_id_two_workers_decide_at_once_reaches_the_gateway_once(
     assert await status(pool, "pay-b") == "succeeded"
 
 
+def refund_of(
+    refund_id: str, payment_id: str, event_id: str, *, authorized: bool = True
+) -> RefundPayment:
+    return RefundPayment(
+        refund_id, payment_id, "r", "staff", authorized, event_id, "payment.refund.requested",
+        "stu-1", "t",
+    )  # fmt: skip
+
+
+async def decide(
+    pool: asyncpg.Pool, commands: list[PaymentCommand], gateway: Any, now: datetime
+) -> PaymentPlan:
+    """One batch's transaction, its provider calls left queued."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await apply_payment_commands(conn, commands, defaults(gateway), now)
+
+
+async def test_a_later_batch_reads_back_refunds_in_flight_refund_decisions_and_answers(
+    pool: asyncpg.Pool,
+) -> None:
+    """What a batch reads once its payments are locked (`payments_read`), part by part, each
+    from an earlier batch: a refund still with the provider refuses a second refund of its
+    payment; a refund id and a refused event delivered again later repeat their stored
+    results byte for byte (a new decision would carry the later time)."""
+    gateway = ProviderGateway("stripe")
+    await apply(pool, await two_stripe_successes(pool, gateway), gateway)
+    pending = await decide(pool, [refund_of("rf-1", "pay-a", "e-1")], gateway, NOW)
+    assert pending.refunds["rf-1"].outcome == "pending"  # queued; the provider not asked yet
+
+    later = NOW + timedelta(minutes=5)
+    second = await decide(pool, [refund_of("rf-2", "pay-a", "e-2")], gateway, later)
+    assert second.refunds["rf-2"].outcome == "rejected"  # rf-1 is in flight
+    unauthorized = refund_of("rf-3", "pay-b", "e-3", authorized=False)
+    refused = await decide(pool, [unauthorized], gateway, later)
+    assert [json.loads(m.value)["data"]["reason"] for m in refused.messages] == ["not_authorized"]
+
+    even_later = later + timedelta(minutes=5)
+    again = await decide(
+        pool, [refund_of("rf-2", "pay-a", "e-2"), unauthorized], gateway, even_later
+    )
+    assert [m.value for m in again.messages] == [
+        *(m.value for m in second.messages),
+        *(m.value for m in refused.messages),
+    ]
+    assert not again.calls
+    await make_calls(pool, gateway)
+    assert gateway.refunds == ["rf-1"]
+
+
 async def _refund_in(conn: Any, gateway: Any, payment_id: str) -> None:
     async with conn.transaction():
         command = RefundPayment(
