@@ -167,10 +167,11 @@ class Pipeline:
             with attempt:
                 async with self._pool.acquire() as conn, conn.transaction():
                     now = _now()
-                    # Payments first: the catalog items the coins lock next (every transaction
-                    # locks wallets before catalog items, and all of its items in one
-                    # statement) are what the lanes' batches wait on each other for, and are
-                    # held from there to the commit.
+                    # Payments first: the catalog items the coins lock next are what the
+                    # lanes' batches wait on each other for, held from there to the commit. A
+                    # batch locks payments, then wallets, then catalog items, each set in one
+                    # statement in a fixed order; nothing else locks two of these (gateway
+                    # calls and the expiry sweeps lock payments, or wallets, alone).
                     payments = await apply_payment_commands(
                         conn, payment_commands, self._defaults, now
                     )

@@ -510,6 +510,20 @@ async def test_a_later_batch_reads_back_refunds_in_flight_refund_decisions_and_a
     assert gateway.refunds == ["rf-1"]
 
 
+async def test_a_refused_refund_does_not_hold_back_a_later_one(pool: asyncpg.Pool) -> None:
+    """Only a pending refund is in flight: one refused earlier (the payment was not paid yet)
+    leaves a later refund free to start."""
+    gateway = ProviderGateway("stripe")
+    await apply(pool, [requested("pay-a")], gateway)
+    early = await decide(pool, [refund_of("rf-0", "pay-a", "e-0")], gateway, NOW)
+    assert early.refunds["rf-0"].outcome == "rejected"
+    paid = stripe_event("payment_intent.succeeded", "stripe_pay-a")
+    await apply(pool, [webhook("stripe", paid)], gateway)
+    later = await decide(pool, [refund_of("rf-1", "pay-a", "e-1")], gateway, NOW)
+    assert later.refunds["rf-1"].outcome == "pending"
+    assert [call.reference_id for call in later.calls] == ["rf-1"]
+
+
 async def _refund_in(conn: Any, gateway: Any, payment_id: str) -> None:
     async with conn.transaction():
         command = RefundPayment(

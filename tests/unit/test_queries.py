@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from worker.db import queries
+from worker.db.payments import refund_decision
 from worker.db.queries import (
     Unnest,
     unnest_all,
@@ -205,3 +207,11 @@ def test_every_field_of_a_row_read_back_is_cast_to_its_base_type(
         and (field.split("::")[0].split(".")[1] in _PLAIN_COLUMNS or "::" in field)
         for field in fields
     ), fields
+
+
+def test_a_refund_a_batch_reads_back_has_the_fields_refund_decision_takes_in_order() -> None:
+    # payments_read returns refunds as anonymous rows, unpacked by position.
+    rows = re.findall(r"ROW\(([^()]*)\)", queries.sql("payments_read"))
+    [refund] = [row for row in rows if "f.refund_id" in row]
+    names = [field.strip().split("::")[0].split(".")[1] for field in refund.split(",")]
+    assert names == list(inspect.signature(refund_decision).parameters)

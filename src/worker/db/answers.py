@@ -31,7 +31,7 @@ async def known_answers(conn: Connection, events: Iterable[EventKey]) -> Answers
 
 
 def event_ids(events: Iterable[EventKey]) -> list[str]:
-    """The ids to look answers up by (`answers_known`, `coins_read`)."""
+    """The ids to look answers up by (`answers_known`, `coins_read`, `payments_read`)."""
     return list({event_id for _, _, event_id in events})
 
 

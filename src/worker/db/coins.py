@@ -42,10 +42,13 @@ async def apply_coin_commands(
     upserted: Collection[str] = (),
     partitions: Mapping[str, int] | None = None,
 ) -> CoinPlan:
-    """Apply `commands` in order inside the caller's transaction, in three statements (five when
-    some wallets are new): lock, read, write. Credits last `lifetime` (COIN_EXPIRY_DAYS; None:
-    for ever). `upserted`: the catalog items the same transaction upserts next, locked with
-    those its redemptions name, so that it locks its items in one statement, in one order.
+    """Apply `commands` in order inside the caller's transaction: lock the wallets, read what
+    earlier batches decided (`_known`, one statement), lock and read the catalog items its
+    redemptions name (when some do), write (one statement; and the items and streak runs it
+    changed, when it changed some). Two statements more when some wallets are new. Credits last
+    `lifetime` (COIN_EXPIRY_DAYS; None: for ever). `upserted`: the catalog items the same
+    transaction upserts next, locked with those its redemptions name, so that it locks its
+    items in one statement, in one order.
     `partitions`: the input partition of each student's events, kept on the lots made or drawn
     on, whose owner expires them (`lock_due`).
 

@@ -20,6 +20,7 @@ from worker.core.payments import (
     PaymentDefaults,
     PaymentPlan,
     RefundDecision,
+    RefundOutcome,
     RefundPayment,
     RefuseWebhook,
     ReportStatus,
@@ -209,7 +210,7 @@ async def _known(
             (payment_id, status): _message(topic, key, value)
             for payment_id, status, topic, key, value in row["results"]
         },
-        refunds={refund[0]: _refund(*refund) for refund in row["refunds"]},
+        refunds={refund[0]: refund_decision(*refund) for refund in row["refunds"]},
         refunding=frozenset(row["refunding"]),
         webhooks={
             (event_id, payment_id): _message(topic, key, value)
@@ -226,25 +227,29 @@ async def _known(
     )
 
 
-def _refund(
+def refund_decision(
     refund_id: str,
     payment_id: str,
-    outcome: Any,
+    outcome: RefundOutcome,
     actor_id: str,
     reason: str,
-    topic: str,
-    key: bytes,
-    value: bytes | None,
+    result_topic: str | None,
+    result_key: bytes | None,
+    result_value: bytes | None,
     source_event_id: str | None,
 ) -> RefundDecision:
-    """A refund decision read back; it has a result once the provider has answered."""
+    """A refund decision read back, from its columns (these names; tests/unit/test_queries.py
+    holds `payments_read`'s row to their order). A pending one has no result yet."""
+    result = None
+    if result_topic is not None and result_key is not None and result_value is not None:
+        result = _message(result_topic, result_key, result_value)
     return RefundDecision(
         refund_id=refund_id,
         payment_id=payment_id,
         outcome=outcome,
         actor_id=actor_id,
         reason=reason,
-        result=None if value is None else _message(topic, key, value),
+        result=result,
         source_event_id=source_event_id,
     )
 
@@ -258,17 +263,12 @@ async def known_refunds(conn: Connection, refund_ids: list[str]) -> dict[str, Re
     if not refund_ids:
         return {}
     rows = await conn.fetch(sql("payment_refunds_known"), refund_ids)
-    return {row["refund_id"]: _refund(*row) for row in rows}  # its columns in `_refund`'s order
+    return {row["refund_id"]: refund_decision(**row) for row in rows}
 
 
 def stored_message(row: Any) -> OutgoingMessage:
     """A stored result (`result_topic`, `result_key`, `result_value`) as a message again."""
-    return OutgoingMessage(
-        topic=row["result_topic"],
-        key=row["result_key"],
-        value=row["result_value"],
-        headers=tuple(cloudevents.structured_headers()),
-    )
+    return _message(row["result_topic"], row["result_key"], row["result_value"])
 
 
 def payment_of(row: Any) -> Payment:
