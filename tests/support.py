@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -43,3 +43,16 @@ async def eventually(
         with attempt:
             return await check()
     raise AssertionError("unreachable")
+
+
+async def waits_on_a_lock(observer: Any, waiting: Any) -> None:
+    """Asserts that connection `waiting` (asyncpg) waits on a lock now, as `observer` (a
+    connection or pool) sees it: poll it with `eventually` before ending what it waits for.
+    An observer inside a transaction would see the activity of its first look (PostgreSQL
+    keeps that snapshot until the transaction ends), so each look clears it first."""
+    pid = waiting.get_server_pid()
+    await observer.execute("SELECT pg_stat_clear_snapshot()")
+    kind = await observer.fetchval(
+        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
+    )
+    assert kind == "Lock", kind

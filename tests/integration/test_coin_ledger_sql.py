@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import eventually
+from tests.support import eventually, waits_on_a_lock
 from tests.unit.test_coin_rules import DAY1, on
 from tests.unit.test_coins import commands as coin_commands
 from worker.core.coins import CoinCommand, CoinPlan, Wallet, decide_coins
@@ -237,7 +237,7 @@ async def test_the_same_key_in_two_transactions_at_once_repeats_the_first_decisi
         async with first.transaction():
             applied = await apply_coin_commands(first, [original], NOW)
             racing = asyncio.create_task(_decide(second, [again]))
-            await eventually(lambda: _waits_on_a_lock(first, second), within=10)
+            await eventually(lambda: waits_on_a_lock(first, second), within=10)
         repeated = await racing
         assert repeated.outcomes == [(again, "duplicate")]
         assert repeated.messages == applied.messages
@@ -251,14 +251,6 @@ async def test_the_same_key_in_two_transactions_at_once_repeats_the_first_decisi
 async def _decide(conn: asyncpg.Connection, batch: list[CoinCommand]) -> CoinPlan:
     async with conn.transaction():
         return await apply_coin_commands(conn, batch, NOW)
-
-
-async def _waits_on_a_lock(observer: asyncpg.Connection, waiting: asyncpg.Connection) -> None:
-    pid = waiting.get_server_pid()
-    kind = await observer.fetchval(
-        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
-    )
-    assert kind == "Lock", kind
 
 
 async def test_streak_runs_and_bonuses_are_kept_across_batches(conn: asyncpg.Connection) -> None:

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.support import eventually
+from tests.support import eventually, waits_on_a_lock
 from worker.core.coins import CoinCommand
 from worker.core.commands import command_for
 from worker.core.gateway import (
@@ -32,12 +32,14 @@ from worker.core.payments import (
     PaymentPlan,
     RefundPayment,
     RefuseWebhook,
+    event_of,
 )
 from worker.core.signatures import WebhookVerifier, razorpay_signature, stripe_signature
 from worker.core.types import Provider
 from worker.db import outbox
+from worker.db.answers import answer_id
 from worker.db.payments import apply_payment_commands, expire_due
-from worker.errors import ConcurrentWriteError, is_retriable
+from worker.errors import ConcurrentWriteError, PermanentError, is_retriable
 from worker.expiry import PAYMENTS, Sweeper
 from worker.gateway_calls import GatewayCaller
 from worker.gateways.mock import MockGateway
@@ -346,8 +348,7 @@ async def test_a_payment_opened_by_two_workers_at_once_retries_the_slower(
         async with first.transaction():
             await apply_payment_commands(first, [requested("pay-1")], defaults(MOCK), NOW)
             slower = asyncio.create_task(_open_in(second, requested("pay-1", student="stu-2")))
-            await asyncio.sleep(0.2)  # blocked on the first's uncommitted row
-            assert not slower.done()
+            await eventually(lambda: waits_on_a_lock(pool, second), within=10)
         with pytest.raises(ConcurrentWriteError) as raised:
             await slower
     assert is_retriable(raised.value)
@@ -356,6 +357,42 @@ async def test_a_payment_opened_by_two_workers_at_once_retries_the_slower(
     assert json.loads(retried.messages[0].value or b"")["data"]["reason"] == (
         "idempotency_conflict"
     )
+
+
+async def test_a_move_whose_status_is_recorded_already_fails_for_good_and_writes_nothing(
+    pool: asyncpg.Pool,
+) -> None:
+    """The payment is locked, so no other worker can have recorded the status meanwhile: the
+    stored payment and its transitions disagree, and retrying cannot cure that."""
+    await apply(pool, [requested("pay-1")])
+    ppid = await provider_id(pool, "pay-1")
+    await pool.execute(
+        "INSERT INTO payment_transitions (payment_id, status, from_status, result_topic,"
+        " result_key, result_value) VALUES ('pay-1', 'succeeded', 'initiated', 't', '', '')"
+    )
+    with pytest.raises(PermanentError) as raised:
+        await apply(pool, [webhook("mock", mock_event("payment.succeeded", ppid))])
+    assert not is_retriable(raised.value)
+    assert await status(pool, "pay-1") == "initiated"
+
+
+async def test_an_answer_another_worker_keeps_meanwhile_retries_the_batch(
+    pool: asyncpg.Pool,
+) -> None:
+    await apply(pool, [requested("pay-1")])
+    clash = requested("pay-1", student="stu-2")  # refused, and the refusal kept as its answer
+    async with pool.acquire() as other, pool.acquire() as conn:
+        async with other.transaction():
+            await other.execute(
+                "INSERT INTO event_answers (answer_id, event_type, event_source, event_id,"
+                " result_topic, result_key, result_value) VALUES ($1, $2, $3, $4, 't', '', '')",
+                answer_id(event_of(clash)),
+                *event_of(clash),
+            )
+            slower = asyncio.create_task(_open_in(conn, clash))
+            await eventually(lambda: waits_on_a_lock(pool, conn), within=10)
+        with pytest.raises(ConcurrentWriteError):
+            await slower
 
 
 async def _open_in(conn: Any, command: OpenPayment) -> None:
@@ -452,7 +489,7 @@ async def test_a_refund_id_two_workers_decide_at_once_reaches_the_gateway_once(
             decided = await apply_payment_commands(other, [refund], defaults(gateway), NOW)
             assert decided.refunds["rf-1"].outcome == "pending"
             racing = asyncio.create_task(_refund_in(conn, gateway, "pay-b"))
-            await asyncio.sleep(0.2)  # blocked on the other's uncommitted refund row
+            await eventually(lambda: waits_on_a_lock(pool, conn), within=10)
         with pytest.raises(ConcurrentWriteError):
             await racing
     await make_calls(pool, gateway)

@@ -24,16 +24,12 @@ BUILT_BY_NAME = (
     "answers_record",
     "audit_record",
     "coins_write",
-    "gateway_calls_insert",
     "gateway_calls_owe",
     "outbox_enqueue",
     "outbox_park",
     "parked_insert",
-    "payment_refunds_insert",
     "payment_refunds_settle",
-    "payment_transitions_insert",
-    "payments_insert",
-    "payments_update",
+    "payments_write",
 )
 
 
@@ -54,20 +50,21 @@ def test_the_hot_writes_take_arrays_of_rows() -> None:
             "coin_request_row", "coin_wallet_row", "coin_entry_row", "event_answer_row",
             "coin_lot_row",
         ],
-        "payment_transitions_insert": ["payment_transition_row"],
-        "payments_insert": ["payment_row"],
-        "payments_update": ["payment_update_row"],
+        "payments_write": [
+            "payment_row", "payment_update_row", "payment_transition_row", "event_answer_row",
+        ],
     }  # fmt: skip
 
 
 def test_the_columns_come_in_the_order_of_the_parameters_or_of_the_row() -> None:
-    assert unnest_columns("payments_update") == (
+    assert unnests("payments_write")[1].columns == (
         "payment_id", "status", "status_reason", "provider_payment_id", "payment_url",
         "expires_at", "captured_id",
     )  # fmt: skip
     # WITH ORDINALITY's position column is not a parameter.
     assert unnest_columns("outbox_enqueue") == ("topic", "key", "value", "headers")
     assert [len(unnest.columns) for unnest in unnests("coins_write")] == [8, 5, 7, 7, 6]
+    assert [len(unnest.columns) for unnest in unnests("payments_write")] == [13, 7, 8, 9, 3, 7]
 
 
 # Columns of a type asyncpg decodes inside a row as it is (not a domain).

@@ -30,9 +30,9 @@ from worker.core.payments import (
 )
 from worker.core.types import Provider
 from worker.db import outbox
-from worker.db.answers import answers_found, event_ids, record_answers
-from worker.db.queries import sql, unnest_arrays
-from worker.errors import ConcurrentWriteError
+from worker.db.answers import answer_rows, answers_found, event_ids
+from worker.db.queries import sql, unnest_all, unnest_arrays
+from worker.errors import ConcurrentWriteError, PermanentError
 
 if TYPE_CHECKING:
     from worker.db import Connection
@@ -79,7 +79,6 @@ async def apply_payment_commands(
     )
     plan = decide_payments(commands, known, defaults, now)
     await write_payment_plan(conn, plan, now)
-    await record_answers(conn, plan.answers)
     return plan
 
 
@@ -107,30 +106,30 @@ async def expire(conn: Connection, payments: Sequence[Payment], now: datetime) -
 
 
 async def write_payment_plan(conn: Connection, plan: PaymentPlan, now: datetime) -> None:
-    """Write what `plan` changes, as decided at `now`."""
-    if plan.created:
-        created = list(plan.created.values())
-        inserted = await conn.fetch(
-            sql("payments_insert"), *unnest_arrays("payments_insert", created)
+    """Write what `plan` changes, as decided at `now`: one statement (`payments_write`), and one
+    more for each of the two rarer parts, refunds settled and replays owed an answer."""
+    if any((plan.created, plan.changed, plan.transitions, plan.refunds, plan.calls, plan.answers)):
+        [(opened, moved, decided, answered)] = await conn.fetch(
+            sql("payments_write"),
+            *unnest_all(
+                "payments_write",
+                (list(plan.created.values()), {}),
+                (list(plan.changed.values()), {}),
+                (plan.transitions, _RESULT),
+                (list(plan.refunds.values()), _OPTIONAL_RESULT),
+                (plan.calls, {}),
+                answer_rows(plan.answers),
+            ),
+            now,
         )
-        if len(inserted) != len(created):
+        if opened != len(plan.created):
             raise ConcurrentWriteError("a payment id was opened by another worker meanwhile")
-    if plan.changed:
-        changed = list(plan.changed.values())
-        await conn.execute(sql("payments_update"), *unnest_arrays("payments_update", changed))
-    if plan.transitions:
-        await conn.execute(
-            sql("payment_transitions_insert"),
-            *unnest_arrays("payment_transitions_insert", plan.transitions, **_RESULT),
-        )
-    if plan.refunds:
-        refunds = list(plan.refunds.values())
-        inserted = await conn.fetch(
-            sql("payment_refunds_insert"),
-            *unnest_arrays("payment_refunds_insert", refunds, **_OPTIONAL_RESULT),
-        )
-        if len(inserted) != len(refunds):
+        if moved != len(plan.transitions):  # the payments are locked: never retried
+            raise PermanentError("a status this batch moves a payment to is recorded already")
+        if decided != len(plan.refunds):
             raise ConcurrentWriteError("a refund id was decided by another worker meanwhile")
+        if answered != len(plan.answers):
+            raise ConcurrentWriteError("an event was answered by another worker meanwhile")
     if plan.refunds_settled:
         settled = list(plan.refunds_settled.values())
         updated = await conn.fetch(
@@ -139,10 +138,6 @@ async def write_payment_plan(conn: Connection, plan: PaymentPlan, now: datetime)
         )
         if len(updated) != len(settled):
             raise ConcurrentWriteError("a refund was settled by another worker meanwhile")
-    if plan.calls:
-        await conn.execute(
-            sql("gateway_calls_insert"), *unnest_arrays("gateway_calls_insert", plan.calls), now
-        )
     if plan.owed:
         owed = list(plan.owed.items())
         await conn.execute(
