@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from worker.core import cloudevents
@@ -67,11 +68,7 @@ async def apply_coin_commands(
         commands, known, wallets, now, answered, streaks,
         lots=lots, lifetime=lifetime, catalog=catalog,
     )  # fmt: skip
-    await _write(conn, plan, partitions or {})
-    if plan.items:
-        await _write_items(conn, plan)
-    if plan.runs:
-        await _write_runs(conn, plan, streaks)
+    await _write(conn, plan, partitions or {}, streaks)
     return plan
 
 
@@ -100,20 +97,6 @@ async def _catalog(
     return CatalogState(
         items={fields[0]: CatalogItem(*fields) for fields in row["items"]},
         redeemed={(student, item): count for student, item, count in row["redeemed"]},
-    )
-
-
-async def _write_items(conn: Connection, plan: CoinPlan) -> None:
-    """The stock the batch's redemptions by item left, and their students' new counts."""
-    items = list(plan.items.values())
-    redeemed = list(plan.redeemed.items())
-    await conn.execute(
-        sql("coins_items_write"),
-        [item.item_id for item in items],
-        [item.stock for item in items],
-        [item_id for (_, item_id), _ in redeemed],
-        [student for (student, _), _ in redeemed],
-        [count for _, count in redeemed],
     )
 
 
@@ -185,8 +168,11 @@ def _streak_state(
     )
 
 
-async def _write_runs(conn: Connection, plan: CoinPlan, before: StreakState) -> None:
-    """Write the runs the batch changed: merged-away runs deleted, made or grown ones upserted."""
+def _run_changes(
+    plan: CoinPlan, before: StreakState
+) -> tuple[list[tuple[str, date]], list[tuple[str, Run]]]:
+    """The runs the batch changed: (student, first day) of those merged away, to delete, and
+    (student, run) of those made or grown, to upsert."""
     gone: list[tuple[str, date]] = []
     kept: list[tuple[str, Run]] = []
     for student, runs in plan.runs.items():
@@ -195,14 +181,7 @@ async def _write_runs(conn: Connection, plan: CoinPlan, before: StreakState) -> 
         firsts = {run.first for run in made}
         gone += [(student, run.first) for run in earlier - now if run.first not in firsts]
         kept += [(student, run) for run in sorted(made)]
-    await conn.execute(
-        sql("coins_streaks_write"),
-        [student for student, _ in gone],
-        [first for _, first in gone],
-        [student for student, _ in kept],
-        [run.first for _, run in kept],
-        [run.last for _, run in kept],
-    )
+    return gone, kept
 
 
 async def _lock_wallets(conn: Connection, students: set[str]) -> dict[str, Wallet]:
@@ -291,15 +270,22 @@ async def _known(
 
 
 async def _write(
-    conn: Connection, plan: CoinPlan, partitions: Mapping[str, int] | None = None
+    conn: Connection,
+    plan: CoinPlan,
+    partitions: Mapping[str, int] | None = None,
+    streaks: StreakState | None = None,
 ) -> None:
     """Write `plan` in one statement, its lots with their student's input partition from
-    `partitions`. A decision or an answer another transaction kept meanwhile is a retriable
-    conflict; so it was when the ledger was written after the decisions, in a statement of its
-    own, whose unique violation was permanent."""
+    `partitions`, its runs against the `streaks` read before. A decision or an answer another
+    transaction kept meanwhile is a retriable conflict; so it was when the ledger was written
+    after the decisions, in a statement of its own, whose unique violation was permanent."""
     partition_of = (partitions or {}).get
-    if not (plan.decisions or plan.entries or plan.answers or plan.wallets or plan.lots_changed):
+    if not (
+        plan.decisions or plan.entries or plan.answers or plan.wallets or plan.lots_changed
+        or plan.items or plan.redeemed or plan.runs
+    ):  # fmt: skip
         return
+    gone, kept = _run_changes(plan, streaks or StreakState())
     [(decided, entered, answered, balanced)] = await conn.fetch(
         sql("coins_write"),
         *unnest_all(
@@ -312,6 +298,10 @@ async def _write(
                 list(plan.lots_changed.values()),
                 {"input_partition": lambda lot: partition_of(lot.student_id)},
             ),
+            (list(plan.items.values()), {}),
+            (list(plan.redeemed.items()), _REDEEMED_COLUMNS),
+            (gone, {"student_id": itemgetter(0), "first_day": itemgetter(1)}),
+            (kept, _RUN_COLUMNS),
         ),
     )
     if decided != len(plan.decisions):
@@ -337,6 +327,17 @@ _DECISION_COLUMNS: dict[str, Callable[[Any], object]] = {
     "result_topic": lambda item: item[1].result.topic,
     "result_value": lambda item: item[1].result.value,
     "item_id": lambda item: item[1].item_id,
+}
+# An item's students' count ((student id, item id), count), a run (student id, Run).
+_REDEEMED_COLUMNS: dict[str, Callable[[Any], object]] = {
+    "item_id": lambda item: item[0][1],
+    "student_id": lambda item: item[0][0],
+    "redeemed": itemgetter(1),
+}
+_RUN_COLUMNS: dict[str, Callable[[Any], object]] = {
+    "student_id": itemgetter(0),
+    "first_day": lambda item: item[1].first,
+    "last_day": lambda item: item[1].last,
 }
 _WALLET_COLUMNS: dict[str, Callable[[Any], object]] = {
     "student_id": lambda item: item[0],

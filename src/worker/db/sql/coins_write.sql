@@ -1,9 +1,14 @@
 -- Writes what a batch's coin commands (or an expiry sweep) decided, in one statement: the new
 -- decisions with the result event each one answered, the balances the wallets end with, the
 -- ledger entries in decision order (seq follows it: the newest has the highest), the answers by
--- event, and the lots made or drawn on (with the input partition of their student's events in
+-- event, the lots made or drawn on (with the input partition of their student's events in
 -- the batch, also for a lot drawn on: its expiry follows the student's events where they come
--- from now; 0014). The caller holds the wallets' locks
+-- from now; 0014), the stock the redemptions by item left ($6 items, $7 stocks; NULL stays
+-- unlimited; the items are locked by catalog_read) and their students' counts of them ($8
+-- items, $9 students, $10 counts), and the streak runs the batch changed: runs it merged away
+-- are deleted ($11 students, $12 first days), and the runs it made or grew are written ($13
+-- students, $14 first days, $15 last days; the two sets never share a (student, first day): a
+-- run that grew is only upserted). The caller holds the wallets' locks
 -- (coins_lock_wallets, coins_expiry_due), and a wallet's lots are written only under its lock.
 -- A decision, entry or answer whose key is taken is skipped: the caller compares the counts
 -- returned and fails the batch (a decision or an answer another transaction kept meanwhile: it
@@ -68,6 +73,29 @@ lots AS (
     ON CONFLICT (transaction_id) DO UPDATE
         SET remaining = EXCLUDED.remaining,
             input_partition = coalesce(EXCLUDED.input_partition, coin_lots.input_partition)
+),
+stock AS (
+    UPDATE catalog_items AS i
+    SET stock = s.stock, updated_at = now()
+    FROM unnest($6::text[], $7::bigint[]) AS s (item_id, stock)
+    WHERE i.item_id = s.item_id
+),
+redeemed AS (
+    INSERT INTO catalog_redemptions (item_id, student_id, redeemed)
+    SELECT item_id, student_id, redeemed
+    FROM unnest($8::text[], $9::text[], $10::bigint[]) AS r (item_id, student_id, redeemed)
+    ON CONFLICT (item_id, student_id) DO UPDATE SET redeemed = EXCLUDED.redeemed
+),
+merged_away AS (
+    DELETE FROM course_streaks AS s
+    USING unnest($11::text[], $12::date[]) AS g (student_id, first_day)
+    WHERE s.student_id = g.student_id AND s.first_day = g.first_day
+),
+runs AS (
+    INSERT INTO course_streaks (student_id, first_day, last_day)
+    SELECT student_id, first_day, last_day
+    FROM unnest($13::text[], $14::date[], $15::date[]) AS n (student_id, first_day, last_day)
+    ON CONFLICT (student_id, first_day) DO UPDATE SET last_day = EXCLUDED.last_day
 )
 SELECT (SELECT count(*) FROM decided) AS decided, (SELECT count(*) FROM entries) AS entered,
        (SELECT count(*) FROM answered) AS answered, (SELECT count(*) FROM balances) AS balanced
