@@ -190,7 +190,7 @@ def test_unnests_must_take_the_parameters_in_turn(
 
 @pytest.mark.parametrize(
     ("statement", "count"),
-    [("coins_read", 26), ("catalog_read", 15), ("payments_read", 31)],
+    [("coins_read", 37), ("catalog_read", 12), ("payments_read", 31)],
 )
 def test_every_field_of_a_row_read_back_is_cast_to_its_base_type(
     statement: str, count: int

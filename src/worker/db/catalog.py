@@ -34,8 +34,6 @@ async def apply_catalog_commands(
     [row] = await conn.fetch(
         sql("catalog_read"),
         sorted({item_id for item_id, _ in pairs}),
-        [],
-        [],
         [item_id for item_id, _ in pairs],
         [version for _, version in pairs],
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from worker.core import cloudevents
 from worker.core.answers import Answers
@@ -44,9 +44,9 @@ async def apply_coin_commands(
     partitions: Mapping[str, int] | None = None,
 ) -> CoinPlan:
     """Apply `commands` in order inside the caller's transaction: lock the wallets, read what
-    earlier batches decided (`_known`, one statement), lock and read the catalog items its
-    redemptions name (when some do), write (one statement; and the items and streak runs it
-    changed, when it changed some). Two statements more when some wallets are new. Credits last
+    earlier batches decided and lock the catalog items its redemptions name (`_known`, one
+    statement), write (one statement, `_write`). Two statements more when some wallets are
+    new. Credits last
     `lifetime` (COIN_EXPIRY_DAYS; None: for ever). `upserted`: the catalog items the same
     transaction upserts next, locked with those its redemptions name, so that it locks its
     items in one statement, in one order.
@@ -62,42 +62,13 @@ async def apply_coin_commands(
     wallets = await _lock_wallets(conn, {c.student_id for c in commands})
     # A debit draws on the wallet's lots: those of debited wallets with coins in lots are read.
     drawing = {c.student_id for c in commands if _debits(c) and wallets[c.student_id].lotted}
-    known, answered, lots, streaks = await _known(conn, commands, sorted(drawing))
-    catalog = await _catalog(conn, commands, known, upserted)
+    known = await _known(conn, commands, sorted(drawing), upserted)
     plan = decide_coins(
-        commands, known, wallets, now, answered, streaks,
-        lots=lots, lifetime=lifetime, catalog=catalog,
+        commands, known.decisions, wallets, now, known.answered, known.streaks,
+        lots=known.lots, lifetime=lifetime, catalog=known.catalog,
     )  # fmt: skip
-    await _write(conn, plan, partitions or {}, streaks)
+    await _write(conn, plan, partitions or {}, known.streaks)
     return plan
-
-
-async def _catalog(
-    conn: Connection,
-    commands: Sequence[CoinCommand],
-    known: Mapping[Key, CoinDecision],
-    upserted: Collection[str],
-) -> CatalogState:
-    """The items the batch's new redemptions by item name (and the `upserted` ones), locked
-    after the wallets (every transaction locks wallets before items), and their students'
-    counts of them. One statement, none when there is no such redemption."""
-    wanted = sorted(
-        {(c.student_id, c.item_id) for c in commands if c.item_id and c.key not in known}
-    )
-    if not wanted:
-        return CatalogState()
-    [row] = await conn.fetch(
-        sql("catalog_read"),
-        sorted({item_id for _, item_id in wanted} | set(upserted)),
-        [student for student, _ in wanted],
-        [item_id for _, item_id in wanted],
-        [],
-        [],
-    )
-    return CatalogState(
-        items={fields[0]: CatalogItem(*fields) for fields in row["items"]},
-        redeemed={(student, item): count for student, item, count in row["redeemed"]},
-    )
 
 
 def _debits(command: CoinCommand) -> bool:
@@ -214,12 +185,27 @@ def _wallets(rows: Iterable[asyncpg.Record]) -> dict[str, Wallet]:
     }
 
 
+class _Known(NamedTuple):
+    """What a batch's coin commands need to know, read after their wallets are locked."""
+
+    decisions: dict[Key, CoinDecision]
+    answered: Answers
+    lots: dict[str, list[Lot]]
+    streaks: StreakState
+    catalog: CatalogState
+
+
 async def _known(
-    conn: Connection, commands: Sequence[CoinCommand], drawing: list[str]
-) -> tuple[dict[Key, CoinDecision], Answers, dict[str, list[Lot]], StreakState]:
+    conn: Connection,
+    commands: Sequence[CoinCommand],
+    drawing: list[str],
+    upserted: Collection[str],
+) -> _Known:
     """The decisions taken earlier for the commands' keys, the answers kept for their events,
-    the open lots of the `drawing` students, and what the course completions need of streaks
-    (`_streak_state`): one statement, after the wallets are locked."""
+    the open lots of the `drawing` students, what the course completions need of streaks
+    (`_streak_state`), and the catalog items the redemptions by item name (and the `upserted`
+    ones, when there are such redemptions), locked, with their students' counts of them: one
+    statement, after the wallets are locked (every transaction locks wallets before items)."""
     students, types, references = zip(*{c.key for c in commands}, strict=True)
     events = {c.event for c in commands}
     # Under streak rules, the days of the course completions: the runs near them are read.
@@ -239,11 +225,15 @@ async def _known(
             if c.ledger_type == "course_completion"
         }
     )
+    # Every redemption by item, decided before or not (the core asks only for the new ones).
+    wanted = sorted({(c.student_id, c.item_id) for c in commands if c.item_id})
+    items = sorted({item_id for _, item_id in wanted} | set(upserted)) if wanted else []
     [row] = await conn.fetch(
         sql("coins_read"),
         students, types, references, event_ids(events), drawing,
         [student for student, _ in days], [day for _, day in days],
         [student for student, _ in completions], [event_id for _, event_id in completions],
+        items, [student for student, _ in wanted], [item_id for _, item_id in wanted],
     )  # fmt: skip
     lots: dict[str, list[Lot]] = {}
     for lot_id, student_id, amount, remaining, expires_at in row["lots"]:
@@ -265,8 +255,12 @@ async def _known(
         for student_id, ledger_type, reference_id, requested_amount, outcome, result_topic,
         result_value, item_id in row["decisions"]
     }  # fmt: skip
+    catalog = CatalogState(
+        items={fields[0]: CatalogItem(*fields) for fields in row["items"]},
+        redeemed={(student, item): count for student, item, count in row["redeemed"]},
+    )
     streaks = _streak_state(row["runs"], row["bonuses"])
-    return decisions, answers_found(events, row["answers"]), lots, streaks
+    return _Known(decisions, answers_found(events, row["answers"]), lots, streaks, catalog)
 
 
 async def _write(

@@ -1,7 +1,7 @@
 -- Writes what a batch's catalog upserts applied: each item as it now stands (created, or
--- replaced by its higher version; the row is locked by catalog_read, or new), and each applied
--- version with its result. A version kept by another transaction meanwhile is skipped: the
--- caller compares the count returned and retries the batch, which then repeats it.
+-- replaced by its higher version; the row is locked by catalog_read or coins_read, or new),
+-- and each applied version with its result. A version kept by another transaction meanwhile is
+-- skipped: the caller compares the count returned and retries the batch, which then repeats it.
 WITH items AS (
     INSERT INTO catalog_items
         (item_id, version, title, cost_coins, stock, active_from, active_until,

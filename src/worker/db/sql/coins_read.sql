@@ -4,10 +4,22 @@
 -- have some ($5), earliest deadline first; for its course completions, under streak rules, the
 -- runs of their students that hold or touch their days ($6 students, $7 days), and the streak
 -- bonuses earlier deliveries of its course completion events earned ($8 students, $9 event ids),
--- in ledger order. Arrays of rows, each row's fields in the order written here, cast to their
+-- in ledger order; for its redemptions by item, the items ($10), locked in id order until
+-- commit (stock is taken, and items replaced, by one transaction at a time: the lock waits
+-- for the other, and the row read is the one it left), and the students' counts of them ($11
+-- students, $12 items), which only a holder of the student's wallet lock writes, as all the
+-- rest read here. Arrays of rows, each row's fields in the order written here, cast to their
 -- base types (asyncpg has no decoder for a domain inside a row, and that error would fail every
 -- batch as an outage; tests/unit/test_queries.py checks); the caller keeps the answers whose
 -- event type and source match too.
+WITH items AS (
+    SELECT item_id, version, title, cost_coins, stock, active_from, active_until,
+           per_student_limit
+    FROM catalog_items
+    WHERE item_id = ANY($10::text[])
+    ORDER BY item_id
+    FOR UPDATE
+)
 SELECT
     ARRAY(
         SELECT ROW(r.student_id::text, r.type::text, r.reference_id::text,
@@ -49,4 +61,16 @@ SELECT
                 AND r.reference_id = t.reference_id
         WHERE t.type = 'streak_bonus'
         ORDER BY t.seq
-    ) AS bonuses
+    ) AS bonuses,
+    ARRAY(
+        SELECT ROW(i.item_id::text, i.version::bigint, i.title::text, i.cost_coins::bigint,
+                   i.stock::bigint, i.active_from::timestamptz, i.active_until::timestamptz,
+                   i.per_student_limit::bigint)
+        FROM items AS i
+    ) AS items,
+    ARRAY(
+        SELECT ROW(r.student_id::text, r.item_id::text, r.redeemed::bigint)
+        FROM catalog_redemptions AS r
+        JOIN unnest($11::text[], $12::text[]) AS k (student_id, item_id)
+            ON r.student_id = k.student_id AND r.item_id = k.item_id
+    ) AS redeemed

@@ -4,7 +4,7 @@
 -- event, the lots made or drawn on (with the input partition of their student's events in
 -- the batch, also for a lot drawn on: its expiry follows the student's events where they come
 -- from now; 0014), the stock the redemptions by item left ($6 items, $7 stocks; NULL stays
--- unlimited; the items are locked by catalog_read) and their students' counts of them ($8
+-- unlimited; the items are locked by coins_read) and their students' counts of them ($8
 -- items, $9 students, $10 counts), and the streak runs the batch changed: runs it merged away
 -- are deleted ($11 students, $12 first days), and the runs it made or grew are written ($13
 -- students, $14 first days, $15 last days; the two sets never share a (student, first day): a
