@@ -48,10 +48,8 @@ async def eventually(
 async def waits_on_a_lock(observer: Any, waiting: Any) -> None:
     """Asserts that connection `waiting` (asyncpg) waits on a lock now, as `observer` (a
     connection or pool) sees it: poll it with `eventually` before ending what it waits for.
-    An observer inside a transaction would see the activity of its first look (PostgreSQL
-    keeps that snapshot until the transaction ends), so each look clears it first."""
+    (`wait_event_type` is read live, also by an observer inside a transaction.)"""
     pid = waiting.get_server_pid()
-    await observer.execute("SELECT pg_stat_clear_snapshot()")
     kind = await observer.fetchval(
         "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -38,7 +39,7 @@ from worker.core.signatures import WebhookVerifier, razorpay_signature, stripe_s
 from worker.core.types import Provider
 from worker.db import outbox
 from worker.db.answers import answer_id
-from worker.db.payments import apply_payment_commands, expire_due
+from worker.db.payments import apply_payment_commands, expire_due, write_payment_plan
 from worker.errors import ConcurrentWriteError, PermanentError, is_retriable
 from worker.expiry import PAYMENTS, Sweeper
 from worker.gateway_calls import GatewayCaller
@@ -357,6 +358,34 @@ async def test_a_payment_opened_by_two_workers_at_once_retries_the_slower(
     assert json.loads(retried.messages[0].value or b"")["data"]["reason"] == (
         "idempotency_conflict"
     )
+
+
+async def test_a_failed_attempt_in_the_batch_that_opens_the_payment_keeps_its_reason(
+    pool: asyncpg.Pool,
+) -> None:
+    """The payment is opened and updated in one statement, where the update could not see it."""
+    declined = {
+        "id": "evt_declined", "object": "event", "type": "payment_intent.payment_failed",
+        "data": {"object": {"id": "pi_early", "object": "payment_intent", "amount": 49900,
+                            "currency": "inr", "metadata": {"payment_id": "pay-1"},
+                            "last_payment_error": {"message": "Your card was declined."}}},
+    }  # fmt: skip
+    plan = await apply(
+        pool, [requested("pay-1"), webhook("stripe", declined)], ProviderGateway("stripe")
+    )
+    assert plan.outcomes[-1] == ("payment.webhook.received", "applied")
+    row = await pool.fetchrow("SELECT status, status_reason FROM payments")
+    assert tuple(row) == ("initiated", "Your card was declined.")
+
+
+async def test_a_change_to_a_payment_that_does_not_exist_fails_for_good(
+    pool: asyncpg.Pool,
+) -> None:
+    plan = await apply(pool, [requested("pay-1")])
+    ghost = dataclasses.replace(plan.created["pay-1"], payment_id="pay-ghost")
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(PermanentError, match="does not exist"):
+            await write_payment_plan(conn, PaymentPlan(changed={"pay-ghost": ghost}), NOW)
 
 
 async def test_a_move_whose_status_is_recorded_already_fails_for_good_and_writes_nothing(

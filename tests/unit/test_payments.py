@@ -639,6 +639,18 @@ def test_an_instant_providers_session_is_opened_and_announced_in_the_batch() -> 
     assert decide_payments([open_payment(provider="stripe")], Known(), INSTANT, NOW).calls
 
 
+def test_a_failed_attempt_on_a_payment_opened_in_the_batch_is_kept_with_the_new_payment() -> None:
+    # The adapter writes created and changed payments in one statement, where an update cannot
+    # see the row inserted beside it: a payment opened in the batch is never among the changed.
+    plan = decide_payments(
+        [open_payment(), report("attempt_failed", reason="declined")], Known(), INSTANT, NOW
+    )
+    assert plan.created["pay-1"].status_reason == "declined"
+    assert plan.created["pay-1"].status == "initiated"
+    assert not plan.changed
+    assert plan.outcomes[-1] == ("payment.webhook.received", "applied")
+
+
 def test_an_instant_providers_refund_is_applied_in_the_batch() -> None:
     plan = decide_payments([refund()], paid(), INSTANT, NOW)
     assert not plan.calls

@@ -526,7 +526,7 @@ class _Book:
                 return "ignored"
             noted = replace(payment, status_reason=notification.reason or ATTEMPT_FAILED_REASON)
             self.current[payment.payment_id] = noted
-            self.plan.changed[payment.payment_id] = noted
+            self.keep(noted)
             return "applied"
         match verdict(payment.status, target):
             case "repeat":
@@ -666,11 +666,17 @@ class _Book:
         provider_event_id: str | None = None,
     ) -> Transition:
         moved = replace(payment, status=target, status_reason=reason)
-        if moved.payment_id in self.plan.created:
-            self.plan.created[moved.payment_id] = moved
-        else:
-            self.plan.changed[moved.payment_id] = moved
+        self.keep(moved)
         return self.record(payment.status, moved, source_event_id, provider_event_id)
+
+    def keep(self, payment: Payment) -> None:
+        """Write `payment` as it now stands: opened by this plan, it is opened so; else it is
+        changed. (The adapter writes both in one statement, where an update cannot see a row
+        the same statement inserts: a payment is never in both.)"""
+        if payment.payment_id in self.plan.created:
+            self.plan.created[payment.payment_id] = payment
+        else:
+            self.plan.changed[payment.payment_id] = payment
 
     def record(
         self,

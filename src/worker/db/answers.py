@@ -49,7 +49,8 @@ def answers_found(wanted: Collection[EventKey], rows: Iterable[Any]) -> Answers:
 
 
 def answer_rows(answers: Answers) -> Group:
-    """`answers` as the rows of an `event_answers` unnest (`answers_record`, `coins_write`)."""
+    """`answers` as the rows of an `event_answers` unnest (`answers_record`, `coins_write`,
+    `payments_write`)."""
     return list(answers.items()), _ANSWER_COLUMNS
 
 

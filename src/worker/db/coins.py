@@ -46,10 +46,11 @@ async def apply_coin_commands(
     """Apply `commands` in order inside the caller's transaction: lock the wallets, read what
     earlier batches decided and lock the catalog items its redemptions name (`_known`, one
     statement), write (one statement, `_write`). Two statements more when some wallets are
-    new. Credits last
-    `lifetime` (COIN_EXPIRY_DAYS; None: for ever). `upserted`: the catalog items the same
-    transaction upserts next, locked with those its redemptions name, so that it locks its
-    items in one statement, in one order.
+    new. Credits last `lifetime` (COIN_EXPIRY_DAYS; None: for ever). `upserted`: the catalog
+    items the same transaction upserts next, locked with those its redemptions name (when it
+    has some), so that it locks its items in one statement, in one order. The items of every
+    redemption by item are locked, of those decided before too (the statement that locks them
+    reads those decisions).
     `partitions`: the input partition of each student's events, kept on the lots made or drawn
     on, whose owner expires them (`lock_due`).
 
@@ -273,6 +274,8 @@ async def _write(
     `partitions`, its runs against the `streaks` read before. A decision or an answer another
     transaction kept meanwhile is a retriable conflict; so it was when the ledger was written
     after the decisions, in a statement of its own, whose unique violation was permanent."""
+    if plan.runs and streaks is None:
+        raise ValueError("the runs a plan changed are written against the runs read before")
     partition_of = (partitions or {}).get
     if not (
         plan.decisions or plan.entries or plan.answers or plan.wallets or plan.lots_changed

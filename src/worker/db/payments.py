@@ -109,7 +109,7 @@ async def write_payment_plan(conn: Connection, plan: PaymentPlan, now: datetime)
     """Write what `plan` changes, as decided at `now`: one statement (`payments_write`), and one
     more for each of the two rarer parts, refunds settled and replays owed an answer."""
     if any((plan.created, plan.changed, plan.transitions, plan.refunds, plan.calls, plan.answers)):
-        [(opened, moved, decided, answered)] = await conn.fetch(
+        [(opened, changed, moved, decided, answered)] = await conn.fetch(
             sql("payments_write"),
             *unnest_all(
                 "payments_write",
@@ -124,6 +124,8 @@ async def write_payment_plan(conn: Connection, plan: PaymentPlan, now: datetime)
         )
         if opened != len(plan.created):
             raise ConcurrentWriteError("a payment id was opened by another worker meanwhile")
+        if changed != len(plan.changed):  # locked, and never opened in the same plan
+            raise PermanentError("a payment this batch changes does not exist")
         if moved != len(plan.transitions):  # the payments are locked: never retried
             raise PermanentError("a status this batch moves a payment to is recorded already")
         if decided != len(plan.refunds):

@@ -1,13 +1,16 @@
 -- Writes what a batch's payment decisions (or an expiry sweep, or a provider's answer) change,
 -- in one statement: the payments opened, the state the others are left in (locked by
--- payments_lock or payments_due; the core never lists a payment opened here among them), the
+-- payments_lock or payments_due; an update cannot see a row this statement inserts, so the core
+-- never lists a payment opened here among them, and the caller checks the count), the
 -- statuses reached in the order reached, the new refund decisions, the provider calls to make
 -- (due at once, $17 the batch's time; a call already queued stays as it is), and the answers by
 -- event. A payment, transition, refund or answer whose key is taken is skipped: the caller
 -- compares the counts returned and retries the batch, which then sees the other worker's rows.
--- A transition or call of a payment skipped here still finds it: a payment id taken meanwhile is
--- one that exists (the insert waits for the other transaction's outcome), and the foreign keys
--- are checked at the end of the statement.
+-- A transition or call of a payment skipped on its id still finds it: a payment id taken
+-- meanwhile is one that exists (the insert waits for the other transaction's outcome), and the
+-- foreign keys are checked at the end of the statement. One skipped on its provider payment id
+-- (known at opening only for an instant provider, whose ids derive from the payment id) fails
+-- the foreign key: a permanent error, and its record is dead-lettered.
 WITH opened AS (
     INSERT INTO payments
         (payment_id, student_id, course_id, amount, currency, description, status,
@@ -35,6 +38,7 @@ changed AS (
         AS c (payment_id, status, status_reason, provider_payment_id, payment_url, expires_at,
               captured_id)
     WHERE p.payment_id = c.payment_id
+    RETURNING 1
 ),
 moved AS (
     INSERT INTO payment_transitions
@@ -79,5 +83,6 @@ answered AS (
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM opened) AS opened, (SELECT count(*) FROM moved) AS moved,
-       (SELECT count(*) FROM decided) AS decided, (SELECT count(*) FROM answered) AS answered
+SELECT (SELECT count(*) FROM opened) AS opened, (SELECT count(*) FROM changed) AS changed,
+       (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM decided) AS decided,
+       (SELECT count(*) FROM answered) AS answered
