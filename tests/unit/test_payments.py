@@ -649,6 +649,14 @@ def test_a_failed_attempt_on_a_payment_opened_in_the_batch_is_kept_with_the_new_
     assert plan.created["pay-1"].status == "initiated"
     assert not plan.changed
     assert plan.outcomes[-1] == ("payment.webhook.received", "applied")
+    # And a success after it in the same batch: one row, written as it ends (before, the update
+    # of the failed attempt, a statement after the insert, put `initiated` back over it).
+    paid = decide_payments(
+        [open_payment(), report("attempt_failed"), report("succeeded", event="evt-ok")],
+        Known(), INSTANT, NOW,
+    )  # fmt: skip
+    assert paid.created["pay-1"].status == "succeeded"
+    assert not paid.changed
 
 
 def test_an_instant_providers_refund_is_applied_in_the_batch() -> None:
