@@ -378,6 +378,25 @@ async def test_a_failed_attempt_in_the_batch_that_opens_the_payment_keeps_its_re
     assert tuple(row) == ("initiated", "Your card was declined.")
 
 
+async def test_a_success_replayed_with_the_request_that_opens_the_payment_keeps_its_money(
+    pool: asyncpg.Pool,
+) -> None:
+    """A success in the batch that opens the payment (its events replayed together, say after
+    a restore): the captured money is named on the row, for a refund to name it later."""
+    paid = {
+        "id": "evt_paid", "object": "event", "type": "payment_intent.succeeded",
+        "data": {"object": {"id": "pi_early", "object": "payment_intent", "amount": 49900,
+                            "amount_received": 49900, "status": "succeeded", "currency": "inr",
+                            "metadata": {"payment_id": "pay-1"}}},
+    }  # fmt: skip
+    plan = await apply(
+        pool, [requested("pay-1"), webhook("stripe", paid)], ProviderGateway("stripe")
+    )
+    assert plan.outcomes[-1] == ("payment.webhook.received", "applied")
+    row = await pool.fetchrow("SELECT status, captured_id FROM payments")
+    assert tuple(row) == ("succeeded", "pi_early")
+
+
 async def test_a_change_to_a_payment_that_does_not_exist_fails_for_good(
     pool: asyncpg.Pool,
 ) -> None:

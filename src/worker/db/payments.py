@@ -107,7 +107,8 @@ async def expire(conn: Connection, payments: Sequence[Payment], now: datetime) -
 
 async def write_payment_plan(conn: Connection, plan: PaymentPlan, now: datetime) -> None:
     """Write what `plan` changes, as decided at `now`: one statement (`payments_write`), and one
-    more for each of the two rarer parts, refunds settled and replays owed an answer."""
+    more for each of the three rarer parts: the money captured for payments opened in the plan,
+    refunds settled, and replays owed an answer."""
     if any((plan.created, plan.changed, plan.transitions, plan.refunds, plan.calls, plan.answers)):
         [(opened, changed, moved, decided, answered)] = await conn.fetch(
             sql("payments_write"),
@@ -132,6 +133,12 @@ async def write_payment_plan(conn: Connection, plan: PaymentPlan, now: datetime)
             raise ConcurrentWriteError("a refund id was decided by another worker meanwhile")
         if answered != len(plan.answers):
             raise ConcurrentWriteError("an event was answered by another worker meanwhile")
+    if captured := [p for p in plan.created.values() if p.captured_id is not None]:
+        await conn.execute(
+            sql("payments_capture"),
+            [p.payment_id for p in captured],
+            [p.captured_id for p in captured],
+        )
     if plan.refunds_settled:
         settled = list(plan.refunds_settled.values())
         updated = await conn.fetch(
