@@ -188,11 +188,11 @@ class Pipeline:
                     late = _late_bad_input(items, payments)
                     letters = [dead_letter(r, BadInputError(why), now) for r, why in late]
                     direct = [*coins.messages, *rejects, *letters]
-                    # Results of the catalog and of payments go through the outbox.
-                    outboxed = [*catalog.messages, *payments.messages]
-                    queued = [*outboxed, *direct] if queue_all else outboxed
+                    # Results of the catalog and of payments go through the outbox (the
+                    # payments' queued as their statement wrote them).
+                    queued = [*catalog.messages, *direct] if queue_all else catalog.messages
                     await outbox.enqueue(conn, queued)
-        if queued:  # durable in the outbox now: the relay need not wait for the offsets
+        if queued or payments.messages:  # in the outbox now: the relay need not wait for offsets
             self._on_durable()
         if payments.calls:  # new sessions and refunds to ask the providers for
             self._on_gateway_calls()

@@ -64,7 +64,7 @@ def test_the_columns_come_in_the_order_of_the_parameters_or_of_the_row() -> None
     # WITH ORDINALITY's position column is not a parameter.
     assert unnest_columns("outbox_enqueue") == ("topic", "key", "value", "headers")
     assert [len(unnest.columns) for unnest in unnests("coins_write")] == [8, 5, 7, 7, 6, 2, 3, 2, 3]
-    assert [len(unnest.columns) for unnest in unnests("payments_write")] == [13, 7, 8, 9, 3, 7]
+    assert [len(unnest.columns) for unnest in unnests("payments_write")] == [13, 7, 8, 9, 3, 7, 4]
 
 
 # Columns of a type asyncpg decodes inside a row as it is (not a domain).

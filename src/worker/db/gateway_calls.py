@@ -148,8 +148,7 @@ async def settle(
             raise TypeError("a refund call answered with a session")
         decision = (await known_refunds(conn, [call.reference_id]))[call.reference_id]
         plan = settle_refund(payment, call.reference_id, decision, answer, now)
-    await write_payment_plan(conn, plan, now)
-    await outbox.enqueue(conn, plan.messages)
+    await write_payment_plan(conn, plan, now)  # its results queued first
     # Each replay that waited gets the answer too: the call's, or (a session opened for a payment
     # that closed meanwhile announces nothing) the payment's status.
     owed = finished["answers_owed"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from worker.core.messages import Headers, OutgoingMessage, headers_size
-from worker.db.queries import sql, unnest_arrays
+from worker.db.queries import Group, sql, unnest_arrays
 
 if TYPE_CHECKING:
     import asyncpg
@@ -44,9 +44,18 @@ async def enqueue(conn: Connection, messages: Sequence[OutgoingMessage]) -> None
     if not messages:
         return
     await conn.execute(
-        sql("outbox_enqueue"),
-        *unnest_arrays("outbox_enqueue", messages, headers=lambda m: encode_headers(m.headers)),
+        sql("outbox_enqueue"), *unnest_arrays("outbox_enqueue", messages, **_OUTBOX_COLUMNS)
     )
+
+
+def outbox_rows(messages: Sequence[OutgoingMessage]) -> Group:
+    """`messages` as the rows of an `outbox` unnest (`outbox_enqueue`, `payments_write`)."""
+    return messages, _OUTBOX_COLUMNS
+
+
+_OUTBOX_COLUMNS: Mapping[str, Callable[[OutgoingMessage], object]] = {
+    "headers": lambda message: encode_headers(message.headers),
+}
 
 
 async def claim_oldest(conn: Connection, limit: int) -> list[QueuedMessage] | None:

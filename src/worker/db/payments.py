@@ -101,15 +101,18 @@ async def expire(conn: Connection, payments: Sequence[Payment], now: datetime) -
     """Expire the (locked) `payments` and queue their results."""
     plan = expire_payments(payments, now)
     await write_payment_plan(conn, plan, now)
-    await outbox.enqueue(conn, plan.messages)
     return plan
 
 
 async def write_payment_plan(conn: Connection, plan: PaymentPlan, now: datetime) -> None:
-    """Write what `plan` changes, as decided at `now`: one statement (`payments_write`), and one
-    more for each of the three rarer parts: the money captured for payments opened in the plan,
-    refunds settled, and replays owed an answer."""
-    if any((plan.created, plan.changed, plan.transitions, plan.refunds, plan.calls, plan.answers)):
+    """Write what `plan` changes, as decided at `now`, and queue its results in the outbox, in
+    order: one statement (`payments_write`), and one more for each of the three rarer parts: the
+    money captured for payments opened in the plan, refunds settled, and replays owed an
+    answer."""
+    if any((
+        plan.created, plan.changed, plan.transitions, plan.refunds, plan.calls, plan.answers,
+        plan.messages,
+    )):  # fmt: skip
         [(opened, changed, moved, decided, answered)] = await conn.fetch(
             sql("payments_write"),
             *unnest_all(
@@ -120,6 +123,7 @@ async def write_payment_plan(conn: Connection, plan: PaymentPlan, now: datetime)
                 (list(plan.refunds.values()), _OPTIONAL_RESULT),
                 (plan.calls, {}),
                 answer_rows(plan.answers),
+                outbox.outbox_rows(plan.messages),
             ),
             now,
         )

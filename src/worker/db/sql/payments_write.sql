@@ -3,8 +3,9 @@
 -- payments_lock or payments_due; an update cannot see a row this statement inserts, so the core
 -- never lists a payment opened here among them, and the caller checks the count), the
 -- statuses reached in the order reached, the new refund decisions, the provider calls to make
--- (due at once, $17 the batch's time; a call already queued stays as it is), and the answers by
--- event. A payment, transition, refund or answer whose key is taken is skipped: the caller
+-- (due at once, $21 the batch's time; a call already queued stays as it is), the answers by
+-- event, and the results to publish, queued in the outbox in the order given (as
+-- outbox_enqueue). A payment, transition, refund or answer whose key is taken is skipped: the caller
 -- compares the counts returned and retries the batch, which then sees the other worker's rows.
 -- A transition or call of a payment skipped on its id still finds it: a payment id taken
 -- meanwhile is one that exists (the insert waits for the other transaction's outcome), and the
@@ -68,7 +69,7 @@ decided AS (
 ),
 called AS (
     INSERT INTO gateway_calls (kind, reference_id, payment_id, not_before)
-    SELECT kind, reference_id, payment_id, $17
+    SELECT kind, reference_id, payment_id, $21
     FROM unnest($13::text[], $14::text[], $15::text[]) AS g (kind, reference_id, payment_id)
     ON CONFLICT DO NOTHING
 ),
@@ -82,6 +83,13 @@ answered AS (
               result_value)
     ON CONFLICT DO NOTHING
     RETURNING 1
+),
+queued AS (
+    INSERT INTO outbox (topic, key, value, headers)
+    SELECT topic, key, value, headers
+    FROM unnest($17::text[], $18::bytea[], $19::bytea[], $20::bytea[])
+        WITH ORDINALITY AS m (topic, key, value, headers, position)
+    ORDER BY position
 )
 SELECT (SELECT count(*) FROM opened) AS opened, (SELECT count(*) FROM changed) AS changed,
        (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM decided) AS decided,
