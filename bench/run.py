@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import logging
@@ -91,6 +92,8 @@ PARTITIONS = 6
 JWT_SECRET = "bench-only-jwt-secret-of-32-bytes-or-more"  # noqa: S105 - a local bench
 # How long the latency runs' worker warms up before the first point is measured.
 WARM_UP_SECONDS = 3.0
+# How long the results of a latency run may take to be read back, once all were published.
+RESULTS_WAIT_SECONDS = 300
 # A latency point whose bench producer lagged (p99) by more than this share of the p99 measured
 # is void: the latency it reports is the bench's own.
 VOID_LAG_SHARE = 0.1
@@ -210,7 +213,9 @@ async def seed(conn: asyncpg.Connection, workload: Workload) -> None:
         ]
         # Long enough for any run: nothing expires mid-run.
         defaults = PaymentDefaults("mock", timedelta(days=1), instant={"mock": GATEWAY})
-        await write_payment_plan(conn, decide_payments(opens, Known(), defaults, now), now)
+        plan = decide_payments(opens, Known(), defaults, now)
+        # The seed's own results are not queued: the run's results are the events' alone.
+        await write_payment_plan(conn, dataclasses.replace(plan, messages=[]), now)
 
 
 async def create_topics(bootstrap: str, prefix: str) -> None:
@@ -964,7 +969,8 @@ async def latency(
         phases, total = await open_loop(scenario, workload, loads, seconds, done)
     finally:
         await worker.stop()
-    appended = await result_times(scenario, total)  # the warm-up's too, not used
+    # The warm-up's too, not used.
+    appended = await result_times(scenario, {e.result_id for e in workload.events[:total]})
     return latency_report(phases, appended, lambda event: event.result_id)
 
 
@@ -1017,7 +1023,7 @@ async def floor_latency(
                     await asyncio.sleep(0.1)
 
         phases, total = await open_loop(scenario, workload, loads, seconds, done)
-        appended = await result_times(scenario, total)
+        appended = await result_times(scenario, {_event_id(e) for e in workload.events[:total]})
     finally:
         await admin.close()
         if child is not None:
@@ -1025,7 +1031,12 @@ async def floor_latency(
                 child.kill()
             await child.wait()
         await scenario.drop()
-    return latency_report(phases, appended, lambda event: json.loads(event.value)["id"])
+    return latency_report(phases, appended, _event_id)
+
+
+def _event_id(event: Event) -> str:
+    """The id of the floor's result for `event`: the event's own."""
+    return str(json.loads(event.value)["id"])
 
 
 # One open-loop phase: its rate, events, their scheduled times and the producer's lag on each.
@@ -1083,8 +1094,11 @@ def latency_report(
     return report
 
 
-async def result_times(scenario: Scenario, total: int) -> dict[str, list[float]]:
-    """Result id -> the broker's append times of its records, oldest first."""
+async def result_times(scenario: Scenario, expected: set[str]) -> dict[str, list[float]]:
+    """Result id -> the broker's append times of its records, oldest first, read until every
+    `expected` id has one (a result published twice, at least once as promised, has two). A
+    result with an id no event of the run asked for fails the run: something published what
+    it should not have (counting records instead once let such results hide others)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=scenario.bootstrap, enable_auto_commit=False)
     await consumer.start()
     found: dict[str, list[float]] = defaultdict(list)
@@ -1097,14 +1111,23 @@ async def result_times(scenario: Scenario, total: int) -> dict[str, list[float]]
             ]
         )
         await consumer.seek_to_beginning()
-        seen = 0
-        while seen < total:
-            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+        missing = set(expected)
+        deadline = time.monotonic() + RESULTS_WAIT_SECONDS
+        while missing:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(missing)} results not found, such as {min(missing)}")
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batch.values():
                 for record in records:
-                    found[json.loads(record.value)["id"]].append(record.timestamp / 1000)
-                    seen += 1
+                    result_id = json.loads(record.value)["id"]
+                    found[result_id].append(record.timestamp / 1000)
+                    missing.discard(result_id)
     finally:
         await consumer.stop()
+    if unexpected := found.keys() - expected:
+        raise RuntimeError(
+            f"{len(unexpected)} results no event of the run asked for, such as {min(unexpected)}"
+        )
     for times in found.values():
         times.sort()
     return found
