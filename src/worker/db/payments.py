@@ -44,7 +44,8 @@ async def apply_payment_commands(
     defaults: PaymentDefaults,
     now: datetime,
 ) -> PaymentPlan:
-    """Apply `commands` in order inside the caller's transaction, in a fixed few statements.
+    """Apply `commands` in order inside the caller's transaction, in a fixed few statements,
+    their results queued in the outbox.
 
     No provider is called here: new payments and accepted refunds are queued as gateway calls
     (`gateway_calls`), made once this transaction has committed."""

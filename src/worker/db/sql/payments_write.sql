@@ -5,8 +5,9 @@
 -- statuses reached in the order reached, the new refund decisions, the provider calls to make
 -- (due at once, $21 the batch's time; a call already queued stays as it is), the answers by
 -- event, and the results to publish, queued in the outbox in the order given (as
--- outbox_enqueue). A payment, transition, refund or answer whose key is taken is skipped: the caller
--- compares the counts returned and retries the batch, which then sees the other worker's rows.
+-- outbox_enqueue). A payment, transition, refund or answer whose key is taken is skipped: the
+-- caller compares the counts returned and retries the batch, which then sees the other worker's
+-- rows.
 -- A transition or call of a payment skipped on its id still finds it: a payment id taken
 -- meanwhile is one that exists (the insert waits for the other transaction's outcome), and the
 -- foreign keys are checked at the end of the statement. One skipped on its provider payment id
