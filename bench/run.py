@@ -966,12 +966,12 @@ async def latency(
         async def done(offset: int, label: str) -> None:
             await run_to_completion(worker, offset, label)
 
-        phases, total = await open_loop(scenario, workload, loads, seconds, done)
+        warm_up, phases = await open_loop(scenario, workload, loads, seconds, done)
     finally:
         await worker.stop()
-    # The warm-up's too, not used.
-    appended = await result_times(scenario, {e.result_id for e in workload.events[:total]})
-    return latency_report(phases, appended, lambda event: event.result_id)
+    produced = _produced(warm_up, phases)
+    appended = await result_times(scenario, {event.result_id for event in produced})
+    return latency_report(phases, appended, lambda event: event.result_id, warm_up)
 
 
 async def floor_latency(
@@ -1022,8 +1022,9 @@ async def floor_latency(
                         return
                     await asyncio.sleep(0.1)
 
-        phases, total = await open_loop(scenario, workload, loads, seconds, done)
-        appended = await result_times(scenario, {_event_id(e) for e in workload.events[:total]})
+        warm_up, phases = await open_loop(scenario, workload, loads, seconds, done)
+        produced = _produced(warm_up, phases)
+        appended = await result_times(scenario, {_event_id(event) for event in produced})
     finally:
         await admin.close()
         if child is not None:
@@ -1031,7 +1032,7 @@ async def floor_latency(
                 child.kill()
             await child.wait()
         await scenario.drop()
-    return latency_report(phases, appended, _event_id)
+    return latency_report(phases, appended, _event_id, warm_up)
 
 
 def _event_id(event: Event) -> str:
@@ -1049,9 +1050,9 @@ async def open_loop(
     loads: list[float],
     seconds: float,
     done: Callable[[int, str], Awaitable[None]],
-) -> tuple[list[Phase], int]:
+) -> tuple[list[Event], list[Phase]]:
     """The warm-up, then each load for `seconds`, each waited out by `done(events so far)`.
-    Returns the measured phases and how many events were produced in all."""
+    Returns the warm-up's events and the measured phases."""
     offset = int(loads[0] * WARM_UP_SECONDS)
     say(f"  warm-up: {loads[0]:,.0f} events/s for {WARM_UP_SECONDS:g} s, not measured")
     await produce_at(scenario.bootstrap, scenario.prefix, workload.events[:offset], loads[0])
@@ -1064,13 +1065,26 @@ async def open_loop(
         due, lags = await produce_at(scenario.bootstrap, scenario.prefix, events, rate)
         await done(offset, f"latency {rate:,.0f}/s")
         phases.append((rate, events, due, lags))
-    return phases, offset
+    return workload.events[: int(loads[0] * WARM_UP_SECONDS)], phases
+
+
+def _produced(warm_up: list[Event], phases: list[Phase]) -> list[Event]:
+    return [*warm_up, *(event for _, events, _, _ in phases for event in events)]
 
 
 def latency_report(
-    phases: list[Phase], appended: dict[str, list[float]], result_of: Callable[[Event], str]
+    phases: list[Phase],
+    appended: dict[str, list[float]],
+    result_of: Callable[[Event], str],
+    warm_up: Sequence[Event] = (),
 ) -> list[dict[str, float]]:
-    """Per phase: percentiles of each event's result append time after its scheduled time."""
+    """Per phase: percentiles of each event's result append time after its scheduled time. The
+    `warm_up` events take their records first, unmeasured: a duplicate of one of them, measured
+    later, gets its own record, not the original's (which came before it was sent)."""
+    for event in warm_up:
+        times = appended[result_of(event)]
+        if len(times) > 1:
+            times.pop(0)
     report = []
     for rate, events, due, lags in phases:
         samples = []
@@ -1098,24 +1112,27 @@ async def result_times(scenario: Scenario, expected: set[str]) -> dict[str, list
     """Result id -> the broker's append times of its records, oldest first, read until every
     `expected` id has one (a result published twice, at least once as promised, has two). A
     result with an id no event of the run asked for fails the run: something published what
-    it should not have (counting records instead once let such results hide others)."""
+    it should not have (counting records instead once let such results hide others). Every
+    record published when it starts is read (a duplicate event's result comes again, late)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=scenario.bootstrap, enable_auto_commit=False)
     await consumer.start()
     found: dict[str, list[float]] = defaultdict(list)
     try:
-        consumer.assign(
-            [
-                TopicPartition(scenario.prefix + t, p)
-                for t in OUTPUT_TOPICS
-                for p in range(PARTITIONS)
-            ]
-        )
+        partitions = [
+            TopicPartition(scenario.prefix + t, p) for t in OUTPUT_TOPICS for p in range(PARTITIONS)
+        ]
+        consumer.assign(partitions)
         await consumer.seek_to_beginning()
+        ends = await consumer.end_offsets(partitions)
         missing = set(expected)
         deadline = time.monotonic() + RESULTS_WAIT_SECONDS
-        while missing:
+        while missing or any([await consumer.position(tp) < ends[tp] for tp in partitions]):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(missing)} results not found, such as {min(missing)}")
+                raise RuntimeError(
+                    f"{len(missing)} results not found, such as {min(missing)}"
+                    if missing
+                    else f"the results were not read to their end in {RESULTS_WAIT_SECONDS} s"
+                )
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for records in batch.values():
                 for record in records:
