@@ -1053,9 +1053,10 @@ async def open_loop(
 ) -> tuple[list[Event], list[Phase]]:
     """The warm-up, then each load for `seconds`, each waited out by `done(events so far)`.
     Returns the warm-up's events and the measured phases."""
-    offset = int(loads[0] * WARM_UP_SECONDS)
+    warm_up = workload.events[: int(loads[0] * WARM_UP_SECONDS)]
+    offset = len(warm_up)
     say(f"  warm-up: {loads[0]:,.0f} events/s for {WARM_UP_SECONDS:g} s, not measured")
-    await produce_at(scenario.bootstrap, scenario.prefix, workload.events[:offset], loads[0])
+    await produce_at(scenario.bootstrap, scenario.prefix, warm_up, loads[0])
     await done(offset, "warm-up")
     phases = []
     for rate in loads:
@@ -1065,7 +1066,7 @@ async def open_loop(
         due, lags = await produce_at(scenario.bootstrap, scenario.prefix, events, rate)
         await done(offset, f"latency {rate:,.0f}/s")
         phases.append((rate, events, due, lags))
-    return workload.events[: int(loads[0] * WARM_UP_SECONDS)], phases
+    return warm_up, phases
 
 
 def _produced(warm_up: list[Event], phases: list[Phase]) -> list[Event]:
@@ -1076,11 +1077,17 @@ def latency_report(
     phases: list[Phase],
     appended: dict[str, list[float]],
     result_of: Callable[[Event], str],
-    warm_up: Sequence[Event] = (),
+    warm_up: Sequence[Event],
 ) -> list[dict[str, float]]:
     """Per phase: percentiles of each event's result append time after its scheduled time. The
     `warm_up` events take their records first, unmeasured: a duplicate of one of them, measured
-    later, gets its own record, not the original's (which came before it was sent)."""
+    later, gets its own record, not the original's (which came before it was sent). Every event
+    has a record of its own (a result published again, at least once, leaves one over)."""
+    needed = Counter(result_of(event) for event in _produced(list(warm_up), phases))
+    if short := sorted(i for i, count in needed.items() if len(appended[i]) < count):
+        raise RuntimeError(
+            f"{len(short)} results have fewer records than events, such as {short[0]}"
+        )
     for event in warm_up:
         times = appended[result_of(event)]
         if len(times) > 1:

@@ -32,3 +32,9 @@ def test_a_duplicate_within_the_measured_events_takes_the_next_record() -> None:
         [(event("r1"), 1.0), (event("r1", duplicate=True), 2.0)], {"r1": [1.25, 2.5]}, []
     )
     assert point["mean_ms"] == pytest.approx((250.0 + 500.0) / 2)
+
+
+def test_an_event_left_without_a_record_of_its_own_fails_the_report() -> None:
+    # Two events of one result id, one record: the duplicate was never answered.
+    with pytest.raises(RuntimeError, match="fewer records than events"):
+        report([(event("r1"), 1.0), (event("r1", duplicate=True), 2.0)], {"r1": [1.25]}, [])
