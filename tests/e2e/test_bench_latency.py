@@ -1,4 +1,8 @@
-"""The bench's latency report: each event's result record, the warm-up's taken first."""
+"""The bench's latency report: each event's result record, the warm-up's taken first.
+
+No service is needed; it sits beside the bench's smoke test because the bench's own
+dependencies are installed for the main run's tiers only (the unit tier also runs on other
+Pythons without them)."""
 
 from __future__ import annotations
 
